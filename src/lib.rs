@@ -1,0 +1,1 @@
+//! pgplan: declarative plan/apply for PostgreSQL on Kubernetes and AWS RDS.

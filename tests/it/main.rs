@@ -1,0 +1,5 @@
+//! The one integration-test binary. Each module is one capability's tests.
+
+#[path = "../support/mod.rs"]
+#[allow(dead_code)]
+mod support;

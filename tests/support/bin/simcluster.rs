@@ -1,0 +1,4 @@
+#[path = "../mod.rs"]
+#[allow(dead_code)]
+mod support;
+fn main() {}

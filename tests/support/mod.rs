@@ -1,0 +1,1 @@
+//! Test substrate (see docs/testing.md).
