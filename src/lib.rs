@@ -1,1 +1,14 @@
 //! pgplan: declarative plan/apply for PostgreSQL on Kubernetes and AWS RDS.
+//!
+//! See ARCHITECTURE.md for the data flow and the invariants between modules.
+
+// The pure core: data in, data out; no IO, no tokio/kube/aws.
+pub mod diff;
+pub mod graph;
+pub mod names;
+pub mod observed;
+pub mod plan;
+pub mod quantity;
+pub mod redact;
+pub mod spec;
+pub mod yaml;

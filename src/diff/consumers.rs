@@ -1,0 +1,453 @@
+//! Consumers: finding them, stopping them while data moves, pointing them at
+//! the new server, and starting them again.
+
+use serde_json::{json, Value};
+
+use super::manifests::{diff_patch, field_patch, get_field, merge_patch, secret_display, shown};
+use super::Ctx;
+use crate::observed::{at, str_at};
+use crate::plan::{Action, ObjectRef, Operation, Risk, ScalePurpose, SecretContents, ServerRef};
+use crate::spec::Consumer;
+
+/// Annotation apply writes on a consumer it scales down, so that a later
+/// plan (after a crash) knows the replica count to return to.
+pub const QUIESCED_ANNOTATION: &str = "pgplan.dev/quiesced-replicas";
+
+pub(super) struct ConsumerFacts<'a> {
+    pub spec: &'a Consumer,
+    pub object: ObjectRef,
+    pub manifest: &'a Value,
+    /// Replicas to return to when resuming.
+    pub original: u32,
+}
+
+pub(super) fn resolve<'a>(cx: &mut Ctx<'a>, default_namespace: &str) -> Vec<ConsumerFacts<'a>> {
+    let mut out = Vec::new();
+    for (index, c) in cx.p.spec().consumers.iter().enumerate() {
+        let ns = c
+            .namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_string());
+        let api_version = c
+            .api_version
+            .clone()
+            .unwrap_or_else(|| "apps/v1".to_string());
+        let object = ObjectRef::new(&api_version, &c.kind, &ns, &c.name);
+        let Some(manifest) = cx.idx.get(&c.kind, &ns, &c.name) else {
+            let i = index.to_string();
+            cx.error(
+                &["consumers", &i, "name"],
+                "pgplan::plan::consumer-missing",
+                format!("consumer {} was not found", object.display()),
+                "check the name and namespace, or remove the consumer",
+            );
+            continue;
+        };
+        cx.read(manifest);
+        let current = match c.replicas_field() {
+            Some(f) if !c.is_workload() => {
+                get_field(manifest, f).and_then(Value::as_u64).unwrap_or(1) as u32
+            }
+            _ => at(manifest, &["spec", "replicas"])
+                .and_then(Value::as_u64)
+                .unwrap_or(1) as u32,
+        };
+        let remembered = str_at(manifest, &["metadata", "annotations", QUIESCED_ANNOTATION])
+            .and_then(|v| v.parse::<u32>().ok());
+        let original = match remembered {
+            Some(r) if current == 0 => r,
+            _ => current,
+        };
+        out.push(ConsumerFacts {
+            spec: c,
+            object,
+            manifest,
+            original,
+        });
+    }
+    out
+}
+
+fn replicas_patch(c: &ConsumerFacts<'_>, to: u32) -> (Option<String>, Value) {
+    match c.spec.replicas_field() {
+        Some(f) if !c.spec.is_workload() => (Some(f.to_string()), field_patch(f, json!(to))),
+        _ => (None, json!({"spec": {"replicas": to}})),
+    }
+}
+
+/// Scale every quiescing consumer to zero; returns the step addresses.
+pub(super) fn quiesce(cx: &mut Ctx<'_>, consumers: &[ConsumerFacts<'_>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in consumers
+        .iter()
+        .filter(|c| c.spec.quiesce && c.original > 0)
+    {
+        let (field, patch) = replicas_patch(c, 0);
+        let mut after = shown(c.manifest);
+        merge_patch(&mut after, &patch);
+        let mut s = cx.new_step(
+            format!("{}:quiesce", c.object.address()),
+            Action::Update,
+            Risk::Disruptive,
+            Operation::Scale {
+                object: c.object.clone(),
+                from: c.original,
+                to: 0,
+                purpose: ScalePurpose::Quiesce,
+                field,
+            },
+        );
+        s.summary = format!("stop {} ({} → 0 replicas)", c.object.display(), c.original);
+        s.reason = "a consumer writing during the copy would lose those writes; it is stopped first and its replica count remembered".into();
+        s.before = Some(shown(c.manifest));
+        s.after = Some(after);
+        out.push(cx.push(s));
+    }
+    out
+}
+
+/// Return every quiesced consumer to its replica count.
+pub(super) fn resume(
+    cx: &mut Ctx<'_>,
+    consumers: &[ConsumerFacts<'_>],
+    deps: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in consumers
+        .iter()
+        .filter(|c| c.spec.quiesce && c.original > 0)
+    {
+        let (field, patch) = replicas_patch(c, c.original);
+        let mut before = shown(c.manifest);
+        merge_patch(&mut before, &replicas_patch(c, 0).1);
+        let mut after = before.clone();
+        merge_patch(&mut after, &patch);
+        let mut s = cx.new_step(
+            format!("{}:resume", c.object.address()),
+            Action::Update,
+            Risk::Safe,
+            Operation::Scale {
+                object: c.object.clone(),
+                from: 0,
+                to: c.original,
+                purpose: ScalePurpose::Resume,
+                field,
+            },
+        );
+        s.summary = format!(
+            "start {} again (0 → {} replicas)",
+            c.object.display(),
+            c.original
+        );
+        s.reason = "the data is verified on the target; the consumer comes back".into();
+        s.depends_on = deps.to_vec();
+        s.before = Some(before);
+        s.after = Some(after);
+        out.push(cx.push(s));
+    }
+    out
+}
+
+/// What consumers are pointed at.
+pub(super) struct Connection<'a> {
+    pub server: ServerRef,
+    /// Host and port consumers use (a cluster DNS name or the RDS endpoint);
+    /// `None` while the RDS instance does not exist yet.
+    pub host: Option<String>,
+    pub port: u16,
+    pub user: String,
+    pub password_var: Option<String>,
+    pub ca: Option<(&'a str, String)>,
+}
+
+/// Secrets, then the change to each consumer that has `reconfigure`.
+/// Returns the addresses consumers' resumption must wait for.
+pub(super) fn reconfigure(
+    cx: &mut Ctx<'_>,
+    consumers: &[ConsumerFacts<'_>],
+    conn: &Connection<'_>,
+    deps: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in consumers {
+        let Some(r) = &c.spec.reconfigure else {
+            continue;
+        };
+        let ns = c.object.namespace.clone();
+        let mut secret_steps = Vec::new();
+        if let Some(name) = &r.connection_secret {
+            let password = conn
+                .password_var
+                .as_deref()
+                .and_then(|v| (cx.inputs.env)(v));
+            let desired = match (&conn.host, password) {
+                (Some(host), Some(pw)) => Some(crate::observed::secret_fingerprint([
+                    ("POSTGRES_HOST", host.as_bytes()),
+                    ("POSTGRES_PASSWORD", pw.as_bytes()),
+                    ("POSTGRES_PORT", conn.port.to_string().as_bytes()),
+                    ("POSTGRES_USER", conn.user.as_bytes()),
+                ])),
+                _ => None,
+            };
+            let keys = [
+                "POSTGRES_HOST",
+                "POSTGRES_PORT",
+                "POSTGRES_USER",
+                "POSTGRES_PASSWORD",
+            ];
+            let contents = SecretContents::Connection {
+                server: conn.server.clone(),
+            };
+            if let Some(a) = secret_step(
+                cx,
+                name,
+                &ns,
+                &keys,
+                contents,
+                desired,
+                "consumers read the new server's address and login from this Secret",
+            ) {
+                secret_steps.push(a);
+            }
+        }
+        if let (Some(ca), Some((ca_file, content))) = (&r.ca_secret, &conn.ca) {
+            let desired =
+                crate::observed::secret_fingerprint([(ca.key.as_str(), content.as_bytes())]);
+            let contents = SecretContents::CaCertificate {
+                key: ca.key.clone(),
+                ca_file: (*ca_file).to_string(),
+            };
+            if let Some(a) = secret_step(
+                cx,
+                &ca.name,
+                &ns,
+                &[ca.key.as_str()],
+                contents,
+                Some(desired),
+                "consumers verify the server's certificate with this CA (TLS verify-full)",
+            ) {
+                secret_steps.push(a);
+            }
+        }
+        out.extend(secret_steps.iter().cloned());
+
+        let patch = consumer_patch(c);
+        let mut after = shown(c.manifest);
+        merge_patch(&mut after, &patch);
+        let Some(effective) = diff_patch(&shown(c.manifest), &after) else {
+            continue;
+        };
+        let mut s = cx.new_step(
+            format!("{}:reconfigure", c.object.address()),
+            Action::Update,
+            Risk::Disruptive,
+            Operation::Patch {
+                object: c.object.clone(),
+                patch: effective,
+                before: shown(c.manifest),
+            },
+        );
+        s.summary = format!("point {} at the new server", c.object.display());
+        s.reason = match (c.spec.is_backstage(), r.merge_patch.is_some()) {
+            (true, false) => "the Backstage operator stops its local database when `enableLocalDb` is false and mounts the connection and CA Secrets".into(),
+            _ => "the consumer must use the verified target from now on".into(),
+        };
+        let mut d = deps.to_vec();
+        d.extend(secret_steps);
+        s.depends_on = d;
+        s.before = Some(shown(c.manifest));
+        s.after = Some(after);
+        out.push(cx.push(s));
+    }
+    out
+}
+
+fn secret_step(
+    cx: &mut Ctx<'_>,
+    name: &str,
+    namespace: &str,
+    keys: &[&str],
+    contents: SecretContents,
+    desired: Option<String>,
+    reason: &str,
+) -> Option<String> {
+    let object = ObjectRef::new("v1", "Secret", namespace, name);
+    let address = object.address();
+    if cx.has_step(&address) {
+        return Some(address);
+    }
+    let live = cx.idx.get("Secret", namespace, name);
+    let live_fp = live.and_then(|l| {
+        str_at(
+            l,
+            &[
+                "metadata",
+                "annotations",
+                crate::observed::FINGERPRINT_ANNOTATION,
+            ],
+        )
+    });
+    let action = match (live, &desired) {
+        (None, _) => Action::Create,
+        (Some(_), Some(d)) if live_fp == Some(d.as_str()) => {
+            if let Some(l) = live {
+                cx.read(l);
+            }
+            return None;
+        }
+        (Some(_), _) => Action::Update,
+    };
+    match live {
+        Some(l) => cx.read(l),
+        None => cx.read_absent(address.clone()),
+    }
+    let mut s = cx.new_step(
+        address,
+        action,
+        Risk::Safe,
+        Operation::Secret {
+            object: object.clone(),
+            contents,
+            fingerprint: desired.unwrap_or_else(|| "resolved at apply".into()),
+        },
+    );
+    s.summary = format!(
+        "{} {} (keys {})",
+        if action == Action::Create {
+            "create"
+        } else {
+            "update"
+        },
+        object.display(),
+        keys.join(", ")
+    );
+    s.reason = reason.into();
+    s.before = live.map(shown);
+    s.after = Some(secret_display(cx.p, name, namespace, keys));
+    Some(cx.push(s))
+}
+
+/// The merge patch pointing one consumer at the new server.
+fn consumer_patch(c: &ConsumerFacts<'_>) -> Value {
+    let Some(r) = &c.spec.reconfigure else {
+        return json!({});
+    };
+    if !c.spec.is_workload() {
+        if let Some(p) = &r.merge_patch {
+            return p.clone();
+        }
+        if c.spec.is_backstage() {
+            return backstage_patch(c.manifest, r);
+        }
+        return json!({});
+    }
+    // Deployments and StatefulSets: envFrom the connection Secret, the CA
+    // mounted and named by PGSSLROOTCERT, plus the spec's plain env.
+    let mut template = at(c.manifest, &["spec", "template", "spec"])
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(Value::Array(containers)) = template.get_mut("containers") {
+        for container in containers.iter_mut() {
+            if let Some(name) = &r.connection_secret {
+                let list = container
+                    .as_object_mut()
+                    .map(|o| o.entry("envFrom").or_insert_with(|| json!([])));
+                if let Some(Value::Array(list)) = list {
+                    let entry = json!({"secretRef": {"name": name}});
+                    if !list.contains(&entry) {
+                        list.push(entry);
+                    }
+                }
+            }
+            let mut env_adds: Vec<(String, String)> =
+                r.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            if let Some(ca) = &r.ca_secret {
+                env_adds.push(("PGSSLROOTCERT".into(), format!("/etc/pgplan/ca/{}", ca.key)));
+                env_adds.push(("PGSSLMODE".into(), "verify-full".into()));
+                let mounts = container
+                    .as_object_mut()
+                    .map(|o| o.entry("volumeMounts").or_insert_with(|| json!([])));
+                if let Some(Value::Array(mounts)) = mounts {
+                    let m = json!({"name": "pgplan-ca", "mountPath": "/etc/pgplan/ca", "readOnly": true});
+                    if !mounts.contains(&m) {
+                        mounts.push(m);
+                    }
+                }
+            }
+            if !env_adds.is_empty() {
+                let env = container
+                    .as_object_mut()
+                    .map(|o| o.entry("env").or_insert_with(|| json!([])));
+                if let Some(Value::Array(env)) = env {
+                    for (k, v) in env_adds {
+                        env.retain(|e| str_at(e, &["name"]) != Some(k.as_str()));
+                        env.push(json!({"name": k, "value": v}));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(ca) = &r.ca_secret {
+        let vols = template
+            .as_object_mut()
+            .map(|o| o.entry("volumes").or_insert_with(|| json!([])));
+        if let Some(Value::Array(vols)) = vols {
+            let v = json!({"name": "pgplan-ca", "secret": {"secretName": ca.name}});
+            if !vols
+                .iter()
+                .any(|x| str_at(x, &["name"]) == Some("pgplan-ca"))
+            {
+                vols.push(v);
+            }
+        }
+    }
+    json!({"spec": {"template": {"spec": template}}})
+}
+
+/// Seed 004's reconfiguration of a Backstage CR: local DB off, the
+/// connection Secret as extraEnvs and the CA Secret as extraFiles, keeping
+/// entries already listed.
+fn backstage_patch(cr: &Value, r: &crate::spec::Reconfigure) -> Value {
+    let mut patch = json!({"spec": {"database": {"enableLocalDb": false}}});
+    if let Some(name) = &r.connection_secret {
+        let mut list = at(cr, &["spec", "application", "extraEnvs", "secrets"])
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !list
+            .iter()
+            .any(|e| str_at(e, &["name"]) == Some(name.as_str()))
+        {
+            list.push(json!({"name": name}));
+        }
+        patch["spec"]["application"]["extraEnvs"]["secrets"] = Value::Array(list);
+    }
+    if let Some(ca) = &r.ca_secret {
+        let mut list = at(cr, &["spec", "application", "extraFiles", "secrets"])
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let entry = json!({"name": ca.name, "key": ca.key});
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
+        patch["spec"]["application"]["extraFiles"]["secrets"] = Value::Array(list);
+    }
+    patch
+}
+
+/// True when every consumer that has `reconfigure` already points at the
+/// target: the cutover happened, so the source is no longer authoritative.
+pub(super) fn cut_over(consumers: &[ConsumerFacts<'_>]) -> bool {
+    let reconfigurable: Vec<&ConsumerFacts<'_>> = consumers
+        .iter()
+        .filter(|c| c.spec.reconfigure.is_some())
+        .collect();
+    !reconfigurable.is_empty()
+        && reconfigurable.iter().all(|c| {
+            let patch = consumer_patch(c);
+            let mut after = shown(c.manifest);
+            merge_patch(&mut after, &patch);
+            diff_patch(&shown(c.manifest), &after).is_none()
+        })
+}

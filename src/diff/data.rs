@@ -1,0 +1,315 @@
+//! The data path every journey shares: which databases move, and the chain
+//! backup → prepare target → restore → (knex unlock) → verify for each.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::Ctx;
+use crate::observed::{DatabaseInventory, ServerInventory};
+use crate::plan::{Action, DatabaseFacts, Operation, Risk, ServerRef, VerifyChecks};
+use crate::quantity::human_bytes;
+
+/// Databases every server has that are never moved unless named exactly.
+const SYSTEM_DATABASES: [&str; 4] = ["template0", "template1", "postgres", "rdsadmin"];
+
+pub(super) fn facts(db: &DatabaseInventory) -> DatabaseFacts {
+    DatabaseFacts {
+        name: db.name.clone(),
+        owner: db.owner.clone(),
+        size_bytes: db.size_bytes,
+        tables: db.tables.len() as u64,
+        rows: db.total_rows(),
+        fingerprint: db.fingerprint(),
+    }
+}
+
+/// The databases of `server` the spec's names and globs select, in name
+/// order. A literal name that is missing, or a glob matching nothing, is an
+/// error at that list entry.
+pub(super) fn select<'a>(
+    cx: &mut Ctx<'_>,
+    server: &'a ServerInventory,
+) -> Vec<&'a DatabaseInventory> {
+    let mut chosen: BTreeMap<&str, &DatabaseInventory> = BTreeMap::new();
+    let patterns = cx.p.spec().databases.clone();
+    for (i, pat) in patterns.iter().enumerate() {
+        let is_glob = pat.contains(['*', '?', '[']);
+        let Ok(g) = glob::Pattern::new(pat) else {
+            continue;
+        };
+        let mut hit = false;
+        for db in &server.databases {
+            let system = SYSTEM_DATABASES.contains(&db.name.as_str());
+            if (is_glob && !system && g.matches(&db.name)) || (!is_glob && db.name == *pat) {
+                chosen.insert(&db.name, db);
+                hit = true;
+            }
+        }
+        if !hit {
+            let idx = i.to_string();
+            let names: Vec<&str> = server.databases.iter().map(|d| d.name.as_str()).collect();
+            let help = match crate::spec::check::did_you_mean(pat, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("the server has: {}", names.join(", ")),
+            };
+            cx.error(
+                &["databases", &idx],
+                "pgplan::plan::database-missing",
+                if is_glob {
+                    format!("`{pat}` matches no database on {}", server.locator)
+                } else {
+                    format!("database `{pat}` does not exist on {}", server.locator)
+                },
+                help,
+            );
+        }
+    }
+    chosen.into_values().collect()
+}
+
+pub(super) struct Chain<'a> {
+    pub source: &'a ServerRef,
+    pub source_server: &'a ServerInventory,
+    pub target: &'a ServerRef,
+    pub target_server: Option<&'a ServerInventory>,
+    /// Steps the target must have finished before anything is restored.
+    pub target_ready: &'a [String],
+    pub strip_superuser: bool,
+}
+
+/// One backup step per database; returns their addresses in `dbs` order.
+pub(super) fn backups(
+    cx: &mut Ctx<'_>,
+    source: &ServerRef,
+    dbs: &[&DatabaseInventory],
+    deps: &[String],
+) -> Vec<String> {
+    let spec = cx.p.spec().clone();
+    let name = cx.p.name().to_string();
+    let mut out = Vec::new();
+    for db in dbs {
+        let f = facts(db);
+        let mut s = cx.new_step(
+            format!("pg/{name}/{}/backup", db.name),
+            Action::Run,
+            Risk::Safe,
+            Operation::Backup {
+                server: source.clone(),
+                database: f.clone(),
+                format: spec.backup.format,
+                jobs: spec.backup.jobs,
+                directory: spec.backup.directory.clone(),
+            },
+        );
+        s.summary = format!(
+            "back up {} ({}, {} tables, {} rows) from {}",
+            db.name,
+            human_bytes(db.size_bytes),
+            f.tables,
+            f.rows,
+            source.locator()
+        );
+        s.reason = "no step that can lose data runs before a verified backup exists: the dump is checksummed, read back with `pg_restore --list`, and row counts and sequences are recorded".into();
+        s.depends_on = deps.to_vec();
+        s.after = Some(json!({
+            "database": db.name,
+            "from": source.locator(),
+            "format": format!("{:?}", spec.backup.format).to_lowercase(),
+            "sizeBytes": db.size_bytes,
+            "tables": f.tables,
+            "rows": f.rows,
+            "directory": spec.backup.directory,
+        }));
+        out.push(cx.push(s));
+    }
+    out
+}
+
+/// Prepare the target, then restore (unlock) and verify each database from
+/// its backup. Returns the verify steps.
+pub(super) fn restore_chain(
+    cx: &mut Ctx<'_>,
+    c: &Chain<'_>,
+    dbs: &[&DatabaseInventory],
+    backups: &[String],
+) -> Vec<String> {
+    let spec = cx.p.spec().clone();
+    let name = cx.p.name().to_string();
+    let mut verifies = Vec::new();
+    if dbs.is_empty() {
+        return verifies;
+    }
+    // Roles first (ownership is restored with the data), then databases.
+    let existing_roles: Vec<&str> = c
+        .target_server
+        .map(|t| t.roles.iter().map(|r| r.name.as_str()).collect())
+        .unwrap_or_default();
+    let roles: Vec<crate::observed::Role> = c
+        .source_server
+        .roles
+        .iter()
+        .filter(|r| !r.name.starts_with("pg_") && !SYSTEM_DATABASES.contains(&r.name.as_str()))
+        .filter(|r| !existing_roles.contains(&r.name.as_str()))
+        .cloned()
+        .map(|mut r| {
+            if c.strip_superuser {
+                r.superuser = false;
+            }
+            r
+        })
+        .collect();
+    let existing_dbs: Vec<&str> = c
+        .target_server
+        .map(|t| t.databases.iter().map(|d| d.name.as_str()).collect())
+        .unwrap_or_default();
+    let databases: Vec<(String, String)> = dbs
+        .iter()
+        .filter(|d| !existing_dbs.contains(&d.name.as_str()))
+        .map(|d| (d.name.clone(), d.owner.clone()))
+        .collect();
+    let mut prepare = cx.new_step(
+        format!("pg/{name}/prepare"),
+        Action::Run,
+        Risk::Safe,
+        Operation::PrepareTarget {
+            server: c.target.clone(),
+            roles: roles.clone(),
+            databases: databases.clone(),
+            strip_superuser: c.strip_superuser,
+        },
+    );
+    prepare.summary = format!(
+        "create {} role(s) and {} database(s) on {}",
+        roles.len(),
+        databases.len(),
+        c.target.locator()
+    );
+    prepare.reason = if c.strip_superuser {
+        "restores keep ownership, so owners must exist first; RDS has no superuser, so roles are created without SUPERUSER".into()
+    } else {
+        "restores keep ownership, so owners must exist first (existing ones are left alone)".into()
+    };
+    prepare.depends_on = c.target_ready.to_vec();
+    prepare.after = Some(json!({
+        "server": c.target.locator(),
+        "roles": roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+        "databases": databases.iter().map(|(d, o)| json!({"name": d, "owner": o})).collect::<Vec<_>>(),
+    }));
+    let prepare_addr = cx.push(prepare);
+
+    for (db, backup_addr) in dbs.iter().zip(backups.iter().cloned()) {
+        let f = facts(db);
+        let mut r = cx.new_step(
+            format!("pg/{name}/{}/restore", db.name),
+            Action::Run,
+            Risk::Safe,
+            Operation::Restore {
+                server: c.target.clone(),
+                database: f.clone(),
+                backup_step: backup_addr.clone(),
+                jobs: spec.backup.jobs,
+            },
+        );
+        r.summary = format!(
+            "restore {} into {} ({} parallel jobs)",
+            db.name,
+            c.target.locator(),
+            spec.backup.jobs
+        );
+        r.reason =
+            "the restore stops at the first error and names the archive entry that failed".into();
+        r.depends_on = vec![prepare_addr.clone(), backup_addr.clone()];
+        r.after = Some(
+            json!({"database": db.name, "into": c.target.locator(), "tables": f.tables, "rows": f.rows}),
+        );
+        let mut last = cx.push(r);
+
+        let locked: Vec<String> = db
+            .knex_locks
+            .iter()
+            .filter(|l| l.locked)
+            .map(|l| format!("{}.{}", l.schema, l.table))
+            .collect();
+        if !locked.is_empty() {
+            let mut k = cx.new_step(
+                format!("pg/{name}/{}/knex-unlock", db.name),
+                Action::Run,
+                Risk::Safe,
+                Operation::ReleaseKnexLocks {
+                    server: c.target.clone(),
+                    database: db.name.clone(),
+                    tables: locked.clone(),
+                },
+            );
+            k.summary = format!("release {} in {}", locked.join(", "), db.name);
+            k.reason = "a migration lock copied in the locked state makes Backstage crash-loop with `Migration table is already locked`".into();
+            k.depends_on = vec![last.clone()];
+            k.after = Some(json!({"database": db.name, "tables": locked}));
+            last = cx.push(k);
+        }
+
+        let mut v = cx.new_step(
+            format!("pg/{name}/{}/verify", db.name),
+            Action::Run,
+            Risk::Safe,
+            Operation::Verify {
+                source: c.source.clone(),
+                target: c.target.clone(),
+                database: f.clone(),
+                backup_step: backup_addr,
+                checks: VerifyChecks {
+                    row_counts: spec.verify.row_counts,
+                    checksums: spec.verify.checksums,
+                    sequences: spec.verify.sequences,
+                    sql: spec
+                        .verify
+                        .sql
+                        .iter()
+                        .filter(|q| q.database == db.name)
+                        .cloned()
+                        .collect(),
+                },
+            },
+        );
+        let mut checks = Vec::new();
+        if spec.verify.row_counts {
+            checks.push("row counts");
+        }
+        if spec.verify.checksums {
+            checks.push("checksums");
+        }
+        if spec.verify.sequences {
+            checks.push("sequences");
+        }
+        let probes = spec
+            .verify
+            .sql
+            .iter()
+            .filter(|q| q.database == db.name)
+            .count();
+        v.summary = format!(
+            "verify {} on {}: {}{}",
+            db.name,
+            c.target.locator(),
+            if checks.is_empty() {
+                "existence".to_string()
+            } else {
+                checks.join(", ")
+            },
+            if probes > 0 {
+                format!(", {probes} SQL probe(s)")
+            } else {
+                String::new()
+            }
+        );
+        v.reason = "nothing is cleaned up and no consumer is switched until the restored data matches the backup manifest".into();
+        v.depends_on = vec![last];
+        v.after = Some(
+            json!({"database": db.name, "expectRows": f.rows, "expectTables": f.tables, "checks": checks}),
+        );
+        verifies.push(cx.push(v));
+        cx.databases.push(f);
+    }
+    verifies
+}

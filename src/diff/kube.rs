@@ -1,0 +1,1126 @@
+//! StatefulSet targets: moving a Deployment's (or another StatefulSet's)
+//! database into a StatefulSet (seed 002), and day-2 changes to a
+//! StatefulSet that already exists (seed 003: volume expansion, image,
+//! replicas, backup CronJob, snapshots).
+
+use serde_json::{json, Value};
+
+use super::consumers;
+use super::data::{self, Chain};
+use super::manifests::{self, covers, diff_patch, merge_patch, shown};
+use super::source::{self, DataVolume, SourceFacts, SourceProblem};
+use super::Ctx;
+use crate::observed::{at, str_at};
+use crate::plan::{Action, ObjectRef, Operation, Risk, ServerRef, Wait};
+use crate::quantity::{human_bytes, parse_bytes};
+use crate::spec::{KubeTarget, Source, StatefulSetTarget};
+
+const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
+
+pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
+    let spec = cx.p.spec().clone();
+    let t = &kt.stateful_set;
+    let src_ns = match &spec.source {
+        Source::Kubernetes(k) => k.namespace.clone(),
+        Source::External(_) => "default".into(),
+    };
+    let ns = kt.namespace.clone().unwrap_or_else(|| src_ns.clone());
+    let live_sts = cx.idx.get("StatefulSet", &ns, &t.name);
+    match live_sts {
+        Some(l) => cx.read(l),
+        None => cx.read_absent(ObjectRef::new("apps/v1", "StatefulSet", &ns, &t.name).address()),
+    }
+
+    let Source::Kubernetes(src) = &spec.source else {
+        cx.error(
+            &["source"],
+            "pgplan::plan::unsupported",
+            "moving an external server into a StatefulSet is not supported yet".into(),
+            "restore into the StatefulSet with pg_restore, then manage it with a `kubernetes` source",
+        );
+        return;
+    };
+    let same_object = src.workload.kind == crate::spec::WorkloadKind::StatefulSet
+        && src.namespace == ns
+        && src.workload.name.as_deref() == Some(t.name.as_str());
+
+    if same_object {
+        match live_sts {
+            Some(sts) => day2(cx, kt, &ns, sts),
+            None => cx.error(
+                &["source", "kubernetes", "workload"],
+                "pgplan::plan::source-missing",
+                format!("StatefulSet {ns}/{} was not found", t.name),
+                "check the name and namespace; pgplan manages an existing StatefulSet in place when source and target name it",
+            ),
+        }
+        return;
+    }
+
+    match source::resolve(cx.idx, src) {
+        Ok(facts) => {
+            cx.read(facts.manifest);
+            if live_sts.is_some() {
+                // Both exist: a move stopped halfway, or a name clash. Never guess.
+                cx.error(
+                    &["target", "kubernetes", "statefulSet", "name"],
+                    "pgplan::plan::both-exist",
+                    format!(
+                        "the source {} {}/{} still exists and the target StatefulSet {ns}/{} already exists",
+                        facts.kind.as_str(),
+                        facts.namespace,
+                        facts.name,
+                        t.name
+                    ),
+                    "if an apply was interrupted, run `pgplan apply --resume`; otherwise remove one of them or choose another target name",
+                );
+                return;
+            }
+            move_into_statefulset(cx, kt, &ns, &facts);
+        }
+        Err(SourceProblem::NotFound) => match live_sts {
+            // The move happened earlier: keep the target in shape.
+            Some(sts) => {
+                cx.read_absent(format!(
+                    "k8s/{}/{}/{}",
+                    src.namespace,
+                    src.workload.kind.as_str(),
+                    src.workload.name.clone().unwrap_or_default()
+                ));
+                day2(cx, kt, &ns, sts)
+            }
+            None => cx.error(
+                &["source", "kubernetes", "workload"],
+                "pgplan::plan::source-missing",
+                format!(
+                    "the source {} was not found in namespace `{}`, and the target StatefulSet {ns}/{} does not exist either: there is nothing to move",
+                    src.workload.kind.as_str(),
+                    src.namespace,
+                    t.name
+                ),
+                "check the workload's name and namespace (`kubectl get deploy,sts -n NAMESPACE`)",
+            ),
+        },
+        Err(SourceProblem::Ambiguous(names)) => cx.error(
+            &["source", "kubernetes", "workload", "selector"],
+            "pgplan::plan::source-ambiguous",
+            format!("the selector matches several workloads: {}", names.join(", ")),
+            "add labels to the selector, or name the workload",
+        ),
+        Err(SourceProblem::NoContainer(name)) => cx.error(
+            &["source", "kubernetes", "container"],
+            "pgplan::plan::no-container",
+            format!("workload `{name}` has no container named as the spec says"),
+            "set `container` to the Postgres container's name",
+        ),
+    }
+}
+
+/// The storage class the target's PVCs get: the spec's, or the cluster default.
+fn storage_class<'v>(cx: &mut Ctx<'v>, t: &StatefulSetTarget) -> Option<&'v Value> {
+    match &t.storage.storage_class_name {
+        Some(name) => {
+            let sc = cx.idx.get("StorageClass", "", name);
+            match sc {
+                Some(sc) => cx.read(sc),
+                None => {
+                    let classes: Vec<String> = cx
+                        .idx
+                        .list("StorageClass", "")
+                        .iter()
+                        .filter_map(|c| str_at(c, &["metadata", "name"]).map(str::to_string))
+                        .collect();
+                    cx.error(
+                        &[
+                            "target",
+                            "kubernetes",
+                            "statefulSet",
+                            "storage",
+                            "storageClassName",
+                        ],
+                        "pgplan::plan::storage-class-missing",
+                        format!("StorageClass `{name}` does not exist"),
+                        if classes.is_empty() {
+                            "the cluster has no StorageClasses; create one or use static volumes"
+                                .to_string()
+                        } else {
+                            format!("the cluster has: {}", classes.join(", "))
+                        },
+                    );
+                }
+            }
+            sc
+        }
+        None => cx.idx.list("StorageClass", "").into_iter().find(|c| {
+            str_at(
+                c,
+                &[
+                    "metadata",
+                    "annotations",
+                    "storageclass.kubernetes.io/is-default-class",
+                ],
+            ) == Some("true")
+        }),
+    }
+}
+
+fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &SourceFacts<'_>) {
+    let spec = cx.p.spec().clone();
+    let t = &kt.stateful_set;
+    cx.journey = match src.kind {
+        crate::spec::WorkloadKind::Deployment => "deployment-to-statefulset".into(),
+        crate::spec::WorkloadKind::StatefulSet => "statefulset-to-statefulset".into(),
+    };
+    let svc_name = t.service_name.clone().unwrap_or_else(|| t.name.clone());
+
+    let Some(server) = src.server else {
+        cx.error(
+            &["source", "kubernetes", "workload"],
+            "pgplan::plan::no-inventory",
+            format!(
+                "the live state has no database inventory for {}",
+                src.locator()
+            ),
+            "observe the databases too: `pgplan observe -f SPEC -o live.yaml` (or plan online)",
+        );
+        return;
+    };
+    let dbs = data::select(cx, server);
+    let total: u64 = dbs.iter().map(|d| d.size_bytes).sum();
+    if let Ok(size) = parse_bytes(&t.storage.size) {
+        if size < total {
+            cx.error(
+                &["target", "kubernetes", "statefulSet", "storage", "size"],
+                "pgplan::plan::too-small",
+                format!(
+                    "the target volume ({}) is smaller than the databases it must hold ({})",
+                    t.storage.size,
+                    human_bytes(total)
+                ),
+                "give the volume room to grow: at least twice the data is a good start",
+            );
+        }
+    }
+
+    // Storage: a class with a provisioner creates PVs; without one, pgplan
+    // creates the static PVs the claims will bind to (seed 002's lesson).
+    let class = storage_class(cx, t);
+    let class_name = class
+        .and_then(|c| str_at(c, &["metadata", "name"]))
+        .map(str::to_string)
+        .or_else(|| t.storage.storage_class_name.clone());
+    let provisioner = class
+        .and_then(|c| str_at(c, &["provisioner"]))
+        .unwrap_or(NO_PROVISIONER);
+    let needs_static = provisioner == NO_PROVISIONER;
+    if needs_static && t.storage.static_volumes.is_empty() {
+        cx.error(
+            &["target", "kubernetes", "statefulSet", "storage"],
+            "pgplan::plan::no-provisioner",
+            format!(
+                "StorageClass `{}` has no provisioner, so nothing would create volumes for the StatefulSet's claims",
+                class_name.as_deref().unwrap_or("(default)")
+            ),
+            "add `staticVolumes: [{node: NODE, path: /data/DIR}]` (one per replica), or use a class with a provisioner",
+        );
+    }
+    if !needs_static && !t.storage.static_volumes.is_empty() {
+        cx.warnings.push(format!(
+            "StorageClass `{}` has provisioner `{provisioner}`; staticVolumes are ignored",
+            class_name.as_deref().unwrap_or("(default)")
+        ));
+    }
+    if !cx.errors.is_empty() {
+        return;
+    }
+
+    let consumers = consumers::resolve(cx, &src.namespace);
+    let quiesced = consumers::quiesce(cx, &consumers);
+
+    let source_ref = ServerRef::Pod {
+        workload: ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name),
+        selector: src.pod_labels.clone(),
+        container: Some(src.container_name.clone()),
+    };
+    let target_workload = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
+    let target_ref = ServerRef::Pod {
+        workload: target_workload.clone(),
+        selector: src.pod_labels.clone(),
+        container: Some(src.container_name.clone()),
+    };
+
+    // Backups first; everything disruptive waits for them.
+    let backups = data::backups(cx, &source_ref, &dbs, &quiesced);
+
+    // Protect the old volume so a rollback can bring the Deployment back on it.
+    let mut protect = Vec::new();
+    let old_volumes: Vec<(&Value, Option<&Value>)> = match &src.data {
+        DataVolume::Claim { pvc, pv } => vec![(*pvc, *pv)],
+        DataVolume::Templates { claims } => claims.clone(),
+        DataVolume::Ephemeral { .. } => Vec::new(),
+    };
+    for (pvc, pv) in &old_volumes {
+        cx.read(pvc);
+        let Some(pv) = pv else { continue };
+        cx.read(pv);
+        let policy = str_at(pv, &["spec", "persistentVolumeReclaimPolicy"]).unwrap_or("Delete");
+        if policy == "Retain" {
+            continue;
+        }
+        let name = str_at(pv, &["metadata", "name"]).unwrap_or_default();
+        let volume = ObjectRef::new("v1", "PersistentVolume", "", name);
+        let mut after = shown(pv);
+        after["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
+        let mut s = cx.new_step(
+            format!("{}:protect", volume.address()),
+            Action::Update,
+            Risk::Safe,
+            Operation::ProtectVolume {
+                volume: volume.clone(),
+                from: policy.to_string(),
+            },
+        );
+        s.summary = format!(
+            "keep {} when its claim goes (reclaim policy {policy} → Retain)",
+            volume.display()
+        );
+        s.reason = "the old volume is the rollback path: with Retain it survives the old workload and its claim".into();
+        s.before = Some(shown(pv));
+        s.after = Some(after);
+        protect.push(cx.push(s));
+    }
+
+    // Delete the source workload.
+    let src_obj = ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name);
+    let mut del = cx.new_step(
+        src_obj.address(),
+        Action::Delete,
+        if src.data_at_risk() {
+            Risk::Destructive
+        } else {
+            Risk::Disruptive
+        },
+        Operation::Delete {
+            object: src_obj.clone(),
+            manifest: shown(src.manifest),
+            wait: Wait::Gone,
+        },
+    );
+    del.summary = format!(
+        "delete {} (the database is down from here until the StatefulSet is ready)",
+        src_obj.display()
+    );
+    del.reason = match &src.data {
+        DataVolume::Ephemeral { what } => format!(
+            "its data lives on {what} and dies with the pod; the verified backup is the only copy from here on"
+        ),
+        _ => "its pods must be gone before the StatefulSet's pods take the same labels; the data stays on the retained volume".into(),
+    };
+    del.depends_on = backups.iter().chain(protect.iter()).cloned().collect();
+    del.before = Some(shown(src.manifest));
+    let del_addr = cx.push(del);
+
+    // Services: the one named like the target's headless Service is replaced
+    // (clusterIP is immutable); others keep selecting the same labels.
+    let ports = src.services.first().and_then(|s| at(s, &["spec", "ports"]));
+    let desired_svc = manifests::headless_service(cx.p, &svc_name, ns, &src.pod_labels, ports);
+    let live_svc = cx.idx.get("Service", ns, &svc_name);
+    let svc_obj = ObjectRef::new("v1", "Service", ns, &svc_name);
+    let svc_step = match live_svc {
+        Some(live) => {
+            cx.read(live);
+            if str_at(live, &["spec", "clusterIP"]) == Some("None")
+                && covers(
+                    live,
+                    &json!({"spec": desired_svc["spec"]["selector"].clone()}),
+                )
+            {
+                None
+            } else {
+                let mut s = cx.new_step(
+                    svc_obj.address(),
+                    Action::Replace,
+                    Risk::Disruptive,
+                    Operation::Replace {
+                        object: svc_obj.clone(),
+                        before: shown(live),
+                        after: desired_svc.clone(),
+                        wait: Wait::None,
+                    },
+                );
+                s.summary = format!(
+                    "replace {} with a headless Service (clusterIP: None)",
+                    svc_obj.display()
+                );
+                s.reason = "a StatefulSet's pods get stable DNS names (postgres-0.postgres) only through a headless Service, and clusterIP cannot be changed in place".into();
+                s.depends_on = backups.clone();
+                s.before = Some(shown(live));
+                s.after = Some(desired_svc.clone());
+                Some(cx.push(s))
+            }
+        }
+        None => {
+            cx.read_absent(svc_obj.address());
+            let mut s = cx.new_step(
+                svc_obj.address(),
+                Action::Create,
+                Risk::Safe,
+                Operation::Create {
+                    object: svc_obj.clone(),
+                    manifest: desired_svc.clone(),
+                    wait: Wait::None,
+                },
+            );
+            s.summary = format!("create headless {}", svc_obj.display());
+            s.reason = "the StatefulSet's serviceName must name a headless Service".into();
+            s.after = Some(desired_svc.clone());
+            Some(cx.push(s))
+        }
+    };
+
+    // Static PVs.
+    let mut pv_steps = Vec::new();
+    if needs_static {
+        pv_steps = static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0);
+    }
+
+    // The StatefulSet.
+    let template = at(src.manifest, &["spec", "template"])
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let desired = manifests::statefulset(
+        cx.p,
+        &manifests::StatefulSetInput {
+            namespace: ns,
+            target: t,
+            service_name: &svc_name,
+            pod_labels: &src.pod_labels,
+            template: &template,
+            container_name: &src.container_name,
+            data_volume: src.data_volume_name.as_deref(),
+            storage_class: class_name.as_deref(),
+        },
+    );
+    let mut sts = cx.new_step(
+        target_workload.address(),
+        Action::Create,
+        Risk::Safe,
+        Operation::Create {
+            object: target_workload.clone(),
+            manifest: desired.clone(),
+            wait: Wait::Ready,
+        },
+    );
+    sts.summary = format!(
+        "create {} ({} replica(s); PVC {}-{}-0 of {}) and wait until ready",
+        target_workload.display(),
+        t.replicas,
+        t.storage.volume_claim_template,
+        t.name,
+        t.storage.size
+    );
+    sts.reason = "a StatefulSet gives the pod a stable name and its own claim, so the data survives pod restarts".into();
+    let mut deps = vec![del_addr.clone()];
+    deps.extend(svc_step.clone());
+    deps.extend(pv_steps.iter().cloned());
+    sts.depends_on = deps;
+    sts.after = Some(desired.clone());
+    let sts_addr = cx.push(sts);
+
+    // Data.
+    let verifies = data::restore_chain(
+        cx,
+        &Chain {
+            source: &source_ref,
+            source_server: server,
+            target: &target_ref,
+            target_server: None,
+            target_ready: std::slice::from_ref(&sts_addr),
+            strip_superuser: false,
+        },
+        &dbs,
+        &backups,
+    );
+
+    let mut after_verify = verifies.clone();
+    if spec.verify.self_heal {
+        let pod = ObjectRef::new("v1", "Pod", ns, &format!("{}-0", t.name));
+        let first = dbs.first().map(|d| (d.name.clone(), d.total_rows()));
+        if let Some((db, rows)) = first {
+            let mut s = cx.new_step(
+                format!("{}:self-heal", pod.address()),
+                Action::Run,
+                Risk::Disruptive,
+                Operation::SelfHeal {
+                    pod: pod.clone(),
+                    workload: target_workload.clone(),
+                    database: db.clone(),
+                    expect_rows: rows,
+                },
+            );
+            s.summary = format!(
+                "delete {} and check that {db} still has {rows} rows when it returns",
+                pod.display()
+            );
+            s.reason =
+                "proves the pod reattaches its own volume (seed 002's self-healing check)".into();
+            s.depends_on = verifies.clone();
+            after_verify = vec![cx.push(s)];
+        }
+    }
+
+    day2_extras(
+        cx,
+        t,
+        ns,
+        &template,
+        &src.container_name,
+        &svc_name,
+        class_name.as_deref(),
+        &sts_addr,
+    );
+
+    let conn = consumers::Connection {
+        server: target_ref.clone(),
+        host: Some(format!("{svc_name}.{ns}.svc")),
+        port: 5432,
+        user: String::new(),
+        password_var: None,
+        ca: None,
+    };
+    let reconf = consumers::reconfigure(cx, &consumers, &conn, &after_verify);
+    let mut resume_deps = after_verify.clone();
+    resume_deps.extend(reconf);
+    let resumed = consumers::resume(cx, &consumers, &resume_deps);
+    http_checks(cx, &resumed, &after_verify);
+
+    if spec.cleanup.old_volume {
+        cleanup_old_volumes(cx, &old_volumes, &verifies, &resumed);
+    }
+}
+
+/// Static PVs for ordinals `from..replicas`.
+fn static_volumes(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    class: &str,
+    from: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let all_pvs = cx.idx.list("PersistentVolume", "");
+    for (i, v) in t
+        .storage
+        .static_volumes
+        .iter()
+        .enumerate()
+        .skip(from as usize)
+    {
+        let name = v
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-pv-{i}", t.name));
+        let claim = format!("{}-{}-{i}", t.storage.volume_claim_template, t.name);
+        let desired = manifests::static_pv(
+            cx.p,
+            &manifests::StaticPvInput {
+                name: &name,
+                volume: v,
+                size: &t.storage.size,
+                class,
+                access_modes: &t.storage.access_modes,
+                claim_namespace: ns,
+                claim_name: &claim,
+            },
+        );
+        let idx = i.to_string();
+        // Another PV on the same directory would hand the new pod the old
+        // cluster's files (seed 002 reused /data/postgres): refuse.
+        let clash = all_pvs.iter().find(|pv| {
+            str_at(pv, &["metadata", "name"]) != Some(name.as_str())
+                && source::volume_location(pv).is_some_and(|(node, path)| {
+                    path == v.path && node.as_deref().is_none_or(|n| n == v.node)
+                })
+        });
+        if let Some(other) = clash {
+            cx.error(
+                &["target", "kubernetes", "statefulSet", "storage", "staticVolumes", &idx, "path"],
+                "pgplan::plan::volume-path-in-use",
+                format!(
+                    "PersistentVolume `{}` already uses {} on {}",
+                    str_at(other, &["metadata", "name"]).unwrap_or("?"),
+                    v.path,
+                    v.node
+                ),
+                "give the new volume its own directory: the restore must start from an empty data directory",
+            );
+            continue;
+        }
+        let obj = ObjectRef::new("v1", "PersistentVolume", "", &name);
+        match cx.idx.get("PersistentVolume", "", &name) {
+            Some(live) => {
+                cx.read(live);
+                if !covers(
+                    live,
+                    &json!({"spec": {"local": desired["spec"]["local"].clone(), "storageClassName": class}}),
+                ) {
+                    cx.error(
+                        &["target", "kubernetes", "statefulSet", "storage", "staticVolumes", &idx],
+                        "pgplan::plan::volume-exists",
+                        format!("PersistentVolume `{name}` exists but points elsewhere"),
+                        "name the static volume differently, or delete the stale PV after checking it holds nothing you need",
+                    );
+                }
+            }
+            None => {
+                cx.read_absent(obj.address());
+                let mut s = cx.new_step(
+                    obj.address(),
+                    Action::Create,
+                    Risk::Safe,
+                    Operation::Create {
+                        object: obj.clone(),
+                        manifest: desired.clone(),
+                        wait: Wait::None,
+                    },
+                );
+                s.summary = format!(
+                    "create {} ({}:{}, {}) for claim {claim}",
+                    obj.display(),
+                    v.node,
+                    v.path,
+                    t.storage.size
+                );
+                s.reason = format!("StorageClass `{class}` has no provisioner; the claim binds only to a PV that already exists, pinned to its node");
+                s.after = Some(desired);
+                out.push(cx.push(s));
+            }
+        }
+    }
+    out
+}
+
+/// The backup CronJob and its PVC (when `backup.schedule` is set).
+#[allow(clippy::too_many_arguments)]
+fn day2_extras(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    template: &Value,
+    container_name: &str,
+    svc_name: &str,
+    class: Option<&str>,
+    sts_addr: &str,
+) -> Vec<String> {
+    let spec = cx.p.spec().clone();
+    let mut out = Vec::new();
+    let Some(schedule) = &spec.backup.schedule else {
+        return out;
+    };
+    let container = at(template, &["spec", "containers"])
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| str_at(c, &["name"]) == Some(container_name))
+                .or(cs.first())
+        });
+    let image = t
+        .image
+        .clone()
+        .or_else(|| {
+            container
+                .and_then(|c| str_at(c, &["image"]))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "postgres".into());
+    // The Postgres container's own login, passed on as libpq variables.
+    let mut env = Vec::new();
+    if let Some(Value::Array(cenv)) = container.and_then(|c| c.get("env")) {
+        for e in cenv {
+            let target = match str_at(e, &["name"]) {
+                Some("POSTGRES_USER") | Some("POSTGRESQL_USER") => "PGUSER",
+                Some("POSTGRES_PASSWORD")
+                | Some("POSTGRESQL_PASSWORD")
+                | Some("POSTGRESQL_ADMIN_PASSWORD") => "PGPASSWORD",
+                _ => continue,
+            };
+            let mut e = e.clone();
+            e["name"] = json!(target);
+            env.push(e);
+        }
+    }
+    let dbs: Vec<String> = if cx.databases.is_empty() {
+        spec.databases
+            .iter()
+            .filter(|d| !d.contains(['*', '?', '[']))
+            .cloned()
+            .collect()
+    } else {
+        cx.databases.iter().map(|d| d.name.clone()).collect()
+    };
+    let claim = format!("{}-backup", t.name);
+    let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);
+    let host = format!("{}-0.{svc_name}", t.name);
+    let cron = manifests::backup_cronjob(
+        cx.p,
+        &manifests::CronJobInput {
+            name: &format!("{}-backup", t.name),
+            namespace: ns,
+            schedule,
+            retention_days: spec.backup.retention_days,
+            image: &image,
+            host: &host,
+            env,
+            databases: &dbs,
+            claim: &claim,
+        },
+    );
+    for (desired, reason) in [
+        (
+            pvc,
+            "scheduled dumps are kept on their own volume, not the database's",
+        ),
+        (
+            cron,
+            "scheduled, verified dumps with retention (seed 003's backup CronJob)",
+        ),
+    ] {
+        let Some(obj) = ObjectRef::of(&desired) else {
+            continue;
+        };
+        let kind = obj.kind.clone();
+        match cx.idx.get(&kind, ns, &obj.name) {
+            Some(live) => {
+                cx.read(live);
+                if covers(live, &json!({"spec": desired["spec"].clone()})) {
+                    continue;
+                }
+                if kind == "PersistentVolumeClaim" {
+                    // Only the size of a claim can change; handled as expansion elsewhere.
+                    continue;
+                }
+                let mut after = shown(live);
+                let patch = json!({"spec": desired["spec"].clone()});
+                merge_patch(&mut after, &patch);
+                let Some(effective) = diff_patch(&shown(live), &after) else {
+                    continue;
+                };
+                let mut s = cx.new_step(
+                    obj.address(),
+                    Action::Update,
+                    Risk::Safe,
+                    Operation::Patch {
+                        object: obj.clone(),
+                        patch: effective,
+                        before: shown(live),
+                    },
+                );
+                s.summary = format!("update {}", obj.display());
+                s.reason = reason.into();
+                s.depends_on = vec![sts_addr.to_string()];
+                s.before = Some(shown(live));
+                s.after = Some(after);
+                out.push(cx.push(s));
+            }
+            None => {
+                cx.read_absent(obj.address());
+                let mut s = cx.new_step(
+                    obj.address(),
+                    Action::Create,
+                    Risk::Safe,
+                    Operation::Create {
+                        object: obj.clone(),
+                        manifest: desired.clone(),
+                        wait: Wait::None,
+                    },
+                );
+                s.summary = format!("create {}", obj.display());
+                s.reason = reason.into();
+                if !sts_addr.is_empty() {
+                    s.depends_on = vec![sts_addr.to_string()];
+                }
+                s.after = Some(desired);
+                out.push(cx.push(s));
+            }
+        }
+    }
+    out
+}
+
+fn http_checks(cx: &mut Ctx<'_>, resumed: &[String], verified: &[String]) {
+    let checks = cx.p.spec().verify.http.clone();
+    let pname = cx.p.name().to_string();
+    for h in checks {
+        let mut s = cx.new_step(
+            format!("http/{pname}/{}", h.name.replace(' ', "-")),
+            Action::Run,
+            Risk::Safe,
+            Operation::HttpCheck {
+                name: h.name.clone(),
+                url: h.url.clone(),
+                expect_status: h.expect_status,
+                contains: h.contains.clone(),
+            },
+        );
+        s.summary = format!("GET {} expects {}", h.url, h.expect_status);
+        s.reason =
+            "the application answers from the new database (seed 002's `curl /patients`)".into();
+        s.depends_on = if resumed.is_empty() {
+            verified.to_vec()
+        } else {
+            resumed.to_vec()
+        };
+        cx.push(s);
+    }
+}
+
+fn cleanup_old_volumes(
+    cx: &mut Ctx<'_>,
+    old: &[(&Value, Option<&Value>)],
+    verified: &[String],
+    resumed: &[String],
+) {
+    for (pvc, pv) in old {
+        let name = str_at(pvc, &["metadata", "name"]).unwrap_or_default();
+        let ns = str_at(pvc, &["metadata", "namespace"]).unwrap_or_default();
+        let obj = ObjectRef::new("v1", "PersistentVolumeClaim", ns, name);
+        let mut s = cx.new_step(
+            obj.address(),
+            Action::Delete,
+            Risk::Destructive,
+            Operation::Delete {
+                object: obj.clone(),
+                manifest: shown(pvc),
+                wait: Wait::Gone,
+            },
+        );
+        s.summary = format!("delete the old claim {}", obj.display());
+        s.reason = "`cleanup.oldVolume` is set and the target is verified".into();
+        s.depends_on = verified.iter().chain(resumed).cloned().collect();
+        s.before = Some(shown(pvc));
+        let pvc_addr = cx.push(s);
+        if let Some(pv) = pv {
+            let pv_name = str_at(pv, &["metadata", "name"]).unwrap_or_default();
+            let obj = ObjectRef::new("v1", "PersistentVolume", "", pv_name);
+            let mut s = cx.new_step(
+                obj.address(),
+                Action::Delete,
+                Risk::Destructive,
+                Operation::Delete {
+                    object: obj.clone(),
+                    manifest: shown(pv),
+                    wait: Wait::Gone,
+                },
+            );
+            s.summary = format!(
+                "delete the old volume {} (its data is on the target, verified)",
+                obj.display()
+            );
+            s.reason = "a retained volume stays Released after its claim is gone; `cleanup.oldVolume` removes it".into();
+            s.depends_on = vec![pvc_addr];
+            s.before = Some(shown(pv));
+            cx.push(s);
+        }
+    }
+}
+
+/// Day-2: the target StatefulSet exists; bring it to the spec in place.
+fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
+    let t = &kt.stateful_set;
+    cx.journey = "day-2".into();
+    let spec = cx.p.spec().clone();
+    let svc_name = str_at(sts, &["spec", "serviceName"])
+        .unwrap_or(&t.name)
+        .to_string();
+    if let Some(wanted) = &t.service_name {
+        if *wanted != svc_name {
+            cx.error(
+                &["target", "kubernetes", "statefulSet", "serviceName"],
+                "pgplan::plan::immutable",
+                format!("StatefulSet {ns}/{} uses Service `{svc_name}`; serviceName cannot change in place", t.name),
+                "keep the current serviceName, or move the database to a new StatefulSet name",
+            );
+        }
+    }
+    let vct = at(sts, &["spec", "volumeClaimTemplates", "0"])
+        .cloned()
+        .unwrap_or(Value::Null);
+    let vct_name = str_at(&vct, &["metadata", "name"])
+        .unwrap_or("")
+        .to_string();
+    let live_class = str_at(&vct, &["spec", "storageClassName"]).map(str::to_string);
+    if vct_name != t.storage.volume_claim_template {
+        cx.error(
+            &["target", "kubernetes", "statefulSet", "storage", "volumeClaimTemplate"],
+            "pgplan::plan::immutable",
+            format!("StatefulSet {ns}/{} names its claim template `{vct_name}`; volumeClaimTemplates cannot change in place", t.name),
+            format!("write `volumeClaimTemplate: {vct_name}`"),
+        );
+        return;
+    }
+    if let (Some(want), Some(have)) = (&t.storage.storage_class_name, &live_class) {
+        if want != have {
+            cx.error(
+                &["target", "kubernetes", "statefulSet", "storage", "storageClassName"],
+                "pgplan::plan::immutable",
+                format!("the volumes of StatefulSet {ns}/{} are on StorageClass `{have}`; a claim's class cannot change", t.name),
+                "move the data to a new StatefulSet (another name, or another volumeClaimTemplate) with this class as the target",
+            );
+            return;
+        }
+    }
+    let sts_obj = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
+    let pod_labels = at(sts, &["spec", "selector", "matchLabels"])
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let template = at(sts, &["spec", "template"])
+        .cloned()
+        .unwrap_or(Value::Null);
+    let container_name = match &spec.source {
+        Source::Kubernetes(k) => k.container.clone(),
+        _ => None,
+    }
+    .or_else(|| {
+        at(&template, &["spec", "containers"])
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| str_at(c, &["image"]).is_some_and(|i| i.contains("postgres")))
+                    .or(cs.first())
+            })
+            .and_then(|c| str_at(c, &["name"]))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| "postgres".into());
+
+    // Volume expansion of each existing claim.
+    let want = parse_bytes(&t.storage.size).unwrap_or(0);
+    let class = live_class
+        .as_deref()
+        .and_then(|c| cx.idx.get("StorageClass", "", c));
+    if let Some(c) = class {
+        cx.read(c);
+    }
+    let expandable = class
+        .and_then(|c| c.get("allowVolumeExpansion"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let live_replicas = at(sts, &["spec", "replicas"])
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as u32;
+    let mut expansions = Vec::new();
+    let mut snapshot_targets = Vec::new();
+    for i in 0..live_replicas {
+        let claim = format!("{vct_name}-{}-{i}", t.name);
+        let Some(pvc) = cx.idx.get("PersistentVolumeClaim", ns, &claim) else {
+            continue;
+        };
+        cx.read(pvc);
+        let have_q = str_at(pvc, &["spec", "resources", "requests", "storage"]).unwrap_or("0");
+        let have = parse_bytes(have_q).unwrap_or(0);
+        if want < have {
+            cx.error(
+                &["target", "kubernetes", "statefulSet", "storage", "size"],
+                "pgplan::plan::shrink",
+                format!(
+                    "claim {ns}/{claim} has {have_q}; Kubernetes volumes cannot shrink to {}",
+                    t.storage.size
+                ),
+                format!("keep `size: {have_q}` or larger"),
+            );
+            continue;
+        }
+        if want == have {
+            continue;
+        }
+        if !expandable {
+            cx.error(
+                &["target", "kubernetes", "statefulSet", "storage", "size"],
+                "pgplan::plan::not-expandable",
+                format!(
+                    "StorageClass `{}` does not allow volume expansion, so claim {ns}/{claim} cannot grow from {have_q}",
+                    live_class.as_deref().unwrap_or("(default)")
+                ),
+                "set `allowVolumeExpansion: true` on the class, or move the data to a new StatefulSet",
+            );
+            continue;
+        }
+        let obj = ObjectRef::new("v1", "PersistentVolumeClaim", ns, &claim);
+        let patch = json!({"spec": {"resources": {"requests": {"storage": t.storage.size}}}});
+        let mut after = shown(pvc);
+        merge_patch(&mut after, &patch);
+        let mut s = cx.new_step(
+            obj.address(),
+            Action::Update,
+            Risk::Safe,
+            Operation::Patch {
+                object: obj.clone(),
+                patch,
+                before: shown(pvc),
+            },
+        );
+        s.summary = format!("grow {} from {have_q} to {}", obj.display(), t.storage.size);
+        s.reason = "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template".into();
+        s.before = Some(shown(pvc));
+        s.after = Some(after);
+        expansions.push(s);
+        snapshot_targets.push(claim);
+    }
+
+    // Image and replicas.
+    let mut sts_patch = json!({});
+    let mut changes = Vec::new();
+    let mut disruptive = false;
+    if t.replicas != live_replicas {
+        sts_patch["spec"]["replicas"] = json!(t.replicas);
+        changes.push(format!("replicas {live_replicas} → {}", t.replicas));
+        disruptive |= t.replicas < live_replicas;
+    }
+    if let Some(img) = &t.image {
+        let containers = at(&template, &["spec", "containers"])
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let live_img = containers
+            .iter()
+            .find(|c| str_at(c, &["name"]) == Some(container_name.as_str()))
+            .and_then(|c| str_at(c, &["image"]));
+        if live_img != Some(img.as_str()) {
+            let new: Vec<Value> = containers
+                .iter()
+                .map(|c| {
+                    let mut c = c.clone();
+                    if str_at(&c, &["name"]) == Some(container_name.as_str()) {
+                        c["image"] = json!(img);
+                    }
+                    c
+                })
+                .collect();
+            sts_patch["spec"]["template"]["spec"]["containers"] = Value::Array(new);
+            changes.push(format!("image {} → {img}", live_img.unwrap_or("?")));
+            disruptive = true;
+            for i in 0..live_replicas {
+                let claim = format!("{vct_name}-{}-{i}", t.name);
+                if !snapshot_targets.contains(&claim) {
+                    snapshot_targets.push(claim);
+                }
+            }
+        }
+    }
+
+    // Snapshots before anything touches the volumes or restarts Postgres.
+    let mut snap_addrs = Vec::new();
+    if let Some(sn) = &spec.backup.snapshots {
+        if sn.before_changes {
+            for claim in &snapshot_targets {
+                let tag = crate::observed::secret_fingerprint([(
+                    "change",
+                    format!("{}|{:?}", t.storage.size, t.image).as_bytes(),
+                )]);
+                let short = tag
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(8)
+                    .collect::<String>();
+                let name = format!("{claim}-pgplan-{short}");
+                if cx.idx.get("VolumeSnapshot", ns, &name).is_some() {
+                    continue;
+                }
+                let desired = manifests::volume_snapshot(cx.p, &name, ns, &sn.class_name, claim);
+                let obj = ObjectRef::new("snapshot.storage.k8s.io/v1", "VolumeSnapshot", ns, &name);
+                cx.read_absent(obj.address());
+                let mut s = cx.new_step(
+                    obj.address(),
+                    Action::Create,
+                    Risk::Safe,
+                    Operation::Create {
+                        object: obj.clone(),
+                        manifest: desired.clone(),
+                        wait: Wait::Ready,
+                    },
+                );
+                s.summary = format!("snapshot claim {ns}/{claim} before changing it");
+                s.reason = "`backup.snapshots.beforeChanges`: a point to return to if the change goes wrong".into();
+                s.after = Some(desired);
+                snap_addrs.push(cx.push(s));
+            }
+        }
+    }
+    for mut s in expansions {
+        s.depends_on = snap_addrs.clone();
+        cx.push(s);
+    }
+    if !changes.is_empty() {
+        if t.replicas > live_replicas && !t.storage.static_volumes.is_empty() {
+            let class_name = live_class.clone().unwrap_or_default();
+            static_volumes(cx, t, ns, &class_name, live_replicas);
+        }
+        let mut after = shown(sts);
+        merge_patch(&mut after, &sts_patch);
+        let mut s = cx.new_step(
+            sts_obj.address(),
+            Action::Update,
+            if disruptive {
+                Risk::Disruptive
+            } else {
+                Risk::Safe
+            },
+            Operation::Patch {
+                object: sts_obj.clone(),
+                patch: sts_patch,
+                before: shown(sts),
+            },
+        );
+        s.summary = format!("update {}: {}", sts_obj.display(), changes.join(", "));
+        s.reason = if disruptive {
+            "pods restart one at a time (OrderedReady), so Postgres is briefly unavailable".into()
+        } else {
+            "new pods get their own claims; existing pods are untouched".into()
+        };
+        s.depends_on = snap_addrs.clone();
+        s.before = Some(shown(sts));
+        s.after = Some(after);
+        cx.push(s);
+    }
+
+    // The headless Service.
+    let live_svc = cx.idx.get("Service", ns, &svc_name);
+    match live_svc {
+        Some(l) => cx.read(l),
+        None => {
+            let desired = manifests::headless_service(cx.p, &svc_name, ns, &pod_labels, None);
+            let obj = ObjectRef::new("v1", "Service", ns, &svc_name);
+            cx.read_absent(obj.address());
+            let mut s = cx.new_step(
+                obj.address(),
+                Action::Create,
+                Risk::Safe,
+                Operation::Create {
+                    object: obj.clone(),
+                    manifest: desired.clone(),
+                    wait: Wait::None,
+                },
+            );
+            s.summary = format!("create headless {}", obj.display());
+            s.reason = "the StatefulSet names this Service, and it does not exist".into();
+            s.after = Some(desired);
+            cx.push(s);
+        }
+    }
+
+    day2_extras(
+        cx,
+        t,
+        ns,
+        &template,
+        &container_name,
+        &svc_name,
+        live_class.as_deref(),
+        "",
+    );
+}

@@ -1,0 +1,477 @@
+//! The plan: an ordered list of steps, each with an action, a risk class,
+//! its dependencies, what it shows (before/after) and what apply does
+//! (the operation). Also the saved plan file.
+//!
+//! A plan in memory holds real values (an image or host name may come from
+//! `${VAR}`); everything written out goes through `redact::Redactor` first.
+//! The saved plan file therefore cannot be executed by itself: it carries
+//! the spec's text (references only) and apply recomputes the plan and
+//! refuses unless the result equals the saved one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::{Connect, DumpFormat, SslMode};
+
+pub const PLAN_FORMAT_VERSION: &str = "1.0";
+
+/// What a step does to its object; doubles as the rendered symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    /// Delete then create (an immutable field changes).
+    Replace,
+    /// Run something (backup, restore, verify) without owning an object.
+    Run,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Delete => "-",
+            Action::Replace => "-/+",
+            Action::Run => ">",
+        }
+    }
+    /// The JSON form: replace is written as `["delete","create"]`.
+    pub fn json_actions(self) -> Vec<&'static str> {
+        match self {
+            Action::Create => vec!["create"],
+            Action::Update => vec!["update"],
+            Action::Delete => vec!["delete"],
+            Action::Replace => vec!["delete", "create"],
+            Action::Run => vec!["run"],
+        }
+    }
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Replace => "replace",
+            Action::Run => "run",
+        }
+    }
+}
+
+/// How much a step can hurt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Changes nothing users notice.
+    Safe,
+    /// Causes downtime; no data can be lost.
+    Disruptive,
+    /// Can lose data if run at the wrong time.
+    Destructive,
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Safe => "safe",
+            Risk::Disruptive => "disruptive",
+            Risk::Destructive => "destructive",
+        }
+    }
+}
+
+/// A Kubernetes object an operation acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    /// Empty for cluster-scoped kinds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(api_version: &str, kind: &str, namespace: &str, name: &str) -> Self {
+        let namespace = if crate::observed::is_cluster_scoped(kind) {
+            String::new()
+        } else {
+            namespace.to_string()
+        };
+        ObjectRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace,
+            name: name.into(),
+        }
+    }
+    pub fn of(manifest: &Value) -> Option<Self> {
+        let api_version = manifest.get("apiVersion")?.as_str()?;
+        let key = crate::observed::ObjectKey::of(manifest)?;
+        Some(ObjectRef::new(
+            api_version,
+            &key.kind,
+            &key.namespace,
+            &key.name,
+        ))
+    }
+    pub fn address(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("k8s/{}/{}", self.kind, self.name)
+        } else {
+            format!("k8s/{}/{}/{}", self.namespace, self.kind, self.name)
+        }
+    }
+    /// `kind namespace/name` as kubectl users read it.
+    pub fn display(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// How apply reaches a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "via")]
+pub enum ServerRef {
+    /// Tools run inside a pod of the workload (exec), as the container's user.
+    Pod {
+        /// The workload that owns the pods (its plan address identifies the server).
+        workload: ObjectRef,
+        /// Labels selecting its pods.
+        selector: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
+    },
+    /// A server reached over the network (RDS or external), tools run locally.
+    Direct {
+        /// `rds/{region}/{id}` or `external/{host}:{port}`.
+        locator: String,
+        /// Known host (external) — RDS endpoints are resolved at apply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connect: Option<Connect>,
+        user: String,
+        /// Name of the environment variable holding the password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_var: Option<String>,
+        sslmode: SslMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<String>,
+    },
+}
+
+impl ServerRef {
+    pub fn locator(&self) -> String {
+        match self {
+            ServerRef::Pod { workload, .. } => workload.address(),
+            ServerRef::Direct { locator, .. } => locator.clone(),
+        }
+    }
+}
+
+/// Why a consumer is scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalePurpose {
+    Quiesce,
+    Resume,
+}
+
+/// What a backup of one database must reproduce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseFacts {
+    pub name: String,
+    pub owner: String,
+    pub size_bytes: u64,
+    pub tables: u64,
+    pub rows: u64,
+    pub fingerprint: String,
+}
+
+/// The checks a verify step runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyChecks {
+    pub row_counts: bool,
+    pub checksums: bool,
+    pub sequences: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sql: Vec<crate::spec::SqlProbe>,
+}
+
+/// The settings of an RDS instance pgplan creates or converges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdsSettings {
+    pub region: String,
+    pub identifier: String,
+    pub engine_version: String,
+    pub instance_class: String,
+    pub allocated_storage: u32,
+    pub storage_encrypted: bool,
+    pub deletion_protection: bool,
+    pub multi_az: bool,
+    pub publicly_accessible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_subnet_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpc_security_group_ids: Vec<String>,
+    pub master_username: String,
+    pub password_var: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What apply does for a step. Every operation is idempotent given its
+/// precheck: it looks at the live object first and does nothing if the
+/// step's effect is already there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Operation {
+    /// Set a consumer's replicas (Deployment/StatefulSet scale subresource,
+    /// or a field of a custom resource).
+    Scale {
+        object: ObjectRef,
+        from: u32,
+        to: u32,
+        purpose: ScalePurpose,
+        /// Dotted path of the replicas field for custom resources.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+    },
+    /// `pg_dump` one database into the backup directory, checksummed and
+    /// checked with `pg_restore --list`, with a manifest of row counts.
+    Backup {
+        server: ServerRef,
+        database: DatabaseFacts,
+        format: DumpFormat,
+        jobs: u32,
+        directory: String,
+    },
+    /// Set a PV's reclaim policy to Retain so its data outlives its claim.
+    ProtectVolume { volume: ObjectRef, from: String },
+    /// Create an object (and wait for it to be usable).
+    Create {
+        object: ObjectRef,
+        manifest: Value,
+        wait: Wait,
+    },
+    /// Delete an object; the manifest is kept for rollback.
+    Delete {
+        object: ObjectRef,
+        manifest: Value,
+        wait: Wait,
+    },
+    /// Delete and create (immutable fields changed).
+    Replace {
+        object: ObjectRef,
+        before: Value,
+        after: Value,
+        wait: Wait,
+    },
+    /// JSON merge patch an object.
+    Patch {
+        object: ObjectRef,
+        patch: Value,
+        before: Value,
+    },
+    /// Create an RDS instance and wait until it is available.
+    CreateRdsInstance { settings: RdsSettings },
+    /// Modify an existing RDS instance towards the settings.
+    ModifyRdsInstance {
+        settings: RdsSettings,
+        changes: Vec<String>,
+    },
+    /// Take a DB snapshot of an instance.
+    SnapshotRdsInstance {
+        region: String,
+        identifier: String,
+        snapshot: String,
+    },
+    /// Create missing roles and databases on the target (ownership kept).
+    PrepareTarget {
+        server: ServerRef,
+        roles: Vec<crate::observed::Role>,
+        databases: Vec<(String, String)>,
+        /// RDS has no superusers: roles are created without SUPERUSER.
+        strip_superuser: bool,
+    },
+    /// Restore one database from the backup taken by `backup_step`.
+    Restore {
+        server: ServerRef,
+        database: DatabaseFacts,
+        backup_step: String,
+        jobs: u32,
+    },
+    /// Empty every locked `%knex_migrations_lock` table of a database.
+    ReleaseKnexLocks {
+        server: ServerRef,
+        database: String,
+        tables: Vec<String>,
+    },
+    /// Compare the restored database with the backup manifest.
+    Verify {
+        source: ServerRef,
+        target: ServerRef,
+        database: DatabaseFacts,
+        backup_step: String,
+        checks: VerifyChecks,
+    },
+    /// Delete a pod of the target and check the data survives its return.
+    SelfHeal {
+        pod: ObjectRef,
+        workload: ObjectRef,
+        database: String,
+        expect_rows: u64,
+    },
+    /// An HTTP check of a resumed consumer.
+    HttpCheck {
+        name: String,
+        url: String,
+        expect_status: u16,
+        contains: Option<String>,
+    },
+    /// A Secret whose values are resolved at apply (never in the plan).
+    Secret {
+        object: ObjectRef,
+        contents: SecretContents,
+        /// Fingerprint of the desired data, compared with the live one.
+        fingerprint: String,
+    },
+}
+
+/// What a Secret pgplan writes contains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum SecretContents {
+    /// POSTGRES_HOST/PORT/USER/PASSWORD for consumers.
+    Connection { server: ServerRef },
+    /// The CA bundle from the target's `tls.caFile`.
+    CaCertificate { key: String, ca_file: String },
+}
+
+/// What "done" means after a create, delete or replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Wait {
+    #[default]
+    None,
+    /// Pods ready (workloads) or bound (PVCs).
+    Ready,
+    /// The object is gone (and its pods, for workloads).
+    Gone,
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Unique in the plan, e.g. `k8s/default/StatefulSet/postgres` or
+    /// `pg/healthcare/healthcare/backup`.
+    pub address: String,
+    pub placement: String,
+    pub action: Action,
+    pub risk: Risk,
+    /// What happens, in one line.
+    pub summary: String,
+    /// Why the step is in the plan.
+    pub reason: String,
+    pub depends_on: Vec<String>,
+    /// True when consumers are stopped while this step runs.
+    pub in_downtime: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+    pub operation: Operation,
+}
+
+/// Per-placement facts for the summary and the renderers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementPlan {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// What kind of change: `deployment-to-statefulset`, `statefulset-to-statefulset`,
+    /// `to-rds`, `day-2`, or `none`.
+    pub journey: String,
+    pub databases: Vec<DatabaseFacts>,
+    /// 1-based positions of the first and last step of the downtime window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime: Option<(usize, usize)>,
+}
+
+/// Totals for the summary line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    pub run: usize,
+    pub databases: usize,
+    pub bytes: u64,
+}
+
+/// A complete plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub placements: Vec<PlacementPlan>,
+    /// In dependency order (a topological order, stable for equal inputs).
+    pub steps: Vec<Step>,
+    /// Live facts the plan was computed from (address → version), checked
+    /// again before a saved plan is applied.
+    pub fingerprints: BTreeMap<String, String>,
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        !self.steps.is_empty()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for step in &self.steps {
+            match step.action {
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Delete => s.destroy += 1,
+                Action::Replace => {
+                    s.add += 1;
+                    s.destroy += 1;
+                }
+                Action::Run => s.run += 1,
+            }
+            if let Operation::Backup { database, .. } = &step.operation {
+                s.databases += 1;
+                s.bytes += database.size_bytes;
+            }
+        }
+        s
+    }
+
+    pub fn step(&self, address: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.address == address)
+    }
+
+    /// 1-based position of a step.
+    pub fn position(&self, address: &str) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|s| s.address == address)
+            .map(|i| i + 1)
+    }
+}

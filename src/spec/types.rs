@@ -1,0 +1,595 @@
+//! The shape of a `pgplan.yaml` document: serde + schemars types.
+//!
+//! These types are both the file format (the JSON Schema in `schemas/` is
+//! generated from them, and the doc comments become its descriptions) and,
+//! once `spec::load` has checked them, the validated model the planner reads.
+//! Validation that the type system cannot express (names, sizes, globs,
+//! contradictions) lives in `spec::validate`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "pgplan.dev/v1alpha1";
+pub const KIND: &str = "Placement";
+
+/// One placement: where one PostgreSQL server's databases should live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "pgplan Placement")]
+pub struct PlacementDoc {
+    /// Always `pgplan.dev/v1alpha1`.
+    #[schemars(extend("const" = "pgplan.dev/v1alpha1"))]
+    pub api_version: String,
+    /// Always `Placement`.
+    #[schemars(extend("const" = "Placement"))]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: PlacementSpec,
+}
+
+/// Identifies the placement in plans, journals and locks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Unique name of the placement in the file (a DNS-1123 label).
+    pub name: String,
+    /// Free-form labels, copied onto the objects pgplan creates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The desired state of one placement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Where the database lives now.
+    pub source: Source,
+    /// Where the database should live.
+    pub target: Target,
+    /// Logins pgplan uses. Passwords must be `${VAR}` references.
+    #[serde(default)]
+    pub credentials: Credentials,
+    /// Databases to move: exact names or globs (`backstage_plugin_*`).
+    pub databases: Vec<String>,
+    /// Applications that use the database: stopped during the move,
+    /// reconfigured after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<Consumer>,
+    /// What must hold after the data is restored.
+    #[serde(default)]
+    pub verify: Verify,
+    /// Where dumps go and how backups are kept.
+    #[serde(default)]
+    pub backup: Backup,
+    /// What may be removed once the target is verified.
+    #[serde(default)]
+    pub cleanup: Cleanup,
+    /// Per-environment overrides (`--env NAME`), merged over this spec: mappings
+    /// merge key by key, anything else replaces, `null` removes. Choosing a
+    /// different kind of `source` or `target` replaces that section.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, BTreeMap<String, serde_json::Value>>")]
+    pub environments: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where the database lives now. Exactly one of the keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum Source {
+    /// A Postgres workload in the cluster.
+    Kubernetes(KubeSource),
+    /// A server outside the cluster, reached directly.
+    External(ExternalServer),
+}
+
+/// A Postgres workload in the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeSource {
+    /// Namespace of the workload.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The Deployment or StatefulSet running Postgres.
+    pub workload: WorkloadRef,
+    /// Container running Postgres, when the pod has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// A workload, by name or by label selector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadRef {
+    pub kind: WorkloadKind,
+    /// Name of the workload. Give either this or `selector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Labels that select exactly one workload of this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// A Postgres server reached over the network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalServer {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: Tls,
+    /// Reach the server through another address (a tunnel or port-forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Connect>,
+}
+
+/// Where the database should live. Exactly one of the keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum Target {
+    /// A StatefulSet in the cluster with a stable volume per pod.
+    Kubernetes(KubeTarget),
+    /// An AWS RDS for PostgreSQL instance.
+    Rds(RdsTarget),
+}
+
+/// A StatefulSet target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeTarget {
+    /// Namespace of the StatefulSet; defaults to the source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub stateful_set: StatefulSetTarget,
+}
+
+/// The StatefulSet pgplan creates or keeps in shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StatefulSetTarget {
+    /// Name of the StatefulSet; pods are `{name}-{ordinal}`.
+    pub name: String,
+    /// Name of the headless Service; defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Container image; defaults to the source workload's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub storage: Storage,
+}
+
+/// The per-pod volume of the StatefulSet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Storage {
+    /// Requested size, a Kubernetes quantity such as `5Gi`.
+    pub size: String,
+    /// StorageClass of the volumes; the cluster default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Name of the volumeClaimTemplate; PVCs are `{template}-{statefulset}-{ordinal}`.
+    #[serde(default = "default_claim_template")]
+    pub volume_claim_template: String,
+    #[serde(default = "default_access_modes")]
+    pub access_modes: Vec<String>,
+    /// Mount path of the data volume in the Postgres container.
+    #[serde(default = "default_data_path")]
+    pub mount_path: String,
+    /// Pre-created PersistentVolumes, one per replica (ordinal order), used
+    /// when the StorageClass has no provisioner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_volumes: Vec<StaticVolume>,
+}
+
+/// A local PersistentVolume pinned to a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StaticVolume {
+    /// PV name; defaults to `{statefulset}-pv-{ordinal}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Node (`kubernetes.io/hostname`) holding the directory.
+    pub node: String,
+    /// Directory on the node.
+    pub path: String,
+    #[serde(default = "default_retain")]
+    pub reclaim_policy: ReclaimPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReclaimPolicy {
+    Retain,
+    Delete,
+}
+
+/// An AWS RDS for PostgreSQL instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RdsTarget {
+    /// AWS region, e.g. `us-east-1`.
+    pub region: String,
+    /// DB instance identifier.
+    pub instance_identifier: String,
+    /// Engine version, e.g. `15.4`.
+    pub engine_version: String,
+    /// Instance class, e.g. `db.t3.medium`.
+    pub instance_class: String,
+    /// Allocated storage in GiB.
+    pub allocated_storage: u32,
+    #[serde(default = "default_true")]
+    pub storage_encrypted: bool,
+    #[serde(default = "default_true")]
+    pub deletion_protection: bool,
+    #[serde(default)]
+    pub multi_az: bool,
+    #[serde(default)]
+    pub publicly_accessible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_subnet_group_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpc_security_group_ids: Vec<String>,
+    /// Extra tags; pgplan adds `managed-by: pgplan` and `pgplan.dev/placement`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Use an existing instance not created by pgplan instead of refusing.
+    #[serde(default)]
+    pub adopt: bool,
+    /// Take a DB snapshot of an existing instance before any destructive step.
+    #[serde(default = "default_true")]
+    pub snapshot_before_changes: bool,
+    #[serde(default)]
+    pub tls: Tls,
+    /// Reach the instance through another address (a tunnel or port-forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Connect>,
+}
+
+/// TLS towards a server outside the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tls {
+    /// libpq sslmode.
+    #[serde(default = "default_sslmode")]
+    pub mode: SslMode,
+    /// CA bundle used to verify the server (`verify-ca`/`verify-full`); it is
+    /// also what the CA Secret for consumers holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            mode: default_sslmode(),
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// A host/port override for reaching a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Connect {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Logins pgplan uses.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Credentials {
+    /// Login on the source server. In the cluster pgplan runs the tools inside
+    /// the pod and uses the workload's own `POSTGRES_USER` when this is omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Login>,
+    /// Login on the target server (for RDS, the master user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Login>,
+}
+
+/// A user name and a password reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Login {
+    pub username: String,
+    /// Must be a `${VAR}` reference: literal passwords would end up in plans.
+    pub password: String,
+}
+
+impl Consumer {
+    /// Deployments and StatefulSets; anything else is a custom resource.
+    pub fn is_workload(&self) -> bool {
+        matches!(self.kind.as_str(), "Deployment" | "StatefulSet")
+    }
+    pub fn is_backstage(&self) -> bool {
+        self.kind == "Backstage"
+            && self.api_version.as_deref().is_some_and(|v| {
+                v.starts_with("rhdh.redhat.com/") || v.starts_with("janus-idp.io/")
+            })
+    }
+    /// The field scaled to quiesce a custom resource.
+    pub fn replicas_field(&self) -> Option<&str> {
+        match &self.replicas_field {
+            Some(f) => Some(f),
+            None if self.is_backstage() => Some("spec.application.replicas"),
+            None => None,
+        }
+    }
+}
+
+/// An application that uses the database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Consumer {
+    /// `Deployment`, `StatefulSet`, or the kind of a custom resource.
+    pub kind: String,
+    /// Needed for custom resources, e.g. `rhdh.redhat.com/v1alpha3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    pub name: String,
+    /// Defaults to the source's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Scale to zero while data moves.
+    #[serde(default = "default_true")]
+    pub quiesce: bool,
+    /// For custom resources: the dotted path of the replicas field used to
+    /// quiesce, e.g. `spec.application.replicas` (the default for a Backstage CR).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_field: Option<String>,
+    /// How to point the consumer at the target once it is verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconfigure: Option<Reconfigure>,
+}
+
+/// How a consumer is pointed at the new server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Reconfigure {
+    /// Secret with POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER and POSTGRES_PASSWORD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_secret: Option<String>,
+    /// Secret holding the server's CA certificate (from `tls.caFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKey>,
+    /// Plain environment variables to set on a Deployment or StatefulSet consumer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// JSON merge patch for a custom resource. For a Backstage CR the default
+    /// is `spec.database.enableLocalDb: false` plus the two Secrets as
+    /// `extraEnvs` and `extraFiles`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_patch: Option<serde_json::Value>,
+}
+
+/// A key in a Secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretKey {
+    pub name: String,
+    #[serde(default = "default_ca_key")]
+    pub key: String,
+}
+
+/// What must hold after restore before anything is cleaned up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verify {
+    /// Row count of every table equals the backup manifest.
+    #[serde(default = "default_true")]
+    pub row_counts: bool,
+    /// Per-table checksums equal the source's.
+    #[serde(default = "default_true")]
+    pub checksums: bool,
+    /// Sequence values equal the source's.
+    #[serde(default = "default_true")]
+    pub sequences: bool,
+    /// Delete pod 0 after restore and check the data survives (StatefulSet targets).
+    #[serde(default)]
+    pub self_heal: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sql: Vec<SqlProbe>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpCheck>,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            row_counts: true,
+            checksums: true,
+            sequences: true,
+            self_heal: false,
+            sql: Vec::new(),
+            http: Vec::new(),
+        }
+    }
+}
+
+/// A query whose first column of the first row must equal `expect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SqlProbe {
+    pub name: String,
+    pub database: String,
+    pub query: String,
+    pub expect: String,
+}
+
+/// An HTTP endpoint of a consumer that must answer once it is resumed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpCheck {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "default_http_status")]
+    pub expect_status: u16,
+    /// Text the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+}
+
+/// Backups taken by the move, and the scheduled backups kept afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Backup {
+    /// Local directory for the move's dumps and manifests.
+    #[serde(default = "default_backup_dir")]
+    pub directory: String,
+    #[serde(default)]
+    pub format: DumpFormat,
+    /// Parallel jobs for restore (and for dumps where the transport allows).
+    #[serde(default = "default_jobs")]
+    pub jobs: u32,
+    /// Cron schedule of a backup CronJob next to the target (e.g. `0 2 * * *`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Days a scheduled backup is kept.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// Size of the backup PVC used by the CronJob.
+    #[serde(default = "default_backup_storage")]
+    pub storage_size: String,
+    /// VolumeSnapshots of the target's volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<Snapshots>,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Backup {
+            directory: default_backup_dir(),
+            format: DumpFormat::default(),
+            jobs: default_jobs(),
+            schedule: None,
+            retention_days: default_retention_days(),
+            storage_size: default_backup_storage(),
+            snapshots: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpFormat {
+    /// `pg_dump -Fc`: one compressed, restorable-in-parallel archive.
+    #[default]
+    Custom,
+    /// `pg_dump -Fd`: a directory archive, dumped in parallel.
+    Directory,
+}
+
+/// CSI VolumeSnapshots of the data volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Snapshots {
+    /// VolumeSnapshotClass to use.
+    pub class_name: String,
+    /// Snapshot each data PVC before a step changes it.
+    #[serde(default = "default_true")]
+    pub before_changes: bool,
+}
+
+/// What may be removed once the target is verified. Nothing by default.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cleanup {
+    /// Delete the source's old PVC and PV after verify.
+    #[serde(default)]
+    pub old_volume: bool,
+    /// Delete the in-cluster database (StatefulSet, Service, PVCs) after an
+    /// RDS target is verified and consumers are reconfigured.
+    #[serde(default)]
+    pub local_database: bool,
+    /// On rollback, delete an RDS instance this apply created (deletion
+    /// protection is lifted first). Off: the instance is kept and reported.
+    #[serde(default)]
+    pub rds_instance_on_rollback: bool,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_replicas() -> u32 {
+    1
+}
+fn default_claim_template() -> String {
+    "data".into()
+}
+fn default_access_modes() -> Vec<String> {
+    vec!["ReadWriteOnce".into()]
+}
+fn default_data_path() -> String {
+    "/var/lib/postgresql/data".into()
+}
+fn default_retain() -> ReclaimPolicy {
+    ReclaimPolicy::Retain
+}
+fn default_true() -> bool {
+    true
+}
+fn default_sslmode() -> SslMode {
+    SslMode::VerifyFull
+}
+fn default_ca_key() -> String {
+    "postgres-crt.pem".into()
+}
+fn default_http_status() -> u16 {
+    200
+}
+fn default_backup_dir() -> String {
+    ".pgplan/backups".into()
+}
+fn default_jobs() -> u32 {
+    2
+}
+fn default_retention_days() -> u32 {
+    7
+}
+fn default_backup_storage() -> String {
+    "10Gi".into()
+}

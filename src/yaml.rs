@@ -1,0 +1,770 @@
+//! The one module that reads and writes YAML.
+//!
+//! Reading goes through `saphyr-parser`'s event stream into [`Node`], a small
+//! tree that keeps the byte span of every key and value so that every later
+//! diagnostic can point at the user's line and column. The tree builder is
+//! where hostile input is stopped: nesting depth, alias expansion, duplicate
+//! keys, non-string keys and tags are all rejected here, before anything
+//! allocates in proportion to an attack. Writing (snapshots, saved plans)
+//! goes through `serde_yaml_ng`, the maintained fork of the archived
+//! `serde_yaml`; swapping either crate touches only this file.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span as YSpan};
+use serde_json::{Map, Number, Value};
+
+/// Deeper than any real spec or snapshot; shallow enough that no recursive
+/// walk over the tree can exhaust the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// Upper bound on nodes produced by alias expansion, so that a "billion
+/// laughs" document fails fast instead of eating memory.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+/// A byte range in the source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Self {
+        Span {
+            start,
+            end: end.max(start),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+impl From<Span> for miette::SourceSpan {
+    fn from(s: Span) -> Self {
+        miette::SourceSpan::new(s.start.into(), s.len())
+    }
+}
+
+/// A scalar as written: its text and whether it was quoted (quoted scalars
+/// are always strings; plain ones resolve by the YAML 1.2 core schema).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub text: String,
+    pub quoted: bool,
+}
+
+/// What a plain scalar means under the YAML 1.2 core schema.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str,
+}
+
+impl Scalar {
+    pub fn resolve(&self) -> Resolved {
+        if self.quoted {
+            return Resolved::Str;
+        }
+        let t = self.text.as_str();
+        match t {
+            "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
+            "true" | "True" | "TRUE" => return Resolved::Bool(true),
+            "false" | "False" | "FALSE" => return Resolved::Bool(false),
+            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+                return Resolved::Float(f64::INFINITY)
+            }
+            "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
+            ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
+            _ => {}
+        }
+        if let Some(hex) = t.strip_prefix("0x") {
+            if let Ok(i) = i64::from_str_radix(hex, 16) {
+                return Resolved::Int(i);
+            }
+        }
+        if let Some(oct) = t.strip_prefix("0o") {
+            if let Ok(i) = i64::from_str_radix(oct, 8) {
+                return Resolved::Int(i);
+            }
+        }
+        let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(i) = t.parse::<i64>() {
+                return Resolved::Int(i);
+            }
+        }
+        let looks_float = !digits.is_empty()
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+            && digits
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_digit() || b == b'.');
+        if looks_float {
+            if let Ok(f) = t.parse::<f64>() {
+                return Resolved::Float(f);
+            }
+        }
+        Resolved::Str
+    }
+
+    /// The scalar as plain JSON (no schema guidance).
+    pub fn to_json(&self) -> Value {
+        match self.resolve() {
+            Resolved::Null => Value::Null,
+            Resolved::Bool(b) => Value::Bool(b),
+            Resolved::Int(i) => Value::Number(i.into()),
+            Resolved::Float(f) => Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(self.text.clone())),
+            Resolved::Str => Value::String(self.text.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeKind {
+    Scalar(Scalar),
+    Seq(Vec<Node>),
+    /// Keys are strings (non-string keys are rejected while building).
+    Map(Vec<Entry>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub key_span: Span,
+    pub value: Node,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub span: Span,
+}
+
+impl Node {
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|e| &e.value)
+    }
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        match &self.kind {
+            NodeKind::Map(entries) => entries.iter().find(|e| e.key == key),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.kind {
+            NodeKind::Scalar(s) => Some(&s.text),
+            _ => None,
+        }
+    }
+    pub fn is_null(&self) -> bool {
+        matches!(&self.kind, NodeKind::Scalar(s) if s.resolve() == Resolved::Null)
+    }
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            NodeKind::Scalar(s) => match s.resolve() {
+                Resolved::Null => "null",
+                Resolved::Bool(_) => "a boolean",
+                Resolved::Int(_) => "an integer",
+                Resolved::Float(_) => "a number",
+                Resolved::Str => "a string",
+            },
+            NodeKind::Seq(_) => "a list",
+            NodeKind::Map(_) => "a mapping",
+        }
+    }
+
+    /// The node as plain JSON, scalars resolved by the core schema.
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            NodeKind::Scalar(s) => s.to_json(),
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(entries) => {
+                let mut m = Map::with_capacity(entries.len());
+                for e in entries {
+                    m.insert(e.key.clone(), e.value.to_json());
+                }
+                Value::Object(m)
+            }
+        }
+    }
+
+    /// The node at a JSON-pointer-like path of keys and indices, if any.
+    pub fn at(&self, path: &[PathSeg]) -> Option<&Node> {
+        let mut cur = self;
+        for seg in path {
+            cur = match (seg, &cur.kind) {
+                (PathSeg::Key(k), NodeKind::Map(_)) => cur.get(k)?,
+                (PathSeg::Index(i), NodeKind::Seq(items)) => items.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// The best span for a path: the deepest node that exists on it (so an
+    /// error about a missing field points at its parent).
+    pub fn span_at(&self, path: &[PathSeg]) -> Span {
+        let mut cur = self;
+        let mut span = self.span;
+        for seg in path {
+            let next = match (seg, &cur.kind) {
+                (PathSeg::Key(k), NodeKind::Map(_)) => cur.entry(k).map(|e| &e.value),
+                (PathSeg::Index(i), NodeKind::Seq(items)) => items.get(*i),
+                _ => None,
+            };
+            match next {
+                Some(n) => {
+                    cur = n;
+                    span = n.span;
+                }
+                None => break,
+            }
+        }
+        span
+    }
+
+    /// The span of the key of the last segment when it is a mapping key,
+    /// falling back to [`Node::span_at`].
+    pub fn key_span_at(&self, path: &[PathSeg]) -> Span {
+        if let Some((PathSeg::Key(k), parent)) = path.split_last() {
+            if let Some(e) = self.at(parent).and_then(|p| p.entry(k)) {
+                return e.key_span;
+            }
+        }
+        self.span_at(path)
+    }
+}
+
+/// One step of a path into a document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathSeg {
+    Key(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for PathSeg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathSeg::Key(k) => f.write_str(k),
+            PathSeg::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
+/// Render a path the way users write it: `spec.target.rds[0].name`.
+pub fn path_string(path: &[PathSeg]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            PathSeg::Key(k) => {
+                if !s.is_empty() {
+                    s.push('.');
+                }
+                s.push_str(k);
+            }
+            PathSeg::Index(i) => {
+                s.push_str(&format!("[{i}]"));
+            }
+        }
+    }
+    s
+}
+
+/// A document of a multi-document stream.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// 0-based position in the stream.
+    pub index: usize,
+    pub root: Node,
+}
+
+/// Why the text is not acceptable YAML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlError {
+    pub code: &'static str,
+    pub message: String,
+    pub span: Span,
+    pub help: Option<String>,
+    /// A second location, e.g. where a duplicate key was first defined.
+    pub related: Option<(Span, String)>,
+}
+
+impl YamlError {
+    fn new(code: &'static str, message: impl Into<String>, span: Span) -> Self {
+        YamlError {
+            code,
+            message: message.into(),
+            span,
+            help: None,
+            related: None,
+        }
+    }
+    fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Check raw bytes before parsing: YAML text must be UTF-8 and free of NULs
+/// and other C0 control characters (tab, newline and carriage return aside).
+pub fn check_text(bytes: &[u8]) -> Result<&str, YamlError> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.valid_up_to();
+            return Err(YamlError::new(
+                "pgplan::yaml::utf8",
+                format!(
+                    "the file is not valid UTF-8 (invalid byte 0x{:02x})",
+                    bytes[at]
+                ),
+                Span::new(at, at + 1),
+            )
+            .help("save the file as UTF-8 text; binary files are not specs"));
+        }
+    };
+    if let Some(pos) = text
+        .bytes()
+        .position(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        let what = if bytes[pos] == 0 {
+            "a NUL byte".to_string()
+        } else {
+            format!("the control character 0x{:02x}", bytes[pos])
+        };
+        return Err(YamlError::new(
+            "pgplan::yaml::control-character",
+            format!("the file contains {what}, which YAML does not allow"),
+            Span::new(pos, pos + 1),
+        )
+        .help("remove the character; if the file is binary it is not a spec"));
+    }
+    Ok(text)
+}
+
+/// Maps the parser's character indices to byte offsets.
+struct Offsets {
+    /// Byte offset of each char, only built for non-ASCII text.
+    table: Option<Vec<usize>>,
+    len: usize,
+}
+
+impl Offsets {
+    fn new(text: &str) -> Self {
+        let table = if text.is_ascii() {
+            None
+        } else {
+            let mut t: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
+            t.push(text.len());
+            Some(t)
+        };
+        Offsets {
+            table,
+            len: text.len(),
+        }
+    }
+    fn byte(&self, char_index: usize) -> usize {
+        match &self.table {
+            None => char_index.min(self.len),
+            Some(t) => t.get(char_index).copied().unwrap_or(self.len),
+        }
+    }
+    fn span(&self, s: &YSpan) -> Span {
+        Span::new(self.byte(s.start.index()), self.byte(s.end.index()))
+    }
+}
+
+enum Frame {
+    Seq {
+        start: Span,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Span,
+        anchor: usize,
+        entries: Vec<Entry>,
+        /// Key text to first key span, for duplicate detection.
+        seen: HashMap<String, Span>,
+        pending_key: Option<(String, Span)>,
+    },
+}
+
+/// Parse every document of a YAML stream into spanned trees.
+///
+/// A syntax error ends parsing (YAML cannot be resynchronised reliably);
+/// structural problems inside well-formed YAML (duplicate keys, too deep,
+/// aliases too large) are errors too.
+pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
+    let offsets = Offsets::new(text);
+    let mut parser = Parser::new_from_str(text);
+    let mut docs = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut root: Option<Node> = None;
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    let mut alias_nodes = 0usize;
+
+    loop {
+        let (event, yspan) = match parser.next_event() {
+            None => break,
+            Some(Ok(ev)) => ev,
+            Some(Err(e)) => return Err(scan_error(&e, &offsets, text)),
+        };
+        let span = offsets.span(&yspan);
+        let finished: Option<(Node, usize)> = match event {
+            Event::StreamStart | Event::Nothing => None,
+            Event::StreamEnd => break,
+            Event::DocumentStart(_) => {
+                anchors.clear();
+                root = None;
+                None
+            }
+            Event::DocumentEnd => {
+                if let Some(node) = root.take() {
+                    docs.push(Document {
+                        index: docs.len(),
+                        root: node,
+                    });
+                } else {
+                    // An empty document still occupies its position.
+                    docs.push(Document {
+                        index: docs.len(),
+                        root: Node {
+                            kind: NodeKind::Scalar(Scalar {
+                                text: String::new(),
+                                quoted: false,
+                            }),
+                            span,
+                        },
+                    });
+                }
+                None
+            }
+            Event::Alias(id) => {
+                let Some((node, count)) = anchors.get(&id) else {
+                    return Err(YamlError::new(
+                        "pgplan::yaml::alias",
+                        "this alias refers to an anchor that is not defined before it",
+                        span,
+                    ));
+                };
+                alias_nodes += count;
+                if alias_nodes > MAX_ALIAS_NODES {
+                    return Err(YamlError::new(
+                        "pgplan::yaml::alias-bomb",
+                        format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes"
+                        ),
+                        span,
+                    )
+                    .help("this looks like an alias bomb; write the values out or use fewer nested aliases"));
+                }
+                let mut node = node.clone();
+                node.span = span;
+                Some((node, 0))
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                let mut quoted = !matches!(style, ScalarStyle::Plain);
+                if let Some(tag) = tag {
+                    let t = format!("{}{}", tag.handle, tag.suffix);
+                    if t == "tag:yaml.org,2002:str" || t == "!!str" {
+                        quoted = true;
+                    } else if !tag.is_yaml_core_schema() {
+                        return Err(YamlError::new(
+                            "pgplan::yaml::tag",
+                            format!("the tag `{t}` is not supported"),
+                            span,
+                        )
+                        .help("remove the tag; pgplan files use plain YAML values"));
+                    }
+                }
+                let node = Node {
+                    kind: NodeKind::Scalar(Scalar {
+                        text: value.into_owned(),
+                        quoted,
+                    }),
+                    span,
+                };
+                Some((node, anchor))
+            }
+            Event::SequenceStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(span));
+                }
+                stack.push(Frame::Seq {
+                    start: span,
+                    anchor,
+                    items: Vec::new(),
+                });
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(span));
+                }
+                stack.push(Frame::Map {
+                    start: span,
+                    anchor,
+                    entries: Vec::new(),
+                    seen: HashMap::new(),
+                    pending_key: None,
+                });
+                None
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq {
+                    start,
+                    anchor,
+                    items,
+                }) => Some((
+                    Node {
+                        kind: NodeKind::Seq(items),
+                        span: Span::new(start.start, span.end.max(start.end)),
+                    },
+                    anchor,
+                )),
+                _ => {
+                    return Err(YamlError::new(
+                        "pgplan::yaml::syntax",
+                        "unbalanced sequence",
+                        span,
+                    ))
+                }
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map {
+                    start,
+                    anchor,
+                    entries,
+                    ..
+                }) => Some((
+                    Node {
+                        kind: NodeKind::Map(entries),
+                        span: Span::new(start.start, span.end.max(start.end)),
+                    },
+                    anchor,
+                )),
+                _ => {
+                    return Err(YamlError::new(
+                        "pgplan::yaml::syntax",
+                        "unbalanced mapping",
+                        span,
+                    ))
+                }
+            },
+        };
+
+        let Some((node, anchor)) = finished else {
+            continue;
+        };
+        if anchor != 0 {
+            anchors.insert(anchor, (node.clone(), count_nodes(&node)));
+        }
+        match stack.last_mut() {
+            None => root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                seen,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => {
+                    let key = match &node.kind {
+                        NodeKind::Scalar(s) => s.text.clone(),
+                        _ => {
+                            return Err(YamlError::new(
+                                "pgplan::yaml::key",
+                                format!("mapping keys must be strings, found {}", node.type_name()),
+                                node.span,
+                            ))
+                        }
+                    };
+                    if let Some(first) = seen.get(&key) {
+                        let mut err = YamlError::new(
+                            "pgplan::yaml::duplicate-key",
+                            format!("the key `{key}` appears twice in this mapping"),
+                            node.span,
+                        )
+                        .help("remove one of them; YAML keys must be unique");
+                        err.related = Some((*first, "first defined here".into()));
+                        return Err(err);
+                    }
+                    seen.insert(key.clone(), node.span);
+                    *pending_key = Some((key, node.span));
+                }
+                Some((key, key_span)) => entries.push(Entry {
+                    key,
+                    key_span,
+                    value: node,
+                }),
+            },
+        }
+    }
+    Ok(docs)
+}
+
+fn count_nodes(node: &Node) -> usize {
+    // Iterative, so that counting cannot recurse deeply either.
+    let mut count = 0;
+    let mut todo = vec![node];
+    while let Some(n) = todo.pop() {
+        count += 1;
+        match &n.kind {
+            NodeKind::Scalar(_) => {}
+            NodeKind::Seq(items) => todo.extend(items.iter()),
+            NodeKind::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
+        }
+    }
+    count
+}
+
+fn too_deep(span: Span) -> YamlError {
+    YamlError::new(
+        "pgplan::yaml::too-deep",
+        format!("the document nests deeper than {MAX_DEPTH} levels"),
+        span,
+    )
+    .help("pgplan files are a few levels deep; this file is likely generated or corrupt")
+}
+
+fn scan_error(e: &ScanError, offsets: &Offsets, text: &str) -> YamlError {
+    let at = offsets.byte(e.marker().index());
+    let info = e.info();
+    // Point at one character, not past the end of the text.
+    let end = text[at.min(text.len())..]
+        .chars()
+        .next()
+        .map(|c| at + c.len_utf8())
+        .unwrap_or(at);
+    let span = Span::new(at, end);
+    let line_has_tab = {
+        let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |p| p + 1);
+        text[line_start..at.min(text.len())].starts_with('\t')
+            || text[at.min(text.len())..].starts_with('\t')
+    };
+    if info.contains("tab") || line_has_tab {
+        return YamlError::new(
+            "pgplan::yaml::tab",
+            format!("YAML syntax error: {info}"),
+            span,
+        )
+        .help("YAML indentation must use spaces; replace the tab characters with spaces");
+    }
+    if info.contains("recursion limit") {
+        return too_deep(span);
+    }
+    YamlError::new(
+        "pgplan::yaml::syntax",
+        format!("YAML syntax error: {info}"),
+        span,
+    )
+    .help("check the indentation and quoting around this position")
+}
+
+/// Serialise a value as YAML (snapshots, saved plans, examples).
+pub fn to_string<T: serde::Serialize>(value: &T) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Node {
+        let mut docs = parse(text).unwrap();
+        assert_eq!(docs.len(), 1);
+        docs.remove(0).root
+    }
+
+    #[test]
+    fn spans_point_at_values() {
+        let text = "a: 1\nbé: hello\nlist:\n  - x\n";
+        let root = one(text);
+        let v = root.get("bé").unwrap();
+        assert_eq!(&text[v.span.start..v.span.end], "hello");
+        let e = root.entry("list").unwrap();
+        assert_eq!(&text[e.key_span.start..e.key_span.end], "list");
+    }
+
+    #[test]
+    fn core_schema_resolution() {
+        let root = one("a: 1\nb: '1'\nc: true\nd: ~\ne: 1.5\nf: 15.4.2\n");
+        assert_eq!(
+            root.to_json(),
+            serde_json::json!({"a": 1, "b": "1", "c": true, "d": null, "e": 1.5, "f": "15.4.2"})
+        );
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error_with_both_places() {
+        let text = "a: 1\nb: 2\na: 3\n";
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.code, "pgplan::yaml::duplicate-key");
+        assert_eq!(&text[err.span.start..err.span.end], "a");
+        assert_eq!(err.span.start, 10);
+        assert_eq!(err.related.unwrap().0.start, 0);
+    }
+
+    #[test]
+    fn deep_nesting_stops_early() {
+        let text = "[".repeat(20_000) + &"]".repeat(20_000);
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.code, "pgplan::yaml::too-deep");
+        let mut block = String::new();
+        for i in 0..20_000 {
+            block.push_str(&" ".repeat(i));
+            block.push_str("k:\n");
+        }
+        assert_eq!(parse(&block).unwrap_err().code, "pgplan::yaml::too-deep");
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        assert_eq!(parse(&text).unwrap_err().code, "pgplan::yaml::alias-bomb");
+    }
+
+    #[test]
+    fn tabs_get_a_specific_help() {
+        let err = parse("a:\n\tb: 1\n").unwrap_err();
+        assert_eq!(err.code, "pgplan::yaml::tab");
+    }
+
+    #[test]
+    fn bytes_are_checked() {
+        assert_eq!(
+            check_text(b"a: \xff\n").unwrap_err().code,
+            "pgplan::yaml::utf8"
+        );
+        let err = check_text(b"a: b\0c\n").unwrap_err();
+        assert_eq!(
+            (err.code, err.span.start),
+            ("pgplan::yaml::control-character", 4)
+        );
+    }
+
+    #[test]
+    fn multiple_documents_keep_their_index() {
+        let docs = parse("a: 1\n---\nb: 2\n---\n").unwrap();
+        assert_eq!(docs.len(), 3);
+        assert_eq!(docs[1].root.get("b").unwrap().as_str(), Some("2"));
+        assert!(docs[2].root.is_null());
+    }
+}
