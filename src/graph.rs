@@ -108,12 +108,57 @@ impl StepGraph {
     }
 }
 
-/// Sort steps into dependency order.
+/// Sort steps into dependency order, and keep only direct dependencies
+/// (a dependency also reachable through another one is dropped), which is
+/// what people read in a plan and all the executor needs.
 pub fn order_steps(steps: Vec<Step>) -> Result<Vec<Step>, GraphError> {
     let graph = StepGraph::build(&steps)?;
     let order = graph.order(&steps)?;
     let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
-    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+    let mut ordered: Vec<Step> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    reduce(&mut ordered);
+    Ok(ordered)
+}
+
+/// Transitive reduction over steps already in topological order.
+fn reduce(steps: &mut [Step]) {
+    let pos: HashMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.address.clone(), i))
+        .collect();
+    // ancestors[i]: every step i depends on, directly or not (bitset).
+    let words = steps.len().div_ceil(64);
+    let mut ancestors: Vec<Vec<u64>> = Vec::with_capacity(steps.len());
+    for i in 0..steps.len() {
+        let mut set = vec![0u64; words];
+        for d in &steps[i].depends_on {
+            if let Some(&j) = pos.get(d) {
+                set[j / 64] |= 1 << (j % 64);
+                for (w, a) in set.iter_mut().zip(&ancestors[j]) {
+                    *w |= a;
+                }
+            }
+        }
+        ancestors.push(set);
+    }
+    for i in 0..steps.len() {
+        let deps: Vec<usize> = steps[i]
+            .depends_on
+            .iter()
+            .filter_map(|d| pos.get(d).copied())
+            .collect();
+        let keep: Vec<String> = deps
+            .iter()
+            .filter(|&&j| {
+                !deps
+                    .iter()
+                    .any(|&k| k != j && ancestors[k][j / 64] & (1 << (j % 64)) != 0)
+            })
+            .map(|&j| steps[j].address.clone())
+            .collect();
+        steps[i].depends_on = keep;
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +201,13 @@ mod tests {
             .map(|s| s.address)
             .collect();
         assert_eq!(ordered, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn keeps_only_direct_dependencies() {
+        let steps = vec![step("a", &[]), step("b", &["a"]), step("c", &["a", "b"])];
+        let ordered = order_steps(steps).unwrap();
+        assert_eq!(ordered[2].depends_on, ["b"]);
     }
 
     #[test]

@@ -10,5 +10,11 @@ pub mod observed;
 pub mod plan;
 pub mod quantity;
 pub mod redact;
+pub mod render;
 pub mod spec;
 pub mod yaml;
+
+// The edge: command line, operations, embedded examples.
+pub mod cli;
+pub mod examples;
+pub mod ops;

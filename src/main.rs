@@ -1,6 +1,5 @@
-fn main() {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&pgplan::spec::json_schema()).unwrap()
-    );
+//! The `pgplan` binary: everything happens in `pgplan::cli::run`.
+
+fn main() -> std::process::ExitCode {
+    pgplan::cli::run()
 }

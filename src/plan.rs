@@ -475,3 +475,19 @@ impl Plan {
             .map(|i| i + 1)
     }
 }
+
+/// A plan saved with `plan -o FILE`: the spec it came from (references
+/// only, never values) and the redacted plan. `apply FILE` reloads the spec,
+/// plans again against the live state and runs only if both plans match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedPlan {
+    pub format_version: String,
+    pub pgplan_version: String,
+    pub spec_file: String,
+    pub spec_text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// The redacted plan, exactly as `plan --format json` prints it.
+    pub plan: Value,
+}

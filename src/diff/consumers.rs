@@ -160,9 +160,9 @@ pub(super) struct Connection<'a> {
     pub ca: Option<(&'a str, String)>,
 }
 
-/// Secrets, then the change to each consumer that has `reconfigure`.
-/// Returns the addresses consumers' resumption must wait for.
-pub(super) fn reconfigure(
+/// The Secrets consumers will read (connection, CA). They only need the
+/// target to exist, so they are written before anything stops.
+pub(super) fn secrets(
     cx: &mut Ctx<'_>,
     consumers: &[ConsumerFacts<'_>],
     conn: &Connection<'_>,
@@ -174,17 +174,17 @@ pub(super) fn reconfigure(
             continue;
         };
         let ns = c.object.namespace.clone();
-        let mut secret_steps = Vec::new();
         if let Some(name) = &r.connection_secret {
             let password = conn
                 .password_var
                 .as_deref()
                 .and_then(|v| (cx.inputs.env)(v));
+            let port = conn.port.to_string();
             let desired = match (&conn.host, password) {
                 (Some(host), Some(pw)) => Some(crate::observed::secret_fingerprint([
                     ("POSTGRES_HOST", host.as_bytes()),
                     ("POSTGRES_PASSWORD", pw.as_bytes()),
-                    ("POSTGRES_PORT", conn.port.to_string().as_bytes()),
+                    ("POSTGRES_PORT", port.as_bytes()),
                     ("POSTGRES_USER", conn.user.as_bytes()),
                 ])),
                 _ => None,
@@ -198,17 +198,10 @@ pub(super) fn reconfigure(
             let contents = SecretContents::Connection {
                 server: conn.server.clone(),
             };
-            if let Some(a) = secret_step(
-                cx,
-                name,
-                &ns,
-                &keys,
-                contents,
-                desired,
-                "consumers read the new server's address and login from this Secret",
-            ) {
-                secret_steps.push(a);
-            }
+            let reason = "consumers read the new server's address and login from this Secret";
+            out.extend(secret_step(
+                cx, name, &ns, &keys, contents, desired, reason, deps,
+            ));
         }
         if let (Some(ca), Some((ca_file, content))) = (&r.ca_secret, &conn.ca) {
             let desired =
@@ -217,20 +210,35 @@ pub(super) fn reconfigure(
                 key: ca.key.clone(),
                 ca_file: (*ca_file).to_string(),
             };
-            if let Some(a) = secret_step(
+            let reason = "consumers verify the server's certificate with this CA (TLS verify-full)";
+            out.extend(secret_step(
                 cx,
                 &ca.name,
                 &ns,
                 &[ca.key.as_str()],
                 contents,
                 Some(desired),
-                "consumers verify the server's certificate with this CA (TLS verify-full)",
-            ) {
-                secret_steps.push(a);
-            }
+                reason,
+                &[],
+            ));
         }
-        out.extend(secret_steps.iter().cloned());
+    }
+    out.sort();
+    out.dedup();
+    out
+}
 
+/// The change pointing each consumer that has `reconfigure` at the target.
+pub(super) fn reconfigure(
+    cx: &mut Ctx<'_>,
+    consumers: &[ConsumerFacts<'_>],
+    deps: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in consumers {
+        let Some(r) = &c.spec.reconfigure else {
+            continue;
+        };
         let patch = consumer_patch(c);
         let mut after = shown(c.manifest);
         merge_patch(&mut after, &patch);
@@ -252,9 +260,7 @@ pub(super) fn reconfigure(
             (true, false) => "the Backstage operator stops its local database when `enableLocalDb` is false and mounts the connection and CA Secrets".into(),
             _ => "the consumer must use the verified target from now on".into(),
         };
-        let mut d = deps.to_vec();
-        d.extend(secret_steps);
-        s.depends_on = d;
+        s.depends_on = deps.to_vec();
         s.before = Some(shown(c.manifest));
         s.after = Some(after);
         out.push(cx.push(s));
@@ -262,6 +268,7 @@ pub(super) fn reconfigure(
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn secret_step(
     cx: &mut Ctx<'_>,
     name: &str,
@@ -270,6 +277,7 @@ fn secret_step(
     contents: SecretContents,
     desired: Option<String>,
     reason: &str,
+    deps: &[String],
 ) -> Option<String> {
     let object = ObjectRef::new("v1", "Secret", namespace, name);
     let address = object.address();
@@ -322,6 +330,7 @@ fn secret_step(
         keys.join(", ")
     );
     s.reason = reason.into();
+    s.depends_on = deps.to_vec();
     s.before = live.map(shown);
     s.after = Some(secret_display(cx.p, name, namespace, keys));
     Some(cx.push(s))

@@ -234,24 +234,6 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         return;
     }
 
-    let consumers = consumers::resolve(cx, &src.namespace);
-    let quiesced = consumers::quiesce(cx, &consumers);
-
-    let source_ref = ServerRef::Pod {
-        workload: ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name),
-        selector: src.pod_labels.clone(),
-        container: Some(src.container_name.clone()),
-    };
-    let target_workload = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
-    let target_ref = ServerRef::Pod {
-        workload: target_workload.clone(),
-        selector: src.pod_labels.clone(),
-        container: Some(src.container_name.clone()),
-    };
-
-    // Backups first; everything disruptive waits for them.
-    let backups = data::backups(cx, &source_ref, &dbs, &quiesced);
-
     // Protect the old volume so a rollback can bring the Deployment back on it.
     let mut protect = Vec::new();
     let old_volumes: Vec<(&Value, Option<&Value>)> = match &src.data {
@@ -289,6 +271,31 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         s.after = Some(after);
         protect.push(cx.push(s));
     }
+
+    // Static PVs.
+    let mut pv_steps = Vec::new();
+    if needs_static {
+        pv_steps = static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0);
+    }
+
+    // Only now stop the consumers: everything above is safe while they run.
+    let consumers = consumers::resolve(cx, &src.namespace);
+    let quiesced = consumers::quiesce(cx, &consumers);
+
+    let source_ref = ServerRef::Pod {
+        workload: ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name),
+        selector: src.pod_labels.clone(),
+        container: Some(src.container_name.clone()),
+    };
+    let target_workload = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
+    let target_ref = ServerRef::Pod {
+        workload: target_workload.clone(),
+        selector: src.pod_labels.clone(),
+        container: Some(src.container_name.clone()),
+    };
+
+    // Backups first; everything disruptive waits for them.
+    let backups = data::backups(cx, &source_ref, &dbs, &quiesced);
 
     // Delete the source workload.
     let src_obj = ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name);
@@ -377,12 +384,6 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             Some(cx.push(s))
         }
     };
-
-    // Static PVs.
-    let mut pv_steps = Vec::new();
-    if needs_static {
-        pv_steps = static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0);
-    }
 
     // The StatefulSet.
     let template = at(src.manifest, &["spec", "template"])
@@ -488,9 +489,19 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         password_var: None,
         ca: None,
     };
-    let reconf = consumers::reconfigure(cx, &consumers, &conn, &after_verify);
-    let mut resume_deps = after_verify.clone();
-    resume_deps.extend(reconf);
+    let mut reconf_deps = after_verify.clone();
+    reconf_deps.extend(consumers::secrets(
+        cx,
+        &consumers,
+        &conn,
+        std::slice::from_ref(&sts_addr),
+    ));
+    let reconf = consumers::reconfigure(cx, &consumers, &reconf_deps);
+    let resume_deps = if reconf.is_empty() {
+        after_verify.clone()
+    } else {
+        reconf
+    };
     let resumed = consumers::resume(cx, &consumers, &resume_deps);
     http_checks(cx, &resumed, &after_verify);
 
@@ -717,7 +728,9 @@ fn day2_extras(
                 );
                 s.summary = format!("update {}", obj.display());
                 s.reason = reason.into();
-                s.depends_on = vec![sts_addr.to_string()];
+                if !sts_addr.is_empty() {
+                    s.depends_on = vec![sts_addr.to_string()];
+                }
                 s.before = Some(shown(live));
                 s.after = Some(after);
                 out.push(cx.push(s));

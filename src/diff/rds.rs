@@ -322,13 +322,15 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
         return;
     }
 
+    // Secrets need only the instance; written before anything stops.
+    let secrets = consumers::secrets(cx, &consumers, &conn, &instance_ready);
+
     // Quiesce, copy, verify.
     let mut verifies = Vec::new();
-    let mut quiesced = Vec::new();
     if let (false, Some(src_ref), Some(src_server)) =
         (to_copy.is_empty(), &source_ref, source_server)
     {
-        quiesced = consumers::quiesce(cx, &consumers);
+        let quiesced = consumers::quiesce(cx, &consumers);
         let backups = data::backups(cx, src_ref, &to_copy, &quiesced);
         verifies = data::restore_chain(
             cx,
@@ -373,11 +375,14 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     // Cut over: Secrets, consumer changes, then consumers back.
     let mut deps = verifies.clone();
     deps.extend(instance_ready.iter().cloned());
-    let reconf = consumers::reconfigure(cx, &consumers, &conn, &deps);
-    let mut resume_deps = deps.clone();
-    resume_deps.extend(reconf.iter().cloned());
+    deps.extend(secrets);
+    let reconf = consumers::reconfigure(cx, &consumers, &deps);
+    let resume_deps = if reconf.is_empty() {
+        deps.clone()
+    } else {
+        reconf.clone()
+    };
     let resumed = consumers::resume(cx, &consumers, &resume_deps);
-    let _ = quiesced;
 
     // Only after verify and cutover: the local database.
     if spec.cleanup.local_database {

@@ -1,0 +1,100 @@
+//! The command line: parse (`args`), build each operation's options, run it,
+//! print, and map the outcome to an exit code.
+//!
+//! Exit codes: 0 success or no changes, 1 error, 2 changes present (only
+//! with `plan --detailed-exitcode`).
+
+pub mod args;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::ops::{self, OpsError, SpecSource};
+use crate::render::{Format, RenderOptions};
+use args::{Cli, Command, FormatArg};
+
+/// Parse the command line, run it, and return the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let report: miette::Report = e.into();
+            let _ = writeln!(std::io::stderr(), "{report:?}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn colour(no_color: bool) -> bool {
+    !no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal()
+}
+
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
+    match cli.command {
+        Command::Validate(a) => {
+            let opts = ops::validate::ValidateOptions {
+                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+            };
+            print(&ops::validate::run(&opts)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan(a) => {
+            let opts = ops::plan::PlanOptions {
+                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+                environment: a.spec.env.clone(),
+                live_state: a.live_state.clone(),
+                format: match a.format {
+                    FormatArg::Text => Format::Text,
+                    FormatArg::Json => Format::Json,
+                    FormatArg::Markdown => Format::Markdown,
+                },
+                out: a.out.clone(),
+                render: RenderOptions {
+                    color: a.format == FormatArg::Text && colour(a.no_color),
+                },
+            };
+            let (text, changes) = ops::plan::run(&opts)?;
+            print(&text);
+            Ok(if changes && a.detailed_exitcode {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Graph(a) => {
+            let opts = ops::plan::PlanOptions {
+                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+                environment: a.spec.env.clone(),
+                live_state: a.live_state.clone(),
+                format: Format::Text,
+                out: None,
+                render: RenderOptions::default(),
+            };
+            print(&ops::plan::graph(&opts)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            print(&serde_json::to_string_pretty(&crate::spec::json_schema()).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "pgplan", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Observe(_) | Command::Apply(_) | Command::ForceUnlock(_) => Err(OpsError::Online),
+    }
+}

@@ -1,0 +1,165 @@
+//! Operations: one per command, each built from options and calling into
+//! the core and the adapters. The shared part — reading the spec (or an
+//! embedded example) and the live state — lives here.
+
+pub mod plan;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::examples;
+use crate::observed::{self, Observed};
+use crate::spec::{self, LoadOptions, Spec, SpecErrors, Target};
+
+/// Errors of the operations layer that are not about the user's file.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum OpsError {
+    #[error("cannot read {path}: {source}")]
+    #[diagnostic(
+        code(pgplan::io::read),
+        help("check the path; `-f FILE` names the spec, `--live-state FILE` the snapshot")
+    )]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    #[diagnostic(code(pgplan::io::write))]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("there is no example named `{0}`")]
+    #[diagnostic(code(pgplan::example), help("examples: {}", examples::names().join(", ")))]
+    NoExample(String),
+    #[error("planning against the live cluster is not available in this build")]
+    #[diagnostic(
+        code(pgplan::online),
+        help("plan offline with `--live-state FILE` (a snapshot written by `pgplan observe`)")
+    )]
+    Online,
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Spec(#[from] SpecErrors),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] crate::diff::PlanError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Render(#[from] crate::render::RedactionError),
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>, OpsError> {
+    std::fs::read(path).map_err(|source| OpsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+pub fn write(path: &Path, contents: &str) -> Result<(), OpsError> {
+    std::fs::write(path, contents).map_err(|source| OpsError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The process environment, as the spec loader's lookup.
+pub fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Where a spec comes from.
+pub enum SpecSource {
+    File(PathBuf),
+    Example(&'static examples::Example),
+}
+
+impl SpecSource {
+    pub fn new(file: &Path, example: Option<&str>) -> Result<Self, OpsError> {
+        match example {
+            Some(name) => examples::find(name)
+                .map(SpecSource::Example)
+                .ok_or_else(|| OpsError::NoExample(name.into())),
+            None => Ok(SpecSource::File(file.to_path_buf())),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            SpecSource::File(p) => p.display().to_string(),
+            SpecSource::Example(e) => format!("examples/{}/pgplan.yaml", e.name),
+        }
+    }
+
+    pub fn bytes(&self) -> Result<Vec<u8>, OpsError> {
+        match self {
+            SpecSource::File(p) => read(p),
+            SpecSource::Example(e) => Ok(e.spec.as_bytes().to_vec()),
+        }
+    }
+
+    /// Load and validate.
+    pub fn load(
+        &self,
+        environment: Option<&str>,
+        all_environments: bool,
+    ) -> Result<(Spec, String), OpsError> {
+        let bytes = self.bytes()?;
+        let opts = LoadOptions {
+            environment,
+            all_environments,
+            lookup: &env_lookup,
+        };
+        let spec = spec::load_bytes(&self.name(), &bytes, &opts)?;
+        Ok((spec, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Contents of the local files the spec names (CA bundles), relative to
+    /// the spec's directory. Unreadable files are left out; the planner
+    /// reports the ones it needs.
+    pub fn files(&self, spec: &Spec) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for p in &spec.placements {
+            let Target::Rds(r) = &p.spec().target else {
+                continue;
+            };
+            let Some(ca) = &r.tls.ca_file else { continue };
+            let content = match self {
+                SpecSource::Example(e) => e
+                    .files
+                    .iter()
+                    .find(|(n, _)| n == ca)
+                    .map(|(_, c)| c.to_string()),
+                SpecSource::File(f) => {
+                    let base = f.parent().unwrap_or(Path::new("."));
+                    std::fs::read_to_string(base.join(ca)).ok()
+                }
+            };
+            if let Some(c) = content {
+                out.insert(ca.clone(), c);
+            }
+        }
+        out
+    }
+
+    /// The live state: a snapshot file, the example's own, or the world.
+    pub fn live_state(&self, live_state: Option<&Path>) -> Result<Observed, OpsError> {
+        match (live_state, self) {
+            (Some(path), _) => {
+                let bytes = read(path)?;
+                Ok(observed::load_snapshot(
+                    &path.display().to_string(),
+                    &bytes,
+                )?)
+            }
+            (None, SpecSource::Example(e)) => Ok(observed::load_snapshot(
+                &format!("examples/{}/live.yaml", e.name),
+                e.live.as_bytes(),
+            )?),
+            (None, SpecSource::File(_)) => Err(OpsError::Online),
+        }
+    }
+}
