@@ -650,15 +650,18 @@ fn scan_error(e: &ScanError, offsets: &Offsets, text: &str) -> YamlError {
         .map(|c| at + c.len_utf8())
         .unwrap_or(at);
     let span = Span::new(at, end);
-    let line_has_tab = {
-        let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |p| p + 1);
-        text[line_start..at.min(text.len())].starts_with('\t')
-            || text[at.min(text.len())..].starts_with('\t')
-    };
-    if info.contains("tab") || line_has_tab {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |p| p + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |p| line_start + p);
+    let tab = text[line_start..line_end]
+        .find('\t')
+        .map(|p| line_start + p);
+    if info.contains("tab") || tab.is_some_and(|t| text[line_start..t].trim().is_empty()) {
+        let span = tab.map_or(span, |t| Span::new(t, t + 1));
         return YamlError::new(
             "pgplan::yaml::tab",
-            format!("YAML syntax error: {info}"),
+            "tab character used for indentation",
             span,
         )
         .help("YAML indentation must use spaces; replace the tab characters with spaces");

@@ -17,6 +17,7 @@ use args::{Cli, Command, FormatArg};
 
 /// Parse the command line, run it, and return the process exit code.
 pub fn run() -> ExitCode {
+    install_error_handler();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -26,6 +27,22 @@ pub fn run() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Diagnostics on a terminal wrap to its width and may use colour; in CI
+/// logs and pipes each message stays on one line, so it can be searched.
+fn install_error_handler() {
+    let tty = std::io::stderr().is_terminal();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .wrap_lines(tty)
+                .color(tty && !no_color)
+                .terminal_links(false)
+                .build(),
+        )
+    }));
 }
 
 fn colour(no_color: bool) -> bool {

@@ -3,3 +3,6 @@
 #[path = "../support/mod.rs"]
 #[allow(dead_code)]
 mod support;
+
+mod cli;
+mod schema;

@@ -1,0 +1,378 @@
+//! The `pgplan` binary as users run it: exit codes, and bad input that must
+//! be answered with a located error (exit 1), never a panic or a hang.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn pgplan_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgplan")
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run pgplan from the repository root with a clean, fixed environment.
+pub fn pgplan(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(pgplan_bin());
+    cmd.args(args)
+        .current_dir(repo())
+        .env_remove("NO_COLOR")
+        .env_remove("KUBECONFIG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run pgplan")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A spec file in a fresh temp dir.
+fn file(name: &str, content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).expect("write spec");
+    (dir, path)
+}
+
+/// Exit code 1, no panic, the diagnostic code and `file:line:col` present.
+fn assert_located(out: &Output, code: &str, location: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "panicked:\n{err}");
+    assert!(err.contains(code), "expected code {code} in:\n{err}");
+    assert!(
+        err.contains(location),
+        "expected location {location} in:\n{err}"
+    );
+}
+
+fn validate(name: &str, content: &[u8]) -> Output {
+    let (_dir, path) = file(name, content);
+    pgplan(&["validate", "-f", path.to_str().unwrap()], &[])
+}
+
+const GOOD: &str = "apiVersion: pgplan.dev/v1alpha1
+kind: Placement
+metadata:
+  name: healthcare
+spec:
+  source:
+    kubernetes:
+      workload:
+        kind: Deployment
+        name: postgres
+  target:
+    kubernetes:
+      statefulSet:
+        name: postgres
+        storage:
+          size: 5Gi
+  databases:
+    - healthcare
+";
+
+#[test]
+fn a_valid_file_validates() {
+    let out = validate("ok.yaml", GOOD.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("is valid: 1 placement(s)"));
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let out = validate("syntax.yaml", b"a: [1, 2\nb: 3\n");
+    assert_located(&out, "pgplan::yaml::syntax", "syntax.yaml:");
+}
+
+#[test]
+fn tab_indentation() {
+    let out = validate(
+        "tabs.yaml",
+        b"apiVersion: pgplan.dev/v1alpha1\nspec:\n\tsource: {}\n",
+    );
+    assert_located(&out, "pgplan::yaml::tab", "tabs.yaml:3:1");
+    assert!(text(&out.stderr).contains("replace the tab characters with spaces"));
+}
+
+#[test]
+fn non_mapping_root() {
+    let out = validate("list.yaml", b"- a\n- b\n");
+    assert_located(&out, "pgplan::spec::not-a-mapping", "list.yaml:1:1");
+}
+
+#[test]
+fn empty_file() {
+    let out = validate("empty.yaml", b"");
+    assert_located(&out, "pgplan::spec::empty", "empty.yaml:1:1");
+    let out = validate("comments.yaml", b"# nothing here\n---\n");
+    assert_located(&out, "pgplan::spec::empty", "comments.yaml:1:1");
+}
+
+#[test]
+fn duplicate_keys() {
+    let spec = GOOD.replace("kind: Placement\n", "kind: Placement\nkind: Placement\n");
+    let out = validate("dup.yaml", spec.as_bytes());
+    assert_located(&out, "pgplan::yaml::duplicate-key", "dup.yaml:3:1");
+    assert!(text(&out.stderr).contains("first defined here"));
+}
+
+#[test]
+fn alias_bomb() {
+    let mut bomb = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..12 {
+        bomb.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            vec![format!("*a{}", i - 1); 9].join(", ")
+        ));
+    }
+    let out = validate("bomb.yaml", bomb.as_bytes());
+    assert_located(&out, "pgplan::yaml::alias-bomb", "bomb.yaml:");
+}
+
+#[test]
+fn twenty_thousand_levels_of_nesting() {
+    let flow = "[".repeat(20_000) + &"]".repeat(20_000);
+    assert_located(
+        &validate("flow.yaml", flow.as_bytes()),
+        "pgplan::yaml::too-deep",
+        "flow.yaml:1:",
+    );
+    let mut block = String::new();
+    for i in 0..20_000 {
+        block.push_str(&" ".repeat(i));
+        block.push_str("k:\n");
+    }
+    assert_located(
+        &validate("block.yaml", block.as_bytes()),
+        "pgplan::yaml::too-deep",
+        "block.yaml:",
+    );
+    let seqs = "- ".repeat(20_000) + "x\n";
+    assert_located(
+        &validate("seqs.yaml", seqs.as_bytes()),
+        "pgplan::yaml::too-deep",
+        "seqs.yaml:1:",
+    );
+}
+
+#[test]
+fn nul_bytes() {
+    let spec = GOOD.replace("name: healthcare", "name: health\0care");
+    let out = validate("nul.yaml", spec.as_bytes());
+    assert_located(&out, "pgplan::yaml::control-character", "nul.yaml:4:15");
+    assert!(text(&out.stderr).contains("NUL"));
+}
+
+#[test]
+fn invalid_utf8() {
+    let mut bytes = GOOD.as_bytes().to_vec();
+    let at = GOOD.find("postgres").unwrap();
+    bytes[at] = 0xff;
+    let out = validate("latin1.yaml", &bytes);
+    assert_located(&out, "pgplan::yaml::utf8", "latin1.yaml:10:15");
+}
+
+#[test]
+fn binary_garbage() {
+    // A PNG header followed by pseudo-random bytes.
+    let mut bytes = vec![0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
+    let mut x: u32 = 0x2545_f491;
+    for _ in 0..4096 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        bytes.push((x & 0xff) as u8);
+    }
+    let out = validate("garbage.bin", &bytes);
+    assert_located(&out, "pgplan::yaml::", "garbage.bin:1:1");
+}
+
+#[test]
+fn one_bad_document_among_good_ones() {
+    let second = GOOD
+        .replace("healthcare", "billing")
+        .replace("size: 5Gi", "size: five");
+    let third = GOOD.replace("healthcare", "reports");
+    let spec = format!("{GOOD}---\n{second}---\n{third}");
+    let out = validate("multi.yaml", spec.as_bytes());
+    // The bad size is in the second document: line 16 of it, 19 + 16 overall.
+    assert_located(&out, "pgplan::spec::quantity", "multi.yaml:35:17");
+    assert!(
+        text(&out.stderr).contains("1 error"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_did_you_mean() {
+    let spec = GOOD
+        .replace("kind: Deployment", "kind: Deploymnet")
+        .replace("size: 5Gi", "size: 5Gi\n          stroageClassName: fast")
+        .replace("  databases:", "  databses:");
+    let out = validate("many.yaml", spec.as_bytes());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("did you mean `Deployment`?"), "{err}");
+    assert!(err.contains("did you mean `storageClassName`?"), "{err}");
+    assert!(err.contains("did you mean `databases`?"), "{err}");
+    assert!(err.contains("missing field `databases`"), "{err}");
+    assert!(err.contains("4 errors"), "{err}");
+}
+
+#[test]
+fn semantic_checks_name_the_field() {
+    let spec = GOOD
+        .replace("name: healthcare", "name: Health_Care")
+        .replace("size: 5Gi", "size: 5GB");
+    let out = validate("names.yaml", spec.as_bytes());
+    assert_located(&out, "pgplan::spec::name", "names.yaml:4:9");
+    assert!(text(&out.stderr).contains("pgplan::spec::quantity"));
+    let rds = "apiVersion: pgplan.dev/v1alpha1
+kind: Placement
+metadata: {name: x}
+spec:
+  source: {kubernetes: {workload: {kind: StatefulSet, name: db}}}
+  target:
+    rds:
+      region: useast
+      instanceIdentifier: 1-bad--id
+      engineVersion: \"15.4\"
+      instanceClass: t3.medium
+      allocatedStorage: 5
+  credentials:
+    target: {username: postgres, password: hunter2}
+  databases: [a]
+";
+    let out = validate("rds.yaml", rds.as_bytes());
+    let err = text(&out.stderr);
+    assert_located(&out, "pgplan::spec::rds", "rds.yaml:9:27");
+    for needle in [
+        "`useast` is not an AWS region",
+        "must start with a letter",
+        "not a DB instance class",
+        "outside RDS",
+        "pgplan::spec::literal-secret",
+    ] {
+        assert!(err.contains(needle), "missing {needle}:\n{err}");
+    }
+}
+
+#[test]
+fn unset_variable_is_named() {
+    let spec = GOOD.replace("size: 5Gi", "size: ${PGPLAN_TEST_UNSET_SIZE}");
+    let out = validate("env.yaml", spec.as_bytes());
+    assert_located(&out, "pgplan::spec::env-unset", "env.yaml:16:17");
+    assert!(text(&out.stderr).contains("`PGPLAN_TEST_UNSET_SIZE` is not set"));
+}
+
+#[test]
+fn a_huge_valid_file_is_accepted() {
+    let mut spec = GOOD.to_string();
+    for i in 0..300_000 {
+        spec.push_str(&format!("    - db_{i:06}\n"));
+    }
+    let out = validate("huge.yaml", spec.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    let out = pgplan(&["validate", "-f", "does/not/exist.yaml"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read does/not/exist.yaml"));
+}
+
+#[test]
+fn plan_exit_codes() {
+    // Changes: 0 without --detailed-exitcode, 2 with it.
+    let out = pgplan(&["plan", "--example", "healthcare"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = pgplan(
+        &["plan", "--example", "healthcare", "--detailed-exitcode"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // The dev environment of pyairtable is what is live: no changes.
+    let out = pgplan(
+        &[
+            "plan",
+            "--example",
+            "pyairtable",
+            "--env",
+            "dev",
+            "--detailed-exitcode",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    // An error is 1, also with --detailed-exitcode.
+    let out = pgplan(
+        &[
+            "plan",
+            "--example",
+            "pyairtable",
+            "--env",
+            "qa",
+            "--detailed-exitcode",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no environment `qa`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn plan_from_files_equals_the_embedded_example() {
+    let embedded = pgplan(
+        &["plan", "--example", "healthcare", "--format", "json"],
+        &[],
+    );
+    let files = pgplan(
+        &[
+            "plan",
+            "-f",
+            "examples/healthcare/pgplan.yaml",
+            "--live-state",
+            "examples/healthcare/live.yaml",
+            "--format",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(files.status.code(), Some(0), "{}", text(&files.stderr));
+    assert_eq!(text(&embedded.stdout), text(&files.stdout));
+}
+
+#[test]
+fn online_plan_without_a_cluster_says_what_to_do() {
+    let out = pgplan(
+        &["plan", "-f", "examples/healthcare/pgplan.yaml"],
+        &[("KUBECONFIG", "/nonexistent/kubeconfig")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn schema_command_prints_the_checked_in_schema() {
+    let out = pgplan(&["schema"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let checked_in =
+        std::fs::read_to_string(repo().join("schemas/pgplan.schema.json")).expect("schema file");
+    assert_eq!(text(&out.stdout).trim_end(), checked_in.trim_end());
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = pgplan(&["completions", "bash"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("pgplan"));
+}
