@@ -130,9 +130,9 @@ fn reduce(steps: &mut [Step]) {
     // ancestors[i]: every step i depends on, directly or not (bitset).
     let words = steps.len().div_ceil(64);
     let mut ancestors: Vec<Vec<u64>> = Vec::with_capacity(steps.len());
-    for i in 0..steps.len() {
+    for step in steps.iter() {
         let mut set = vec![0u64; words];
-        for d in &steps[i].depends_on {
+        for d in &step.depends_on {
             if let Some(&j) = pos.get(d) {
                 set[j / 64] |= 1 << (j % 64);
                 for (w, a) in set.iter_mut().zip(&ancestors[j]) {

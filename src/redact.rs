@@ -66,10 +66,8 @@ impl Redactor {
 
     fn strings(&self, v: &mut Value) {
         match v {
-            Value::String(s) => {
-                if self.secrets.iter().any(|x| s.contains(x.as_str())) {
-                    *s = self.text(s);
-                }
+            Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
+                *s = self.text(s);
             }
             Value::Array(items) => items.iter_mut().for_each(|i| self.strings(i)),
             Value::Object(map) => map.values_mut().for_each(|i| self.strings(i)),

@@ -17,8 +17,12 @@ pub(super) struct ConsumerFacts<'a> {
     pub spec: &'a Consumer,
     pub object: ObjectRef,
     pub manifest: &'a Value,
+    pub current: u32,
     /// Replicas to return to when resuming.
     pub original: u32,
+    /// At zero replicas with pgplan's annotation: an earlier apply stopped
+    /// it and did not get to start it again.
+    pub stopped_by_pgplan: bool,
 }
 
 pub(super) fn resolve<'a>(cx: &mut Ctx<'a>, default_namespace: &str) -> Vec<ConsumerFacts<'a>> {
@@ -62,7 +66,9 @@ pub(super) fn resolve<'a>(cx: &mut Ctx<'a>, default_namespace: &str) -> Vec<Cons
             spec: c,
             object,
             manifest,
+            current,
             original,
+            stopped_by_pgplan: current == 0 && remembered.is_some(),
         });
     }
     out
@@ -78,10 +84,7 @@ fn replicas_patch(c: &ConsumerFacts<'_>, to: u32) -> (Option<String>, Value) {
 /// Scale every quiescing consumer to zero; returns the step addresses.
 pub(super) fn quiesce(cx: &mut Ctx<'_>, consumers: &[ConsumerFacts<'_>]) -> Vec<String> {
     let mut out = Vec::new();
-    for c in consumers
-        .iter()
-        .filter(|c| c.spec.quiesce && c.original > 0)
-    {
+    for c in consumers.iter().filter(|c| c.spec.quiesce && c.current > 0) {
         let (field, patch) = replicas_patch(c, 0);
         let mut after = shown(c.manifest);
         merge_patch(&mut after, &patch);
@@ -106,16 +109,18 @@ pub(super) fn quiesce(cx: &mut Ctx<'_>, consumers: &[ConsumerFacts<'_>]) -> Vec<
     out
 }
 
-/// Return every quiesced consumer to its replica count.
+/// Return consumers to their replica count: those this plan stops
+/// (`moving`) and those an earlier, interrupted apply left stopped.
 pub(super) fn resume(
     cx: &mut Ctx<'_>,
     consumers: &[ConsumerFacts<'_>],
     deps: &[String],
+    moving: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for c in consumers
         .iter()
-        .filter(|c| c.spec.quiesce && c.original > 0)
+        .filter(|c| c.spec.quiesce && c.original > 0 && (moving || c.stopped_by_pgplan))
     {
         let (field, patch) = replicas_patch(c, c.original);
         let mut before = shown(c.manifest);

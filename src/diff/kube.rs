@@ -502,7 +502,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     } else {
         reconf
     };
-    let resumed = consumers::resume(cx, &consumers, &resume_deps);
+    let resumed = consumers::resume(cx, &consumers, &resume_deps, true);
     http_checks(cx, &resumed, &after_verify);
 
     if spec.cleanup.old_volume {

@@ -382,7 +382,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     } else {
         reconf.clone()
     };
-    let resumed = consumers::resume(cx, &consumers, &resume_deps);
+    let resumed = consumers::resume(cx, &consumers, &resume_deps, !verifies.is_empty());
 
     // Only after verify and cutover: the local database.
     if spec.cleanup.local_database {

@@ -32,11 +32,12 @@ pub fn is_password_path(path: &[PathSeg]) -> bool {
     )
 }
 
+/// A `${NAME}` reference: its byte range in the text and the name.
+pub type Reference<'t> = (std::ops::Range<usize>, &'t str);
+
 /// Parse `${NAME}` references in `text`. Returns (byte range, name) pairs;
 /// `$${` is an escaped literal `${`.
-pub fn references(
-    text: &str,
-) -> Result<Vec<(std::ops::Range<usize>, &str)>, (usize, &'static str)> {
+pub fn references(text: &str) -> Result<Vec<Reference<'_>>, (usize, &'static str)> {
     let mut out = Vec::new();
     let bytes = text.as_bytes();
     let mut i = 0;

@@ -44,7 +44,8 @@ impl Placement {
     pub fn spec(&self) -> &PlacementSpec {
         &self.doc.spec
     }
-    /// Span of a field, for diagnostics raised after loading (by the planner).
+    /// Span of a field, for diagnostics raised after loading (by the
+    /// planner): a scalar's value, or the key of a section.
     pub fn span_of(&self, path: &[&str]) -> Span {
         let path: Vec<PathSeg> = path
             .iter()
@@ -53,7 +54,10 @@ impl Placement {
                 Err(_) => PathSeg::Key((*s).to_string()),
             })
             .collect();
-        self.node.span_at(&path)
+        match self.node.at(&path).map(|n| &n.kind) {
+            Some(NodeKind::Scalar(_)) | None => self.node.span_at(&path),
+            Some(_) => self.node.key_span_at(&path),
+        }
     }
 }
 

@@ -1,0 +1,763 @@
+//! The planner on plain data: each step appears for its reason and only
+//! then, a state that already matches plans to no changes, and the safety
+//! invariant holds on every plan.
+
+use std::collections::{BTreeMap, HashSet};
+
+use pgplan::diff::{self, Inputs};
+use pgplan::observed::{self, Observed};
+use pgplan::plan::{Action, Operation, Plan, Risk};
+use pgplan::spec::{self, LoadOptions, Spec};
+use serde_json::{json, Value};
+
+pub const TEST_PASSWORD: &str = "test-master-password";
+
+fn env(name: &str) -> Option<String> {
+    (name == "RDS_MASTER_PASSWORD").then(|| TEST_PASSWORD.to_string())
+}
+
+pub fn example_files(name: &str) -> (String, String) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(name);
+    (
+        std::fs::read_to_string(dir.join("pgplan.yaml")).expect("example spec"),
+        std::fs::read_to_string(dir.join("live.yaml")).expect("example live state"),
+    )
+}
+
+pub fn load_spec(text: &str, environment: Option<&str>) -> Spec {
+    let opts = LoadOptions {
+        environment,
+        all_environments: false,
+        lookup: &env,
+    };
+    match spec::load(spec::SourceFile::new("pgplan.yaml", text), &opts) {
+        Ok(s) => s,
+        Err(e) => panic!("{:?}", miette::Report::new(e)),
+    }
+}
+
+pub fn files() -> BTreeMap<String, String> {
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/backstage-to-rds/rds-ca.pem");
+    BTreeMap::from([(
+        "rds-ca.pem".to_string(),
+        std::fs::read_to_string(ca).expect("ca"),
+    )])
+}
+
+pub fn try_plan(spec: &Spec, observed: &Observed) -> Result<Plan, diff::PlanError> {
+    let files = files();
+    diff::plan(
+        spec,
+        &Inputs {
+            observed,
+            env: &env,
+            files: &files,
+        },
+    )
+}
+
+pub fn plan_of(spec: &Spec, observed: &Observed) -> Plan {
+    match try_plan(spec, observed) {
+        Ok(p) => p,
+        Err(e) => panic!("{:?}", miette::Report::new(e)),
+    }
+}
+
+fn example(name: &str, environment: Option<&str>) -> (Spec, Observed) {
+    let (s, l) = example_files(name);
+    (
+        load_spec(&s, environment),
+        observed::load_snapshot("live.yaml", l.as_bytes()).expect("snapshot"),
+    )
+}
+
+fn addresses(plan: &Plan) -> Vec<&str> {
+    plan.steps.iter().map(|s| s.address.as_str()).collect()
+}
+
+/// A diagnostic as one unwrapped text, for assertions.
+pub fn error_text(e: impl miette::Diagnostic) -> String {
+    let mut out = String::new();
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_width(10_000)
+            .with_links(false);
+    handler
+        .render_report(&mut out, &e)
+        .expect("render diagnostic");
+    out
+}
+
+/// Apply a plan's effects to the observed state, the way a successful apply
+/// would leave it, so that planning again must find nothing to do.
+fn simulate(mut o: Observed, plan: &Plan) -> Observed {
+    use pgplan::observed::ObjectKey;
+    let remove = |o: &mut Observed, key: &ObjectKey| {
+        o.kubernetes
+            .objects
+            .retain(|m| ObjectKey::of(m).as_ref() != Some(key))
+    };
+    let find = |o: &mut Observed, key: &ObjectKey| -> Option<usize> {
+        o.kubernetes
+            .objects
+            .iter()
+            .position(|m| ObjectKey::of(m).as_ref() == Some(key))
+    };
+    let key_of = |r: &pgplan::plan::ObjectRef| ObjectKey::new(&r.kind, &r.namespace, &r.name);
+    for step in &plan.steps {
+        match &step.operation {
+            Operation::Create {
+                object, manifest, ..
+            }
+            | Operation::Replace {
+                object,
+                after: manifest,
+                ..
+            } => {
+                remove(&mut o, &key_of(object));
+                o.kubernetes.objects.push(manifest.clone());
+                if object.kind == "StatefulSet" {
+                    // The controller's claims, bound.
+                    let t = &manifest["spec"]["volumeClaimTemplates"][0];
+                    let claim = format!(
+                        "{}-{}-0",
+                        t["metadata"]["name"].as_str().unwrap(),
+                        object.name
+                    );
+                    let mut spec = t["spec"].clone();
+                    spec["volumeName"] = json!(format!("pv-{claim}"));
+                    o.kubernetes.objects.push(json!({
+                        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                        "metadata": {"name": claim, "namespace": object.namespace}, "spec": spec,
+                    }));
+                }
+            }
+            Operation::Delete { object, .. } => remove(&mut o, &key_of(object)),
+            Operation::Patch { object, patch, .. } => {
+                if let Some(i) = find(&mut o, &key_of(object)) {
+                    pgplan::diff::manifests::merge_patch(&mut o.kubernetes.objects[i], patch);
+                }
+            }
+            Operation::Scale {
+                object, to, field, ..
+            } => {
+                if let Some(i) = find(&mut o, &key_of(object)) {
+                    let path = field.clone().unwrap_or_else(|| "spec.replicas".into());
+                    pgplan::diff::manifests::set_field(
+                        &mut o.kubernetes.objects[i],
+                        &path,
+                        json!(to),
+                    );
+                }
+            }
+            Operation::ProtectVolume { volume, .. } => {
+                if let Some(i) = find(&mut o, &key_of(volume)) {
+                    o.kubernetes.objects[i]["spec"]["persistentVolumeReclaimPolicy"] =
+                        json!("Retain");
+                }
+            }
+            Operation::Secret {
+                object,
+                fingerprint,
+                ..
+            } => {
+                remove(&mut o, &key_of(object));
+                o.kubernetes.objects.push(json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": object.name, "namespace": object.namespace,
+                                 "annotations": {observed::FINGERPRINT_ANNOTATION: fingerprint}},
+                }));
+            }
+            Operation::CreateRdsInstance { settings } => {
+                o.rds.instances.push(observed::RdsInstance {
+                    region: settings.region.clone(),
+                    identifier: settings.identifier.clone(),
+                    engine: "postgres".into(),
+                    engine_version: settings.engine_version.clone(),
+                    instance_class: settings.instance_class.clone(),
+                    allocated_storage: settings.allocated_storage,
+                    storage_encrypted: settings.storage_encrypted,
+                    deletion_protection: settings.deletion_protection,
+                    multi_az: settings.multi_az,
+                    publicly_accessible: settings.publicly_accessible,
+                    status: "available".into(),
+                    endpoint: Some(observed::Endpoint {
+                        address: format!(
+                            "{}.abc.{}.rds.amazonaws.com",
+                            settings.identifier, settings.region
+                        ),
+                        port: 5432,
+                    }),
+                    master_username: Some(settings.master_username.clone()),
+                    tags: settings.tags.clone(),
+                })
+            }
+            Operation::Restore {
+                server, database, ..
+            } => {
+                let src = o
+                    .servers
+                    .iter()
+                    .flat_map(|s| s.databases.iter())
+                    .find(|d| d.name == database.name)
+                    .cloned()
+                    .expect("restored database exists on the source");
+                let locator = server.locator();
+                match o.servers.iter_mut().find(|s| s.locator == locator) {
+                    Some(s) => s.databases.push(src),
+                    None => o.servers.push(observed::ServerInventory {
+                        locator,
+                        version: "15".into(),
+                        roles: Vec::new(),
+                        databases: vec![src],
+                    }),
+                }
+            }
+            _ => {}
+        }
+    }
+    // The connection Secret is written at apply with the endpoint; a fresh
+    // plan computes its fingerprint from the same values.
+    let o2 = o.clone();
+    let inst = o2.rds.instances.first();
+    for m in o.kubernetes.objects.iter_mut() {
+        if m["kind"] == "Secret"
+            && m["metadata"]["annotations"][observed::FINGERPRINT_ANNOTATION] == "resolved at apply"
+        {
+            let host = inst
+                .and_then(|i| i.endpoint.as_ref())
+                .map(|e| e.address.clone())
+                .unwrap_or_default();
+            m["metadata"]["annotations"][observed::FINGERPRINT_ANNOTATION] =
+                json!(observed::secret_fingerprint([
+                    ("POSTGRES_HOST", host.as_bytes()),
+                    ("POSTGRES_PASSWORD", TEST_PASSWORD.as_bytes()),
+                    ("POSTGRES_PORT", b"5432".as_slice()),
+                    ("POSTGRES_USER", b"postgres".as_slice()),
+                ]));
+        }
+    }
+    o
+}
+
+/// No step that can lose data may run before a verified backup, and no
+/// source object is deleted before every database is verified.
+fn assert_safe(plan: &Plan) {
+    let pos: BTreeMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.address.as_str(), i))
+        .collect();
+    let ancestors = |i: usize| -> HashSet<usize> {
+        let mut seen = HashSet::new();
+        let mut todo = vec![i];
+        while let Some(j) = todo.pop() {
+            for d in &plan.steps[j].depends_on {
+                let k = pos[d.as_str()];
+                if seen.insert(k) {
+                    todo.push(k);
+                }
+            }
+        }
+        seen
+    };
+    for (i, s) in plan.steps.iter().enumerate() {
+        let of_placement = |pred: fn(&Operation) -> bool| -> Vec<usize> {
+            (0..plan.steps.len())
+                .filter(|&j| {
+                    plan.steps[j].placement == s.placement && pred(&plan.steps[j].operation)
+                })
+                .collect()
+        };
+        let backups = of_placement(|o| matches!(o, Operation::Backup { .. }));
+        let verifies = of_placement(|o| matches!(o, Operation::Verify { .. }));
+        if s.risk == Risk::Destructive || (s.action == Action::Delete && !backups.is_empty()) {
+            let a = ancestors(i);
+            assert!(
+                backups.iter().all(|b| a.contains(b)),
+                "{} runs without every backup before it",
+                s.address
+            );
+        }
+        if s.risk == Risk::Destructive && s.reason.contains("cleanup") {
+            let a = ancestors(i);
+            assert!(
+                verifies.iter().all(|v| a.contains(v)),
+                "{} cleans up before every verify",
+                s.address
+            );
+        }
+        for d in &s.depends_on {
+            assert!(
+                pos[d.as_str()] < i,
+                "{} is ordered before its dependency {d}",
+                s.address
+            );
+        }
+    }
+}
+
+#[test]
+fn healthcare_steps_in_order_with_reasons() {
+    let (spec, live) = example("healthcare", None);
+    let plan = plan_of(&spec, &live);
+    assert_eq!(
+        addresses(&plan),
+        [
+            "k8s/PersistentVolume/postgres-pv:protect",
+            "k8s/PersistentVolume/postgres-pv-0",
+            "k8s/default/Deployment/healthcare-api:quiesce",
+            "pg/healthcare/healthcare/backup",
+            "k8s/default/Deployment/postgres",
+            "k8s/default/Service/postgres",
+            "k8s/default/StatefulSet/postgres",
+            "pg/healthcare/prepare",
+            "pg/healthcare/healthcare/restore",
+            "pg/healthcare/healthcare/verify",
+            "k8s/default/Pod/postgres-0:self-heal",
+            "k8s/default/Deployment/healthcare-api:resume",
+        ]
+    );
+    let step = |a: &str| plan.step(a).unwrap();
+    assert_eq!(step("k8s/default/Service/postgres").action, Action::Replace);
+    assert_eq!(
+        step("k8s/default/Deployment/postgres").risk,
+        Risk::Disruptive
+    );
+    assert_eq!(plan.placements[0].downtime, Some((3, 12)));
+    // The StatefulSet keeps the Deployment's labels, env and image, mounts the claim template.
+    let Operation::Create { manifest, .. } = &step("k8s/default/StatefulSet/postgres").operation
+    else {
+        panic!()
+    };
+    assert_eq!(
+        manifest["spec"]["selector"]["matchLabels"],
+        json!({"app": "postgres"})
+    );
+    assert_eq!(
+        manifest["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "postgres-storage"
+    );
+    let c = &manifest["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "postgres:15");
+    assert_eq!(
+        c["volumeMounts"][0],
+        json!({"name": "postgres-storage", "mountPath": "/var/lib/postgresql/data"})
+    );
+    assert!(
+        manifest["spec"]["template"]["spec"]
+            .get("volumes")
+            .is_none(),
+        "the old claim is not mounted"
+    );
+    let Operation::Create { manifest: pv, .. } =
+        &step("k8s/PersistentVolume/postgres-pv-0").operation
+    else {
+        panic!()
+    };
+    assert_eq!(
+        pv["spec"]["claimRef"]["name"],
+        "postgres-storage-postgres-0"
+    );
+    assert_eq!(
+        pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+            ["values"],
+        json!(["node2"])
+    );
+    assert_eq!(plan.summary().bytes, 7_725_551);
+    assert_safe(&plan);
+}
+
+#[test]
+fn applying_a_plan_converges_to_no_changes() {
+    for (name, envs) in [
+        ("healthcare", vec![None]),
+        ("backstage-to-rds", vec![None]),
+        (
+            "pyairtable",
+            vec![Some("dev"), Some("staging"), Some("prod")],
+        ),
+    ] {
+        for e in envs {
+            let (spec, live) = example(name, e);
+            let plan = plan_of(&spec, &live);
+            assert_safe(&plan);
+            let after = simulate(live, &plan);
+            let again = plan_of(&spec, &after);
+            assert!(
+                again.steps.is_empty(),
+                "{name} {e:?} still plans {:?}",
+                addresses(&again)
+            );
+        }
+    }
+}
+
+#[test]
+fn protect_step_only_when_the_old_volume_would_be_deleted() {
+    let (spec, mut live) = example("healthcare", None);
+    for o in live.kubernetes.objects.iter_mut() {
+        if o["kind"] == "PersistentVolume" {
+            o["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
+        }
+    }
+    let plan = plan_of(&spec, &live);
+    assert!(!addresses(&plan).iter().any(|a| a.ends_with(":protect")));
+}
+
+#[test]
+fn an_emptydir_source_makes_deleting_it_destructive() {
+    let (spec, mut live) = example("healthcare", None);
+    for o in live.kubernetes.objects.iter_mut() {
+        if o["kind"] == "Deployment" && o["metadata"]["name"] == "postgres" {
+            o["spec"]["template"]["spec"]["volumes"] =
+                json!([{"name": "postgres-storage", "emptyDir": {}}]);
+        }
+    }
+    let plan = plan_of(&spec, &live);
+    let del = plan.step("k8s/default/Deployment/postgres").unwrap();
+    assert_eq!(del.risk, Risk::Destructive);
+    assert!(del.reason.contains("emptyDir"), "{}", del.reason);
+    assert!(!addresses(&plan).iter().any(|a| a.ends_with(":protect")));
+    assert_safe(&plan);
+}
+
+#[test]
+fn a_class_with_a_provisioner_needs_no_static_volume() {
+    let (spec, mut live) = example("healthcare", None);
+    for o in live.kubernetes.objects.iter_mut() {
+        if o["kind"] == "StorageClass" {
+            o["provisioner"] = json!("rancher.io/local-path");
+        }
+    }
+    let plan = plan_of(&spec, &live);
+    assert!(!addresses(&plan).contains(&"k8s/PersistentVolume/postgres-pv-0"));
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+}
+
+#[test]
+fn no_provisioner_and_no_static_volumes_is_a_located_error() {
+    let (text, live) = example_files("healthcare");
+    let text = text.replace(
+        "          staticVolumes:\n            - name: postgres-pv-0\n              node: node2\n              path: /data/postgres-0\n",
+        "",
+    );
+    let spec = load_spec(&text, None);
+    let live = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("pgplan::plan::no-provisioner"), "{err}");
+    assert!(err.contains("pgplan.yaml:21:9"), "{err}");
+}
+
+#[test]
+fn a_static_volume_on_the_old_directory_is_refused() {
+    let (text, live) = example_files("healthcare");
+    let spec = load_spec(
+        &text.replace("path: /data/postgres-0", "path: /data/postgres"),
+        None,
+    );
+    let live = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("pgplan::plan::volume-path-in-use"), "{err}");
+    assert!(
+        err.contains("`postgres-pv` already uses /data/postgres"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_source_and_target_is_an_error_not_a_panic() {
+    let (spec, mut live) = example("healthcare", None);
+    live.kubernetes
+        .objects
+        .retain(|o| o["kind"] != "Deployment" || o["metadata"]["name"] != "postgres");
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("pgplan::plan::source-missing"), "{err}");
+    assert!(err.contains("nothing to move"), "{err}");
+}
+
+#[test]
+fn source_and_target_both_present_is_refused() {
+    let (spec, live) = example("healthcare", None);
+    let plan = plan_of(&spec, &live);
+    let Operation::Create { manifest, .. } = &plan
+        .step("k8s/default/StatefulSet/postgres")
+        .unwrap()
+        .operation
+    else {
+        panic!()
+    };
+    let mut live = live;
+    live.kubernetes.objects.push(manifest.clone());
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("pgplan::plan::both-exist"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn a_missing_database_gets_did_you_mean() {
+    let (text, live) = example_files("healthcare");
+    let text = text
+        .replace(
+            "    - healthcare\n  consumers",
+            "    - healthcar\n  consumers",
+        )
+        .replace("database: healthcare", "database: healthcar");
+    let spec = load_spec(&text, None);
+    let live = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("database `healthcar` does not exist"), "{err}");
+    assert!(err.contains("did you mean `healthcare`?"), "{err}");
+}
+
+#[test]
+fn backstage_moves_every_plugin_database_and_unlocks_only_locked_ones() {
+    let (spec, live) = example("backstage-to-rds", None);
+    let plan = plan_of(&spec, &live);
+    let backups: Vec<&str> = addresses(&plan)
+        .into_iter()
+        .filter(|a| a.ends_with("/backup"))
+        .collect();
+    assert_eq!(backups.len(), 6, "{backups:?}");
+    let unlocks: Vec<&str> = addresses(&plan)
+        .into_iter()
+        .filter(|a| a.ends_with("/knex-unlock"))
+        .collect();
+    assert_eq!(
+        unlocks,
+        [
+            "pg/backstage/backstage_plugin_auth/knex-unlock",
+            "pg/backstage/backstage_plugin_search/knex-unlock"
+        ]
+    );
+    let Operation::ReleaseKnexLocks { tables, .. } = &plan.step(unlocks[1]).unwrap().operation
+    else {
+        panic!()
+    };
+    assert_eq!(
+        tables,
+        &["public.backstage_backend_tasks__knex_migrations_lock"]
+    );
+    let Operation::PrepareTarget {
+        roles,
+        strip_superuser,
+        ..
+    } = &plan.step("pg/backstage/prepare").unwrap().operation
+    else {
+        panic!()
+    };
+    assert!(strip_superuser);
+    assert!(roles.iter().all(|r| !r.superuser));
+    let Operation::Patch { patch, .. } = &plan
+        .step("k8s/backstage/Backstage/developer-hub:reconfigure")
+        .unwrap()
+        .operation
+    else {
+        panic!()
+    };
+    assert_eq!(patch["spec"]["database"]["enableLocalDb"], false);
+    assert_eq!(
+        patch["spec"]["application"]["extraEnvs"]["secrets"],
+        json!([{"name": "backstage-rds-credentials"}])
+    );
+    assert_eq!(
+        patch["spec"]["application"]["extraFiles"]["secrets"],
+        json!([{"name": "backstage-rds-ca", "key": "postgres-crt.pem"}])
+    );
+    // Cleanup only after the consumer is back on RDS.
+    let cleanup = plan
+        .position("k8s/backstage/PersistentVolumeClaim/data-backstage-psql-developer-hub-0")
+        .unwrap();
+    assert!(
+        cleanup
+            > plan
+                .position("k8s/backstage/Backstage/developer-hub:resume")
+                .unwrap()
+    );
+    assert_eq!(plan.summary().databases, 6);
+    assert_safe(&plan);
+}
+
+#[test]
+fn backstage_without_cleanup_keeps_the_local_database() {
+    let (text, live) = example_files("backstage-to-rds");
+    let spec = load_spec(
+        &text.replace("localDatabase: true", "localDatabase: false"),
+        None,
+    );
+    let live = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
+    let plan = plan_of(&spec, &live);
+    assert!(
+        !plan.steps.iter().any(|s| s.risk == Risk::Destructive),
+        "{:?}",
+        addresses(&plan)
+    );
+}
+
+#[test]
+fn a_non_empty_different_target_database_is_never_overwritten() {
+    let (spec, mut live) = example("backstage-to-rds", None);
+    let mut db = live.servers[0].databases[0].clone();
+    db.tables[0].rows += 10;
+    live.servers.push(observed::ServerInventory {
+        locator: "rds/us-east-1/backstage-prod".into(),
+        version: "15.4".into(),
+        roles: Vec::new(),
+        databases: vec![db],
+    });
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("pgplan::plan::target-not-empty"), "{err}");
+}
+
+#[test]
+fn an_unmanaged_instance_is_not_adopted_silently() {
+    let (spec, mut live) = example("backstage-to-rds", None);
+    let plan = plan_of(&spec, &live);
+    let after = simulate(live.clone(), &plan);
+    live.rds.instances = after.rds.instances;
+    live.rds.instances[0].tags.clear();
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("pgplan::plan::not-managed"), "{err}");
+    assert!(err.contains("adopt: true"), "{err}");
+}
+
+#[test]
+fn rds_changes_are_snapshotted_first_and_shrinking_is_refused() {
+    let (spec, live) = example("backstage-to-rds", None);
+    let after = simulate(live, &plan_of(&spec, &example("backstage-to-rds", None).1));
+    let mut bigger = after.clone();
+    bigger.rds.instances[0].instance_class = "db.t3.small".into();
+    let plan = plan_of(&spec, &bigger);
+    assert_eq!(addresses(&plan).len(), 2, "{:?}", addresses(&plan));
+    assert!(addresses(&plan)[0].contains("/snapshot/backstage-prod-pgplan-"));
+    assert_eq!(plan.steps[1].depends_on, [plan.steps[0].address.clone()]);
+    let mut smaller = after;
+    smaller.rds.instances[0].allocated_storage = 200;
+    let err = error_text(try_plan(&spec, &smaller).unwrap_err());
+    assert!(
+        err.contains("cannot shrink from 200 GiB to 100 GiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pyairtable_environments_plan_what_differs() {
+    let (spec, live) = example("pyairtable", Some("dev"));
+    assert!(plan_of(&spec, &live).steps.is_empty());
+    let (spec, live) = example("pyairtable", Some("staging"));
+    let plan = plan_of(&spec, &live);
+    let a = addresses(&plan);
+    assert!(a[0].starts_with("k8s/pyairtable-staging/VolumeSnapshot/postgres-storage-pyairtable-stack-postgres-0-pgplan-"), "{a:?}");
+    assert_eq!(
+        a[1],
+        "k8s/pyairtable-staging/PersistentVolumeClaim/postgres-storage-pyairtable-stack-postgres-0"
+    );
+    assert_eq!(plan.steps[1].depends_on, [a[0].to_string()]);
+    assert!(a.contains(&"k8s/pyairtable-staging/CronJob/pyairtable-stack-postgres-backup"));
+    let (spec, live) = example("pyairtable", Some("prod"));
+    let plan = plan_of(&spec, &live);
+    // Prod differs only in the CronJob's retention (14 → 30 days).
+    assert_eq!(
+        addresses(&plan),
+        ["k8s/pyairtable-prod/CronJob/pyairtable-stack-postgres-backup"]
+    );
+    assert_eq!(plan.steps[0].action, Action::Update);
+    let after: &Value = plan.steps[0].after.as_ref().unwrap();
+    let script = after["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        ["command"][2]
+        .as_str()
+        .unwrap();
+    assert!(script.contains("-mtime +30"), "{script}");
+}
+
+#[test]
+fn changing_the_storage_class_in_place_is_explained() {
+    let (text, live) = example_files("pyairtable");
+    let spec = load_spec(
+        &text.replace(
+            "storageClassName: postgres-dev-ssd",
+            "storageClassName: fast",
+        ),
+        Some("dev"),
+    );
+    let live = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
+    let err = error_text(try_plan(&spec, &live).unwrap_err());
+    assert!(err.contains("pgplan::plan::immutable"), "{err}");
+    assert!(err.contains("a claim's class cannot change"), "{err}");
+}
+
+#[test]
+fn a_thousand_databases_in_a_hundred_placements_plan() {
+    let (spec, live) = generated(100, 10);
+    let plan = plan_of(&spec, &live);
+    assert_eq!(plan.summary().databases, 1000);
+    assert_safe(&plan);
+}
+
+/// A generated spec: `placements` healthcare-like placements of `dbs` databases each.
+pub fn generated(placements: usize, dbs: usize) -> (Spec, Observed) {
+    let (text, live) = example_files("healthcare");
+    let base: Observed = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
+    let mut docs = Vec::new();
+    let mut o = Observed {
+        format_version: 1,
+        ..Default::default()
+    };
+    for p in 0..placements {
+        let ns = format!("team-{p:03}");
+        let names: Vec<String> = (0..dbs).map(|d| format!("db_{p:03}_{d:02}")).collect();
+        let doc = text
+            .replace("name: healthcare\n", &format!("name: team-{p:03}\n"))
+            .replace("namespace: default", &format!("namespace: {ns}"))
+            .replace(
+                "    - healthcare\n",
+                &names
+                    .iter()
+                    .map(|n| format!("    - {n}\n"))
+                    .collect::<String>(),
+            )
+            .replace("database: healthcare", &format!("database: {}", names[0]))
+            .replace("name: postgres-pv-0", &format!("name: pv-{ns}"))
+            .replace("path: /data/postgres-0", &format!("path: /data/{ns}"))
+            .replace(
+                "directory: .pgplan/backups/healthcare",
+                &format!("directory: .pgplan/backups/{ns}"),
+            );
+        docs.push(doc);
+        for obj in &base.kubernetes.objects {
+            let mut obj = obj.clone();
+            if obj["kind"] == "StorageClass" {
+                if p > 0 {
+                    continue;
+                }
+            } else if obj["kind"] == "PersistentVolume" {
+                obj["metadata"]["name"] = json!(format!("old-{ns}"));
+                obj["spec"]["hostPath"]["path"] = json!(format!("/data/old-{ns}"));
+                obj["spec"]["claimRef"]["namespace"] = json!(ns);
+            } else {
+                obj["metadata"]["namespace"] = json!(ns);
+                if obj["kind"] == "PersistentVolumeClaim" {
+                    obj["spec"]["volumeName"] = json!(format!("old-{ns}"));
+                }
+            }
+            o.kubernetes.objects.push(obj);
+        }
+        let mut server = base.servers[0].clone();
+        server.locator = format!("k8s/{ns}/Deployment/postgres");
+        let template = server.databases[0].clone();
+        server.databases = names
+            .iter()
+            .map(|n| {
+                let mut d = template.clone();
+                d.name = n.clone();
+                d
+            })
+            .collect();
+        o.servers.push(server);
+    }
+    (load_spec(&docs.join("---\n"), None), o)
+}
