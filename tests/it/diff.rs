@@ -700,64 +700,9 @@ fn a_thousand_databases_in_a_hundred_placements_plan() {
 
 /// A generated spec: `placements` healthcare-like placements of `dbs` databases each.
 pub fn generated(placements: usize, dbs: usize) -> (Spec, Observed) {
-    let (text, live) = example_files("healthcare");
-    let base: Observed = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
-    let mut docs = Vec::new();
-    let mut o = Observed {
-        format_version: 1,
-        ..Default::default()
-    };
-    for p in 0..placements {
-        let ns = format!("team-{p:03}");
-        let names: Vec<String> = (0..dbs).map(|d| format!("db_{p:03}_{d:02}")).collect();
-        let doc = text
-            .replace("name: healthcare\n", &format!("name: team-{p:03}\n"))
-            .replace("namespace: default", &format!("namespace: {ns}"))
-            .replace(
-                "    - healthcare\n",
-                &names
-                    .iter()
-                    .map(|n| format!("    - {n}\n"))
-                    .collect::<String>(),
-            )
-            .replace("database: healthcare", &format!("database: {}", names[0]))
-            .replace("name: postgres-pv-0", &format!("name: pv-{ns}"))
-            .replace("path: /data/postgres-0", &format!("path: /data/{ns}"))
-            .replace(
-                "directory: .pgplan/backups/healthcare",
-                &format!("directory: .pgplan/backups/{ns}"),
-            );
-        docs.push(doc);
-        for obj in &base.kubernetes.objects {
-            let mut obj = obj.clone();
-            if obj["kind"] == "StorageClass" {
-                if p > 0 {
-                    continue;
-                }
-            } else if obj["kind"] == "PersistentVolume" {
-                obj["metadata"]["name"] = json!(format!("old-{ns}"));
-                obj["spec"]["hostPath"]["path"] = json!(format!("/data/old-{ns}"));
-                obj["spec"]["claimRef"]["namespace"] = json!(ns);
-            } else {
-                obj["metadata"]["namespace"] = json!(ns);
-                if obj["kind"] == "PersistentVolumeClaim" {
-                    obj["spec"]["volumeName"] = json!(format!("old-{ns}"));
-                }
-            }
-            o.kubernetes.objects.push(obj);
-        }
-        let mut server = base.servers[0].clone();
-        server.locator = format!("k8s/{ns}/Deployment/postgres");
-        let template = server.databases[0].clone();
-        server.databases = names
-            .iter()
-            .map(|n| {
-                let mut d = template.clone();
-                d.name = n.clone();
-                d
-            })
-            .collect();
-        o.servers.push(server);
-    }
-    (load_spec(&docs.join("---\n"), None), o)
+    let (spec, live) = pgplan::examples::generated(placements, dbs);
+    (
+        load_spec(&spec, None),
+        observed::load_snapshot("live.yaml", live.as_bytes()).expect("generated snapshot"),
+    )
 }
