@@ -1,9 +1,32 @@
 //! Renderers: the same plan as text (terminals), JSON (machines), markdown
 //! (pull-request comments) and DOT (`pgplan graph`). All four are fed the
 //! plan after redaction, so no renderer can leak a secret by forgetting to.
+//!
+//! This module owns the entry points the CLI calls and what the renderers
+//! share: the summary line, journey names, dependency numbering, and the
+//! "detail" of a step (its manifest diff, the one line of a deletion, or the
+//! facts of a run step), computed once here so that text and markdown show
+//! the same thing.
+//!
+//! Architecture invariant: rendering is pure. No IO, no clock, no
+//! environment: the same plan always renders to the same bytes, which is
+//! what lets `pgplan apply FILE` compare a saved JSON plan with a fresh one.
 
-use crate::plan::Plan;
+mod dot;
+mod json;
+mod markdown;
+mod text;
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use similar::{ChangeTag, TextDiff};
+
+use crate::plan::{Action, ObjectRef, Operation, PlacementPlan, Plan, ScalePurpose, Step};
+use crate::quantity::human_bytes;
 use crate::redact::Redactor;
+
+pub use markdown::{COMMENT_BUDGET, GITHUB_COMMENT_LIMIT};
 
 /// How to render.
 #[derive(Debug, Clone, Default)]
@@ -38,11 +61,10 @@ pub fn render(
 ) -> Result<String, RedactionError> {
     let plan = redacted(plan, redactor)?;
     let out = match format {
-        Format::Text => format!("{plan:#?}"),
-        Format::Json => serde_json::to_string_pretty(&plan).unwrap_or_default(),
-        Format::Markdown => format!("{plan:#?}"),
+        Format::Text => text::render(&plan, opts),
+        Format::Json => json::render(&plan),
+        Format::Markdown => markdown::render(&plan),
     };
-    let _ = opts;
     // A second net: anything a renderer composed from several fields.
     Ok(redactor.text(&out))
 }
@@ -50,14 +72,7 @@ pub fn render(
 /// The DOT graph of a plan.
 pub fn dot(plan: &Plan, redactor: &Redactor) -> Result<String, RedactionError> {
     let plan = redacted(plan, redactor)?;
-    let mut out = String::from("digraph pgplan {\n");
-    for s in &plan.steps {
-        for d in &s.depends_on {
-            out.push_str(&format!("  \"{d}\" -> \"{}\";\n", s.address));
-        }
-    }
-    out.push_str("}\n");
-    Ok(redactor.text(&out))
+    Ok(redactor.text(&dot::render(&plan)))
 }
 
 /// A copy of the plan with every secret value replaced (strings anywhere in
@@ -66,4 +81,426 @@ pub fn redacted(plan: &Plan, redactor: &Redactor) -> Result<Plan, RedactionError
     let v = serde_json::to_value(plan).map_err(|e| RedactionError(e.to_string()))?;
     let v = redactor.value(&v);
     serde_json::from_value(v).map_err(|e| RedactionError(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// What the renderers share.
+
+/// The closing line: `Plan: 3 to add, 2 to change, 1 to destroy, 5 to run;
+/// 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–12.`
+pub(crate) fn summary_line(plan: &Plan) -> String {
+    if !plan.has_changes() {
+        return "No changes. The live state matches the spec.".into();
+    }
+    let s = plan.summary();
+    let mut out = format!(
+        "Plan: {} to add, {} to change, {} to destroy, {} to run",
+        s.add, s.change, s.destroy, s.run
+    );
+    if s.databases > 0 {
+        out.push_str(&format!(
+            "; {} ({}) to copy",
+            count(s.databases, "database", "databases"),
+            human_bytes(s.bytes)
+        ));
+    }
+    let windows: Vec<String> = plan
+        .placements
+        .iter()
+        .filter_map(|pp| {
+            let w = downtime_phrase(plan, pp)?;
+            Some(if plan.placements.len() > 1 {
+                format!("{w} ({})", pp.name)
+            } else {
+                w
+            })
+        })
+        .collect();
+    if !windows.is_empty() {
+        out.push_str("; downtime: ");
+        out.push_str(&windows.join(", "));
+    }
+    out.push('.');
+    out
+}
+
+/// `consumers stopped during steps 3–12`, or `database unavailable during
+/// steps 5–9` when the window does not start by stopping a consumer.
+pub(crate) fn downtime_phrase(plan: &Plan, pp: &PlacementPlan) -> Option<String> {
+    let (first, last) = pp.downtime?;
+    let first_step = first.checked_sub(1).and_then(|i| plan.steps.get(i));
+    let starts_with_quiesce = first_step.is_some_and(|s| {
+        matches!(
+            s.operation,
+            Operation::Scale {
+                purpose: ScalePurpose::Quiesce,
+                ..
+            }
+        )
+    });
+    let what = if starts_with_quiesce {
+        "consumers stopped"
+    } else {
+        "database unavailable"
+    };
+    Some(format!("{what} during {}", steps_range(first, last)))
+}
+
+/// `step 4` or `steps 3–12` (an en dash, as in print).
+pub(crate) fn steps_range(first: usize, last: usize) -> String {
+    if first == last {
+        format!("step {first}")
+    } else {
+        format!("steps {first}–{last}")
+    }
+}
+
+/// `1 database`, `6 databases`.
+pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// How people name a journey.
+pub(crate) fn journey_label(journey: &str) -> String {
+    match journey {
+        "deployment-to-statefulset" => "Deployment → StatefulSet".into(),
+        "statefulset-to-statefulset" => "StatefulSet → StatefulSet".into(),
+        "to-rds" => "Kubernetes → RDS".into(),
+        "day-2" => "day-2 changes".into(),
+        "none" => "no changes".into(),
+        other => other.into(),
+    }
+}
+
+/// `healthcare` or `pyairtable (staging)`.
+pub(crate) fn placement_title(pp: &PlacementPlan) -> String {
+    match &pp.environment {
+        Some(e) => format!("{} ({e})", pp.name),
+        None => pp.name.clone(),
+    }
+}
+
+/// The databases a placement copies: `1 database (7.4 MiB)`, or `none`.
+pub(crate) fn databases_phrase(pp: &PlacementPlan) -> Option<String> {
+    if pp.databases.is_empty() {
+        return None;
+    }
+    let bytes: u64 = pp.databases.iter().map(|d| d.size_bytes).sum();
+    Some(format!(
+        "{} ({})",
+        count(pp.databases.len(), "database", "databases"),
+        human_bytes(bytes)
+    ))
+}
+
+/// 1-based positions by address, for `depends on #3`.
+pub(crate) struct Positions<'p>(HashMap<&'p str, usize>);
+
+impl<'p> Positions<'p> {
+    pub(crate) fn new(plan: &'p Plan) -> Self {
+        Positions(
+            plan.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.address.as_str(), i + 1))
+                .collect(),
+        )
+    }
+    pub(crate) fn get(&self, address: &str) -> Option<usize> {
+        self.0.get(address).copied()
+    }
+    /// `#1, #2`, in plan order — an address outside the plan (never
+    /// expected) is named, last.
+    pub(crate) fn refs(&self, addresses: &[String]) -> String {
+        let mut known: Vec<usize> = addresses.iter().filter_map(|a| self.get(a)).collect();
+        known.sort_unstable();
+        known
+            .into_iter()
+            .map(|n| format!("#{n}"))
+            .chain(addresses.iter().filter(|a| self.get(a).is_none()).cloned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The steps of a placement, in plan order, with their 1-based positions.
+/// Steps naming a placement the plan does not list are grouped by name
+/// after the listed ones, so that nothing is ever left out.
+pub(crate) fn groups(plan: &Plan) -> Vec<Group<'_>> {
+    let mut out: Vec<Group<'_>> = plan
+        .placements
+        .iter()
+        .map(|pp| Group {
+            name: pp.name.clone(),
+            placement: Some(pp),
+            steps: Vec::new(),
+        })
+        .collect();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let idx = match out.iter().position(|g| g.name == step.placement) {
+            Some(idx) => idx,
+            None => {
+                out.push(Group {
+                    name: step.placement.clone(),
+                    placement: None,
+                    steps: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        out[idx].steps.push((i + 1, step));
+    }
+    out
+}
+
+pub(crate) struct Group<'p> {
+    pub name: String,
+    pub placement: Option<&'p PlacementPlan>,
+    pub steps: Vec<(usize, &'p Step)>,
+}
+
+impl Group<'_> {
+    pub(crate) fn title(&self) -> String {
+        match self.placement {
+            Some(pp) => placement_title(pp),
+            None => self.name.clone(),
+        }
+    }
+    pub(crate) fn journey(&self) -> String {
+        journey_label(self.placement.map_or("none", |pp| pp.journey.as_str()))
+    }
+}
+
+/// One line of a manifest diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DiffLine {
+    /// `@@ -4,7 +4,7 @@`
+    Hunk(String),
+    Context(String),
+    Insert(String),
+    Delete(String),
+}
+
+impl DiffLine {
+    /// The line as a unified diff writes it (`+ `, `- `, two spaces).
+    pub(crate) fn unified(&self) -> String {
+        match self {
+            DiffLine::Hunk(h) => h.clone(),
+            DiffLine::Context(l) => format!("  {l}"),
+            DiffLine::Insert(l) => format!("+ {l}"),
+            DiffLine::Delete(l) => format!("- {l}"),
+        }
+    }
+}
+
+/// What a step shows besides its summary.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Detail {
+    /// Nothing more to show.
+    None,
+    /// Creates: the whole manifest, every line inserted. Updates and
+    /// replaces: a unified diff of before and after.
+    Diff(Vec<DiffLine>),
+    /// Deletions: what goes, in one line (the manifest is in the JSON plan).
+    Gone(String),
+    /// Run steps: their facts, `key = value`.
+    Facts(Vec<(String, String)>),
+}
+
+/// Lines of context around each change in a manifest diff.
+const DIFF_CONTEXT: usize = 3;
+
+pub(crate) fn detail(step: &Step) -> Detail {
+    match step.action {
+        Action::Create => match &step.after {
+            Some(after) => Detail::Diff(
+                yaml_lines(after)
+                    .into_iter()
+                    .map(DiffLine::Insert)
+                    .collect(),
+            ),
+            None => Detail::None,
+        },
+        Action::Update | Action::Replace => match (&step.before, &step.after) {
+            (Some(b), Some(a)) => Detail::Diff(manifest_diff(b, a)),
+            (None, Some(a)) => {
+                Detail::Diff(yaml_lines(a).into_iter().map(DiffLine::Insert).collect())
+            }
+            _ => Detail::None,
+        },
+        Action::Delete => Detail::Gone(gone_line(step)),
+        Action::Run => match &step.after {
+            Some(Value::Object(map)) if !map.is_empty() => Detail::Facts(
+                map.iter()
+                    .map(|(k, v)| fact(k, v))
+                    .collect::<Vec<(String, String)>>(),
+            ),
+            _ => Detail::None,
+        },
+    }
+}
+
+/// `Deployment default/postgres (its manifest is kept for rollback)`.
+fn gone_line(step: &Step) -> String {
+    let object = match &step.operation {
+        Operation::Delete { object, .. } => Some(object.clone()),
+        _ => step.before.as_ref().and_then(ObjectRef::of),
+    };
+    let what = match object {
+        Some(o) => format!("{} {}", o.api_version, o.display()),
+        None => step.address.clone(),
+    };
+    if matches!(step.operation, Operation::Delete { .. }) {
+        format!("{what} (its manifest is kept for rollback)")
+    } else {
+        what
+    }
+}
+
+/// A value as YAML lines; JSON if YAML cannot be written (never expected
+/// for a value that came from JSON).
+pub(crate) fn yaml_lines(v: &Value) -> Vec<String> {
+    let text = crate::yaml::to_string(v)
+        .or_else(|_| serde_json::to_string_pretty(v))
+        .unwrap_or_default();
+    text.lines().map(str::to_string).collect()
+}
+
+/// A unified diff of two values rendered as YAML.
+pub(crate) fn manifest_diff(before: &Value, after: &Value) -> Vec<DiffLine> {
+    let old = yaml_lines(before).join("\n") + "\n";
+    let new = yaml_lines(after).join("\n") + "\n";
+    let diff = TextDiff::from_lines(old.as_str(), new.as_str());
+    let mut out = Vec::new();
+    for group in diff.grouped_ops(DIFF_CONTEXT) {
+        if group.is_empty() {
+            continue;
+        }
+        out.push(DiffLine::Hunk(
+            similar::udiff::UnifiedHunkHeader::new(&group).to_string(),
+        ));
+        for op in &group {
+            for change in diff.iter_changes(op) {
+                let line = change.value().trim_end_matches('\n').to_string();
+                out.push(match change.tag() {
+                    ChangeTag::Equal => DiffLine::Context(line),
+                    ChangeTag::Insert => DiffLine::Insert(line),
+                    ChangeTag::Delete => DiffLine::Delete(line),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// One fact of a run step: `sizeBytes: 7725551` → `size = 7.4 MiB`.
+fn fact(key: &str, value: &Value) -> (String, String) {
+    if let (Some(stem), Some(n)) = (key.strip_suffix("Bytes"), value.as_u64()) {
+        return (words(stem), human_bytes(n));
+    }
+    (words(key), fact_value(value))
+}
+
+/// `expectRows` → `expect rows`.
+fn words(key: &str) -> String {
+    let mut out = String::new();
+    for c in key.chars() {
+        if c.is_uppercase() {
+            out.push(' ');
+            out.extend(c.to_lowercase());
+        } else if c == '_' {
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A value on one line: lists joined by commas, an object as its first
+/// value followed by the rest in parentheses (`healthcare (owner
+/// healthcare_user)`).
+fn fact_value(v: &Value) -> String {
+    match v {
+        Value::Null => "none".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) if items.is_empty() => "none".into(),
+        Value::Array(items) => items.iter().map(fact_value).collect::<Vec<_>>().join(", "),
+        Value::Object(map) => {
+            let mut it = map.iter();
+            let Some((_, first)) = it.next() else {
+                return "none".into();
+            };
+            let rest: Vec<String> = it
+                .map(|(k, v)| {
+                    let (k, v) = fact(k, v);
+                    format!("{k} {v}")
+                })
+                .collect();
+            if rest.is_empty() {
+                fact_value(first)
+            } else {
+                format!("{} ({})", fact_value(first), rest.join(", "))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn diff_shows_only_the_changed_region() {
+        let before =
+            json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "i": 9});
+        let mut after = before.clone();
+        after["h"] = json!(80);
+        let lines: Vec<String> = manifest_diff(&before, &after)
+            .iter()
+            .map(DiffLine::unified)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "@@ -5,5 +5,5 @@",
+                "  e: 5",
+                "  f: 6",
+                "  g: 7",
+                "- h: 8",
+                "+ h: 80",
+                "  i: 9"
+            ]
+        );
+    }
+
+    #[test]
+    fn facts_are_worded_and_sized() {
+        assert_eq!(
+            fact("sizeBytes", &json!(7725551)),
+            ("size".into(), "7.4 MiB".into())
+        );
+        assert_eq!(
+            fact(
+                "databases",
+                &json!([{"name": "a", "owner": "o"}, {"name": "b", "owner": "o"}])
+            ),
+            ("databases".into(), "a (owner o), b (owner o)".into())
+        );
+        assert_eq!(
+            fact("expectRows", &json!(3)),
+            ("expect rows".into(), "3".into())
+        );
+    }
+
+    #[test]
+    fn ranges_and_counts() {
+        assert_eq!(steps_range(3, 12), "steps 3–12");
+        assert_eq!(steps_range(4, 4), "step 4");
+        assert_eq!(count(1, "database", "databases"), "1 database");
+        assert_eq!(count(6, "database", "databases"), "6 databases");
+    }
 }

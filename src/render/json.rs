@@ -1,0 +1,147 @@
+//! The JSON plan, for machines and for saved plans (`plan -o FILE`).
+//!
+//! The format is versioned (`format_version`) and documented in
+//! `docs/output.md`. Keys are snake_case, as in Terraform's JSON plan, and
+//! appear in a fixed order; nothing depends on the clock or the process, so
+//! the same plan always gives the same bytes and `apply FILE` can compare a
+//! saved plan with a fresh one.
+//!
+//! `before`, `after` and the payloads of an operation (manifests, patches,
+//! label selectors, tags) are the objects themselves and keep their own
+//! keys; every key pgplan itself defines is written in snake_case.
+
+use serde_json::{json, Map, Value};
+
+use super::summary_line;
+use crate::plan::{Plan, Step, PLAN_FORMAT_VERSION};
+
+/// Keys whose values are foreign objects (Kubernetes manifests, merge
+/// patches, label selectors, AWS tags) and are written exactly as they are.
+const VERBATIM: &[&str] = &["manifest", "before", "after", "patch", "selector", "tags"];
+
+pub(super) fn render(plan: &Plan) -> String {
+    // Serialising a `Value` cannot fail (all keys are strings).
+    serde_json::to_string_pretty(&document(plan)).unwrap_or_default() + "\n"
+}
+
+/// The JSON plan as a value.
+pub(super) fn document(plan: &Plan) -> Value {
+    let s = plan.summary();
+    json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "pgplan_version": env!("CARGO_PKG_VERSION"),
+        "placements": plan.placements.iter().map(|pp| json!({
+            "name": pp.name,
+            "environment": pp.environment,
+            "journey": pp.journey,
+            "databases": pp.databases.iter().map(|d| json!({
+                "name": d.name,
+                "owner": d.owner,
+                "size_bytes": d.size_bytes,
+                "tables": d.tables,
+                "rows": d.rows,
+                "fingerprint": d.fingerprint,
+            })).collect::<Vec<_>>(),
+            "downtime": pp.downtime.map(|(first, last)| json!({
+                "first_step": first,
+                "last_step": last,
+            })),
+        })).collect::<Vec<_>>(),
+        "steps": plan.steps.iter().enumerate().map(|(i, s)| step(i + 1, s)).collect::<Vec<_>>(),
+        "summary": {
+            "add": s.add,
+            "change": s.change,
+            "destroy": s.destroy,
+            "run": s.run,
+            "databases": s.databases,
+            "bytes": s.bytes,
+            "has_changes": plan.has_changes(),
+            "line": summary_line(plan),
+        },
+        "fingerprints": plan.fingerprints,
+        "warnings": plan.warnings,
+    })
+}
+
+fn step(position: usize, s: &Step) -> Value {
+    let operation = serde_json::to_value(&s.operation)
+        .map(|v| snake_keys(&v))
+        .unwrap_or(Value::Null);
+    json!({
+        "position": position,
+        "address": s.address,
+        "placement": s.placement,
+        "actions": s.action.json_actions(),
+        "risk": s.risk.as_str(),
+        "summary": s.summary,
+        "reason": s.reason,
+        "depends_on": s.depends_on,
+        "in_downtime": s.in_downtime,
+        "before": s.before,
+        "after": s.after,
+        "operation": operation,
+    })
+}
+
+/// A copy with every object key in snake_case, except inside the values
+/// of [`VERBATIM`] keys.
+fn snake_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if VERBATIM.contains(&k.as_str()) {
+                        v.clone()
+                    } else {
+                        snake_keys(v)
+                    };
+                    (snake_case(k), v)
+                })
+                .collect::<Map<String, Value>>(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(snake_keys).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `backupStep` → `backup_step`; keys already in snake_case are unchanged.
+fn snake_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for (i, c) in key.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_become_snake_case_but_manifests_stay() {
+        let v = json!({
+            "type": "create",
+            "object": {"apiVersion": "v1", "kind": "Service"},
+            "manifest": {"apiVersion": "v1", "spec": {"clusterIP": "None"}},
+            "expect_rows": 3,
+            "selector": {"app.kubernetes.io/name": "pg", "someLabel": "x"},
+        });
+        assert_eq!(
+            snake_keys(&v),
+            json!({
+                "type": "create",
+                "object": {"api_version": "v1", "kind": "Service"},
+                "manifest": {"apiVersion": "v1", "spec": {"clusterIP": "None"}},
+                "expect_rows": 3,
+                "selector": {"app.kubernetes.io/name": "pg", "someLabel": "x"},
+            })
+        );
+    }
+}
