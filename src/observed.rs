@@ -409,6 +409,11 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
             .help("snapshots are written by `pgplan observe`; regenerate it rather than editing by hand")],
         )
     })?;
+    let mut observed = observed;
+    // Secrets are keys and fingerprints only, even in a hand-edited snapshot.
+    for o in observed.kubernetes.objects.iter_mut() {
+        crate::redact::hide_secret_data(o);
+    }
     if observed.format_version != SNAPSHOT_FORMAT_VERSION {
         let span = doc.root.span_at(&[PathSeg::Key("formatVersion".into())]);
         return Err(SpecErrors::new(

@@ -138,7 +138,7 @@ impl ObjectRef {
 
 /// How apply reaches a PostgreSQL server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "via")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase", tag = "via")]
 pub enum ServerRef {
     /// Tools run inside a pod of the workload (exec), as the container's user.
     Pod {
@@ -236,7 +236,11 @@ pub struct RdsSettings {
 /// precheck: it looks at the live object first and does nothing if the
 /// step's effect is already there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
 pub enum Operation {
     /// Set a consumer's replicas (Deployment/StatefulSet scale subresource,
     /// or a field of a custom resource).
@@ -352,7 +356,11 @@ pub enum Operation {
 
 /// What a Secret pgplan writes contains.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum SecretContents {
     /// POSTGRES_HOST/PORT/USER/PASSWORD for consumers.
     Connection { server: ServerRef },

@@ -1,5 +1,5 @@
 //! Kubernetes resource quantities (`5Gi`, `500M`, `1.5Ti`) as byte counts,
-//! and the human form pgplan prints sizes in.
+//! and the human form pgplan prints sizes and counts in.
 
 /// Parse a storage quantity into bytes. Accepts the binary suffixes
 /// (Ki Mi Gi Ti Pi Ei), the decimal ones (k M G T P E), plain numbers and
@@ -67,6 +67,16 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{} {}", value.round() as u64, UNITS[unit])
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `1 table`, `3 tables` (regular English plurals only).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::Ctx;
 use crate::observed::{DatabaseInventory, ServerInventory};
 use crate::plan::{Action, DatabaseFacts, Operation, Risk, ServerRef, VerifyChecks};
-use crate::quantity::human_bytes;
+use crate::quantity::{count, human_bytes};
 
 /// Databases every server has that are never moved unless named exactly.
 const SYSTEM_DATABASES: [&str; 4] = ["template0", "template1", "postgres", "rdsadmin"];
@@ -103,11 +103,11 @@ pub(super) fn backups(
             },
         );
         s.summary = format!(
-            "back up {} ({}, {} tables, {} rows) from {}",
+            "back up {} ({}, {}, {}) from {}",
             db.name,
             human_bytes(db.size_bytes),
-            f.tables,
-            f.rows,
+            count(f.tables, "table"),
+            count(f.rows, "row"),
             source.locator()
         );
         s.reason = "no step that can lose data runs before a verified backup exists: the dump is checksummed, read back with `pg_restore --list`, and row counts and sequences are recorded".into();
@@ -180,9 +180,9 @@ pub(super) fn restore_chain(
         },
     );
     prepare.summary = format!(
-        "create {} role(s) and {} database(s) on {}",
-        roles.len(),
-        databases.len(),
+        "create {} and {} on {}",
+        count(roles.len() as u64, "role"),
+        count(databases.len() as u64, "database"),
         c.target.locator()
     );
     prepare.reason = if c.strip_superuser {
@@ -298,7 +298,7 @@ pub(super) fn restore_chain(
                 checks.join(", ")
             },
             if probes > 0 {
-                format!(", {probes} SQL probe(s)")
+                format!(", {}", count(probes as u64, "SQL probe"))
             } else {
                 String::new()
             }

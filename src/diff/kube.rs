@@ -413,9 +413,9 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         },
     );
     sts.summary = format!(
-        "create {} ({} replica(s); PVC {}-{}-0 of {}) and wait until ready",
+        "create {} ({}; PVC {}-{}-0 of {}) and wait until ready",
         target_workload.display(),
-        t.replicas,
+        crate::quantity::count(t.replicas, "replica"),
         t.storage.volume_claim_template,
         t.name,
         t.storage.size
