@@ -108,6 +108,9 @@ fn mb(bytes: u64) -> f64 {
 fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().expect("tempdir");
+    // PGPLAN_BENCH_DIR=DIR keeps the generated files there, for profiling.
+    let keep = std::env::var_os("PGPLAN_BENCH_DIR").map(std::path::PathBuf::from);
+    let work = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let ca =
         std::fs::read_to_string(repo.join("examples/backstage-to-rds/rds-ca.pem")).expect("ca");
     let files = BTreeMap::from([("rds-ca.pem".to_string(), ca)]);
@@ -140,8 +143,8 @@ fn main() {
         }
     }
     let (gen_spec, gen_live) = pgplan::examples::generated(100, 10);
-    let gen_spec_path = tmp.path().join("generated.yaml");
-    let gen_live_path = tmp.path().join("generated-live.yaml");
+    let gen_spec_path = work.join("generated.yaml");
+    let gen_live_path = work.join("generated-live.yaml");
     std::fs::write(&gen_spec_path, &gen_spec).expect("write");
     std::fs::write(&gen_live_path, &gen_live).expect("write");
     cases.push((
@@ -181,7 +184,7 @@ fn main() {
     let names: String = (0..300_000).map(|i| format!("    - db_{i:06}\n")).collect();
     let huge = include_str!("../examples/healthcare/pgplan.yaml")
         .replace("    - healthcare\n", &format!("    - healthcare\n{names}"));
-    let huge_path = tmp.path().join("huge.yaml");
+    let huge_path = work.join("huge.yaml");
     std::fs::write(&huge_path, &huge).expect("write");
     let (wall, peak) = process(&["validate", "-f", huge_path.to_str().expect("utf-8 path")]);
     println!(

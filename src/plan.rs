@@ -234,7 +234,9 @@ pub struct RdsSettings {
 
 /// What apply does for a step. Every operation is idempotent given its
 /// precheck: it looks at the live object first and does nothing if the
-/// step's effect is already there.
+/// step's effect is already there. Manifests are not repeated here: an
+/// operation on an object reads the step's `before` and `after`. Manifests are not repeated here: an
+/// operation on an object reads the step's `before` and `after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
     rename_all = "camelCase",
@@ -264,31 +266,14 @@ pub enum Operation {
     },
     /// Set a PV's reclaim policy to Retain so its data outlives its claim.
     ProtectVolume { volume: ObjectRef, from: String },
-    /// Create an object (and wait for it to be usable).
-    Create {
-        object: ObjectRef,
-        manifest: Value,
-        wait: Wait,
-    },
-    /// Delete an object; the manifest is kept for rollback.
-    Delete {
-        object: ObjectRef,
-        manifest: Value,
-        wait: Wait,
-    },
-    /// Delete and create (immutable fields changed).
-    Replace {
-        object: ObjectRef,
-        before: Value,
-        after: Value,
-        wait: Wait,
-    },
-    /// JSON merge patch an object.
-    Patch {
-        object: ObjectRef,
-        patch: Value,
-        before: Value,
-    },
+    /// Create the object in the step's `after` (and wait for it to be usable).
+    Create { object: ObjectRef, wait: Wait },
+    /// Delete an object; the step's `before` keeps its manifest for rollback.
+    Delete { object: ObjectRef, wait: Wait },
+    /// Delete the step's `before` and create its `after` (immutable fields changed).
+    Replace { object: ObjectRef, wait: Wait },
+    /// JSON merge patch an object (the step's `before` is the live object).
+    Patch { object: ObjectRef, patch: Value },
     /// Create an RDS instance and wait until it is available.
     CreateRdsInstance { settings: RdsSettings },
     /// Modify an existing RDS instance towards the settings.

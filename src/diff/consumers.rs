@@ -257,7 +257,6 @@ pub(super) fn reconfigure(
             Operation::Patch {
                 object: c.object.clone(),
                 patch: effective,
-                before: shown(c.manifest),
             },
         );
         s.summary = format!("point {} at the new server", c.object.display());

@@ -309,7 +309,6 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         },
         Operation::Delete {
             object: src_obj.clone(),
-            manifest: shown(src.manifest),
             wait: Wait::Gone,
         },
     );
@@ -350,8 +349,6 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                     Risk::Disruptive,
                     Operation::Replace {
                         object: svc_obj.clone(),
-                        before: shown(live),
-                        after: desired_svc.clone(),
                         wait: Wait::None,
                     },
                 );
@@ -374,7 +371,6 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                 Risk::Safe,
                 Operation::Create {
                     object: svc_obj.clone(),
-                    manifest: desired_svc.clone(),
                     wait: Wait::None,
                 },
             );
@@ -408,7 +404,6 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         Risk::Safe,
         Operation::Create {
             object: target_workload.clone(),
-            manifest: desired.clone(),
             wait: Wait::Ready,
         },
     );
@@ -591,7 +586,6 @@ fn static_volumes(
                     Risk::Safe,
                     Operation::Create {
                         object: obj.clone(),
-                        manifest: desired.clone(),
                         wait: Wait::None,
                     },
                 );
@@ -723,7 +717,6 @@ fn day2_extras(
                     Operation::Patch {
                         object: obj.clone(),
                         patch: effective,
-                        before: shown(live),
                     },
                 );
                 s.summary = format!("update {}", obj.display());
@@ -743,7 +736,6 @@ fn day2_extras(
                     Risk::Safe,
                     Operation::Create {
                         object: obj.clone(),
-                        manifest: desired.clone(),
                         wait: Wait::None,
                     },
                 );
@@ -803,7 +795,6 @@ fn cleanup_old_volumes(
             Risk::Destructive,
             Operation::Delete {
                 object: obj.clone(),
-                manifest: shown(pvc),
                 wait: Wait::Gone,
             },
         );
@@ -821,7 +812,6 @@ fn cleanup_old_volumes(
                 Risk::Destructive,
                 Operation::Delete {
                     object: obj.clone(),
-                    manifest: shown(pv),
                     wait: Wait::Gone,
                 },
             );
@@ -974,7 +964,6 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             Operation::Patch {
                 object: obj.clone(),
                 patch,
-                before: shown(pvc),
             },
         );
         s.summary = format!("grow {} from {have_q} to {}", obj.display(), t.storage.size);
@@ -1053,7 +1042,6 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                     Risk::Safe,
                     Operation::Create {
                         object: obj.clone(),
-                        manifest: desired.clone(),
                         wait: Wait::Ready,
                     },
                 );
@@ -1086,7 +1074,6 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             Operation::Patch {
                 object: sts_obj.clone(),
                 patch: sts_patch,
-                before: shown(sts),
             },
         );
         s.summary = format!("update {}: {}", sts_obj.display(), changes.join(", "));
@@ -1115,7 +1102,6 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 Risk::Safe,
                 Operation::Create {
                     object: obj.clone(),
-                    manifest: desired.clone(),
                     wait: Wait::None,
                 },
             );

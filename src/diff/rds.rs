@@ -410,7 +410,6 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
         Risk::Destructive,
         Operation::Delete {
             object: local.workload.clone(),
-            manifest: shown(local.manifest),
             wait: Wait::Gone,
         },
     );
@@ -429,7 +428,6 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
             Risk::Disruptive,
             Operation::Delete {
                 object: obj.clone(),
-                manifest: shown(svc),
                 wait: Wait::None,
             },
         );
@@ -449,7 +447,6 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
             Risk::Destructive,
             Operation::Delete {
                 object: obj.clone(),
-                manifest: shown(pvc),
                 wait: Wait::Gone,
             },
         );
@@ -472,7 +469,6 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
             Risk::Destructive,
             Operation::Delete {
                 object: obj.clone(),
-                manifest: shown(pv),
                 wait: Wait::Gone,
             },
         );

@@ -20,13 +20,58 @@ use crate::plan::{Plan, Step, PLAN_FORMAT_VERSION};
 const VERBATIM: &[&str] = &["manifest", "before", "after", "patch", "selector", "tags"];
 
 pub(super) fn render(plan: &Plan) -> String {
-    // Serialising a `Value` cannot fail (all keys are strings).
-    serde_json::to_string_pretty(&document(plan)).unwrap_or_default() + "\n"
+    // Serialising values with string keys cannot fail. The document is
+    // streamed: each step becomes a `Value` only while it is written, so a
+    // plan of thousands of steps is not held twice.
+    let mut out = serde_json::to_string_pretty(&Streamed(plan)).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+/// The document of `document()`, serialised step by step.
+struct Streamed<'a>(&'a Plan);
+
+struct Steps<'a>(&'a Plan);
+
+impl serde::Serialize for Steps<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = ser.serialize_seq(Some(self.0.steps.len()))?;
+        for (i, s) in self.0.steps.iter().enumerate() {
+            seq.serialize_element(&step(i + 1, s))?;
+        }
+        seq.end()
+    }
+}
+
+impl serde::Serialize for Streamed<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // Everything but the steps is small: build it as a value.
+        let head = document(&Plan {
+            placements: self.0.placements.clone(),
+            steps: Vec::new(),
+            fingerprints: self.0.fingerprints.clone(),
+            warnings: self.0.warnings.clone(),
+        });
+        let mut map = ser.serialize_map(None)?;
+        if let Value::Object(fields) = &head {
+            for (k, v) in fields.iter() {
+                if k == "steps" {
+                    map.serialize_entry(k, &Steps(self.0))?;
+                } else if k == "summary" {
+                    map.serialize_entry(k, &summary(self.0))?;
+                } else {
+                    map.serialize_entry(k, v)?;
+                }
+            }
+        }
+        map.end()
+    }
 }
 
 /// The JSON plan as a value.
 pub(super) fn document(plan: &Plan) -> Value {
-    let s = plan.summary();
     json!({
         "format_version": PLAN_FORMAT_VERSION,
         "pgplan_version": env!("CARGO_PKG_VERSION"),
@@ -48,18 +93,23 @@ pub(super) fn document(plan: &Plan) -> Value {
             })),
         })).collect::<Vec<_>>(),
         "steps": plan.steps.iter().enumerate().map(|(i, s)| step(i + 1, s)).collect::<Vec<_>>(),
-        "summary": {
-            "add": s.add,
-            "change": s.change,
-            "destroy": s.destroy,
-            "run": s.run,
-            "databases": s.databases,
-            "bytes": s.bytes,
-            "has_changes": plan.has_changes(),
-            "line": summary_line(plan),
-        },
+        "summary": summary(plan),
         "fingerprints": plan.fingerprints,
         "warnings": plan.warnings,
+    })
+}
+
+fn summary(plan: &Plan) -> Value {
+    let s = plan.summary();
+    json!({
+        "add": s.add,
+        "change": s.change,
+        "destroy": s.destroy,
+        "run": s.run,
+        "databases": s.databases,
+        "bytes": s.bytes,
+        "has_changes": plan.has_changes(),
+        "line": summary_line(plan),
     })
 }
 

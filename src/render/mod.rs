@@ -59,32 +59,49 @@ pub fn render(
     redactor: &Redactor,
     opts: &RenderOptions,
 ) -> Result<String, RedactionError> {
-    let plan = redacted(plan, redactor)?;
-    let out = match format {
-        Format::Text => text::render(&plan, opts),
-        Format::Json => json::render(&plan),
-        Format::Markdown => markdown::render(&plan),
-    };
-    // A second net: anything a renderer composed from several fields.
-    Ok(redactor.text(&out))
+    Ok(redact(plan.clone(), redactor)?.render(format, redactor, opts))
 }
 
-/// The DOT graph of a plan.
+/// The DOT graph of a plan (`pgplan graph`); the plan is redacted first.
 pub fn dot(plan: &Plan, redactor: &Redactor) -> Result<String, RedactionError> {
-    let plan = redacted(plan, redactor)?;
-    Ok(redactor.text(&dot::render(&plan)))
+    Ok(redact(plan.clone(), redactor)?.dot(redactor))
 }
 
-/// A copy of the plan with every secret value replaced (strings anywhere in
-/// steps, before/after, operations) and Secret data hidden.
-pub fn redacted(plan: &Plan, redactor: &Redactor) -> Result<Plan, RedactionError> {
-    let v = serde_json::to_value(plan).map_err(|e| RedactionError(e.to_string()))?;
-    let v = redactor.value(&v);
-    serde_json::from_value(v).map_err(|e| RedactionError(e.to_string()))
+/// A plan with every secret value replaced (strings anywhere in steps,
+/// before/after, operations) and Secret data hidden. Renderers only take
+/// this type, so none of them can print an unredacted plan.
+pub struct Redacted(Plan);
+
+/// Redact a plan, consuming it so that a large plan is not held twice.
+pub fn redact(plan: Plan, redactor: &Redactor) -> Result<Redacted, RedactionError> {
+    let mut v = serde_json::to_value(&plan).map_err(|e| RedactionError(e.to_string()))?;
+    drop(plan);
+    redactor.value_in_place(&mut v);
+    serde_json::from_value(v)
+        .map(Redacted)
+        .map_err(|e| RedactionError(e.to_string()))
 }
 
-// ---------------------------------------------------------------------------
-// What the renderers share.
+impl Redacted {
+    pub fn plan(&self) -> &Plan {
+        &self.0
+    }
+
+    /// Render in a format. The final textual pass catches anything a
+    /// renderer composed from several fields.
+    pub fn render(&self, format: Format, redactor: &Redactor, opts: &RenderOptions) -> String {
+        let out = match format {
+            Format::Text => text::render(&self.0, opts),
+            Format::Json => json::render(&self.0),
+            Format::Markdown => markdown::render(&self.0),
+        };
+        redactor.text(&out)
+    }
+
+    pub fn dot(&self, redactor: &Redactor) -> String {
+        redactor.text(&dot::render(&self.0))
+    }
+}
 
 /// The closing line: `Plan: 3 to add, 2 to change, 1 to destroy, 5 to run;
 /// 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–12.`

@@ -109,14 +109,8 @@ fn simulate(mut o: Observed, plan: &Plan) -> Observed {
     let key_of = |r: &pgplan::plan::ObjectRef| ObjectKey::new(&r.kind, &r.namespace, &r.name);
     for step in &plan.steps {
         match &step.operation {
-            Operation::Create {
-                object, manifest, ..
-            }
-            | Operation::Replace {
-                object,
-                after: manifest,
-                ..
-            } => {
+            Operation::Create { object, .. } | Operation::Replace { object, .. } => {
+                let manifest = step.after.as_ref().expect("creates carry their manifest");
                 remove(&mut o, &key_of(object));
                 o.kubernetes.objects.push(manifest.clone());
                 if object.kind == "StatefulSet" {
@@ -330,10 +324,9 @@ fn healthcare_steps_in_order_with_reasons() {
     );
     assert_eq!(plan.placements[0].downtime, Some((3, 12)));
     // The StatefulSet keeps the Deployment's labels, env and image, mounts the claim template.
-    let Operation::Create { manifest, .. } = &step("k8s/default/StatefulSet/postgres").operation
-    else {
-        panic!()
-    };
+    let sts = step("k8s/default/StatefulSet/postgres");
+    assert!(matches!(sts.operation, Operation::Create { .. }));
+    let manifest = sts.after.as_ref().unwrap();
     assert_eq!(
         manifest["spec"]["selector"]["matchLabels"],
         json!({"app": "postgres"})
@@ -354,11 +347,10 @@ fn healthcare_steps_in_order_with_reasons() {
             .is_none(),
         "the old claim is not mounted"
     );
-    let Operation::Create { manifest: pv, .. } =
-        &step("k8s/PersistentVolume/postgres-pv-0").operation
-    else {
-        panic!()
-    };
+    let pv = step("k8s/PersistentVolume/postgres-pv-0")
+        .after
+        .as_ref()
+        .unwrap();
     assert_eq!(
         pv["spec"]["claimRef"]["name"],
         "postgres-storage-postgres-0"
@@ -484,13 +476,12 @@ fn missing_source_and_target_is_an_error_not_a_panic() {
 fn source_and_target_both_present_is_refused() {
     let (spec, live) = example("healthcare", None);
     let plan = plan_of(&spec, &live);
-    let Operation::Create { manifest, .. } = &plan
+    let manifest = plan
         .step("k8s/default/StatefulSet/postgres")
         .unwrap()
-        .operation
-    else {
-        panic!()
-    };
+        .after
+        .as_ref()
+        .unwrap();
     let mut live = live;
     live.kubernetes.objects.push(manifest.clone());
     let err = error_text(try_plan(&spec, &live).unwrap_err());

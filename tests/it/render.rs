@@ -824,7 +824,6 @@ fn synthetic_plan(n: usize, risky: usize) -> Plan {
                 None,
                 Operation::Create {
                     object: object.clone(),
-                    manifest: manifest(1),
                     wait: Wait::None,
                 },
             )
@@ -835,7 +834,6 @@ fn synthetic_plan(n: usize, risky: usize) -> Plan {
                 Operation::Patch {
                     object: object.clone(),
                     patch: json!({}),
-                    before: manifest(0),
                 },
             )
         };
