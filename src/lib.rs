@@ -14,7 +14,8 @@ pub mod render;
 pub mod spec;
 pub mod yaml;
 
-// The edge: command line, operations, embedded examples.
+// The edge: command line, operations, embedded examples, adapters.
 pub mod cli;
+pub mod cluster;
 pub mod examples;
 pub mod ops;

@@ -1,0 +1,202 @@
+//! Running a command inside a pod (the exec subresource), streaming: stdin
+//! from any reader, stdout into any writer, stderr kept for messages, and
+//! the exit status as the kubelet reports it. This is how pgplan runs
+//! `pg_dump`, `pg_restore` and `psql` next to an in-cluster server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, AttachParams, ListParams};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Cluster, ClusterError};
+
+/// How an exec ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The command's exit code (0 on success).
+    pub code: i32,
+    /// The last part of what it wrote to stderr.
+    pub stderr: String,
+}
+
+/// How much of stderr is kept for messages.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// Buffer between the websocket and the caller's streams.
+const BUF: usize = 1 << 20;
+
+impl Cluster {
+    /// A running, ready pod matching the labels (the newest, when several).
+    pub async fn ready_pod(
+        &self,
+        namespace: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<String, ClusterError> {
+        let labels = selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pods: Api<Pod> = Api::namespaced(self.client().clone(), namespace);
+        let list = pods
+            .list(&ListParams::default().labels(&labels))
+            .await
+            .map_err(|e| self.classify(e, "list", "pods", namespace, &format!("pods {labels}")))?;
+        let mut ready: Vec<&Pod> = list
+            .items
+            .iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().is_some_and(|s| {
+                        s.phase.as_deref() == Some("Running")
+                            && s.conditions.as_ref().is_some_and(|c| {
+                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+            })
+            .collect();
+        ready.sort_by(|a, b| {
+            b.metadata
+                .creation_timestamp
+                .cmp(&a.metadata.creation_timestamp)
+        });
+        ready
+            .first()
+            .and_then(|p| p.metadata.name.clone())
+            .ok_or_else(|| ClusterError::Exec {
+                what: format!("no ready pod with labels {labels} in namespace `{namespace}`"),
+                message: format!(
+                    "{} pod(s) match, none is running and ready",
+                    list.items.len()
+                ),
+            })
+    }
+
+    /// Run `argv` in a pod's container, streaming stdin and stdout.
+    pub async fn exec<R, W>(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+        stdin: Option<R>,
+        stdout: &mut W,
+    ) -> Result<ExecOutcome, ClusterError>
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let pods: Api<Pod> = Api::namespaced(self.client().clone(), namespace);
+        let mut ap = AttachParams::default()
+            .stdin(stdin.is_some())
+            .stdout(true)
+            .stderr(true);
+        ap.max_stdin_buf_size = Some(BUF);
+        ap.max_stdout_buf_size = Some(BUF);
+        if let Some(c) = container {
+            ap = ap.container(c);
+        }
+        let what = format!("exec in pod {namespace}/{pod}");
+        let mut attached = pods.exec(pod, argv.to_vec(), &ap).await.map_err(|e| {
+            self.classify(
+                e,
+                "create",
+                "pods/exec",
+                namespace,
+                &format!("pod {namespace}/{pod}"),
+            )
+        })?;
+        let status = attached.take_status();
+        let mut out = attached.stdout().ok_or_else(|| ClusterError::Exec {
+            what: what.clone(),
+            message: "no stdout stream".into(),
+        })?;
+        let mut err = attached.stderr().ok_or_else(|| ClusterError::Exec {
+            what: what.clone(),
+            message: "no stderr stream".into(),
+        })?;
+        let writer = attached.stdin();
+
+        let feed = async {
+            if let (Some(mut input), Some(mut w)) = (stdin, writer) {
+                // A command that exits early closes its stdin; that is its
+                // exit status's business, not a transport error.
+                let _ = tokio::io::copy(&mut input, &mut w).await;
+                let _ = w.shutdown().await;
+            }
+        };
+        let drain = async {
+            let copied = tokio::io::copy(&mut out, stdout).await;
+            let _ = stdout.flush().await;
+            copied
+        };
+        let errors = async {
+            let mut kept = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match err.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        kept.extend_from_slice(&buf[..n]);
+                        if kept.len() > STDERR_KEEP {
+                            kept.drain(..kept.len() - STDERR_KEEP);
+                        }
+                    }
+                }
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        };
+        let ((), copied, stderr) = tokio::join!(feed, drain, errors);
+        copied.map_err(|e| ClusterError::Exec {
+            what: what.clone(),
+            message: format!("writing the command's output failed: {e}"),
+        })?;
+        let status = match status {
+            Some(s) => s.await,
+            None => None,
+        };
+        let _ = attached.join().await;
+        let code = match status {
+            None => 0,
+            Some(s)
+                if s.status
+                    .as_ref()
+                    .is_some_and(|x| format!("{x:?}") == "Success") =>
+            {
+                0
+            }
+            Some(s) => s
+                .details
+                .as_ref()
+                .and_then(|d| d.causes.as_ref())
+                .and_then(|cs| cs.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+                .and_then(|c| c.message.as_deref())
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(1),
+        };
+        Ok(ExecOutcome { code, stderr })
+    }
+
+    /// Run a command with no stdin and return its stdout as text.
+    pub async fn exec_output(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+    ) -> Result<(String, ExecOutcome), ClusterError> {
+        let mut out = Vec::new();
+        let outcome = self
+            .exec(
+                namespace,
+                pod,
+                container,
+                argv,
+                None::<tokio::io::Empty>,
+                &mut out,
+            )
+            .await?;
+        Ok((String::from_utf8_lossy(&out).into_owned(), outcome))
+    }
+}
