@@ -19,3 +19,4 @@ pub mod cli;
 pub mod cluster;
 pub mod examples;
 pub mod ops;
+pub mod pgtools;

@@ -437,3 +437,34 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
 pub fn to_yaml(observed: &Observed) -> Result<String, serde_yaml_ng::Error> {
     yaml::to_string(observed)
 }
+
+/// Reduce a live Secret to what pgplan may keep: its keys, with values
+/// replaced, and a fingerprint of the data in an annotation. Applied by
+/// observe before anything is stored or planned.
+pub fn keys_only(secret: &mut Value) {
+    use base64::Engine;
+    let Some(Value::Object(data)) = secret.get("data") else {
+        return;
+    };
+    let decoded: Vec<(String, Vec<u8>)> = data
+        .iter()
+        .map(|(k, v)| {
+            let bytes = v
+                .as_str()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .unwrap_or_default();
+            (k.clone(), bytes)
+        })
+        .collect();
+    let fp = secret_fingerprint(decoded.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    if let Some(md) = secret.get_mut("metadata").and_then(Value::as_object_mut) {
+        let ann = md
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = ann.as_object_mut() {
+            a.insert(FINGERPRINT_ANNOTATION.into(), Value::String(fp));
+            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+    }
+    crate::redact::hide_secret_data(secret);
+}

@@ -8,6 +8,7 @@
 //! discovery, custom resources are resolved once per kind.
 
 pub mod exec;
+pub mod observe;
 
 use std::collections::HashMap;
 use std::path::Path;
