@@ -3,3 +3,5 @@
 #[path = "../support/mod.rs"]
 #[allow(dead_code)]
 mod support;
+
+mod substrate;
