@@ -28,7 +28,13 @@ pub struct Moto {
 }
 
 /// One raw HTTP/1.1 exchange with moto: status code and body.
-fn http(url: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<(u16, String)> {
+fn http(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let hostport = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -54,9 +60,10 @@ fn http(url: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &st
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
     let body = if chunked {
         let mut out = String::new();
         let mut rest = rest;
@@ -136,7 +143,9 @@ impl Moto {
                 return Ok(moto);
             }
             if Instant::now() > deadline {
-                return Err(std::io::Error::other("moto_server did not answer within 60 s"));
+                return Err(std::io::Error::other(
+                    "moto_server did not answer within 60 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -148,9 +157,13 @@ impl Moto {
 
     /// A fresh, empty AWS account in this moto, with credentials that select it.
     pub fn account(&self) -> MotoAccount {
-        let account_id = format!("{:012}", rand::random_range(100_000_000_000u64..999_999_999_999));
+        let account_id = format!(
+            "{:012}",
+            rand::random_range(100_000_000_000u64..999_999_999_999)
+        );
         let user = format!("pgplan-test-{}", rand::random_range(0..u32::MAX));
-        let auth = "AWS4-HMAC-SHA256 Credential=AKIAPGPLANTESTSETUP/20260101/us-east-1/iam/aws4_request, \
+        let auth =
+            "AWS4-HMAC-SHA256 Credential=AKIAPGPLANTESTSETUP/20260101/us-east-1/iam/aws4_request, \
                     SignedHeaders=host, Signature=0";
         let headers = [
             ("Authorization", auth),
@@ -163,13 +176,18 @@ impl Moto {
             assert_eq!(code, 200, "moto IAM call failed: {text}");
             text
         };
-        call(format!("Action=CreateUser&UserName={user}&Version=2010-05-08"));
-        let key = call(format!("Action=CreateAccessKey&UserName={user}&Version=2010-05-08"));
+        call(format!(
+            "Action=CreateUser&UserName={user}&Version=2010-05-08"
+        ));
+        let key = call(format!(
+            "Action=CreateAccessKey&UserName={user}&Version=2010-05-08"
+        ));
         MotoAccount {
             endpoint: self.url.clone(),
             account_id,
             access_key_id: xml_value(&key, "AccessKeyId").expect("moto returned an AccessKeyId"),
-            secret_access_key: xml_value(&key, "SecretAccessKey").expect("moto returned a SecretAccessKey"),
+            secret_access_key: xml_value(&key, "SecretAccessKey")
+                .expect("moto returned a SecretAccessKey"),
             region: "us-east-1".into(),
         }
     }
@@ -191,7 +209,10 @@ impl MotoAccount {
         vec![
             ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
             ("AWS_ACCESS_KEY_ID".into(), self.access_key_id.clone()),
-            ("AWS_SECRET_ACCESS_KEY".into(), self.secret_access_key.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                self.secret_access_key.clone(),
+            ),
             ("AWS_REGION".into(), self.region.clone()),
             ("AWS_DEFAULT_REGION".into(), self.region.clone()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),

@@ -2,8 +2,10 @@
 //! data directory, running a postmaster, asking it questions with `psql`, and the `LocalPostgres`
 //! fixture that tests (and the simulated kubelet) use.
 //!
-//! Servers run with `fsync=off` and friends: the tests kill processes, never the machine, so the
-//! page cache keeps every write and crash recovery still works. `initdb` runs once per superuser
+//! Servers run with `fsync=off` and `full_page_writes=off`: the tests kill processes, never the
+//! machine, so the page cache keeps every write and crash recovery still works. Commits stay
+//! synchronous (WAL is written before a commit returns), so a killed server loses nothing that
+//! was committed, as with the images' defaults. `initdb` runs once per superuser
 //! name per test process into a template that is then copied (`cp -a`), which is several times
 //! faster than a fresh `initdb` for every server.
 
@@ -237,7 +239,6 @@ impl PgServer {
         for setting in [
             "listen_addresses=127.0.0.1",
             "fsync=off",
-            "synchronous_commit=off",
             "full_page_writes=off",
             "shared_buffers=16MB",
             "max_connections=40",
@@ -604,7 +605,10 @@ impl LocalPostgres {
 
     /// Creates a database owned by the superuser.
     pub fn create_database(&self, name: &str) {
-        self.psql("postgres", &format!("CREATE DATABASE {}", quote_ident(name)));
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(name)),
+        );
     }
 
     /// Kills the server hard and starts it again on the same data directory and port (crash

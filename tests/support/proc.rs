@@ -175,7 +175,9 @@ impl ChildGuard {
 
     /// The exit status if the leader has exited (reaped now), `None` while it runs.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Signals the group, waits up to `grace` for the leader to exit, then kills the group.

@@ -40,12 +40,10 @@ pub fn defaults(kind: &Kind, o: &mut Value, old: Option<&Value>, store: &Store) 
             spec.entry("revisionHistoryLimit").or_insert(json!(10));
             spec.entry("podManagementPolicy")
                 .or_insert(json!("OrderedReady"));
-            spec.entry("updateStrategy").or_insert(
-                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-            );
-            spec.entry("persistentVolumeClaimRetentionPolicy").or_insert(
-                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-            );
+            spec.entry("updateStrategy")
+                .or_insert(json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+            spec.entry("persistentVolumeClaimRetentionPolicy")
+                .or_insert(json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
             if let Some(Value::Array(vcts)) = spec.get_mut("volumeClaimTemplates") {
                 for t in vcts {
                     obj::map_at(t, &["spec"])
@@ -77,8 +75,7 @@ pub fn defaults(kind: &Kind, o: &mut Value, old: Option<&Value>, store: &Store) 
             let spec = obj::map_at(o, &["spec"]);
             spec.entry("concurrencyPolicy").or_insert(json!("Allow"));
             spec.entry("suspend").or_insert(json!(false));
-            spec.entry("successfulJobsHistoryLimit")
-                .or_insert(json!(3));
+            spec.entry("successfulJobsHistoryLimit").or_insert(json!(3));
             spec.entry("failedJobsHistoryLimit").or_insert(json!(1));
             pod_spec_defaults(o.pointer_mut("/spec/jobTemplate/spec/template/spec"));
         }
@@ -143,7 +140,9 @@ fn default_storage_class(store: &Store) -> Option<String> {
 
 fn pod_spec_defaults(spec: Option<&mut Value>) {
     let Some(spec) = spec else { return };
-    let Some(m) = spec.as_object_mut() else { return };
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
     m.entry("restartPolicy").or_insert(json!("Always"));
     m.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
     m.entry("schedulerName")
@@ -154,7 +153,9 @@ fn pod_spec_defaults(spec: Option<&mut Value>) {
     for list in ["containers", "initContainers"] {
         if let Some(Value::Array(cs)) = m.get_mut(list) {
             for c in cs {
-                let Some(cm) = c.as_object_mut() else { continue };
+                let Some(cm) = c.as_object_mut() else {
+                    continue;
+                };
                 let image = cm.get("image").and_then(Value::as_str).unwrap_or("");
                 let latest = !image.contains(':') || image.ends_with(":latest");
                 cm.entry("imagePullPolicy").or_insert(json!(if latest {
@@ -241,7 +242,10 @@ pub fn validate(
         }
         "StatefulSet" => {
             validate_workload(o, &mut causes, &["Always"]);
-            for (i, t) in obj::array_at(o, "/spec/volumeClaimTemplates").iter().enumerate() {
+            for (i, t) in obj::array_at(o, "/spec/volumeClaimTemplates")
+                .iter()
+                .enumerate()
+            {
                 let f = format!("spec.volumeClaimTemplates[{i}]");
                 if obj::name(t).is_empty() {
                     causes.push(Cause::required(format!("{f}.metadata.name"), ""));
@@ -253,8 +257,16 @@ pub fn validate(
             }
         }
         "Job" => {
-            validate_pod_spec(o.pointer("/spec/template/spec"), "spec.template.spec", &mut causes);
-            restart_never_or_on_failure(o.pointer("/spec/template/spec"), "spec.template.spec", &mut causes);
+            validate_pod_spec(
+                o.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut causes,
+            );
+            restart_never_or_on_failure(
+                o.pointer("/spec/template/spec"),
+                "spec.template.spec",
+                &mut causes,
+            );
             if let Some(old) = old {
                 immutable(o, old, "/spec/selector", "spec.selector", &mut causes);
                 immutable(o, old, "/spec/template", "spec.template", &mut causes);
@@ -290,7 +302,8 @@ pub fn validate(
                     for k in m.keys() {
                         let ok = !k.is_empty()
                             && k.len() <= 253
-                            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+                            && k.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
                         if !ok {
                             causes.push(Cause::invalid(
                                 format!("{field}[{k}]"),
@@ -313,7 +326,10 @@ pub fn validate(
                     }
                 }
                 if kind.kind == "Secret" && o.get("type") != old.get("type") {
-                    causes.push(Cause::immutable("type", o.get("type").unwrap_or(&Value::Null)));
+                    causes.push(Cause::immutable(
+                        "type",
+                        o.get("type").unwrap_or(&Value::Null),
+                    ));
                 }
             }
         }
@@ -330,13 +346,23 @@ pub fn validate(
                         ));
                     }
                 }
-                immutable(o, old, "/volumeBindingMode", "volumeBindingMode", &mut causes);
+                immutable(
+                    o,
+                    old,
+                    "/volumeBindingMode",
+                    "volumeBindingMode",
+                    &mut causes,
+                );
             }
         }
         "VolumeSnapshot" => {
             let src = o.pointer("/spec/source");
-            let pvc = src.and_then(|s| s.get("persistentVolumeClaimName")).is_some();
-            let content = src.and_then(|s| s.get("volumeSnapshotContentName")).is_some();
+            let pvc = src
+                .and_then(|s| s.get("persistentVolumeClaimName"))
+                .is_some();
+            let content = src
+                .and_then(|s| s.get("volumeSnapshotContentName"))
+                .is_some();
             if pvc == content {
                 causes.push(Cause::invalid(
                     "spec.source",
@@ -385,7 +411,11 @@ fn validate_metadata(kind: &Kind, o: &Value, causes: &mut Vec<Cause>) {
     }
     for (k, v) in obj::labels(o) {
         if !obj::is_label_key(&k) {
-            causes.push(Cause::invalid("metadata.labels", &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.'"));
+            causes.push(Cause::invalid(
+                "metadata.labels",
+                &json!(k),
+                "name part must consist of alphanumeric characters, '-', '_' or '.'",
+            ));
         }
         if !obj::is_label_value(&v) {
             causes.push(Cause::invalid(
@@ -398,12 +428,26 @@ fn validate_metadata(kind: &Kind, o: &Value, causes: &mut Vec<Cause>) {
     }
     for k in obj::annotations(o).keys() {
         if !obj::is_label_key(k) {
-            causes.push(Cause::invalid("metadata.annotations", &json!(k), "name part must consist of alphanumeric characters, '-', '_' or '.'"));
+            causes.push(Cause::invalid(
+                "metadata.annotations",
+                &json!(k),
+                "name part must consist of alphanumeric characters, '-', '_' or '.'",
+            ));
         }
     }
 }
 
 fn validate_pod_spec(spec: Option<&Value>, f: &str, causes: &mut Vec<Cause>) {
+    validate_pod_spec_with(spec, f, &[], causes)
+}
+
+/// `extra_volumes`: names a controller adds (a StatefulSet's volumeClaimTemplates).
+fn validate_pod_spec_with(
+    spec: Option<&Value>,
+    f: &str,
+    extra_volumes: &[&str],
+    causes: &mut Vec<Cause>,
+) {
     let empty = json!({});
     let spec = spec.unwrap_or(&empty);
     let containers = obj::array_at(spec, "/containers");
@@ -414,11 +458,15 @@ fn validate_pod_spec(spec: Option<&Value>, f: &str, causes: &mut Vec<Cause>) {
         .iter()
         .map(|v| v.get("name").and_then(Value::as_str).unwrap_or(""))
         .collect();
+    let mountable: Vec<&str> = volumes.iter().chain(extra_volumes).copied().collect();
     for (i, name) in volumes.iter().enumerate() {
         if name.is_empty() {
             causes.push(Cause::required(format!("{f}.volumes[{i}].name"), ""));
         } else if volumes[..i].contains(name) {
-            causes.push(Cause::duplicate(format!("{f}.volumes[{i}].name"), &json!(name)));
+            causes.push(Cause::duplicate(
+                format!("{f}.volumes[{i}].name"),
+                &json!(name),
+            ));
         }
     }
     let mut seen = Vec::new();
@@ -434,20 +482,31 @@ fn validate_pod_spec(spec: Option<&Value>, f: &str, causes: &mut Vec<Cause>) {
                 causes.push(Cause::duplicate(format!("{cf}.name"), &json!(name)));
             }
             seen.push(name);
-            if c.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if c.get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 causes.push(Cause::required(format!("{cf}.image"), ""));
             }
             for (j, m) in obj::array_at(c, "/volumeMounts").iter().enumerate() {
                 let vname = m.get("name").and_then(Value::as_str).unwrap_or("");
-                if !volumes.contains(&vname) {
+                if !mountable.contains(&vname) {
                     causes.push(Cause {
                         reason: "FieldValueNotFound",
                         field: format!("{cf}.volumeMounts[{j}].name"),
                         message: format!("Not found: \"{vname}\""),
                     });
                 }
-                if m.get("mountPath").and_then(Value::as_str).unwrap_or("").is_empty() {
-                    causes.push(Cause::required(format!("{cf}.volumeMounts[{j}].mountPath"), ""));
+                if m.get("mountPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    causes.push(Cause::required(
+                        format!("{cf}.volumeMounts[{j}].mountPath"),
+                        "",
+                    ));
                 }
             }
             for (j, p) in obj::array_at(c, "/ports").iter().enumerate() {
@@ -519,7 +578,16 @@ fn validate_workload(o: &Value, causes: &mut Vec<Cause>, restart: &[&str]) {
             ));
         }
     }
-    validate_pod_spec(o.pointer("/spec/template/spec"), "spec.template.spec", causes);
+    let claim_templates: Vec<&str> = obj::array_at(o, "/spec/volumeClaimTemplates")
+        .iter()
+        .map(obj::name)
+        .collect();
+    validate_pod_spec_with(
+        o.pointer("/spec/template/spec"),
+        "spec.template.spec",
+        &claim_templates,
+        causes,
+    );
     let rp = obj::str_at(o, "/spec/template/spec/restartPolicy").unwrap_or("Always");
     if !restart.contains(&rp) {
         causes.push(Cause {
@@ -624,7 +692,12 @@ fn validate_service(o: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
                 "must be between 1 and 65535, inclusive",
             ));
         }
-        if ports.len() > 1 && p.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if ports.len() > 1
+            && p.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        {
             causes.push(Cause::required(format!("spec.ports[{i}].name"), ""));
         }
     }
@@ -656,10 +729,10 @@ const PV_SOURCES: [&str; 17] = [
 
 /// The PV's volume source key (`hostPath`, `local`, `csi`, …).
 pub fn pv_source(pv: &Value) -> Option<&'static str> {
-    PV_SOURCES
-        .iter()
-        .copied()
-        .find(|s| pv.pointer(&format!("/spec/{s}")).is_some_and(|v| !v.is_null()))
+    PV_SOURCES.iter().copied().find(|s| {
+        pv.pointer(&format!("/spec/{s}"))
+            .is_some_and(|v| !v.is_null())
+    })
 }
 
 fn validate_pv(o: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
@@ -672,12 +745,18 @@ fn validate_pv(o: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     let sources: Vec<&str> = PV_SOURCES
         .iter()
         .copied()
-        .filter(|s| o.pointer(&format!("/spec/{s}")).is_some_and(|v| !v.is_null()))
+        .filter(|s| {
+            o.pointer(&format!("/spec/{s}"))
+                .is_some_and(|v| !v.is_null())
+        })
         .collect();
     match sources.len() {
         0 => causes.push(Cause::required("spec", "must specify a volume type")),
         1 => {}
-        _ => causes.push(Cause::forbidden("spec", "may not specify more than 1 volume type")),
+        _ => causes.push(Cause::forbidden(
+            "spec",
+            "may not specify more than 1 volume type",
+        )),
     }
     if sources.contains(&"local") && o.pointer("/spec/nodeAffinity").is_none() {
         causes.push(Cause::required(
@@ -686,7 +765,9 @@ fn validate_pv(o: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         ));
     }
     if sources.contains(&"hostPath")
-        && obj::str_at(o, "/spec/hostPath/path").unwrap_or("").is_empty()
+        && obj::str_at(o, "/spec/hostPath/path")
+            .unwrap_or("")
+            .is_empty()
     {
         causes.push(Cause::required("spec.hostPath.path", ""));
     }
@@ -731,7 +812,14 @@ fn validate_pvc_spec(spec: Option<&Value>, f: &str, causes: &mut Vec<Cause>) {
     }
     for m in obj::array_at(spec, "/accessModes") {
         let m = m.as_str().unwrap_or("");
-        if !["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"].contains(&m) {
+        if ![
+            "ReadWriteOnce",
+            "ReadOnlyMany",
+            "ReadWriteMany",
+            "ReadWriteOncePod",
+        ]
+        .contains(&m)
+        {
             causes.push(Cause {
                 reason: "FieldValueNotSupported",
                 field: format!("{f}.accessModes"),
@@ -743,7 +831,8 @@ fn validate_pvc_spec(spec: Option<&Value>, f: &str, causes: &mut Vec<Cause>) {
         None => causes.push(Cause::required(format!("{f}.resources[storage]"), "")),
         Some(0) => causes.push(Cause::invalid(
             format!("{f}.resources[storage]"),
-            spec.pointer("/resources/requests/storage").unwrap_or(&Value::Null),
+            spec.pointer("/resources/requests/storage")
+                .unwrap_or(&Value::Null),
             "must be greater than zero",
         )),
         Some(_) => {}
@@ -768,7 +857,12 @@ fn pvc_update(
             }
             m.remove("volumeAttributesClassName");
             // Binding fills in volumeName; it is settable once.
-            if old.pointer("/spec/volumeName").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if old
+                .pointer("/spec/volumeName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
                 m.remove("volumeName");
             }
         }

@@ -193,7 +193,12 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
             name,
             sub,
         } => (
-            verb_of(&parts.method, name.is_some(), sub.as_deref(), params.flag("watch")),
+            verb_of(
+                &parts.method,
+                name.is_some(),
+                sub.as_deref(),
+                params.flag("watch"),
+            ),
             match sub {
                 Some(s) => format!("{}/{s}", kind.plural),
                 None => kind.plural.to_string(),
@@ -224,7 +229,15 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
                 "NotFound",
                 "the server could not find the requested resource",
             )),
-            (None, Route::Resource { kind, ns, name, sub }) => {
+            (
+                None,
+                Route::Resource {
+                    kind,
+                    ns,
+                    name,
+                    sub,
+                },
+            ) => {
                 let ctx = Ctx {
                     st: &st,
                     kind,
@@ -244,11 +257,15 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
         namespace: ns,
         name,
         code: response.status().as_u16(),
-        dry_run: params.get("dryRun").is_some(),
+        dry_run: params.get("dryRun").is_some() || response.extensions().get::<DryRun>().is_some(),
         path: path_and_query,
     });
     response
 }
+
+/// Marks a response to a dry run whose flag came in the body (DeleteOptions), for the log.
+#[derive(Clone, Copy)]
+struct DryRun;
 
 struct Ctx<'a> {
     st: &'a ApiState,
@@ -303,7 +320,10 @@ async fn dispatch(
             let created = registry::create(store, kind, ns, body, ctx.params.dry_run()?)?;
             Ok(json_response(201, &created))
         }
-        (Method::DELETE, None, None) => delete_collection(ctx),
+        (Method::DELETE, None, None) => {
+            let bytes = read_body(body).await?;
+            delete_collection(ctx, &bytes)
+        }
         (Method::GET, Some(name), Some(s @ ("exec" | "attach" | "portforward")))
             if kind.kind == "Pod" =>
         {
@@ -335,7 +355,9 @@ async fn dispatch(
                 Ok(ws.on_upgrade(move |socket| stream::portforward(socket, targets)))
             } else {
                 if s == "attach" {
-                    return Err(ApiError::bad_request("attach is not supported by the simulated kubelet"));
+                    return Err(ApiError::bad_request(
+                        "attach is not supported by the simulated kubelet",
+                    ));
                 }
                 let target = ctx
                     .st
@@ -356,7 +378,11 @@ async fn dispatch(
                 .get(kind, ns, &name)
                 .ok_or_else(|| ApiError::not_found(kind, &name))?;
             let mut text = ctx.st.kubelet.logs(&pod, ctx.params.get("container"))?;
-            if let Some(n) = ctx.params.get("tailLines").and_then(|n| n.parse::<usize>().ok()) {
+            if let Some(n) = ctx
+                .params
+                .get("tailLines")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 let lines: Vec<&str> = text.lines().collect();
                 text = lines[lines.len().saturating_sub(n)..].join("\n");
                 text.push('\n');
@@ -401,25 +427,38 @@ async fn dispatch(
                 ));
             }
             let body = patch::parse_body(pt, &read_body(body).await?)?;
-            let (o, created) =
-                registry::patch(store, kind, ns, &name, pt, &body, sub, ctx.params.dry_run()?)?;
+            let (o, created) = registry::patch(
+                store,
+                kind,
+                ns,
+                &name,
+                pt,
+                &body,
+                sub,
+                ctx.params.dry_run()?,
+            )?;
             Ok(json_response(if created { 201 } else { 200 }, &o))
         }
         (Method::DELETE, Some(name), None) => {
             let bytes = read_body(body).await?;
             let opts = delete_options(ctx.params, &bytes)?;
-            match registry::delete(store, kind, ns, &name, &opts)? {
-                Deleted::Gone(o) if kind.kind == "Pod" => Ok(json_response(200, &o)),
-                Deleted::Gone(o) => Ok(json_response(
-                    200,
-                    &success_status(kind, &name, obj::uid(&o)),
-                )),
-                Deleted::Pending(o) => Ok(json_response(200, &o)),
+            let mut r = match registry::delete(store, kind, ns, &name, &opts)? {
+                Deleted::Gone(o) if kind.kind == "Pod" => json_response(200, &o),
+                Deleted::Gone(o) => json_response(200, &success_status(kind, &name, obj::uid(&o))),
+                Deleted::Pending(o) => json_response(200, &o),
+            };
+            if opts.dry_run {
+                r.extensions_mut().insert(DryRun);
             }
+            Ok(r)
         }
         (Method::POST, Some(name), Some("eviction")) if kind.kind == "Pod" => {
             let bytes = read_body(body).await?;
-            let eviction = if bytes.is_empty() { json!({}) } else { parse_json(&bytes)? };
+            let eviction = if bytes.is_empty() {
+                json!({})
+            } else {
+                parse_json(&bytes)?
+            };
             let inner = eviction
                 .get("deleteOptions")
                 .map(|d| d.to_string())
@@ -447,8 +486,11 @@ fn delete_options(params: &Params, body: &[u8]) -> Result<DeleteOptions, ApiErro
         propagation: obj::str_at(&b, "/propagationPolicy")
             .or(params.get("propagationPolicy"))
             .map(str::to_string),
-        grace_seconds: obj::i64_at(&b, "/gracePeriodSeconds")
-            .or_else(|| params.get("gracePeriodSeconds").and_then(|g| g.parse().ok())),
+        grace_seconds: obj::i64_at(&b, "/gracePeriodSeconds").or_else(|| {
+            params
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse().ok())
+        }),
         precondition_uid: obj::str_at(&b, "/preconditions/uid").map(str::to_string),
         precondition_rv: obj::str_at(&b, "/preconditions/resourceVersion").map(str::to_string),
         dry_run: params.dry_run()?,
@@ -494,7 +536,11 @@ fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         items.retain(|o| key(o) > after);
     }
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = ctx.params.get("limit").and_then(|l| l.parse::<usize>().ok()) {
+    if let Some(limit) = ctx
+        .params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+    {
         if limit > 0 && items.len() > limit {
             let remaining = items.len() - limit;
             items.truncate(limit);
@@ -513,9 +559,9 @@ fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ))
 }
 
-fn delete_collection(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
+fn delete_collection(ctx: &Ctx<'_>, body: &[u8]) -> Result<Response, ApiError> {
     let (lsel, fsel) = selectors(ctx.params)?;
-    let opts = delete_options(ctx.params, b"")?;
+    let opts = delete_options(ctx.params, body)?;
     let ns = scope(ctx);
     let mut deleted = Vec::new();
     for o in ctx.st.store.list(ctx.kind, ns.as_deref()) {
@@ -533,12 +579,16 @@ fn delete_collection(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             }
         }
     }
-    Ok(json_response(
+    let mut r = json_response(
         200,
         &json!({"kind": format!("{}List", ctx.kind.kind), "apiVersion": ctx.kind.api_version(),
                 "metadata": {"resourceVersion": ctx.st.store.current_rv().to_string()},
                 "items": deleted}),
-    ))
+    );
+    if opts.dry_run {
+        r.extensions_mut().insert(DryRun);
+    }
+    Ok(r)
 }
 
 fn watch(ctx: &Ctx<'_>) -> Response {
@@ -577,7 +627,9 @@ fn watch(ctx: &Ctx<'_>) -> Response {
             json!({"kind": kind.kind, "apiVersion": kind.api_version(), "metadata": meta})
         };
         let visible = |o: &Value| {
-            ns.as_deref().is_none_or(|n| obj::namespace(o) == n) && lsel.matches_object(o) && fsel.matches(o)
+            ns.as_deref().is_none_or(|n| obj::namespace(o) == n)
+                && lsel.matches_object(o)
+                && fsel.matches(o)
         };
         let mut changes = store.subscribe();
         changes.borrow_and_update();

@@ -54,7 +54,14 @@ impl FaultState {
 
     /// Fails `times` requests starting with the `nth` (1-based, counted from now) whose verb and
     /// resource match (`"*"` matches any), answering `error`.
-    pub fn fail(&self, verb: &str, resource: &str, nth: u32, times: u32, error: ApiError) -> FaultId {
+    pub fn fail(
+        &self,
+        verb: &str,
+        resource: &str,
+        nth: u32,
+        times: u32,
+        error: ApiError,
+    ) -> FaultId {
         let mut s = self.lock();
         s.rules.push(FailRule {
             verb: verb.into(),

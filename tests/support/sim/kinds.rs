@@ -150,7 +150,16 @@ pub fn by_resource(resource: &str) -> Option<&'static Kind> {
 }
 
 fn verbs() -> Value {
-    json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+    json!([
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch"
+    ])
 }
 
 /// `GET /api`.
@@ -204,7 +213,10 @@ pub fn group(group: &str) -> Option<Value> {
 /// `GET /api/v1` or `GET /apis/{group}/{version}`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for k in ALL.iter().filter(|k| k.group == group && k.version == version) {
+    for k in ALL
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
         let mut r = json!({
             "name": k.plural, "singularName": k.singular, "namespaced": k.namespaced,
             "kind": k.kind, "verbs": verbs(),
@@ -214,21 +226,27 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         }
         resources.push(r);
         if k.status {
-            resources.push(json!({"name": format!("{}/status", k.plural), "singularName": "",
-                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}));
+            resources.push(
+                json!({"name": format!("{}/status", k.plural), "singularName": "",
+                "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}),
+            );
         }
         if k.scale {
-            resources.push(json!({"name": format!("{}/scale", k.plural), "singularName": "",
+            resources.push(
+                json!({"name": format!("{}/scale", k.plural), "singularName": "",
                 "namespaced": k.namespaced, "group": "autoscaling", "version": "v1",
-                "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+                "kind": "Scale", "verbs": ["get", "patch", "update"]}),
+            );
         }
         if k.plural == "pods" {
             for sub in ["exec", "portforward"] {
                 resources.push(json!({"name": format!("pods/{sub}"), "singularName": "",
                     "namespaced": true, "kind": "PodExecOptions", "verbs": ["create", "get"]}));
             }
-            resources.push(json!({"name": "pods/log", "singularName": "", "namespaced": true,
-                "kind": "Pod", "verbs": ["get"]}));
+            resources.push(
+                json!({"name": "pods/log", "singularName": "", "namespaced": true,
+                "kind": "Pod", "verbs": ["get"]}),
+            );
         }
     }
     if resources.is_empty() {
@@ -239,6 +257,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-                "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                "resources": resources}),
+    )
 }

@@ -171,7 +171,8 @@ pub struct Kubelet {
 /// the pod runs on), else the first node — so two PVs naming the same path on the same node share
 /// data, as on a real node. Every other source gets `{root}/volumes/{pv name}`.
 pub fn pv_host_dir(root: &Path, nodes: &[String], pv: &Value, node_hint: Option<&str>) -> PathBuf {
-    let path = obj::str_at(pv, "/spec/hostPath/path").or_else(|| obj::str_at(pv, "/spec/local/path"));
+    let path =
+        obj::str_at(pv, "/spec/hostPath/path").or_else(|| obj::str_at(pv, "/spec/local/path"));
     match path {
         Some(p) => {
             let node = pv_node(pv)
@@ -243,7 +244,11 @@ pub fn resolve_env(
                 if let Some(Value::Object(data)) = o.get("data") {
                     for (k, v) in data {
                         let v = v.as_str().unwrap_or("");
-                        let v = if is_secret { decode_b64(v) } else { v.to_string() };
+                        let v = if is_secret {
+                            decode_b64(v)
+                        } else {
+                            v.to_string()
+                        };
                         push(&mut out, format!("{prefix}{k}"), v);
                     }
                 }
@@ -260,12 +265,22 @@ pub fn resolve_env(
             let key_ref = |field: &str| from.get(field);
             if let Some(r) = key_ref("secretKeyRef").or_else(|| key_ref("configMapKeyRef")) {
                 let is_secret = from.get("secretKeyRef").is_some();
-                let kind = if is_secret { &kinds::SECRET } else { &kinds::CONFIG_MAP };
+                let kind = if is_secret {
+                    &kinds::SECRET
+                } else {
+                    &kinds::CONFIG_MAP
+                };
                 let rname = obj::str_at(r, "/name").unwrap_or("");
                 let key = obj::str_at(r, "/key").unwrap_or("");
                 let optional = r.get("optional") == Some(&json!(true));
                 match store.get(kind, ns, rname) {
-                    Some(o) => match o.pointer(&format!("/data/{}", key.replace('~', "~0").replace('/', "~1"))).and_then(Value::as_str) {
+                    Some(o) => match o
+                        .pointer(&format!(
+                            "/data/{}",
+                            key.replace('~', "~0").replace('/', "~1")
+                        ))
+                        .and_then(Value::as_str)
+                    {
                         Some(v) if is_secret => decode_b64(v),
                         Some(v) => v.to_string(),
                         None if optional => continue,
@@ -374,7 +389,12 @@ impl CState {
 }
 
 impl Kubelet {
-    pub fn new(store: Store, root: PathBuf, nodes: Vec<String>, faults: Arc<FaultState>) -> Kubelet {
+    pub fn new(
+        store: Store,
+        root: PathBuf,
+        nodes: Vec<String>,
+        faults: Arc<FaultState>,
+    ) -> Kubelet {
         Kubelet {
             store,
             root,
@@ -454,28 +474,41 @@ impl Kubelet {
     fn unschedulable(&self, pod: &Value, message: &str) {
         let uid = obj::uid(pod).to_string();
         let now = obj::now();
-        registry::modify(&self.store, &kinds::POD, obj::namespace(pod), obj::name(pod), |p| {
-            if obj::uid(p) != uid {
-                return;
-            }
-            let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        registry::modify(
+            &self.store,
+            &kinds::POD,
+            obj::namespace(pod),
+            obj::name(pod),
+            |p| {
+                if obj::uid(p) != uid {
+                    return;
+                }
+                let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                               "message": message, "lastProbeTime": null,
                               "lastTransitionTime": now});
-            let same = obj::array_at(p, "/status/conditions").iter().any(|c| {
-                c.get("type") == cond.get("type") && c.get("message") == cond.get("message")
-            });
-            if !same {
-                obj::set(p, &["status", "conditions"], json!([cond]));
-            }
-        });
-        registry::record_event(&self.store, &kinds::POD, pod, "Warning", "FailedScheduling", message);
+                let same = obj::array_at(p, "/status/conditions").iter().any(|c| {
+                    c.get("type") == cond.get("type") && c.get("message") == cond.get("message")
+                });
+                if !same {
+                    obj::set(p, &["status", "conditions"], json!([cond]));
+                }
+            },
+        );
+        registry::record_event(
+            &self.store,
+            &kinds::POD,
+            pod,
+            "Warning",
+            "FailedScheduling",
+            message,
+        );
     }
 
     fn schedule(&self, pod: &Value) {
         let ns = obj::namespace(pod);
         let total = self.nodes.len();
-        let mut node: Option<String> = obj::str_at(pod, "/spec/nodeSelector/kubernetes.io~1hostname")
-            .map(str::to_string);
+        let mut node: Option<String> =
+            obj::str_at(pod, "/spec/nodeSelector/kubernetes.io~1hostname").map(str::to_string);
         for v in obj::array_at(pod, "/spec/volumes") {
             let Some(claim) = obj::str_at(v, "/persistentVolumeClaim/claimName") else {
                 continue;
@@ -548,7 +581,10 @@ impl Kubelet {
 
     fn start(self: &Arc<Self>, pod: &Value) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let dir = self.root.join("pods").join(format!("{n}-{}", obj::name(pod)));
+        let dir = self
+            .root
+            .join("pods")
+            .join(format!("{n}-{}", obj::name(pod)));
         let (done, _) = tokio::sync::watch::channel(false);
         let rt = Arc::new(PodRuntime {
             uid: obj::uid(pod).to_string(),
@@ -613,21 +649,40 @@ impl Kubelet {
                 let status = if ok { "True" } else { "False" };
                 let since = old_conditions
                     .iter()
-                    .find(|c| c.get("type") == Some(&json!(t)) && c.get("status") == Some(&json!(status)))
+                    .find(|c| {
+                        c.get("type") == Some(&json!(t)) && c.get("status") == Some(&json!(status))
+                    })
                     .and_then(|c| c.get("lastTransitionTime").cloned())
                     .unwrap_or_else(|| json!(now));
                 let mut c = json!({"type": t, "status": status, "lastProbeTime": null,
                                    "lastTransitionTime": since});
                 if !ok && (t == "Ready" || t == "ContainersReady") {
-                    let names: Vec<&str> = states.iter().filter(|s| !s.ready).map(|s| s.name.as_str()).collect();
-                    c["reason"] = json!(if phase == "Succeeded" { "PodCompleted" } else { "ContainersNotReady" });
-                    c["message"] = json!(format!("containers with unready status: [{}]", names.join(" ")));
+                    let names: Vec<&str> = states
+                        .iter()
+                        .filter(|s| !s.ready)
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    c["reason"] = json!(if phase == "Succeeded" {
+                        "PodCompleted"
+                    } else {
+                        "ContainersNotReady"
+                    });
+                    c["message"] = json!(format!(
+                        "containers with unready status: [{}]",
+                        names.join(" ")
+                    ));
                 }
                 c
             };
             let node = obj::str_at(p, "/spec/nodeName").unwrap_or("").to_string();
-            let host_ip = format!("10.0.0.{}", 10 + self.nodes.iter().position(|n| *n == node).unwrap_or(0) + 1);
-            let start = p.pointer("/status/startTime").cloned().unwrap_or_else(|| json!(now));
+            let host_ip = format!(
+                "10.0.0.{}",
+                10 + self.nodes.iter().position(|n| *n == node).unwrap_or(0) + 1
+            );
+            let start = p
+                .pointer("/status/startTime")
+                .cloned()
+                .unwrap_or_else(|| json!(now));
             let status = json!({
                 "phase": phase,
                 "conditions": [
@@ -660,7 +715,10 @@ impl Kubelet {
         let containers: Vec<Value> = obj::array_at(&pod, "/spec/containers").to_vec();
         // Resolve every container's environment; a missing Secret keeps the pod Pending.
         let envs = loop {
-            let pod = self.store.get(&kinds::POD, &rt.ns, &rt.name).unwrap_or_else(|| pod.clone());
+            let pod = self
+                .store
+                .get(&kinds::POD, &rt.ns, &rt.name)
+                .unwrap_or_else(|| pod.clone());
             let resolved: Result<Vec<_>, String> = containers
                 .iter()
                 .map(|c| resolve_env(&self.store, &pod, c))
@@ -680,7 +738,36 @@ impl Kubelet {
                 }
             }
         };
-        let restart_always = obj::str_at(&pod, "/spec/restartPolicy").unwrap_or("Always") == "Always";
+        // Mount every container's volumes (creates the host directories behind them).
+        loop {
+            let mounted: Result<(), String> = containers.iter().try_for_each(|c| {
+                obj::array_at(c, "/volumeMounts").iter().try_for_each(|m| {
+                    let dir =
+                        self.host_path(&rt, &pod, c, obj::str_at(m, "/mountPath").unwrap_or("/"))?;
+                    if dir.exists() {
+                        Ok(())
+                    } else {
+                        scratch::make_dir_for_postgres(&dir, 0o755).map_err(|e| e.to_string())
+                    }
+                })
+            });
+            match mounted {
+                Ok(()) => break,
+                Err(msg) => {
+                    let states: Vec<CState> = containers
+                        .iter()
+                        .map(|c| CState::waiting(c, "ContainerCreating", Some(&msg)))
+                        .collect();
+                    self.write_status(&rt, "Pending", &states, &ip);
+                    tokio::select! {
+                        _ = rt.stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    }
+                }
+            }
+        }
+        let restart_always =
+            obj::str_at(&pod, "/spec/restartPolicy").unwrap_or("Always") == "Always";
         // Which container (if any) runs a PostgreSQL server.
         let server_idx = if restart_always {
             containers.iter().position(|c| {
@@ -699,7 +786,12 @@ impl Kubelet {
                     .unwrap_or(5432);
                 infos.insert(
                     obj::str_at(c, "/name").unwrap_or("").to_string(),
-                    ContainerInfo { env, pg: None, container_port: port, started: server_idx != Some(i) },
+                    ContainerInfo {
+                        env,
+                        pg: None,
+                        container_port: port,
+                        started: server_idx != Some(i),
+                    },
                 );
             }
         }
@@ -712,10 +804,24 @@ impl Kubelet {
             state: json!({"running": {"startedAt": started_at}}),
             last_state: last,
         };
-        let mut states: Vec<CState> = containers.iter().map(|c| running(c, true, 0, json!({}))).collect();
+        let mut states: Vec<CState> = containers
+            .iter()
+            .map(|c| running(c, true, 0, json!({})))
+            .collect();
         if !restart_always {
             // Jobs and other run-to-completion pods: every container is a no-op that succeeds.
-            self.write_status(&rt, "Running", &states.iter().map(|s| CState { ready: false, ..s.clone() }).collect::<Vec<_>>(), &ip);
+            self.write_status(
+                &rt,
+                "Running",
+                &states
+                    .iter()
+                    .map(|s| CState {
+                        ready: false,
+                        ..s.clone()
+                    })
+                    .collect::<Vec<_>>(),
+                &ip,
+            );
             tokio::select! {
                 _ = rt.stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -784,7 +890,12 @@ impl Kubelet {
                         flavor,
                     };
                     *rt.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
-                    if let Some(info) = rt.containers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&cname) {
+                    if let Some(info) = rt
+                        .containers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&cname)
+                    {
                         info.pg = Some(endpoint);
                         info.started = true;
                     }
@@ -815,7 +926,12 @@ impl Kubelet {
                         }
                     };
                     rt.server.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    if let Some(info) = rt.containers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&cname) {
+                    if let Some(info) = rt
+                        .containers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_mut(&cname)
+                    {
                         info.started = false;
                     }
                     let code = exited.code().unwrap_or(137);
@@ -856,11 +972,20 @@ impl Kubelet {
 
     /// The host directory that backs `path` in the container: a volume (PVC → its PV's
     /// directory; emptyDir and others → the pod's directory) or the pod's own filesystem.
-    fn host_path(&self, rt: &PodRuntime, pod: &Value, container: &Value, path: &str) -> Result<PathBuf, String> {
+    fn host_path(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        container: &Value,
+        path: &str,
+    ) -> Result<PathBuf, String> {
         let mut best: Option<(&Value, usize)> = None;
         for m in obj::array_at(container, "/volumeMounts") {
-            let mp = obj::str_at(m, "/mountPath").unwrap_or("").trim_end_matches('/');
-            let covers = path == mp || (path.starts_with(mp) && path.as_bytes().get(mp.len()) == Some(&b'/'));
+            let mp = obj::str_at(m, "/mountPath")
+                .unwrap_or("")
+                .trim_end_matches('/');
+            let covers = path == mp
+                || (path.starts_with(mp) && path.as_bytes().get(mp.len()) == Some(&b'/'));
             if covers && best.is_none_or(|(_, l)| mp.len() > l) {
                 best = Some((m, mp.len()));
             }
@@ -895,7 +1020,9 @@ impl Kubelet {
         } else {
             rt.dir.join("volumes").join(vname)
         };
-        scratch::make_dir_for_postgres(&base, 0o755).map_err(|e| e.to_string())?;
+        if !base.exists() {
+            scratch::make_dir_for_postgres(&base, 0o755).map_err(|e| e.to_string())?;
+        }
         let mut out = base;
         for part in [safe_relative(sub), safe_relative(rel)] {
             if !part.as_os_str().is_empty() {
@@ -937,10 +1064,7 @@ impl Kubelet {
             )));
         }
         self.runtime(obj::uid(pod)).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "pod {} is not running on its node",
-                obj::name(pod)
-            ))
+            ApiError::bad_request(format!("pod {} is not running on its node", obj::name(pod)))
         })
     }
 
@@ -969,7 +1093,11 @@ impl Kubelet {
     }
 
     /// Where and with what environment an exec in `container` of `pod` runs.
-    pub fn exec_target(&self, pod: &Value, container: Option<&str>) -> Result<ExecTarget, ApiError> {
+    pub fn exec_target(
+        &self,
+        pod: &Value,
+        container: Option<&str>,
+    ) -> Result<ExecTarget, ApiError> {
         let rt = self.pod_runtime(pod)?;
         let cname = Self::container_name(pod, container)?;
         let info = rt
@@ -986,9 +1114,15 @@ impl Kubelet {
             })?;
         let fs = rt.fs_dir();
         let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), pg::child_path().to_string_lossy().into_owned()),
+            (
+                "PATH".into(),
+                pg::child_path().to_string_lossy().into_owned(),
+            ),
             ("HOME".into(), fs.to_string_lossy().into_owned()),
-            ("TMPDIR".into(), rt.dir.join("tmp").to_string_lossy().into_owned()),
+            (
+                "TMPDIR".into(),
+                rt.dir.join("tmp").to_string_lossy().into_owned(),
+            ),
             ("HOSTNAME".into(), rt.name.clone()),
             ("LC_ALL".into(), "C".into()),
         ];
@@ -1001,7 +1135,10 @@ impl Kubelet {
         }
         if let Some(pg) = &info.pg {
             env.retain(|(x, _)| x != "PGHOST" && x != "PGPORT" && x != "PGDATA");
-            env.push(("PGHOST".into(), pg.socket_dir.to_string_lossy().into_owned()));
+            env.push((
+                "PGHOST".into(),
+                pg.socket_dir.to_string_lossy().into_owned(),
+            ));
             env.push(("PGPORT".into(), pg.port.to_string()));
             env.push(("PGDATA".into(), pg.data_dir.to_string_lossy().into_owned()));
         }
@@ -1040,7 +1177,9 @@ impl Kubelet {
         let p = self.store.get(&kinds::POD, ns, pod)?;
         let rt = self.runtime(obj::uid(&p))?;
         let infos = rt.containers.lock().unwrap_or_else(|p| p.into_inner());
-        infos.values().find_map(|i| i.pg.clone().filter(|_| i.started))
+        infos
+            .values()
+            .find_map(|i| i.pg.clone().filter(|_| i.started))
     }
 
     /// Kills a pod's PostgreSQL server hard (the pod restarts it). Returns whether one ran.
@@ -1122,6 +1261,12 @@ impl Launch {
         let q = pg::quote_ident;
         let l = pg::quote_literal;
         let fresh = !pg::is_initialised(&self.data_dir);
+        if !fresh {
+            // Like the images' entrypoints: postgres insists on a private data directory.
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(&self.data_dir, std::fs::Permissions::from_mode(0o700));
+        }
         match self.flavor {
             Flavor::Official => {
                 let user = self.env("POSTGRES_USER").unwrap_or("postgres").to_string();
@@ -1142,7 +1287,9 @@ impl Launch {
                         sql.push_str(&format!("CREATE DATABASE {};\n", q(&db)));
                     }
                     if !sql.is_empty() {
-                        server.psql(&user, "postgres", &sql).map_err(|e| e.to_string())?;
+                        server
+                            .psql(&user, "postgres", &sql)
+                            .map_err(|e| e.to_string())?;
                     }
                     Ok((server, user))
                 } else {
@@ -1176,7 +1323,9 @@ impl Launch {
                     sql.push_str(&format!("ALTER ROLE postgres PASSWORD {};\n", l(pw)));
                 }
                 if !sql.is_empty() {
-                    server.psql("postgres", "postgres", &sql).map_err(|e| e.to_string())?;
+                    server
+                        .psql("postgres", "postgres", &sql)
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok((server, "postgres".into()))
             }

@@ -113,8 +113,14 @@ impl SimCluster {
             faults.clone(),
         ));
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            registry::create(&store, &kinds::NAMESPACE, "", json!({"metadata": {"name": ns}}), false)
-                .map_err(|e| e.to_string())?;
+            registry::create(
+                &store,
+                &kinds::NAMESPACE,
+                "",
+                json!({"metadata": {"name": ns}}),
+                false,
+            )
+            .map_err(|e| e.to_string())?;
         }
         for (i, node) in opts.nodes.iter().enumerate() {
             let ip = format!("10.0.0.{}", 11 + i);
@@ -135,8 +141,13 @@ impl SimCluster {
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
         let thread = {
-            let (store, log, faults, kubelet, shutdown) =
-                (store.clone(), log.clone(), faults.clone(), kubelet.clone(), shutdown.clone());
+            let (store, log, faults, kubelet, shutdown) = (
+                store.clone(),
+                log.clone(),
+                faults.clone(),
+                kubelet.clone(),
+                shutdown.clone(),
+            );
             std::thread::Builder::new()
                 .name("simcluster".into())
                 .spawn(move || serve(store, log, faults, kubelet, shutdown, ready_tx))
@@ -172,7 +183,11 @@ impl SimCluster {
                 obj::str_at(&o, "/kind").unwrap_or(""),
             )
             .ok_or("scenario object of an unserved kind")?;
-            let ns = if kind.namespaced { obj::namespace(&o).to_string() } else { String::new() };
+            let ns = if kind.namespaced {
+                obj::namespace(&o).to_string()
+            } else {
+                String::new()
+            };
             // Fill in owner uids (the scenario names owners by kind and name).
             if let Some(Value::Array(refs)) = o.pointer_mut("/metadata/ownerReferences") {
                 for r in refs {
@@ -181,7 +196,8 @@ impl SimCluster {
                         obj::str_at(r, "/kind").unwrap_or(""),
                     );
                     if let Some(owner) = owner_kind.and_then(|k| {
-                        self.store.get(k, &ns, obj::str_at(r, "/name").unwrap_or(""))
+                        self.store
+                            .get(k, &ns, obj::str_at(r, "/name").unwrap_or(""))
                     }) {
                         r["uid"] = json!(obj::uid(&owner));
                     }
@@ -192,7 +208,13 @@ impl SimCluster {
         }
         let ns = s.namespace();
         self.wait_for(timeout, |c| c.workloads_ready(ns))
-            .map_err(|_| format!("the {} scenario's pods did not become Ready:\n{}", s.name(), self.describe(ns)))?;
+            .map_err(|_| {
+                format!(
+                    "the {} scenario's pods did not become Ready:\n{}",
+                    s.name(),
+                    self.describe(ns)
+                )
+            })?;
         let seed = s.seed();
         let sel = select::LabelSelector::parse(seed.pod_selector).map_err(|e| e.to_string())?;
         let pod = self
@@ -207,16 +229,30 @@ impl SimCluster {
             .ok_or("the scenario's database pod runs no PostgreSQL")?;
         for (db, sql) in seed.sql {
             if db != "postgres" {
-                let exists = pg::run_psql(&ep.socket_dir, ep.port, seed.user, "postgres",
-                    &format!("SELECT 1 FROM pg_database WHERE datname = {}", pg::quote_literal(&db)))
-                    .map_err(|e| e.to_string())?;
+                let exists = pg::run_psql(
+                    &ep.socket_dir,
+                    ep.port,
+                    seed.user,
+                    "postgres",
+                    &format!(
+                        "SELECT 1 FROM pg_database WHERE datname = {}",
+                        pg::quote_literal(&db)
+                    ),
+                )
+                .map_err(|e| e.to_string())?;
                 if exists.is_empty() {
-                    pg::run_psql(&ep.socket_dir, ep.port, seed.user, "postgres",
-                        &format!("CREATE DATABASE {}", pg::quote_ident(&db)))
-                        .map_err(|e| e.to_string())?;
+                    pg::run_psql(
+                        &ep.socket_dir,
+                        ep.port,
+                        seed.user,
+                        "postgres",
+                        &format!("CREATE DATABASE {}", pg::quote_ident(&db)),
+                    )
+                    .map_err(|e| e.to_string())?;
                 }
             }
-            pg::run_psql(&ep.socket_dir, ep.port, seed.user, &db, &sql).map_err(|e| e.to_string())?;
+            pg::run_psql(&ep.socket_dir, ep.port, seed.user, &db, &sql)
+                .map_err(|e| e.to_string())?;
         }
         self.log.clear();
         Ok(())
@@ -244,7 +280,9 @@ impl SimCluster {
                 obj::name(&p),
                 obj::str_at(&p, "/status/phase").unwrap_or("?"),
                 controllers::pod_ready(&p),
-                p.pointer("/status/containerStatuses").map(|c| c.to_string()).unwrap_or_default()
+                p.pointer("/status/containerStatuses")
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
             ));
         }
         for c in self.store.list(&kinds::PVC, Some(ns)) {
@@ -287,10 +325,13 @@ impl SimCluster {
 
     /// A kube client configured from the kubeconfig, as pgplan would build it.
     pub async fn client(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read the kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("load the kubeconfig");
+        install_crypto_provider();
+        let kc =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read the kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .expect("load the kubeconfig");
         kube::Client::try_from(config).expect("build a kube client")
     }
 
@@ -306,12 +347,17 @@ impl SimCluster {
 
     fn kind_of<K: kube::Resource<DynamicType = ()>>() -> &'static Kind {
         let (api_version, kind) = (K::api_version(&()), K::kind(&()));
-        kinds::by_kind(&api_version, &kind)
-            .unwrap_or_else(|| panic!("{api_version} {kind} is not served by the simulated cluster"))
+        kinds::by_kind(&api_version, &kind).unwrap_or_else(|| {
+            panic!("{api_version} {kind} is not served by the simulated cluster")
+        })
     }
 
     /// An object straight from the store (no request logged), typed.
-    pub fn get<K: kube::Resource<DynamicType = ()> + DeserializeOwned>(&self, ns: &str, name: &str) -> Option<K> {
+    pub fn get<K: kube::Resource<DynamicType = ()> + DeserializeOwned>(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Option<K> {
         let kind = Self::kind_of::<K>();
         let ns = if kind.namespaced { ns } else { "" };
         self.store.get(kind, ns, name).map(|o| {
@@ -321,7 +367,10 @@ impl SimCluster {
     }
 
     /// Objects straight from the store, typed; `ns` `None` for all namespaces.
-    pub fn list<K: kube::Resource<DynamicType = ()> + DeserializeOwned>(&self, ns: Option<&str>) -> Vec<K> {
+    pub fn list<K: kube::Resource<DynamicType = ()> + DeserializeOwned>(
+        &self,
+        ns: Option<&str>,
+    ) -> Vec<K> {
         let kind = Self::kind_of::<K>();
         self.store
             .list(kind, ns.filter(|_| kind.namespaced))
@@ -356,7 +405,11 @@ impl SimCluster {
     }
 
     /// Polls `ready` (every 50 ms) until it holds or `timeout` passes.
-    pub fn wait_for(&self, timeout: Duration, mut ready: impl FnMut(&SimCluster) -> bool) -> Result<(), ()> {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut ready: impl FnMut(&SimCluster) -> bool,
+    ) -> Result<(), ()> {
         let deadline = Instant::now() + timeout;
         loop {
             if ready(self) {
@@ -371,18 +424,34 @@ impl SimCluster {
 
     /// Blocks until `ready` holds; panics after `timeout` naming `what` and describing the
     /// cluster. For sync tests (in async tests use [`SimCluster::wait_until_async`]).
-    pub fn wait_until(&self, timeout: Duration, what: &str, ready: impl FnMut(&SimCluster) -> bool) {
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        ready: impl FnMut(&SimCluster) -> bool,
+    ) {
         if self.wait_for(timeout, ready).is_err() {
-            panic!("timed out after {timeout:?} waiting until {what}\n{}", self.describe_all());
+            panic!(
+                "timed out after {timeout:?} waiting until {what}\n{}",
+                self.describe_all()
+            );
         }
     }
 
     /// Like [`SimCluster::wait_until`], sleeping on the caller's tokio runtime.
-    pub async fn wait_until_async(&self, timeout: Duration, what: &str, mut ready: impl FnMut(&SimCluster) -> bool) {
+    pub async fn wait_until_async(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut ready: impl FnMut(&SimCluster) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !ready(self) {
             if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting until {what}\n{}", self.describe_all());
+                panic!(
+                    "timed out after {timeout:?} waiting until {what}\n{}",
+                    self.describe_all()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -443,7 +512,12 @@ impl SimCluster {
     /// Where a PV's data lives on the host.
     pub fn pv_dir(&self, pv: &str) -> Option<PathBuf> {
         let pv = self.store.get(&kinds::PV, "", pv)?;
-        Some(kubelet::pv_host_dir(self.dir.path(), self.kubelet.nodes(), &pv, None))
+        Some(kubelet::pv_host_dir(
+            self.dir.path(),
+            self.kubelet.nodes(),
+            &pv,
+            None,
+        ))
     }
 
     /// Stops the cluster now (what drop does).
@@ -457,6 +531,15 @@ impl Drop for SimCluster {
             let _ = t.join();
         }
     }
+}
+
+/// kube links rustls with ring while the AWS SDK links aws-lc-rs, so rustls cannot choose a
+/// process-wide provider by itself; a kube client needs one even for plain-HTTP servers.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 fn kubeconfig_yaml(addr: SocketAddr) -> String {
@@ -510,7 +593,11 @@ fn serve(
             token: TOKEN.into(),
             server_addr: addr.to_string(),
         });
-        let ctl = Arc::new(controllers::Controllers::new(store, kubelet.clone(), faults));
+        let ctl = Arc::new(controllers::Controllers::new(
+            store,
+            kubelet.clone(),
+            faults,
+        ));
         let ctl_task = tokio::spawn(ctl.run(shutdown.clone()));
         let server = axum::serve(listener, api::router(state));
         let _ = ready.send(Ok(addr));
@@ -537,7 +624,15 @@ impl Faults<'_> {
     }
 
     /// Fails `times` matching requests from the `n`th on, with `code` and `message`.
-    pub fn fail_nth_with(&self, verb: &str, resource: &str, n: u32, times: u32, code: u16, message: &str) -> FaultId {
+    pub fn fail_nth_with(
+        &self,
+        verb: &str,
+        resource: &str,
+        n: u32,
+        times: u32,
+        code: u16,
+        message: &str,
+    ) -> FaultId {
         let e = ApiError::new(code, ApiError::reason_for(code), message);
         self.cluster.faults.fail(verb, resource, n, times, e)
     }
@@ -569,7 +664,14 @@ impl Faults<'_> {
 
     /// Deletes a pod behind the API's back (like an eviction or a node drain), gracefully.
     pub fn delete_pod(&self, ns: &str, name: &str) -> bool {
-        registry::delete(&self.cluster.store, &kinds::POD, ns, name, &registry::DeleteOptions::default()).is_ok()
+        registry::delete(
+            &self.cluster.store,
+            &kinds::POD,
+            ns,
+            name,
+            &registry::DeleteOptions::default(),
+        )
+        .is_ok()
     }
 
     /// Kills a pod's PostgreSQL hard; the kubelet restarts it on the same volume. Returns

@@ -20,7 +20,9 @@ pub fn namespace(o: &Value) -> &str {
 }
 
 pub fn uid(o: &Value) -> &str {
-    o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+    o.pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 pub fn resource_version(o: &Value) -> &str {

@@ -45,9 +45,7 @@ pub fn parse_body(pt: PatchType, body: &[u8]) -> Result<Value, ApiError> {
         Ok(v) => Ok(v),
         Err(e) if pt == PatchType::Apply => serde_yaml_ng::from_slice::<Value>(body)
             .map_err(|y| ApiError::bad_request(format!("error decoding YAML: {y} ({e})"))),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "error decoding patch: {e}"
-        ))),
+        Err(e) => Err(ApiError::bad_request(format!("error decoding patch: {e}"))),
     }
 }
 
@@ -57,18 +55,22 @@ pub fn apply(pt: PatchType, doc: &Value, patch: &Value) -> Result<Value, ApiErro
     match pt {
         PatchType::Merge => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request(
-                    "a merge patch must be a JSON object",
-                ));
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
             }
             json_patch::merge(&mut out, patch);
         }
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
-                ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::bad_request(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
             })?;
             json_patch::patch(&mut out, &ops).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
             })?;
         }
         PatchType::Strategic | PatchType::Apply => {
@@ -86,8 +88,15 @@ pub fn apply(pt: PatchType, doc: &Value, patch: &Value) -> Result<Value, ApiErro
 /// The merge key of a list field under strategic merge, by field name.
 fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "hostAliases" | "conditions" | "readinessGates" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "hostAliases"
+        | "conditions"
+        | "readinessGates" => Some("name"),
         "volumeMounts" => Some("mountPath"),
         "volumeDevices" => Some("devicePath"),
         "volumeClaimTemplates" => Some("metadata.name"),
@@ -158,9 +167,7 @@ fn strategic_merge(doc: &mut Value, patch: &Value, field: &str) {
             (_, _) => {
                 let mut v = pv.clone();
                 if let Value::Array(items) = &mut v {
-                    items.retain(|i| {
-                        i.get("$patch").and_then(Value::as_str) != Some("delete")
-                    });
+                    items.retain(|i| i.get("$patch").and_then(Value::as_str) != Some("delete"));
                 }
                 strip_directives(&mut v);
                 dmap.insert(k.clone(), v);

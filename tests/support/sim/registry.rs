@@ -88,7 +88,9 @@ pub fn create(
     dry_run: bool,
 ) -> Result<Arc<Value>, ApiError> {
     if !body.is_object() {
-        return Err(ApiError::bad_request("the body of the request was not an object"));
+        return Err(ApiError::bad_request(
+            "the body of the request was not an object",
+        ));
     }
     let api_version = kind.api_version();
     for (field, want) in [("apiVersion", api_version.as_str()), ("kind", kind.kind)] {
@@ -236,7 +238,9 @@ fn update_from(
         Sub::Main => {
             let mut n = new;
             if !n.is_object() {
-                return Err(ApiError::bad_request("the body of the request was not an object"));
+                return Err(ApiError::bad_request(
+                    "the body of the request was not an object",
+                ));
             }
             if kind.status {
                 match current.get("status") {
@@ -287,8 +291,7 @@ fn update_from(
     if sub == Sub::Main {
         admission::defaults(kind, &mut next, Some(current), store);
         admission::validate(kind, &next, Some(current), store)?;
-        if has_generation(kind) && generation_part(kind, &next) != generation_part(kind, current)
-        {
+        if has_generation(kind) && generation_part(kind, &next) != generation_part(kind, current) {
             let g = obj::i64_at(current, "/metadata/generation").unwrap_or(1);
             obj::set(&mut next, &["metadata", "generation"], json!(g + 1));
         }
@@ -304,7 +307,9 @@ fn update_from(
     if dry_run {
         return Ok(Arc::new(next));
     }
-    if obj::is_deleting(&next) && obj::finalizers(&next).is_empty() && kind.kind != "Pod"
+    if obj::is_deleting(&next)
+        && obj::finalizers(&next).is_empty()
+        && kind.kind != "Pod"
         && kind.kind != "Namespace"
     {
         return store
@@ -520,7 +525,11 @@ pub fn delete(
         }
     }
     if pending {
-        obj::set(&mut next, &["metadata", "deletionTimestamp"], json!(obj::now()));
+        obj::set(
+            &mut next,
+            &["metadata", "deletionTimestamp"],
+            json!(obj::now()),
+        );
         let stored = store.replace(kind, next, obj::resource_version(&current))?;
         return Ok(Deleted::Pending(stored));
     }
@@ -531,12 +540,9 @@ pub fn delete(
 }
 
 fn has_dependents(store: &Store, uid: &str) -> bool {
-    kinds::ALL.iter().any(|k| {
-        store
-            .list(k, None)
-            .iter()
-            .any(|o| obj::owned_by(o, uid))
-    })
+    kinds::ALL
+        .iter()
+        .any(|k| store.list(k, None).iter().any(|o| obj::owned_by(o, uid)))
 }
 
 fn orphan_dependents(store: &Store, uid: &str) {

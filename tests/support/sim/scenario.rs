@@ -201,18 +201,42 @@ pub mod backstage {
     pub const ROW_COUNTS: [(&str, &str, i64); 14] = [
         ("backstage_plugin_app", "knex_migrations", MIGRATIONS_PER_DB),
         ("backstage_plugin_app", "static_assets_cache", 12),
-        ("backstage_plugin_auth", "knex_migrations", MIGRATIONS_PER_DB),
+        (
+            "backstage_plugin_auth",
+            "knex_migrations",
+            MIGRATIONS_PER_DB,
+        ),
         ("backstage_plugin_auth", "signing_keys", 3),
-        ("backstage_plugin_catalog", "knex_migrations", MIGRATIONS_PER_DB),
+        (
+            "backstage_plugin_catalog",
+            "knex_migrations",
+            MIGRATIONS_PER_DB,
+        ),
         ("backstage_plugin_catalog", "final_entities", 50),
         ("backstage_plugin_catalog", "locations", 2),
-        ("backstage_plugin_permission", "knex_migrations", MIGRATIONS_PER_DB),
+        (
+            "backstage_plugin_permission",
+            "knex_migrations",
+            MIGRATIONS_PER_DB,
+        ),
         ("backstage_plugin_permission", "policies", 5),
-        ("backstage_plugin_scaffolder", "knex_migrations", MIGRATIONS_PER_DB),
+        (
+            "backstage_plugin_scaffolder",
+            "knex_migrations",
+            MIGRATIONS_PER_DB,
+        ),
         ("backstage_plugin_scaffolder", "tasks", 7),
-        ("backstage_plugin_search", "knex_migrations", MIGRATIONS_PER_DB),
+        (
+            "backstage_plugin_search",
+            "knex_migrations",
+            MIGRATIONS_PER_DB,
+        ),
         ("backstage_plugin_search", "documents", 20),
-        ("backstage_plugin_search", "backstage_backend_tasks__knex_migrations", 2),
+        (
+            "backstage_plugin_search",
+            "backstage_backend_tasks__knex_migrations",
+            2,
+        ),
     ];
 
     fn owner() -> Value {

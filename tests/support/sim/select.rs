@@ -126,7 +126,11 @@ impl LabelSelector {
             reqs.push(Req::Eq(k, v));
         }
         for e in obj::array_at(v, "/matchExpressions") {
-            let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+            let key = e
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let values: Vec<String> = obj::array_at(e, "/values")
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_string))

@@ -167,7 +167,11 @@ impl Store {
             return Err(ApiError::already_exists(kind, &key.1));
         }
         let rv = Self::bump(&mut inner);
-        obj::set(&mut o, &["metadata", "resourceVersion"], json!(rv.to_string()));
+        obj::set(
+            &mut o,
+            &["metadata", "resourceVersion"],
+            json!(rv.to_string()),
+        );
         let o = Arc::new(o);
         inner
             .objects
@@ -206,7 +210,11 @@ impl Store {
             return Err(ApiError::conflict(kind, &key.1));
         }
         let rv = Self::bump(&mut inner);
-        obj::set(&mut o, &["metadata", "resourceVersion"], json!(rv.to_string()));
+        obj::set(
+            &mut o,
+            &["metadata", "resourceVersion"],
+            json!(rv.to_string()),
+        );
         let o = Arc::new(o);
         inner
             .objects

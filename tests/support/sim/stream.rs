@@ -16,8 +16,8 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
 use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -102,8 +102,12 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
         let _ = tx.send(Message::Close(None)).await;
     };
     let Some(program) = req.command.first() else {
-        finish(tx, json!({"metadata": {}, "status": "Failure", "reason": "BadRequest",
-            "message": "you must specify at least 1 command", "code": 400})).await;
+        finish(
+            tx,
+            json!({"metadata": {}, "status": "Failure", "reason": "BadRequest",
+            "message": "you must specify at least 1 command", "code": 400}),
+        )
+        .await;
         let _ = writer.await;
         return;
     };
@@ -112,9 +116,21 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
         .env_clear()
         .envs(target.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&target.cwd)
-        .stdin(if req.stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(if req.stdout || req.tty { Stdio::piped() } else { Stdio::null() })
-        .stderr(if req.stderr || req.tty { Stdio::piped() } else { Stdio::null() });
+        .stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(if req.stdout || req.tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if req.stderr || req.tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     let mut child = match proc::spawn(cmd, SpawnOptions::UNPRIVILEGED) {
         Ok(c) => c,
         Err(e) => {
@@ -126,8 +142,12 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
             } else {
                 format!("OCI runtime exec failed: exec failed: unable to start container process: {e}: unknown")
             };
-            finish(tx, json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
-                "message": message, "code": 500})).await;
+            finish(
+                tx,
+                json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": message, "code": 500}),
+            )
+            .await;
             let _ = writer.await;
             return;
         }
@@ -181,17 +201,16 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
         };
         tokio::join!(out, err);
     };
+    // Output flows while the process runs.
+    let mut outputs = tokio::spawn(outputs);
     let stop = target.stop.clone();
     let completed = tokio::select! {
-        status = async {
-            // The process's exit, then whatever it left in the pipes (bounded, in case a
-            // background child holds them open).
-            let status = proc::wait_child(&mut child).await;
-            status
-        } => {
-            let drained = tokio::time::timeout(Duration::from_secs(5), outputs).await;
-            if drained.is_err() {
+        status = proc::wait_child(&mut child) => {
+            // Then whatever it left in the pipes (bounded, in case a background child holds
+            // them open).
+            if tokio::time::timeout(Duration::from_secs(5), &mut outputs).await.is_err() {
                 proc::signal_group(pid, libc::SIGKILL);
+                let _ = (&mut outputs).await;
             }
             Some(status)
         }
@@ -201,13 +220,16 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
     match completed {
         Some(status) => {
             use std::os::unix::process::ExitStatusExt;
-            let code = status.ok().map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)));
+            let code = status
+                .ok()
+                .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)));
             finish(tx, exit_status_json(&req.command, code)).await;
         }
         None => {
             // The client went away or the pod stopped: the process goes too.
             proc::signal_group(pid, libc::SIGKILL);
-            let _ = child.wait();
+            let _ = proc::wait_child(&mut child).await;
+            outputs.abort();
             drop(tx);
         }
     }

@@ -17,13 +17,18 @@ pub fn reconcile(store: &Store) {
             continue;
         }
         let ns = obj::namespace(&cr);
-        let local = cr.pointer("/spec/database/enableLocalDb").unwrap_or(&Value::Null);
+        let local = cr
+            .pointer("/spec/database/enableLocalDb")
+            .unwrap_or(&Value::Null);
         if *local != json!(false) {
             continue;
         }
         let db = format!("backstage-psql-{}", obj::name(&cr));
         for kind in [&kinds::STATEFUL_SET, &kinds::SERVICE] {
-            if store.get(kind, ns, &db).is_some_and(|o| !obj::is_deleting(&o)) {
+            if store
+                .get(kind, ns, &db)
+                .is_some_and(|o| !obj::is_deleting(&o))
+            {
                 let _ = registry::delete(store, kind, ns, &db, &DeleteOptions::default());
             }
         }

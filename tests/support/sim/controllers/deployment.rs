@@ -33,20 +33,26 @@ pub fn reconcile(store: &Store) {
             .filter(|p| !obj::is_deleting(p) && !matches!(pod_phase(p), "Succeeded" | "Failed"))
             .collect();
         let is_new = |p: &Value| obj::labels(p).get("pod-template-hash") == Some(&hash);
-        let (new, old): (Vec<&Value>, Vec<&Value>) = active.iter().copied().partition(|p| is_new(p));
+        let (new, old): (Vec<&Value>, Vec<&Value>) =
+            active.iter().copied().partition(|p| is_new(p));
         let delete = |p: &Value| {
-            let _ = registry::delete(store, &kinds::POD, ns, obj::name(p), &DeleteOptions::default());
+            let _ = registry::delete(
+                store,
+                &kinds::POD,
+                ns,
+                obj::name(p),
+                &DeleteOptions::default(),
+            );
         };
         // Pods that ended (crashed out of a restart policy) are replaced.
-        for p in owned.iter().filter(|p| {
-            !obj::is_deleting(p) && matches!(pod_phase(p), "Succeeded" | "Failed")
-        }) {
+        for p in owned
+            .iter()
+            .filter(|p| !obj::is_deleting(p) && matches!(pod_phase(p), "Succeeded" | "Failed"))
+        {
             delete(p);
         }
         let recreate = obj::str_at(&d, "/spec/strategy/type") == Some("Recreate");
-        let old_terminating = owned
-            .iter()
-            .any(|p| obj::is_deleting(p) && !is_new(p));
+        let old_terminating = owned.iter().any(|p| obj::is_deleting(p) && !is_new(p));
         if recreate && !old.is_empty() {
             old.iter().for_each(|p| delete(p));
         } else if !(recreate && old_terminating) {
@@ -65,10 +71,17 @@ pub fn reconcile(store: &Store) {
                 extra.sort_by_key(|p| {
                     (
                         pod_ready(p),
-                        std::cmp::Reverse(obj::str_at(p, "/metadata/creationTimestamp").unwrap_or("").to_string()),
+                        std::cmp::Reverse(
+                            obj::str_at(p, "/metadata/creationTimestamp")
+                                .unwrap_or("")
+                                .to_string(),
+                        ),
                     )
                 });
-                extra.iter().take(new.len() - replicas).for_each(|p| delete(p));
+                extra
+                    .iter()
+                    .take(new.len() - replicas)
+                    .for_each(|p| delete(p));
             }
             let new_ready = new.iter().filter(|p| pod_ready(p)).count();
             if !old.is_empty() && (new_ready >= replicas || replicas == 0) {
@@ -85,7 +98,11 @@ pub fn reconcile(store: &Store) {
         put_count(&mut status, "updatedReplicas", new.len());
         put_count(&mut status, "readyReplicas", ready);
         put_count(&mut status, "availableReplicas", ready);
-        put_count(&mut status, "unavailableReplicas", active.len().max(replicas).saturating_sub(ready));
+        put_count(
+            &mut status,
+            "unavailableReplicas",
+            active.len().max(replicas).saturating_sub(ready),
+        );
         let now = obj::now();
         let available = ready >= replicas;
         status.insert(

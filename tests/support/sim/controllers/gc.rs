@@ -40,7 +40,10 @@ pub fn reconcile(store: &Store) {
         if obj::is_deleting(o) {
             continue;
         }
-        let live: Vec<&(bool, bool)> = owners.iter().filter_map(|u| index.get(u.as_str())).collect();
+        let live: Vec<&(bool, bool)> = owners
+            .iter()
+            .filter_map(|u| index.get(u.as_str()))
+            .collect();
         let orphaned = live.is_empty();
         let foreground = !live.is_empty() && live.iter().all(|(deleting, fg)| *deleting && *fg);
         if orphaned || foreground {
@@ -50,7 +53,14 @@ pub fn reconcile(store: &Store) {
                 obj::namespace(o),
                 obj::name(o),
                 &DeleteOptions {
-                    propagation: Some(if foreground { "Foreground" } else { "Background" }.into()),
+                    propagation: Some(
+                        if foreground {
+                            "Foreground"
+                        } else {
+                            "Background"
+                        }
+                        .into(),
+                    ),
                     ..DeleteOptions::default()
                 },
             );
@@ -75,7 +85,10 @@ pub fn reconcile(store: &Store) {
         }
         let name = obj::name(&ns);
         let mut empty = true;
-        for (k, o) in all.iter().filter(|(k, o)| k.namespaced && obj::namespace(o) == name) {
+        for (k, o) in all
+            .iter()
+            .filter(|(k, o)| k.namespaced && obj::namespace(o) == name)
+        {
             empty = false;
             if !obj::is_deleting(o) {
                 let _ = registry::delete(store, k, name, obj::name(o), &DeleteOptions::default());

@@ -18,7 +18,11 @@ pub fn reconcile(store: &Store) {
         }
         let ns = obj::namespace(&job);
         let uid = obj::uid(&job);
-        let owned: Vec<&Value> = pods.iter().map(|p| &**p).filter(|p| obj::owned_by(p, uid)).collect();
+        let owned: Vec<&Value> = pods
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| obj::owned_by(p, uid))
+            .collect();
         let count = |phase: &str| owned.iter().filter(|p| pod_phase(p) == phase).count();
         let prev = |f: &str| obj::i64_at(&job, &format!("/status/{f}")).unwrap_or(0) as usize;
         let succeeded = count("Succeeded").max(prev("succeeded"));
@@ -50,34 +54,54 @@ pub fn reconcile(store: &Store) {
         }
         let now = obj::now();
         let mut status = Map::new();
-        let start = job.pointer("/status/startTime").cloned().unwrap_or(json!(now));
+        let start = job
+            .pointer("/status/startTime")
+            .cloned()
+            .unwrap_or(json!(now));
         status.insert("startTime".into(), start);
-        put_count(&mut status, "active", if complete || failed_out { 0 } else { active.len() });
+        put_count(
+            &mut status,
+            "active",
+            if complete || failed_out {
+                0
+            } else {
+                active.len()
+            },
+        );
         put_count(&mut status, "succeeded", succeeded);
         put_count(&mut status, "failed", failed);
         status.insert("ready".into(), json!(0));
         status.insert("terminating".into(), json!(0));
         status.insert("uncountedTerminatedPods".into(), json!({}));
         if complete {
-            let done = job.pointer("/status/completionTime").cloned().unwrap_or(json!(now));
+            let done = job
+                .pointer("/status/completionTime")
+                .cloned()
+                .unwrap_or(json!(now));
             status.insert("completionTime".into(), done);
-            status.insert("conditions".into(), json!([
-                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
-                 "message": "Reached expected number of succeeded pods",
-                 "lastProbeTime": now, "lastTransitionTime": now},
-                {"type": "Complete", "status": "True", "reason": "CompletionsReached",
-                 "message": "Reached expected number of succeeded pods",
-                 "lastProbeTime": now, "lastTransitionTime": now},
-            ]));
+            status.insert(
+                "conditions".into(),
+                json!([
+                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                     "message": "Reached expected number of succeeded pods",
+                     "lastProbeTime": now, "lastTransitionTime": now},
+                    {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                     "message": "Reached expected number of succeeded pods",
+                     "lastProbeTime": now, "lastTransitionTime": now},
+                ]),
+            );
         } else if failed_out {
-            status.insert("conditions".into(), json!([
-                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
-                 "message": "Job has reached the specified backoff limit",
-                 "lastProbeTime": now, "lastTransitionTime": now},
-                {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                 "message": "Job has reached the specified backoff limit",
-                 "lastProbeTime": now, "lastTransitionTime": now},
-            ]));
+            status.insert(
+                "conditions".into(),
+                json!([
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                     "message": "Job has reached the specified backoff limit",
+                     "lastProbeTime": now, "lastTransitionTime": now},
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                     "message": "Job has reached the specified backoff limit",
+                     "lastProbeTime": now, "lastTransitionTime": now},
+                ]),
+            );
         }
         write_status(store, &kinds::JOB, &job, Value::Object(status));
     }

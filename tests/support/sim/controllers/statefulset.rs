@@ -19,8 +19,10 @@ fn ensure_claims(store: &Store, sts: &Value, ordinal: usize) -> bool {
     let ns = obj::namespace(sts);
     let name = obj::name(sts);
     let selector_labels = obj::string_map(sts.pointer("/spec/selector/matchLabels"));
-    let delete_with_set = obj::str_at(sts, "/spec/persistentVolumeClaimRetentionPolicy/whenDeleted")
-        == Some("Delete");
+    let delete_with_set = obj::str_at(
+        sts,
+        "/spec/persistentVolumeClaimRetentionPolicy/whenDeleted",
+    ) == Some("Delete");
     let mut all_usable = true;
     for t in obj::array_at(sts, "/spec/volumeClaimTemplates") {
         let claim = format!("{}-{name}-{ordinal}", obj::name(t));
@@ -120,14 +122,26 @@ pub fn reconcile(store: &Store) {
             }
         }
         let delete = |p: &Value| {
-            let _ = registry::delete(store, &kinds::POD, ns, obj::name(p), &DeleteOptions::default());
+            let _ = registry::delete(
+                store,
+                &kinds::POD,
+                ns,
+                obj::name(p),
+                &DeleteOptions::default(),
+            );
         };
         // Create or replace pods 0..replicas.
         for i in 0..replicas {
             match by_ordinal.get(&i) {
                 None => {
                     if ensure_claims(store, &sts, i) {
-                        let _ = registry::create(store, &kinds::POD, ns, new_pod(&sts, i, &revision), false);
+                        let _ = registry::create(
+                            store,
+                            &kinds::POD,
+                            ns,
+                            new_pod(&sts, i, &revision),
+                            false,
+                        );
                     }
                     if ordered {
                         break;
@@ -152,14 +166,20 @@ pub fn reconcile(store: &Store) {
             }
         }
         // Scale down from the highest ordinal.
-        let all_below_ready = (0..replicas).all(|i| by_ordinal.get(&i).is_some_and(|p| pod_ready(p) && !obj::is_deleting(p)));
+        let all_below_ready = (0..replicas).all(|i| {
+            by_ordinal
+                .get(&i)
+                .is_some_and(|p| pod_ready(p) && !obj::is_deleting(p))
+        });
         let condemned: Vec<&Value> = by_ordinal
             .range(replicas..)
             .rev()
             .map(|(_, p)| p)
             .filter(|p| !obj::is_deleting(p))
             .collect();
-        let condemned_terminating = by_ordinal.range(replicas..).any(|(_, p)| obj::is_deleting(p));
+        let condemned_terminating = by_ordinal
+            .range(replicas..)
+            .any(|(_, p)| obj::is_deleting(p));
         if ordered {
             if let Some(p) = condemned.first() {
                 if all_below_ready && !condemned_terminating {
@@ -170,19 +190,32 @@ pub fn reconcile(store: &Store) {
             condemned.iter().for_each(|p| delete(p));
         }
         // Rolling update: replace the highest outdated pod once everything is Ready.
-        let outdated = |p: &Value| obj::labels(p).get("controller-revision-hash") != Some(&revision);
+        let outdated =
+            |p: &Value| obj::labels(p).get("controller-revision-hash") != Some(&revision);
         let rolling = obj::str_at(&sts, "/spec/updateStrategy/type") != Some("OnDelete");
-        let partition = obj::i64_at(&sts, "/spec/updateStrategy/rollingUpdate/partition").unwrap_or(0).max(0) as usize;
+        let partition = obj::i64_at(&sts, "/spec/updateStrategy/rollingUpdate/partition")
+            .unwrap_or(0)
+            .max(0) as usize;
         if rolling && all_below_ready && condemned.is_empty() && !condemned_terminating {
-            if let Some(p) = (partition..replicas).rev().filter_map(|i| by_ordinal.get(&i)).find(|p| outdated(p)) {
+            if let Some(p) = (partition..replicas)
+                .rev()
+                .filter_map(|i| by_ordinal.get(&i))
+                .find(|p| outdated(p))
+            {
                 delete(p);
             }
         }
-        let active: Vec<&Value> = by_ordinal.values().filter(|p| !obj::is_deleting(p)).collect();
+        let active: Vec<&Value> = by_ordinal
+            .values()
+            .filter(|p| !obj::is_deleting(p))
+            .collect();
         let ready = active.iter().filter(|p| pod_ready(p)).count();
         let updated = active.iter().filter(|p| !outdated(p)).count();
         let mut status = Map::new();
-        status.insert("observedGeneration".into(), json!(obj::i64_at(&sts, "/metadata/generation").unwrap_or(1)));
+        status.insert(
+            "observedGeneration".into(),
+            json!(obj::i64_at(&sts, "/metadata/generation").unwrap_or(1)),
+        );
         status.insert("replicas".into(), json!(active.len()));
         put_count(&mut status, "readyReplicas", ready);
         put_count(&mut status, "currentReplicas", updated);

@@ -35,7 +35,11 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> 
     let mut src = from.as_os_str().to_owned();
     src.push("/.");
     let mut cmd = Command::new("cp");
-    cmd.arg("-a").arg(src).arg(to).stdin(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg("-a")
+        .arg(src)
+        .arg(to)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
     let out = proc::spawn(cmd, SpawnOptions::AS_IS)
         .and_then(|c| c.wait_with_output())
         .map_err(|e| e.to_string())?;
@@ -79,10 +83,17 @@ fn pv_matches(pv: &Value, pvc: &Value) -> bool {
         return false;
     }
     let modes = access_modes(pv, "/spec/accessModes");
-    if !access_modes(pvc, "/spec/accessModes").iter().all(|m| modes.contains(m)) {
+    if !access_modes(pvc, "/spec/accessModes")
+        .iter()
+        .all(|m| modes.contains(m))
+    {
         return false;
     }
-    let mode = |v: &Value| obj::str_at(v, "/spec/volumeMode").unwrap_or("Filesystem").to_string();
+    let mode = |v: &Value| {
+        obj::str_at(v, "/spec/volumeMode")
+            .unwrap_or("Filesystem")
+            .to_string()
+    };
     if mode(pv) != mode(pvc) {
         return false;
     }
@@ -109,22 +120,37 @@ fn bind(store: &Store, pv: &Value, pvc: &Value) {
                 .insert("pv.kubernetes.io/bound-by-controller".into(), json!("yes"));
         }
     });
-    let user_named = !obj::str_at(pvc, "/spec/volumeName").unwrap_or("").is_empty();
+    let user_named = !obj::str_at(pvc, "/spec/volumeName")
+        .unwrap_or("")
+        .is_empty();
     let uid = obj::uid(pvc).to_string();
     let capacity = pv.pointer("/spec/capacity").cloned().unwrap_or(json!({}));
-    let modes = pv.pointer("/spec/accessModes").cloned().unwrap_or(json!([]));
-    registry::modify(store, &kinds::PVC, obj::namespace(pvc), obj::name(pvc), |c| {
-        if obj::uid(c) != uid {
-            return;
-        }
-        obj::set(c, &["spec", "volumeName"], json!(pv_name));
-        obj::set(c, &["status"], json!({"phase": "Bound", "accessModes": modes, "capacity": capacity}));
-        let ann = obj::map_at(c, &["metadata", "annotations"]);
-        ann.insert("pv.kubernetes.io/bind-completed".into(), json!("yes"));
-        if !user_named {
-            ann.insert("pv.kubernetes.io/bound-by-controller".into(), json!("yes"));
-        }
-    });
+    let modes = pv
+        .pointer("/spec/accessModes")
+        .cloned()
+        .unwrap_or(json!([]));
+    registry::modify(
+        store,
+        &kinds::PVC,
+        obj::namespace(pvc),
+        obj::name(pvc),
+        |c| {
+            if obj::uid(c) != uid {
+                return;
+            }
+            obj::set(c, &["spec", "volumeName"], json!(pv_name));
+            obj::set(
+                c,
+                &["status"],
+                json!({"phase": "Bound", "accessModes": modes, "capacity": capacity}),
+            );
+            let ann = obj::map_at(c, &["metadata", "annotations"]);
+            ann.insert("pv.kubernetes.io/bind-completed".into(), json!("yes"));
+            if !user_named {
+                ann.insert("pv.kubernetes.io/bound-by-controller".into(), json!("yes"));
+            }
+        },
+    );
 }
 
 fn provision(ctl: &Controllers, class: &Value, pvc: &Value, node: Option<String>) -> Option<Value> {
@@ -134,7 +160,9 @@ fn provision(ctl: &Controllers, class: &Value, pvc: &Value, node: Option<String>
     if let Some(existing) = store.get(&kinds::PV, "", &name) {
         return Some((*existing).clone());
     }
-    let node = node.or_else(|| ctl.kubelet.nodes().first().cloned()).unwrap_or_else(|| "node1".into());
+    let node = node
+        .or_else(|| ctl.kubelet.nodes().first().cloned())
+        .unwrap_or_else(|| "node1".into());
     let mut spec = json!({
         "capacity": {"storage": pvc.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"))},
         "accessModes": pvc.pointer("/spec/accessModes").cloned().unwrap_or(json!(["ReadWriteOnce"])),
@@ -230,29 +258,51 @@ pub fn reconcile(ctl: &Controllers) {
             continue;
         }
         if ctl.faults.pvc_held(ns, name) {
-            registry::record_event(store, &kinds::PVC, &pvc, "Warning", "FailedBinding",
-                "no persistent volumes available for this claim (held unbound by fault injection)");
+            registry::record_event(
+                store,
+                &kinds::PVC,
+                &pvc,
+                "Warning",
+                "FailedBinding",
+                "no persistent volumes available for this claim (held unbound by fault injection)",
+            );
             continue;
         }
         let class_name = pvc_class(&pvc);
         let class = classes.iter().find(|c| obj::name(c) == class_name);
         let users = consumers(ns, name);
-        if class.is_some_and(|c| obj::str_at(c, "/volumeBindingMode") == Some("WaitForFirstConsumer"))
+        if class
+            .is_some_and(|c| obj::str_at(c, "/volumeBindingMode") == Some("WaitForFirstConsumer"))
             && users.is_empty()
         {
-            registry::record_event(store, &kinds::PVC, &pvc, "Normal", "WaitForFirstConsumer",
-                "waiting for first consumer to be created before binding");
+            registry::record_event(
+                store,
+                &kinds::PVC,
+                &pvc,
+                "Normal",
+                "WaitForFirstConsumer",
+                "waiting for first consumer to be created before binding",
+            );
             continue;
         }
         let pvs = store.list(&kinds::PV, None);
         let wanted = obj::str_at(&pvc, "/spec/volumeName").unwrap_or("");
         let candidate = if !wanted.is_empty() {
-            pvs.iter().find(|pv| obj::name(pv) == wanted && pv_matches(pv, &pvc)).cloned()
+            pvs.iter()
+                .find(|pv| obj::name(pv) == wanted && pv_matches(pv, &pvc))
+                .cloned()
         } else {
-            let mut matching: Vec<_> = pvs.iter().filter(|pv| pv_matches(pv, &pvc)).cloned().collect();
+            let mut matching: Vec<_> = pvs
+                .iter()
+                .filter(|pv| pv_matches(pv, &pvc))
+                .cloned()
+                .collect();
             matching.sort_by_key(|pv| {
                 let pre = pv.pointer("/spec/claimRef").is_some_and(|c| !c.is_null());
-                (!pre, obj::quantity_at(pv, "/spec/capacity/storage").unwrap_or(0))
+                (
+                    !pre,
+                    obj::quantity_at(pv, "/spec/capacity/storage").unwrap_or(0),
+                )
             });
             matching.into_iter().next()
         };
@@ -271,28 +321,46 @@ pub fn reconcile(ctl: &Controllers) {
                         .map(str::to_string)
                 });
                 // Restoring from a snapshot waits for the snapshot, then copies it in.
-                let source = pvc.pointer("/spec/dataSource").filter(|d| {
-                    obj::str_at(d, "/kind") == Some("VolumeSnapshot")
-                });
+                let source = pvc
+                    .pointer("/spec/dataSource")
+                    .filter(|d| obj::str_at(d, "/kind") == Some("VolumeSnapshot"));
                 let snapshot = match source {
                     Some(src) => {
-                        let snap = store.get(&kinds::VOLUME_SNAPSHOT, ns, obj::str_at(src, "/name").unwrap_or(""));
+                        let snap = store.get(
+                            &kinds::VOLUME_SNAPSHOT,
+                            ns,
+                            obj::str_at(src, "/name").unwrap_or(""),
+                        );
                         match snap {
-                            Some(s) if s.pointer("/status/readyToUse") == Some(&json!(true)) => Some(s),
+                            Some(s) if s.pointer("/status/readyToUse") == Some(&json!(true)) => {
+                                Some(s)
+                            }
                             _ => continue,
                         }
                     }
                     None => None,
                 };
                 let busy_key = format!("restore-{}", obj::uid(&pvc));
-                if ctl.volumes.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(&busy_key) {
+                if ctl
+                    .volumes
+                    .busy
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&busy_key)
+                {
                     continue;
                 }
-                let Some(pv) = provision(ctl, c, &pvc, node) else { continue };
+                let Some(pv) = provision(ctl, c, &pvc, node) else {
+                    continue;
+                };
                 match snapshot {
                     None => bind(store, &pv, &pvc),
                     Some(snap) => {
-                        ctl.volumes.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(busy_key.clone());
+                        ctl.volumes
+                            .busy
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(busy_key.clone());
                         let from = snapshot_dir(ctl, obj::uid(&snap));
                         let to = pv_host_dir(ctl.kubelet.root(), ctl.kubelet.nodes(), &pv, None);
                         let store = store.clone();
@@ -303,17 +371,37 @@ pub fn reconcile(ctl: &Controllers) {
                             if let Some(pv) = store.get(&kinds::PV, "", obj::name(&pv)) {
                                 bind(&store, &pv, &pvc);
                             }
-                            busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&busy_key);
+                            busy.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&busy_key);
                         });
                     }
                 }
             }
-            Some(_) => registry::record_event(store, &kinds::PVC, &pvc, "Normal", "FailedBinding",
-                "no persistent volumes available for this claim and no storage class is set"),
-            None if class_name.is_empty() => registry::record_event(store, &kinds::PVC, &pvc, "Normal",
-                "FailedBinding", "no persistent volumes available for this claim and no storage class is set"),
-            None => registry::record_event(store, &kinds::PVC, &pvc, "Warning", "ProvisioningFailed",
-                &format!("storageclass.storage.k8s.io \"{class_name}\" not found")),
+            Some(_) => registry::record_event(
+                store,
+                &kinds::PVC,
+                &pvc,
+                "Normal",
+                "FailedBinding",
+                "no persistent volumes available for this claim and no storage class is set",
+            ),
+            None if class_name.is_empty() => registry::record_event(
+                store,
+                &kinds::PVC,
+                &pvc,
+                "Normal",
+                "FailedBinding",
+                "no persistent volumes available for this claim and no storage class is set",
+            ),
+            None => registry::record_event(
+                store,
+                &kinds::PVC,
+                &pvc,
+                "Warning",
+                "ProvisioningFailed",
+                &format!("storageclass.storage.k8s.io \"{class_name}\" not found"),
+            ),
         }
     }
     let pvcs = store.list(&kinds::PVC, None);
@@ -347,7 +435,13 @@ pub fn reconcile(ctl: &Controllers) {
             "Delete" => {
                 if !obj::is_deleting(&pv) {
                     remove_pv_dirs(ctl, &pv);
-                    let _ = registry::delete(store, &kinds::PV, "", obj::name(&pv), &DeleteOptions::default());
+                    let _ = registry::delete(
+                        store,
+                        &kinds::PV,
+                        "",
+                        obj::name(&pv),
+                        &DeleteOptions::default(),
+                    );
                 }
                 registry::modify(store, &kinds::PV, "", obj::name(&pv), |p| {
                     obj::set(p, &["status", "phase"], json!("Released"));
@@ -374,9 +468,15 @@ pub fn reconcile(ctl: &Controllers) {
         if obj::str_at(pvc, "/status/phase") == Some("Bound") {
             let vol = obj::str_at(pvc, "/spec/volumeName").unwrap_or("");
             if store.get(&kinds::PV, "", vol).is_none() {
-                registry::modify(store, &kinds::PVC, obj::namespace(pvc), obj::name(pvc), |c| {
-                    obj::set(c, &["status", "phase"], json!("Lost"));
-                });
+                registry::modify(
+                    store,
+                    &kinds::PVC,
+                    obj::namespace(pvc),
+                    obj::name(pvc),
+                    |c| {
+                        obj::set(c, &["status", "phase"], json!("Lost"));
+                    },
+                );
             }
         }
     }
@@ -384,11 +484,17 @@ pub fn reconcile(ctl: &Controllers) {
     for pvc in &pvcs {
         if obj::is_deleting(pvc) && consumers(obj::namespace(pvc), obj::name(pvc)).is_empty() {
             let uid = obj::uid(pvc).to_string();
-            registry::modify(store, &kinds::PVC, obj::namespace(pvc), obj::name(pvc), |c| {
-                if obj::uid(c) == uid {
-                    registry::remove_finalizer(c, "kubernetes.io/pvc-protection");
-                }
-            });
+            registry::modify(
+                store,
+                &kinds::PVC,
+                obj::namespace(pvc),
+                obj::name(pvc),
+                |c| {
+                    if obj::uid(c) == uid {
+                        registry::remove_finalizer(c, "kubernetes.io/pvc-protection");
+                    }
+                },
+            );
         }
     }
     for pv in store.list(&kinds::PV, None) {
@@ -404,14 +510,25 @@ pub fn reconcile(ctl: &Controllers) {
         let want = obj::quantity_at(pvc, "/spec/resources/requests/storage").unwrap_or(0);
         let have = obj::quantity_at(pvc, "/status/capacity/storage").unwrap_or(want);
         if obj::str_at(pvc, "/status/phase") == Some("Bound") && want > have {
-            let size = pvc.pointer("/spec/resources/requests/storage").cloned().unwrap_or(Value::Null);
-            let vol = obj::str_at(pvc, "/spec/volumeName").unwrap_or("").to_string();
+            let size = pvc
+                .pointer("/spec/resources/requests/storage")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let vol = obj::str_at(pvc, "/spec/volumeName")
+                .unwrap_or("")
+                .to_string();
             registry::modify(store, &kinds::PV, "", &vol, |p| {
                 obj::set(p, &["spec", "capacity", "storage"], size.clone());
             });
-            registry::modify(store, &kinds::PVC, obj::namespace(pvc), obj::name(pvc), |c| {
-                obj::set(c, &["status", "capacity", "storage"], size.clone());
-            });
+            registry::modify(
+                store,
+                &kinds::PVC,
+                obj::namespace(pvc),
+                obj::name(pvc),
+                |c| {
+                    obj::set(c, &["status", "capacity", "storage"], size.clone());
+                },
+            );
         }
     }
     snapshots(ctl);
@@ -433,24 +550,49 @@ fn snapshots(ctl: &Controllers) {
             continue;
         }
         let uid = obj::uid(snap).to_string();
-        if ctl.volumes.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(&uid) {
+        if ctl
+            .volumes
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&uid)
+        {
             continue;
         }
         let ns = obj::namespace(snap);
         let Some(claim) = obj::str_at(snap, "/spec/source/persistentVolumeClaimName") else {
             continue;
         };
-        let Some(pvc) = store.get(&kinds::PVC, ns, claim).filter(|c| obj::str_at(c, "/status/phase") == Some("Bound")) else {
+        let Some(pvc) = store
+            .get(&kinds::PVC, ns, claim)
+            .filter(|c| obj::str_at(c, "/status/phase") == Some("Bound"))
+        else {
             continue;
         };
-        let Some(pv) = store.get(&kinds::PV, "", obj::str_at(&pvc, "/spec/volumeName").unwrap_or("")) else {
+        let Some(pv) = store.get(
+            &kinds::PV,
+            "",
+            obj::str_at(&pvc, "/spec/volumeName").unwrap_or(""),
+        ) else {
             continue;
         };
-        ctl.volumes.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone());
+        ctl.volumes
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid.clone());
         let from = pv_host_dir(ctl.kubelet.root(), ctl.kubelet.nodes(), &pv, None);
         let to = snapshot_dir(ctl, &uid);
-        let size = pvc.pointer("/status/capacity/storage").cloned().unwrap_or(Value::Null);
-        let (store, busy, ns, name) = (store.clone(), ctl.volumes.busy.clone(), ns.to_string(), obj::name(snap).to_string());
+        let size = pvc
+            .pointer("/status/capacity/storage")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let (store, busy, ns, name) = (
+            store.clone(),
+            ctl.volumes.busy.clone(),
+            ns.to_string(),
+            obj::name(snap).to_string(),
+        );
         std::thread::spawn(move || {
             let result = copy_dir(&from, &to);
             registry::modify(&store, &kinds::VOLUME_SNAPSHOT, &ns, &name, |s| {
@@ -458,12 +600,20 @@ fn snapshots(ctl: &Controllers) {
                     return;
                 }
                 match &result {
-                    Ok(()) => obj::set(s, &["status"], json!({
-                        "readyToUse": true, "restoreSize": size, "creationTime": obj::now(),
-                        "boundVolumeSnapshotContentName": format!("snapcontent-{uid}"),
-                    })),
-                    Err(e) => obj::set(s, &["status"], json!({"readyToUse": false,
-                        "error": {"message": e, "time": obj::now()}})),
+                    Ok(()) => obj::set(
+                        s,
+                        &["status"],
+                        json!({
+                            "readyToUse": true, "restoreSize": size, "creationTime": obj::now(),
+                            "boundVolumeSnapshotContentName": format!("snapcontent-{uid}"),
+                        }),
+                    ),
+                    Err(e) => obj::set(
+                        s,
+                        &["status"],
+                        json!({"readyToUse": false,
+                        "error": {"message": e, "time": obj::now()}}),
+                    ),
                 }
             });
             busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
@@ -474,7 +624,12 @@ fn snapshots(ctl: &Controllers) {
     if let Ok(entries) = std::fs::read_dir(ctl.kubelet.root().join("snapshots")) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let busy = ctl.volumes.busy.lock().unwrap_or_else(|p| p.into_inner()).contains(&name);
+            let busy = ctl
+                .volumes
+                .busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&name);
             if !live.contains(name.as_str()) && !busy {
                 let _ = std::fs::remove_dir_all(e.path());
             }
