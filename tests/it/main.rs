@@ -8,3 +8,4 @@ mod cli;
 mod diff;
 mod render;
 mod schema;
+mod substrate;

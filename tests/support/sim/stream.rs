@@ -1,0 +1,301 @@
+//! The websocket stream protocols of `pods/exec` and `pods/portforward`, as kube's
+//! `Api::<Pod>::exec` and `Api::<Pod>::portforward` speak them.
+//!
+//! Exec (`v4.channel.k8s.io` / `v5.channel.k8s.io`): each binary frame starts with a channel byte
+//! — 0 stdin, 1 stdout, 2 stderr, 3 the final `Status` (JSON; `NonZeroExitCode` with the exit
+//! code as the real kubelet reports it), 4 terminal resize; v5 adds 255 = close, whose payload
+//! `[0]` means "stdin reached EOF". The command runs as a local process (see the kubelet for its
+//! working directory and environment). Streams are copied in 64 KiB frames through bounded
+//! channels, so gigabytes pass without being held in memory and a slow reader slows the writer.
+//!
+//! Port-forward: for the i-th requested port, channel 2i carries data and 2i+1 errors; each starts
+//! with a frame holding the port number (little-endian u16). Each websocket forwards one TCP
+//! connection per port to the pod's server.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::kubelet::ExecTarget;
+use crate::support::proc::{self, SpawnOptions};
+
+const CHUNK: usize = 64 * 1024;
+
+/// What the exec request asked for.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut b = Vec::with_capacity(data.len() + 1);
+    b.push(channel);
+    b.extend_from_slice(data);
+    Message::Binary(Bytes::from(b))
+}
+
+/// Forwards the websocket's outgoing messages from a bounded channel (the one writer).
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    while let Some(m) = rx.recv().await {
+        let closing = matches!(m, Message::Close(_));
+        if sink.send(m).await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn pump<R: AsyncRead + Unpin>(mut r: R, channel: u8, tx: mpsc::Sender<Message>) {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(frame(channel, &buf[..n])).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn exit_status_json(command: &[String], code: Option<i32>) -> serde_json::Value {
+    match code {
+        Some(0) => json!({"metadata": {}, "status": "Success"}),
+        Some(code) => json!({
+            "metadata": {}, "status": "Failure",
+            "message": format!(
+                "command terminated with non-zero exit code: error executing command [{}], exit code {code}",
+                command.join(" ")),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        }),
+        None => json!({
+            "metadata": {}, "status": "Failure",
+            "message": "command terminated by a signal", "reason": "InternalError",
+            "details": {"causes": [{"reason": "ExitCode", "message": "137"}]},
+        }),
+    }
+}
+
+/// Serves one exec session on an upgraded websocket.
+pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
+    let (sink, mut incoming) = socket.split();
+    let (tx, rx) = mpsc::channel::<Message>(4);
+    let writer = tokio::spawn(write_loop(sink, rx));
+    let finish = |tx: mpsc::Sender<Message>, status: serde_json::Value| async move {
+        let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
+        let _ = tx.send(Message::Close(None)).await;
+    };
+    let Some(program) = req.command.first() else {
+        finish(
+            tx,
+            json!({"metadata": {}, "status": "Failure", "reason": "BadRequest",
+            "message": "you must specify at least 1 command", "code": 400}),
+        )
+        .await;
+        let _ = writer.await;
+        return;
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&req.command[1..])
+        .env_clear()
+        .envs(target.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&target.cwd)
+        .stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(if req.stdout || req.tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if req.stderr || req.tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = match proc::spawn(cmd, SpawnOptions::UNPRIVILEGED) {
+        Ok(c) => c,
+        Err(e) => {
+            let message = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "OCI runtime exec failed: exec failed: unable to start container process: \
+                     exec: \"{program}\": executable file not found in $PATH: unknown"
+                )
+            } else {
+                format!("OCI runtime exec failed: exec failed: unable to start container process: {e}: unknown")
+            };
+            finish(
+                tx,
+                json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                "message": message, "code": 500}),
+            )
+            .await;
+            let _ = writer.await;
+            return;
+        }
+    };
+    let pid = child.id();
+    let stdin = child
+        .stdin
+        .take()
+        .and_then(|s| tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(s)).ok());
+    let stdout = child
+        .stdout
+        .take()
+        .and_then(|s| tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(s)).ok());
+    let stderr = child
+        .stderr
+        .take()
+        .and_then(|s| tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(s)).ok());
+    let err_channel = if req.tty { 1 } else { 2 };
+    // Client → stdin. Ends (returning) when the client goes away.
+    let reader = async move {
+        let mut stdin = stdin;
+        while let Some(msg) = incoming.next().await {
+            match msg {
+                Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
+                    0 => {
+                        if let Some(w) = stdin.as_mut() {
+                            if w.write_all(&b[1..]).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    255 if b.get(1) == Some(&0) => stdin = None,
+                    _ => {}
+                },
+                Ok(Message::Close(_)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let (tx_out, tx_err) = (tx.clone(), tx.clone());
+    let outputs = async move {
+        let out = async move {
+            if let Some(r) = stdout {
+                pump(r, 1, tx_out).await;
+            }
+        };
+        let err = async move {
+            if let Some(r) = stderr {
+                pump(r, err_channel, tx_err).await;
+            }
+        };
+        tokio::join!(out, err);
+    };
+    // Output flows while the process runs.
+    let mut outputs = tokio::spawn(outputs);
+    let stop = target.stop.clone();
+    let completed = tokio::select! {
+        status = proc::wait_child(&mut child) => {
+            // Then whatever it left in the pipes (bounded, in case a background child holds
+            // them open).
+            if tokio::time::timeout(Duration::from_secs(5), &mut outputs).await.is_err() {
+                proc::signal_group(pid, libc::SIGKILL);
+                let _ = (&mut outputs).await;
+            }
+            Some(status)
+        }
+        _ = reader => None,
+        _ = stop.cancelled() => None,
+    };
+    match completed {
+        Some(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            let code = status
+                .ok()
+                .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)));
+            finish(tx, exit_status_json(&req.command, code)).await;
+        }
+        None => {
+            // The client went away or the pod stopped: the process goes too.
+            proc::signal_group(pid, libc::SIGKILL);
+            let _ = proc::wait_child(&mut child).await;
+            outputs.abort();
+            drop(tx);
+        }
+    }
+    // Whatever is still in the process group (background jobs) goes with the session.
+    proc::signal_group(pid, libc::SIGKILL);
+    let _ = writer.await;
+}
+
+/// Serves one port-forward session: `ports` are the requested ports and the local port each
+/// reaches (or why it cannot).
+pub async fn portforward(socket: WebSocket, ports: Vec<(u16, Result<u16, String>)>) {
+    let (sink, mut incoming) = socket.split();
+    let (tx, rx) = mpsc::channel::<Message>(8);
+    let writer = tokio::spawn(write_loop(sink, rx));
+    let mut writers: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
+    let mut pumps = Vec::new();
+    for (i, (port, target)) in ports.iter().enumerate() {
+        let data_ch = (2 * i) as u8;
+        let _ = tx.send(frame(data_ch, &port.to_le_bytes())).await;
+        let _ = tx.send(frame(data_ch + 1, &port.to_le_bytes())).await;
+        let conn = match target {
+            Ok(local) => tokio::net::TcpStream::connect(("127.0.0.1", *local))
+                .await
+                .map_err(|e| format!("error forwarding port {port} to pod: {e}")),
+            Err(e) => Err(e.clone()),
+        };
+        match conn {
+            Ok(stream) => {
+                let (r, w) = stream.into_split();
+                writers.push(Some(w));
+                pumps.push(tokio::spawn(pump(r, data_ch, tx.clone())));
+            }
+            Err(e) => {
+                let _ = tx.send(frame(data_ch + 1, e.as_bytes())).await;
+                writers.push(None);
+            }
+        }
+    }
+    let all_done = async {
+        for p in pumps {
+            let _ = p.await;
+        }
+    };
+    let reader = async {
+        while let Some(msg) = incoming.next().await {
+            match msg {
+                Ok(Message::Binary(b)) if b.len() > 1 && b[0] % 2 == 0 => {
+                    let i = (b[0] / 2) as usize;
+                    if let Some(Some(w)) = writers.get_mut(i) {
+                        let data: Bytes = b.slice(1..);
+                        if w.write_all(&data).await.is_err() {
+                            writers[i] = None;
+                        }
+                    }
+                }
+                Ok(Message::Close(_)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = all_done => {
+            let _ = tx.send(Message::Close(None)).await;
+        }
+        _ = reader => {}
+    }
+    drop(tx);
+    let _ = writer.await;
+}
