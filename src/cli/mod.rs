@@ -18,6 +18,8 @@ use args::{Cli, Command, FormatArg};
 /// Parse the command line, run it, and return the process exit code.
 pub fn run() -> ExitCode {
     install_error_handler();
+    // kube and the AWS SDK both bring rustls; one process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -59,6 +61,13 @@ fn print(text: &str) {
     }
 }
 
+fn cluster_options(a: &args::ClusterArgs) -> ops::observe::ClusterOptions {
+    ops::observe::ClusterOptions {
+        kubeconfig: a.kubeconfig.clone(),
+        context: a.context.clone(),
+    }
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
     match cli.command {
         Command::Validate(a) => {
@@ -82,6 +91,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 render: RenderOptions {
                     color: a.format == FormatArg::Text && colour(a.no_color),
                 },
+                cluster: cluster_options(&a.cluster),
             };
             let (text, changes) = ops::plan::run(&opts)?;
             print(&text);
@@ -99,6 +109,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 format: Format::Text,
                 out: None,
                 render: RenderOptions::default(),
+                cluster: cluster_options(&a.cluster),
             };
             print(&ops::plan::graph(&opts)?);
             Ok(ExitCode::SUCCESS)
@@ -112,6 +123,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             clap_complete::generate(shell, &mut cmd, "pgplan", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Observe(_) | Command::Apply(_) | Command::ForceUnlock(_) => Err(OpsError::Online),
+        Command::Observe(a) => {
+            let opts = ops::observe::ObserveOptions {
+                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+                environment: a.spec.env.clone(),
+                cluster: cluster_options(&a.cluster),
+                out: a.out.clone(),
+            };
+            if let Some(text) = ops::observe::run(&opts)? {
+                print(&text);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apply(_) => Err(OpsError::Unavailable("apply")),
+        Command::ForceUnlock(_) => Err(OpsError::Unavailable("force-unlock")),
     }
 }

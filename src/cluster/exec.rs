@@ -159,13 +159,7 @@ impl Cluster {
         let _ = attached.join().await;
         let code = match status {
             None => 0,
-            Some(s)
-                if s.status
-                    .as_ref()
-                    .is_some_and(|x| format!("{x:?}") == "Success") =>
-            {
-                0
-            }
+            Some(s) if s.status.as_deref() == Some("Success") => 0,
             Some(s) => s
                 .details
                 .as_ref()

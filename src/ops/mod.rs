@@ -2,6 +2,7 @@
 //! the core and the adapters. The shared part — reading the spec (or an
 //! embedded example) and the live state — lives here.
 
+pub mod observe;
 pub mod plan;
 pub mod validate;
 
@@ -35,12 +36,24 @@ pub enum OpsError {
     #[error("there is no example named `{0}`")]
     #[diagnostic(code(pgplan::example), help("examples: {}", examples::names().join(", ")))]
     NoExample(String),
-    #[error("planning against the live cluster is not available in this build")]
+    #[error("`pgplan {0}` is not available in this build yet")]
+    #[diagnostic(code(pgplan::unavailable))]
+    Unavailable(&'static str),
+    #[error("cannot start the async runtime: {0}")]
+    #[diagnostic(code(pgplan::runtime))]
+    Runtime(String),
+    #[error("the API server rejects {object} (server-side dry run): {message}")]
     #[diagnostic(
-        code(pgplan::online),
-        help("plan offline with `--live-state FILE` (a snapshot written by `pgplan observe`)")
+        code(pgplan::plan::dry_run),
+        help("the plan would fail at this step; the server's reason names what to change (admission policy, quota, immutable field, missing namespace …)")
     )]
-    Online,
+    DryRun { object: String, message: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Pg(#[from] crate::pgtools::PgError),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Spec(#[from] SpecErrors),
@@ -145,21 +158,22 @@ impl SpecSource {
         out
     }
 
-    /// The live state: a snapshot file, the example's own, or the world.
-    pub fn live_state(&self, live_state: Option<&Path>) -> Result<Observed, OpsError> {
+    /// The saved live state to plan against: a snapshot file, or the
+    /// example's own; `None` means "observe the world".
+    pub fn saved_state(&self, live_state: Option<&Path>) -> Result<Option<Observed>, OpsError> {
         match (live_state, self) {
             (Some(path), _) => {
                 let bytes = read(path)?;
-                Ok(observed::load_snapshot(
+                Ok(Some(observed::load_snapshot(
                     &path.display().to_string(),
                     &bytes,
-                )?)
+                )?))
             }
-            (None, SpecSource::Example(e)) => Ok(observed::load_snapshot(
+            (None, SpecSource::Example(e)) => Ok(Some(observed::load_snapshot(
                 &format!("examples/{}/live.yaml", e.name),
                 e.live.as_bytes(),
-            )?),
-            (None, SpecSource::File(_)) => Err(OpsError::Online),
+            )?)),
+            (None, SpecSource::File(_)) => Ok(None),
         }
     }
 }

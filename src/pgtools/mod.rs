@@ -91,9 +91,11 @@ pub enum Runner<'a> {
     Local { conn: ConnInfo },
 }
 
-/// The shell prelude in a pod: the official image's `POSTGRES_USER`, else
-/// `postgres` (the RHEL image's superuser), unless PGUSER is already set.
-const POD_PRELUDE: &str = r#"export PGUSER="${PGUSER:-${POSTGRES_USER:-postgres}}"; exec "$@""#;
+/// The shell prelude in a pod: connect as the official image's
+/// `POSTGRES_USER` (its superuser), else `postgres` (the superuser of the
+/// official image's default and of the RHEL image). libpq's own default,
+/// the OS user, is `root` in the official image and would be refused.
+const POD_PRELUDE: &str = r#"export PGUSER="${POSTGRES_USER:-postgres}"; exec "$@""#;
 
 impl Runner<'_> {
     /// A name for messages: `pod ns/name` or `host:port`.

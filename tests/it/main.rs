@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod diff;
+mod observe;
 mod render;
 mod schema;
 mod substrate;

@@ -446,6 +446,7 @@ fn canary_secret_appears_in_no_rendering() {
         spec_text: spec_text.clone(),
         plan: plan.clone(),
         redactor: redactor.clone(),
+        observed: Default::default(),
     };
     let outputs = [
         ("text", text(&plan, &redactor, false)),

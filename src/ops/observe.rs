@@ -1,0 +1,192 @@
+//! `pgplan observe`, and the online half of `pgplan plan`: read the live
+//! cluster, RDS and the databases into an `Observed`, the same data a saved
+//! snapshot holds, so online and offline plans are computed identically.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::cluster::{self, Cluster};
+use crate::observed::{ObjectKey, Observed, Origin, SNAPSHOT_FORMAT_VERSION};
+use crate::ops::OpsError;
+use crate::pgtools::{self, ConnInfo, Runner};
+use crate::spec::{Placement, Source, Spec, Target};
+
+/// Where the cluster is.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+/// A Tokio runtime for the operations that talk to the world.
+pub fn runtime() -> Result<tokio::runtime::Runtime, OpsError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| OpsError::Runtime(e.to_string()))
+}
+
+fn wants(p: &Placement) -> impl Fn(&str) -> bool + '_ {
+    move |db: &str| {
+        p.spec()
+            .databases
+            .iter()
+            .any(|pat| glob::Pattern::new(pat).is_ok_and(|g| g.matches(db)))
+    }
+}
+
+/// Observe everything the spec's plans read.
+pub async fn observe(
+    spec: &Spec,
+    opts: &ClusterOptions,
+) -> Result<(Observed, Option<Cluster>), OpsError> {
+    let needs_cluster = spec.placements.iter().any(|p| {
+        matches!(p.spec().source, Source::Kubernetes(_))
+            || matches!(p.spec().target, Target::Kubernetes(_))
+            || !p.spec().consumers.is_empty()
+    });
+    let cluster = if needs_cluster {
+        Some(Cluster::connect(opts.kubeconfig.as_deref(), opts.context.as_deref()).await?)
+    } else {
+        None
+    };
+    let mut objects = BTreeMap::new();
+    let mut servers = Vec::new();
+    let mut rds = crate::observed::RdsState::default();
+    let mut region = None;
+    for p in &spec.placements {
+        if let Some(c) = &cluster {
+            for o in cluster::observe::placement(c, p).await? {
+                if let Some(k) = ObjectKey::of(&o) {
+                    objects.entry(k).or_insert(o);
+                }
+            }
+        }
+        // The source server's inventory.
+        match &p.spec().source {
+            Source::Kubernetes(src) => {
+                let Some(c) = &cluster else { continue };
+                let found = objects.iter().find(|(k, o)| {
+                    k.kind == src.workload.kind.as_str()
+                        && k.namespace == src.namespace
+                        && match (&src.workload.name, &src.workload.selector) {
+                            (Some(n), _) => &k.name == n,
+                            (None, Some(sel)) => {
+                                let l = crate::observed::labels(o);
+                                sel.iter().all(|(a, b)| l.get(a) == Some(b))
+                            }
+                            _ => false,
+                        }
+                });
+                if let Some((key, workload)) = found {
+                    let locator = format!("k8s/{}/{}/{}", key.namespace, key.kind, key.name);
+                    let selector =
+                        crate::observed::at(workload, &["spec", "selector", "matchLabels"])
+                            .and_then(serde_json::Value::as_object)
+                            .map(|m| {
+                                m.iter()
+                                    .filter_map(|(k, v)| {
+                                        v.as_str().map(|v| (k.clone(), v.to_string()))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                    let pod = c.ready_pod(&key.namespace, &selector).await?;
+                    let container = src
+                        .container
+                        .clone()
+                        .or_else(|| postgres_container(workload));
+                    let runner = Runner::Pod {
+                        cluster: c,
+                        namespace: key.namespace.clone(),
+                        pod,
+                        container,
+                    };
+                    servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
+                }
+            }
+            Source::External(e) => {
+                let login = p.spec().credentials.source.as_ref();
+                let (host, port) = e
+                    .connect
+                    .as_ref()
+                    .map(|c| (c.host.clone(), c.port))
+                    .unwrap_or((e.host.clone(), e.port));
+                let conn = ConnInfo {
+                    host,
+                    port,
+                    user: login
+                        .map(|l| l.username.clone())
+                        .unwrap_or_else(|| "postgres".into()),
+                    password: login
+                        .and_then(|l| crate::spec::password_var(&l.password))
+                        .and_then(|v| std::env::var(v).ok()),
+                    sslmode: e.tls.mode.as_str().into(),
+                    sslrootcert: e.tls.ca_file.as_ref().map(PathBuf::from),
+                };
+                let runner = Runner::Local { conn };
+                let locator = format!("external/{}:{}", e.host, e.port);
+                servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
+            }
+        }
+        if let Target::Rds(r) = &p.spec().target {
+            region.get_or_insert_with(|| r.region.clone());
+            let _ = &mut rds;
+        }
+    }
+    let origin = cluster.as_ref().map(|c| Origin {
+        context: Some(c.context.clone()),
+        server: Some(c.server.clone()),
+        aws_region: region.clone(),
+    });
+    let observed = Observed {
+        format_version: SNAPSHOT_FORMAT_VERSION,
+        origin,
+        kubernetes: crate::observed::KubeState {
+            objects: objects.into_values().collect(),
+        },
+        rds,
+        servers,
+    };
+    Ok((observed, cluster))
+}
+
+/// The container running Postgres in a workload's pod template.
+fn postgres_container(workload: &serde_json::Value) -> Option<String> {
+    let cs =
+        crate::observed::at(workload, &["spec", "template", "spec", "containers"])?.as_array()?;
+    cs.iter()
+        .find(|c| crate::observed::str_at(c, &["image"]).is_some_and(|i| i.contains("postgres")))
+        .or(cs.first())
+        .and_then(|c| crate::observed::str_at(c, &["name"]))
+        .map(str::to_string)
+}
+
+/// `pgplan observe`: the snapshot as YAML (secrets redacted), written to
+/// `out` or returned for stdout.
+pub struct ObserveOptions {
+    pub source: crate::ops::SpecSource,
+    pub environment: Option<String>,
+    pub cluster: ClusterOptions,
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(opts: &ObserveOptions) -> Result<Option<String>, OpsError> {
+    let (spec, _) = opts.source.load(opts.environment.as_deref(), false)?;
+    let (observed, _) = runtime()?.block_on(observe(&spec, &opts.cluster))?;
+    let redactor = crate::redact::Redactor::new(spec.secrets.iter().cloned());
+    let yaml = crate::observed::to_yaml(&observed).map_err(|e| OpsError::Runtime(e.to_string()))?;
+    let text = format!(
+        "# Written by `pgplan observe` from {}; Secrets are keys and fingerprints only.\n{}",
+        spec.file.name,
+        redactor.text(&yaml)
+    );
+    match &opts.out {
+        Some(path) => {
+            crate::ops::write(path, &text)?;
+            Ok(None)
+        }
+        None => Ok(Some(text)),
+    }
+}
