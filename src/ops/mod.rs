@@ -50,16 +50,16 @@ pub enum OpsError {
     DryRun { object: String, message: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
+    Cluster(Box<crate::cluster::ClusterError>),
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Pg(#[from] crate::pgtools::PgError),
+    Pg(Box<crate::pgtools::PgError>),
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Spec(#[from] SpecErrors),
+    Spec(Box<SpecErrors>),
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Plan(#[from] crate::diff::PlanError),
+    Plan(Box<crate::diff::PlanError>),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Render(#[from] crate::render::RedactionError),
@@ -177,3 +177,16 @@ impl SpecSource {
         }
     }
 }
+
+macro_rules! boxed_from {
+    ($($variant:ident: $ty:ty),*) => {$(
+        impl From<$ty> for OpsError {
+            fn from(e: $ty) -> Self {
+                OpsError::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+
+// Boxed: these errors are large, and every operation returns OpsError.
+boxed_from!(Spec: SpecErrors, Plan: crate::diff::PlanError, Cluster: crate::cluster::ClusterError, Pg: crate::pgtools::PgError);

@@ -45,7 +45,13 @@ pub enum PgError {
     },
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Cluster(#[from] ClusterError),
+    Cluster(Box<ClusterError>),
+}
+
+impl From<ClusterError> for PgError {
+    fn from(e: ClusterError) -> Self {
+        PgError::Cluster(Box::new(e))
+    }
 }
 
 /// libpq connection settings for a server reached over the network.
