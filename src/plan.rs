@@ -17,6 +17,11 @@ use crate::spec::{Connect, DumpFormat, SslMode};
 
 pub const PLAN_FORMAT_VERSION: &str = "1.0";
 
+/// Annotation apply writes on a consumer it scales down, so that a later
+/// plan (after a crash, even without the journal) knows the replica count
+/// to return to.
+pub const QUIESCED_ANNOTATION: &str = "pgplan.dev/quiesced-replicas";
+
 /// What a step does to its object; doubles as the rendered symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -274,8 +279,12 @@ pub enum Operation {
     Replace { object: ObjectRef, wait: Wait },
     /// JSON merge patch an object (the step's `before` is the live object).
     Patch { object: ObjectRef, patch: Value },
-    /// Create an RDS instance and wait until it is available.
-    CreateRdsInstance { settings: RdsSettings },
+    /// Create an RDS instance and wait until it is available. On rollback it
+    /// is deleted only when the spec allows it (`cleanup.rdsInstanceOnRollback`).
+    CreateRdsInstance {
+        settings: RdsSettings,
+        delete_on_rollback: bool,
+    },
     /// Modify an existing RDS instance towards the settings.
     ModifyRdsInstance {
         settings: RdsSettings,

@@ -135,7 +135,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apply(_) => Err(OpsError::Unavailable("apply")),
-        Command::ForceUnlock(_) => Err(OpsError::Unavailable("force-unlock")),
+        Command::Apply(a) => {
+            let lock_timeout = ops::apply::parse_duration(&a.lock_timeout)
+                .ok_or(OpsError::BadDuration(a.lock_timeout.clone()))?;
+            let opts = ops::apply::ApplyOptions {
+                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+                plan_file: a.plan_file.clone(),
+                environment: a.spec.env.clone(),
+                cluster: cluster_options(&a.cluster),
+                auto_approve: a.auto_approve,
+                resume: a.resume,
+                parallelism: a.parallelism as usize,
+                lock_timeout,
+                state_dir: a.state_dir.clone(),
+                json: a.json,
+                color: colour(a.no_color),
+            };
+            ops::apply::run(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ForceUnlock(a) => {
+            let source = SpecSource::new(&a.spec.file, a.spec.example.as_deref())?;
+            print(&ops::apply::force_unlock(
+                &source,
+                a.spec.env.as_deref(),
+                &cluster_options(&a.cluster),
+                &a.id,
+            )?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

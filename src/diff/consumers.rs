@@ -9,9 +9,7 @@ use crate::observed::{at, str_at};
 use crate::plan::{Action, ObjectRef, Operation, Risk, ScalePurpose, SecretContents, ServerRef};
 use crate::spec::Consumer;
 
-/// Annotation apply writes on a consumer it scales down, so that a later
-/// plan (after a crash) knows the replica count to return to.
-pub const QUIESCED_ANNOTATION: &str = "pgplan.dev/quiesced-replicas";
+pub use crate::plan::QUIESCED_ANNOTATION;
 
 pub(super) struct ConsumerFacts<'a> {
     pub spec: &'a Consumer,

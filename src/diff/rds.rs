@@ -52,6 +52,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 Risk::Safe,
                 Operation::CreateRdsInstance {
                     settings: settings.clone(),
+                    delete_on_rollback: spec.cleanup.rds_instance_on_rollback,
                 },
             );
             s.summary = format!(

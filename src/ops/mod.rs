@@ -2,6 +2,7 @@
 //! the core and the adapters. The shared part — reading the spec (or an
 //! embedded example) and the live state — lives here.
 
+pub mod apply;
 pub mod observe;
 pub mod plan;
 pub mod validate;
@@ -36,9 +37,9 @@ pub enum OpsError {
     #[error("there is no example named `{0}`")]
     #[diagnostic(code(pgplan::example), help("examples: {}", examples::names().join(", ")))]
     NoExample(String),
-    #[error("`pgplan {0}` is not available in this build yet")]
-    #[diagnostic(code(pgplan::unavailable))]
-    Unavailable(&'static str),
+    #[error("`{0}` is not a duration")]
+    #[diagnostic(code(pgplan::duration), help("write e.g. 30s, 5m or 1h"))]
+    BadDuration(String),
     #[error("cannot start the async runtime: {0}")]
     #[diagnostic(code(pgplan::runtime))]
     Runtime(String),
@@ -48,6 +49,27 @@ pub enum OpsError {
         help("the plan would fail at this step; the server's reason names what to change (admission policy, quota, immutable field, missing namespace …)")
     )]
     DryRun { object: String, message: String },
+    #[error("apply needs approval, and there is no terminal to ask on")]
+    #[diagnostic(
+        code(pgplan::apply::approval),
+        help("review the plan (`pgplan plan`) and pass --auto-approve in pipelines, or apply a saved plan: `pgplan plan -o plan.json` then `pgplan apply plan.json`")
+    )]
+    Approval,
+    #[error("{path} is not a saved pgplan plan: {message}")]
+    #[diagnostic(
+        code(pgplan::apply::plan_file),
+        help("save plans with `pgplan plan -o FILE`")
+    )]
+    BadPlanFile { path: String, message: String },
+    #[error("the live state has changed since {file} was planned; nothing was applied:\n  {differences}")]
+    #[diagnostic(
+        code(pgplan::apply::stale_plan),
+        help("plan again, review, and apply the new plan")
+    )]
+    StalePlan { file: String, differences: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Apply(Box<crate::apply::ApplyError>),
     #[error(transparent)]
     #[diagnostic(transparent)]
     Cluster(Box<crate::cluster::ClusterError>),
@@ -189,4 +211,10 @@ macro_rules! boxed_from {
 }
 
 // Boxed: these errors are large, and every operation returns OpsError.
-boxed_from!(Spec: SpecErrors, Plan: crate::diff::PlanError, Cluster: crate::cluster::ClusterError, Pg: crate::pgtools::PgError);
+boxed_from!(
+    Spec: SpecErrors,
+    Plan: crate::diff::PlanError,
+    Cluster: crate::cluster::ClusterError,
+    Pg: crate::pgtools::PgError,
+    Apply: crate::apply::ApplyError
+);

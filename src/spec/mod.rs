@@ -68,6 +68,9 @@ pub struct Spec {
     pub placements: Vec<Placement>,
     /// Values that came from the environment (expansions and passwords).
     pub secrets: Vec<String>,
+    /// The same values with the variable each came from, so a journal can
+    /// store `${VAR}` instead of the value.
+    pub expansions: Vec<(String, String)>,
 }
 
 /// How to load: which environment, and how to read variables.
@@ -222,10 +225,12 @@ pub fn load(file: SourceFile, opts: &LoadOptions<'_>) -> Result<Spec, SpecErrors
     if errors.is_empty() {
         secrets.sort();
         secrets.dedup();
+        let values = secrets.iter().map(|(_, v)| v.clone()).collect();
         Ok(Spec {
             file,
             placements,
-            secrets,
+            secrets: values,
+            expansions: secrets,
         })
     } else {
         Err(SpecErrors::new(&file, errors))
@@ -250,7 +255,7 @@ fn load_document(
     environment: Option<&str>,
     opts: &LoadOptions<'_>,
     errors: &mut Vec<SpecError>,
-    secrets: &mut Vec<String>,
+    secrets: &mut Vec<(String, String)>,
 ) -> Option<Placement> {
     let mut node = doc.root.clone();
     if let Some(env) = environment {
@@ -275,7 +280,7 @@ fn load_document(
     for i in env_issues {
         errors.push(SpecError::new(file, i.code, i.message, i.span).help(i.help));
     }
-    secrets.extend(expansions.into_iter().map(|e| e.value));
+    secrets.extend(expansions.into_iter().map(|e| (e.var, e.value)));
 
     let (value, issues) = checker.check(&node);
     let structural = !issues.is_empty();
@@ -314,7 +319,7 @@ fn load_document(
         if let Ok(refs) = env::references(&login.password) {
             for (_, var) in refs {
                 match (opts.lookup)(var) {
-                    Some(value) => secrets.push(value),
+                    Some(value) => secrets.push((var.to_string(), value)),
                     None => {
                         let span = node.span_at(&[
                             PathSeg::Key("spec".into()),

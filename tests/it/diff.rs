@@ -165,7 +165,7 @@ fn simulate(mut o: Observed, plan: &Plan) -> Observed {
                                  "annotations": {observed::FINGERPRINT_ANNOTATION: fingerprint}},
                 }));
             }
-            Operation::CreateRdsInstance { settings } => {
+            Operation::CreateRdsInstance { settings, .. } => {
                 o.rds.instances.push(observed::RdsInstance {
                     region: settings.region.clone(),
                     identifier: settings.identifier.clone(),

@@ -1,0 +1,370 @@
+//! Each step's precheck → act → verify, against the live world. Every act
+//! is idempotent: it first looks at what is there and does nothing when the
+//! step's effect already holds, which is what makes `--resume` safe after a
+//! crash in the middle of a step.
+//!
+//! An act returns the facts its compensation (or a later step) needs; they
+//! are written to the journal before anything depends on the step.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::World;
+use crate::cluster::{Cluster, ClusterError, Write};
+use crate::diff::manifests::{covers, field_patch, get_field, merge_patch, strip_server_fields};
+use crate::observed::{at, str_at};
+use crate::plan::{ObjectRef, Operation, ScalePurpose, Step, Wait, QUIESCED_ANNOTATION};
+
+/// Why a step failed, as printed and journaled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError(pub String);
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: miette::Diagnostic> From<E> for StepError {
+    fn from(e: E) -> Self {
+        let mut msg = e.to_string();
+        if let Some(h) = e.help() {
+            msg.push_str(&format!(" (help: {h})"));
+        }
+        StepError(msg)
+    }
+}
+
+/// How long a workload may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub(super) fn cluster<'a>(w: &'a World<'_>) -> Result<&'a Cluster, StepError> {
+    w.cluster.ok_or_else(|| {
+        StepError("this step needs a Kubernetes cluster and none is configured".into())
+    })
+}
+
+/// Run one step; returns its facts.
+pub(super) async fn act(w: &World<'_>, step: &Step) -> Result<Value, StepError> {
+    match &step.operation {
+        Operation::Create { object, wait } => {
+            let manifest = step
+                .after
+                .as_ref()
+                .ok_or_else(|| StepError(format!("{}: no manifest to create", step.address)))?;
+            create(cluster(w)?, object, manifest, *wait).await
+        }
+        Operation::Delete { object, wait } => {
+            delete(cluster(w)?, object, step.before.as_ref(), *wait).await
+        }
+        Operation::Replace { object, wait } => {
+            let c = cluster(w)?;
+            let after = step
+                .after
+                .as_ref()
+                .ok_or_else(|| StepError(format!("{}: no manifest to create", step.address)))?;
+            if let Some(live) = c.get(object).await? {
+                if covers(&live, after) {
+                    return Ok(json!({"already": true}));
+                }
+            }
+            delete(c, object, step.before.as_ref(), Wait::Gone).await?;
+            create(c, object, after, *wait).await
+        }
+        Operation::Patch { object, patch } => {
+            let c = cluster(w)?;
+            let live = c
+                .get(object)
+                .await?
+                .ok_or_else(|| StepError(format!("{} does not exist", object.display())))?;
+            let mut merged = live.clone();
+            merge_patch(&mut merged, patch);
+            if covers(&live, &merged) && covers(&merged, &live) {
+                return Ok(json!({"already": true}));
+            }
+            c.merge_patch(object, patch, Write::Apply).await?;
+            Ok(json!({}))
+        }
+        Operation::Scale {
+            object,
+            from,
+            to,
+            purpose,
+            field,
+        } => scale(cluster(w)?, object, *from, *to, *purpose, field.as_deref()).await,
+        Operation::ProtectVolume { volume, from } => {
+            let c = cluster(w)?;
+            let patch = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
+            c.merge_patch(volume, &patch, Write::Apply).await?;
+            Ok(json!({"from": from}))
+        }
+        Operation::SelfHeal {
+            pod,
+            workload,
+            database,
+            expect_rows,
+        } => self_heal(w, pod, workload, database, *expect_rows).await,
+        Operation::HttpCheck {
+            url,
+            expect_status,
+            contains,
+            ..
+        } => http_check(url, *expect_status, contains.as_deref()).await,
+        Operation::Secret {
+            object, contents, ..
+        } => super::data::secret(w, object, contents).await,
+        Operation::Backup { .. }
+        | Operation::PrepareTarget { .. }
+        | Operation::Restore { .. }
+        | Operation::ReleaseKnexLocks { .. }
+        | Operation::Verify { .. } => super::data::act(w, step).await,
+        Operation::CreateRdsInstance { .. }
+        | Operation::ModifyRdsInstance { .. }
+        | Operation::SnapshotRdsInstance { .. } => super::data::rds(w, step).await,
+    }
+}
+
+/// A manifest as pgplan writes it back: no server-owned fields, no clusterIP pinned.
+pub(super) fn recreatable(manifest: &Value) -> Value {
+    let mut m = manifest.clone();
+    strip_server_fields(&mut m);
+    if let Some(md) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+        md.remove("ownerReferences");
+        md.remove("deletionTimestamp");
+        md.remove("deletionGracePeriodSeconds");
+        md.remove("finalizers");
+    }
+    m
+}
+
+pub(super) async fn create(
+    c: &Cluster,
+    object: &ObjectRef,
+    manifest: &Value,
+    wait: Wait,
+) -> Result<Value, StepError> {
+    let desired = recreatable(manifest);
+    match c.get(object).await? {
+        Some(live)
+            if covers(
+                &live,
+                &json!({"spec": desired.get("spec").cloned().unwrap_or(Value::Null)}),
+            ) || desired.get("spec").is_none() => {}
+        Some(_) => {
+            return Err(StepError(format!(
+                "{} already exists and differs from the plan; plan again",
+                object.display()
+            )))
+        }
+        None => match c.create(&desired, Write::Apply).await {
+            Ok(_) => {}
+            // Raced with ourselves on resume: it exists now.
+            Err(ClusterError::Rejected { code: 409, .. }) => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
+    if wait == Wait::Ready {
+        wait_ready(c, object, &desired).await?;
+    }
+    Ok(json!({"created": true}))
+}
+
+pub(super) async fn delete(
+    c: &Cluster,
+    object: &ObjectRef,
+    before: Option<&Value>,
+    wait: Wait,
+) -> Result<Value, StepError> {
+    let existed = c.delete(object, Write::Apply).await?;
+    if wait == Wait::Gone {
+        c.wait(object, READY_TIMEOUT, |o| match o {
+            None => Ok(true),
+            Some(_) => Err("still terminating".into()),
+        })
+        .await?;
+        // A workload is gone when its pods are.
+        if let (Some(b), true) = (
+            before,
+            matches!(object.kind.as_str(), "Deployment" | "StatefulSet"),
+        ) {
+            wait_no_pods(c, &object.namespace, b).await?;
+        }
+    }
+    Ok(json!({"existed": existed}))
+}
+
+fn selector_of(workload: &Value) -> String {
+    at(workload, &["spec", "selector", "matchLabels"])
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_no_pods(c: &Cluster, namespace: &str, workload: &Value) -> Result<(), StepError> {
+    let sel = selector_of(workload);
+    if sel.is_empty() {
+        return Ok(());
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let pods = c.list("v1", "Pod", namespace, Some(&sel)).await?;
+        if pods.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            return Err(StepError(format!(
+                "pods {sel} in {namespace} did not go away within {} s",
+                READY_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Wait until a workload's pods are ready, a claim is bound, a snapshot is usable.
+pub(super) async fn wait_ready(
+    c: &Cluster,
+    object: &ObjectRef,
+    desired: &Value,
+) -> Result<(), StepError> {
+    let want = desired["spec"]["replicas"].as_u64().unwrap_or(1);
+    match object.kind.as_str() {
+        "StatefulSet" | "Deployment" => {
+            c.wait(object, READY_TIMEOUT, |o| {
+                let o = o.ok_or_else(|| "it does not exist".to_string())?;
+                let ready = o["status"]["readyReplicas"].as_u64().unwrap_or(0);
+                if ready >= want {
+                    Ok(true)
+                } else {
+                    Err(format!("{ready}/{want} replicas ready"))
+                }
+            })
+            .await?;
+        }
+        "PersistentVolumeClaim" => {
+            c.wait(object, READY_TIMEOUT, |o| {
+                match o.and_then(|o| str_at(o, &["status", "phase"])) {
+                    Some("Bound") => Ok(true),
+                    other => Err(format!("phase {}", other.unwrap_or("unknown"))),
+                }
+            })
+            .await?;
+        }
+        "VolumeSnapshot" => {
+            c.wait(object, READY_TIMEOUT, |o| {
+                let o = o.ok_or_else(|| "it does not exist".to_string())?;
+                // Without a snapshot controller nothing sets status; existing is all we can check.
+                match o["status"]["readyToUse"].as_bool() {
+                    Some(false) => Err("not ready to use".into()),
+                    _ => Ok(true),
+                }
+            })
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn scale(
+    c: &Cluster,
+    object: &ObjectRef,
+    from: u32,
+    to: u32,
+    purpose: ScalePurpose,
+    field: Option<&str>,
+) -> Result<Value, StepError> {
+    let path = field.unwrap_or("spec.replicas");
+    let live = c
+        .get(object)
+        .await?
+        .ok_or_else(|| StepError(format!("{} does not exist", object.display())))?;
+    let current = get_field(&live, path).and_then(Value::as_u64).unwrap_or(1) as u32;
+    let mut patch = field_patch(path, json!(to));
+    match purpose {
+        // Remember the replica count on the object itself, so that even a
+        // lost journal leaves the way back written down.
+        ScalePurpose::Quiesce => merge_patch(
+            &mut patch,
+            &json!({"metadata": {"annotations": {QUIESCED_ANNOTATION: from.max(current).to_string()}}}),
+        ),
+        ScalePurpose::Resume => merge_patch(
+            &mut patch,
+            &json!({"metadata": {"annotations": {QUIESCED_ANNOTATION: null}}}),
+        ),
+    }
+    if current != to || purpose == ScalePurpose::Resume {
+        c.merge_patch(object, &patch, Write::Apply).await?;
+    }
+    if field.is_none() {
+        match purpose {
+            ScalePurpose::Quiesce => wait_no_pods(c, &object.namespace, &live).await?,
+            ScalePurpose::Resume => {
+                wait_ready(c, object, &json!({"spec": {"replicas": to}})).await?
+            }
+        }
+    }
+    Ok(json!({"replicasBefore": current}))
+}
+
+async fn self_heal(
+    w: &World<'_>,
+    pod: &ObjectRef,
+    workload: &ObjectRef,
+    database: &str,
+    expect_rows: u64,
+) -> Result<Value, StepError> {
+    let c = cluster(w)?;
+    let before = c
+        .get(pod)
+        .await?
+        .ok_or_else(|| StepError(format!("{} does not exist", pod.display())))?;
+    let uid = str_at(&before, &["metadata", "uid"])
+        .unwrap_or_default()
+        .to_string();
+    c.delete(pod, Write::Apply).await?;
+    c.wait(pod, READY_TIMEOUT, |o| {
+        let o = o.ok_or_else(|| "not recreated yet".to_string())?;
+        let new = str_at(o, &["metadata", "uid"]) != Some(uid.as_str());
+        let ready = o["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        if new && ready {
+            Ok(true)
+        } else {
+            Err("waiting for the recreated pod to be ready".into())
+        }
+    })
+    .await?;
+    let rows = super::data::count_rows(w, &pod.namespace, &pod.name, database).await?;
+    let _ = workload;
+    if rows != expect_rows {
+        return Err(StepError(format!(
+            "after {} was recreated, {database} has {rows} rows instead of {expect_rows}: the volume did not come back",
+            pod.display()
+        )));
+    }
+    Ok(json!({"rows": rows}))
+}
+
+async fn http_check(url: &str, expect: u16, contains: Option<&str>) -> Result<Value, StepError> {
+    let (status, body) = super::data::http_get(url).await?;
+    if status != expect {
+        return Err(StepError(format!(
+            "GET {url} answered {status}, expected {expect}"
+        )));
+    }
+    if let Some(text) = contains {
+        if !body.contains(text) {
+            return Err(StepError(format!("GET {url} did not contain `{text}`")));
+        }
+    }
+    Ok(json!({"status": status}))
+}

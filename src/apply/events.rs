@@ -1,0 +1,182 @@
+//! What an apply tells its user while it runs: one line per step on a
+//! terminal or in a CI log (with a progress bar for long transfers on a
+//! terminal), or one JSON object per line with `--json`.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::plan::Step;
+use crate::redact::Redactor;
+
+/// How events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Human { color: bool, tty: bool },
+    Json,
+}
+
+/// The apply's event sink (stdout). All text passes the redactor.
+pub struct Events {
+    mode: Mode,
+    redactor: Redactor,
+    total: usize,
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Events {
+    pub fn new(mode: Mode, redactor: Redactor, total: usize) -> Self {
+        Events {
+            mode,
+            redactor,
+            total,
+            bar: Mutex::new(None),
+        }
+    }
+
+    fn emit_json(&self, v: serde_json::Value) {
+        let line = self.redactor.text(&v.to_string());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+
+    fn line(&self, text: &str) {
+        let text = self.redactor.text(text);
+        if let Ok(bar) = self.bar.lock() {
+            if let Some(b) = bar.as_ref() {
+                b.println(&text);
+                return;
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        match self.mode {
+            Mode::Human { color: true, .. } => format!("\x1b[{code}m{text}\x1b[0m"),
+            _ => text.to_string(),
+        }
+    }
+
+    pub fn begin(&self, run: &str, lock_ids: &[String], resumed: usize) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "apply_started", "run": run, "steps": self.total, "locks": lock_ids, "resumed_done": resumed})),
+            Mode::Human { .. } => {
+                for id in lock_ids {
+                    self.line(&format!("Lock acquired: {id}"));
+                }
+                if resumed > 0 {
+                    self.line(&format!("Resuming: {resumed} of {} steps were already done.", self.total));
+                }
+            }
+        }
+    }
+
+    pub fn started(&self, position: usize, step: &Step) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "step_started", "position": position, "address": step.address, "action": step.action.verb(), "risk": step.risk.as_str()})),
+            Mode::Human { .. } => self.line(&format!(
+                "[{position}/{}] {} {} {}",
+                self.total,
+                step.action.symbol(),
+                step.address,
+                self.paint("2", &format!("— {}", step.summary))
+            )),
+        }
+    }
+
+    pub fn done(&self, position: usize, step: &Step, took: Duration, note: &str) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "step_done", "position": position, "address": step.address, "seconds": took.as_secs_f64(), "note": note})),
+            Mode::Human { .. } => {
+                let note = if note.is_empty() { String::new() } else { format!(": {note}") };
+                self.line(&format!("[{position}/{}]   {}{note} ({:.1}s)", self.total, self.paint("32", "done"), took.as_secs_f64()));
+            }
+        }
+    }
+
+    pub fn skipped(&self, position: usize, step: &Step) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "step_skipped", "position": position, "address": step.address, "reason": "done before the interruption"})),
+            Mode::Human { .. } => self.line(&format!("[{position}/{}] = {} (done before the interruption)", self.total, step.address)),
+        }
+    }
+
+    pub fn failed(&self, position: usize, step: &Step, error: &str) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "step_failed", "position": position, "address": step.address, "error": error})),
+            Mode::Human { .. } => self.line(&format!("[{position}/{}]   {}: {error}", self.total, self.paint("1;31", "FAILED"))),
+        }
+    }
+
+    pub fn rollback(&self, what: &str, address: &str, detail: &str) {
+        match self.mode {
+            Mode::Json => self.emit_json(
+                json!({"event": format!("rollback_{what}"), "address": address, "detail": detail}),
+            ),
+            Mode::Human { .. } => {
+                let tag = match what {
+                    "undone" => self.paint("33", "undone"),
+                    "kept" => self.paint("1;33", "NOT undone"),
+                    other => other.to_string(),
+                };
+                self.line(&format!("  rollback {tag} {address}: {detail}"))
+            }
+        }
+    }
+
+    pub fn note(&self, text: &str) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "note", "text": text})),
+            Mode::Human { .. } => self.line(text),
+        }
+    }
+
+    pub fn finished(&self, summary: &str, ok: bool) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": if ok { "apply_finished" } else { "apply_failed" }, "summary": summary})),
+            Mode::Human { .. } => self.line(&if ok { self.paint("1;32", summary) } else { self.paint("1;31", summary) }),
+        }
+    }
+
+    /// Bytes moved so far by a transfer (dump or restore).
+    pub fn progress(&self, address: &str, bytes: u64, total: Option<u64>) {
+        match self.mode {
+            Mode::Json => self.emit_json(
+                json!({"event": "progress", "address": address, "bytes": bytes, "total": total}),
+            ),
+            Mode::Human { tty: true, .. } => {
+                if let Ok(mut bar) = self.bar.lock() {
+                    let b = bar.get_or_insert_with(|| {
+                        let b = indicatif::ProgressBar::new(total.unwrap_or(0));
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "  {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                            )
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        );
+                        b
+                    });
+                    if let Some(t) = total {
+                        b.set_length(t.max(bytes));
+                    }
+                    b.set_message(address.to_string());
+                    b.set_position(bytes);
+                }
+            }
+            Mode::Human { tty: false, .. } => {}
+        }
+    }
+
+    /// End the current progress bar, if any.
+    pub fn progress_done(&self) {
+        if let Ok(mut bar) = self.bar.lock() {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}

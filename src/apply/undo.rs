@@ -1,0 +1,223 @@
+//! Rollback: compensations, run newest first, for every step done before
+//! the commit point. What comes back: the consumers at their replica
+//! counts, the source workload on its original volume (or, for a source
+//! whose data lived in the pod, restored from the verified backup), the
+//! old Service, and nothing of the target pgplan created. What is kept is
+//! said plainly: backups, snapshots, an RDS instance the spec does not
+//! allow deleting, Secret values pgplan never read.
+
+use serde_json::{json, Value};
+
+use super::act::{self, cluster, recreatable, StepError};
+use super::World;
+use crate::cluster::{ClusterError, Write};
+use crate::diff::manifests::diff_patch;
+use crate::plan::{ObjectRef, Operation, Risk, ScalePurpose, Step, Wait};
+
+/// What a compensation did.
+pub enum Undo {
+    /// Undone, with what was done.
+    Undone(String),
+    /// Left as is, with why.
+    Kept(String),
+    /// Nothing to undo.
+    Nothing,
+}
+
+/// Undo one step, given the facts its act recorded (if it got that far).
+pub(super) async fn undo(
+    w: &World<'_>,
+    step: &Step,
+    facts: Option<&Value>,
+) -> Result<Undo, StepError> {
+    match &step.operation {
+        Operation::Scale {
+            object,
+            from,
+            purpose: ScalePurpose::Quiesce,
+            field,
+            ..
+        } => {
+            let c = cluster(w)?;
+            let path = field.clone().unwrap_or_else(|| "spec.replicas".into());
+            let mut patch = crate::diff::manifests::field_patch(&path, json!(from));
+            crate::diff::manifests::merge_patch(
+                &mut patch,
+                &json!({"metadata": {"annotations": {crate::plan::QUIESCED_ANNOTATION: null}}}),
+            );
+            match c.merge_patch(object, &patch, Write::Apply).await {
+                Ok(_) => {}
+                Err(ClusterError::Rejected { code: 404, .. }) => {
+                    return Ok(Undo::Kept(format!("{} is gone", object.display())))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if field.is_none() {
+                act::wait_ready(c, object, &json!({"spec": {"replicas": from}})).await?;
+            }
+            Ok(Undo::Undone(format!(
+                "{} back at {from} replicas",
+                object.display()
+            )))
+        }
+        Operation::Scale { .. } => Ok(Undo::Nothing),
+        Operation::ProtectVolume { volume, from } => {
+            let c = cluster(w)?;
+            c.merge_patch(
+                volume,
+                &json!({"spec": {"persistentVolumeReclaimPolicy": from}}),
+                Write::Apply,
+            )
+            .await?;
+            Ok(Undo::Undone(format!(
+                "{} reclaim policy back to {from}",
+                volume.display()
+            )))
+        }
+        Operation::Delete { object, .. } => {
+            let Some(before) = &step.before else {
+                return Ok(Undo::Kept(format!(
+                    "no manifest of {} was recorded",
+                    object.display()
+                )));
+            };
+            let c = cluster(w)?;
+            let manifest = recreatable(before);
+            act::create(
+                c,
+                object,
+                &manifest,
+                if is_workload(object) {
+                    Wait::Ready
+                } else {
+                    Wait::None
+                },
+            )
+            .await?;
+            if step.risk == Risk::Destructive && is_workload(object) {
+                // Its data lived in the pod: bring it back from the backup.
+                let restored = super::data::restore_source(w, step).await?;
+                return Ok(Undo::Undone(format!(
+                    "{} recreated and {restored}",
+                    object.display()
+                )));
+            }
+            Ok(Undo::Undone(format!(
+                "{} recreated on its original volume",
+                object.display()
+            )))
+        }
+        Operation::Replace { object, .. } => {
+            let c = cluster(w)?;
+            c.delete(object, Write::Apply).await?;
+            c.wait(object, act::READY_TIMEOUT, |o| {
+                if o.is_none() {
+                    Ok(true)
+                } else {
+                    Err("terminating".into())
+                }
+            })
+            .await?;
+            let Some(before) = &step.before else {
+                return Ok(Undo::Kept(format!(
+                    "no manifest of the old {} was recorded",
+                    object.display()
+                )));
+            };
+            let mut old = recreatable(before);
+            if c.create(&old, Write::Apply).await.is_err() {
+                // Its cluster IP may be taken by now: let the server pick one.
+                if let Some(spec) = old.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("clusterIP");
+                    spec.remove("clusterIPs");
+                }
+                c.create(&old, Write::Apply).await?;
+            }
+            Ok(Undo::Undone(format!(
+                "the old {} is back",
+                object.display()
+            )))
+        }
+        Operation::Create { object, .. } => {
+            if object.kind == "VolumeSnapshot" {
+                return Ok(Undo::Kept(format!(
+                    "{} kept as a restore point",
+                    object.display()
+                )));
+            }
+            let c = cluster(w)?;
+            let after = step.after.clone().unwrap_or(Value::Null);
+            act::delete(c, object, Some(&after), Wait::Gone).await?;
+            if object.kind == "StatefulSet" {
+                // Its claims were created for it by this apply.
+                let replicas = after["spec"]["replicas"].as_u64().unwrap_or(1);
+                for t in after["spec"]["volumeClaimTemplates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(tn) = t["metadata"]["name"].as_str() else {
+                        continue;
+                    };
+                    for i in 0..replicas {
+                        let pvc = ObjectRef::new(
+                            "v1",
+                            "PersistentVolumeClaim",
+                            &object.namespace,
+                            &format!("{tn}-{}-{i}", object.name),
+                        );
+                        act::delete(c, &pvc, None, Wait::Gone).await?;
+                    }
+                }
+            }
+            Ok(Undo::Undone(format!("{} deleted", object.display())))
+        }
+        Operation::Patch { object, .. } => {
+            if object.kind == "PersistentVolumeClaim" {
+                return Ok(Undo::Kept(format!(
+                    "{} stays grown: volumes cannot shrink",
+                    object.display()
+                )));
+            }
+            let (Some(before), Some(after)) = (&step.before, &step.after) else {
+                return Ok(Undo::Nothing);
+            };
+            let Some(reverse) = diff_patch(after, before) else {
+                return Ok(Undo::Nothing);
+            };
+            cluster(w)?
+                .merge_patch(object, &reverse, Write::Apply)
+                .await?;
+            Ok(Undo::Undone(format!("{} changed back", object.display())))
+        }
+        Operation::Secret { object, .. } => {
+            if step.before.is_some() {
+                return Ok(Undo::Kept(format!(
+                    "{} keeps its new values: pgplan never reads Secret values, so the old ones cannot be put back",
+                    object.display()
+                )));
+            }
+            cluster(w)?.delete(object, Write::Apply).await?;
+            Ok(Undo::Undone(format!("{} deleted", object.display())))
+        }
+        Operation::Backup { .. } => {
+            let at = facts
+                .and_then(|f| f["archive"].as_str())
+                .unwrap_or("the backup directory");
+            Ok(Undo::Kept(format!("the backup stays at {at}")))
+        }
+        Operation::PrepareTarget { .. } => super::data::undo_prepare(w, step, facts).await,
+        Operation::CreateRdsInstance { .. }
+        | Operation::ModifyRdsInstance { .. }
+        | Operation::SnapshotRdsInstance { .. } => super::data::undo_rds(w, step, facts).await,
+        Operation::Restore { .. }
+        | Operation::ReleaseKnexLocks { .. }
+        | Operation::Verify { .. }
+        | Operation::SelfHeal { .. }
+        | Operation::HttpCheck { .. } => Ok(Undo::Nothing),
+    }
+}
+
+fn is_workload(o: &ObjectRef) -> bool {
+    matches!(o.kind.as_str(), "Deployment" | "StatefulSet")
+}
