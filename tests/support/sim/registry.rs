@@ -41,7 +41,7 @@ fn check_namespace(store: &Store, kind: &Kind, ns: &str, name: &str) -> Result<(
                  because it is being terminated",
                 kind.resource()
             ),
-            details: Some(json!({"name": name, "kind": kind.plural})),
+            details: Some(Box::new(json!({"name": name, "kind": kind.plural}))),
         }),
         Some(_) => Ok(()),
     }

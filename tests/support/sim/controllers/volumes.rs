@@ -50,6 +50,22 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> 
     }
 }
 
+/// Removes stale `postmaster.pid` files from a copied volume: in a real restore the old server's
+/// pid means nothing in the new container, here it may be a live process on the same host.
+fn forget_postmasters(dir: &std::path::Path, depth: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_name() == "postmaster.pid" {
+            let _ = std::fs::remove_file(&path);
+        } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            forget_postmasters(&path, depth - 1);
+        }
+    }
+}
+
 fn access_modes(v: &Value, pointer: &str) -> Vec<String> {
     obj::array_at(v, pointer)
         .iter()
@@ -368,6 +384,7 @@ pub fn reconcile(ctl: &Controllers) {
                         let pvc = (*pvc).clone();
                         std::thread::spawn(move || {
                             let _ = copy_dir(&from, &to);
+                            forget_postmasters(&to, 3);
                             if let Some(pv) = store.get(&kinds::PV, "", obj::name(&pv)) {
                                 bind(&store, &pv, &pvc);
                             }
