@@ -196,8 +196,15 @@ async fn invalid_objects_and_immutable_fields_are_422() {
     );
 
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
-    let created = sets.create(&pp, &sts("web", "web")).await.unwrap();
-    let mut changed = created.clone();
+    sets.create(&pp, &sts("web", "web")).await.unwrap();
+    // The controller writes status right after create; replace what it settled on.
+    c.wait_until_async(CONVERGE, "the controller observed web", |c| {
+        c.get::<StatefulSet>("default", "web")
+            .and_then(|s| s.status?.observed_generation)
+            == Some(1)
+    })
+    .await;
+    let mut changed = sets.get("web").await.unwrap();
     let spec = changed.spec.as_mut().unwrap();
     spec.selector.match_labels = Some([("app".to_string(), "other".to_string())].into());
     spec.template.metadata.as_mut().unwrap().labels =
@@ -626,7 +633,6 @@ async fn injected_faults_fail_the_nth_matching_request() {
     let t = std::time::Instant::now();
     cms.get("f").await.unwrap();
     assert!(t.elapsed() >= std::time::Duration::from_millis(300));
-    let _ = CONVERGE;
 }
 
 /// What pgplan's apply lock needs from Leases: one creator wins, a stale holder loses.

@@ -259,6 +259,22 @@ async fn reclaim_policies_and_protection() {
             == Some("Released")
     })
     .await;
+    // Reattaching (a rollback): point the Released volume at a new claim, which then binds.
+    let retarget =
+        json!({"spec": {"claimRef": {"name": "reattach", "uid": null, "resourceVersion": null}}});
+    pvs.patch("keep", &PatchParams::default(), &Patch::Merge(&retarget))
+        .await
+        .unwrap();
+    let mut again = claim("reattach", "local-path", "5Gi");
+    again.spec.as_mut().unwrap().volume_name = Some("keep".into());
+    pvcs.create(&PostParams::default(), &again).await.unwrap();
+    c.wait_until_async(CONVERGE, "the retained PV is bound to the new claim", |c| {
+        c.get::<PersistentVolumeClaim>("default", "reattach")
+            .and_then(|p| p.status?.phase)
+            .as_deref()
+            == Some("Bound")
+    })
+    .await;
 
     // A claim in use is protected until its pod goes.
     let pending = pvcs

@@ -443,6 +443,18 @@ pub fn reconcile(ctl: &Controllers) {
                 && (claim_uid.is_empty() || obj::uid(c) == claim_uid)
         });
         if claim_alive {
+            // An admin pointed a Released volume at a (new) claim: it is pre-bound, so Available.
+            if phase == "Released" {
+                registry::modify(store, &kinds::PV, "", obj::name(&pv), |p| {
+                    obj::set(p, &["status", "phase"], json!("Available"));
+                });
+            }
+            continue;
+        }
+        if phase == "Released" && claim_uid.is_empty() {
+            registry::modify(store, &kinds::PV, "", obj::name(&pv), |p| {
+                obj::set(p, &["status", "phase"], json!("Available"));
+            });
             continue;
         }
         if phase == "Bound" && claim_uid.is_empty() {
