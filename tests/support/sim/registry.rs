@@ -481,6 +481,13 @@ pub fn delete(
             "DeleteOptions.propagationPolicy: Unsupported value: \"{propagation}\""
         )));
     }
+    if kind.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+        return Err(ApiError::forbidden(
+            kind,
+            name,
+            "this namespace may not be deleted",
+        ));
+    }
     let is_pod = kind.kind == "Pod";
     if obj::is_deleting(&current) {
         if is_pod && opts.grace_seconds == Some(0) && !opts.dry_run {
