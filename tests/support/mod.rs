@@ -15,7 +15,8 @@
 //! cluster.requests() -> &RequestLog           // .count("patch", "statefulsets"), .counts(),
 //!                                             // .mutations(), .all(), .clear(), .summary()
 //! cluster.faults() -> Faults                  // .fail_nth(verb, resource, n, code) -> FaultId,
-//!                                             // .fail_nth_with(.., times, code, msg), .fired(id),
+//!                                             // .fail_nth_with(.., times, code, msg),
+//!                                             // .fail_with(.., times, ApiError), .fired(id),
 //!                                             // .add_latency(verb?, resource?, d), .clear(),
 //!                                             // .keep_pvc_unbound(ns, pvc), .release_pvc(..),
 //!                                             // .delete_pod(ns, pod), .crash_pod(ns, pod)

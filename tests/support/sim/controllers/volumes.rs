@@ -202,7 +202,7 @@ fn provision(ctl: &Controllers, class: &Value, pvc: &Value, node: Option<String>
         "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": provisioner}},
         "spec": spec,
     });
-    let created = registry::create(store, &kinds::PV, "", pv, false).ok()?;
+    registry::create(store, &kinds::PV, "", pv, false).ok()?;
     // Available at once: the claimRef reserves it for this claim.
     registry::modify(store, &kinds::PV, "", &name, |p| {
         obj::set(p, &["status", "phase"], json!("Available"));
@@ -215,7 +215,6 @@ fn provision(ctl: &Controllers, class: &Value, pvc: &Value, node: Option<String>
         "ProvisioningSucceeded",
         &format!("Successfully provisioned volume {name}"),
     );
-    let _ = created;
     store.get(&kinds::PV, "", &name).map(|p| (*p).clone())
 }
 
