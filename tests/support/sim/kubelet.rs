@@ -48,7 +48,8 @@ impl Flavor {
         let without_digest = lower.split('@').next().unwrap_or("");
         let last = without_digest.rsplit('/').next().unwrap_or("");
         let repo = last.split(':').next().unwrap_or("");
-        if !repo.contains("postgres") {
+        // Exporters (prometheus postgres-exporter sidecars) talk to PostgreSQL, they are not it.
+        if !repo.contains("postgres") || repo.contains("exporter") {
             return None;
         }
         if repo.contains("postgresql") {
