@@ -15,7 +15,8 @@
 //! cluster.requests() -> &RequestLog           // .count("patch", "statefulsets"), .counts(),
 //!                                             // .mutations(), .all(), .clear(), .summary()
 //! cluster.faults() -> Faults                  // .fail_nth(verb, resource, n, code) -> FaultId,
-//!                                             // .fail_nth_with(.., times, code, msg), .fired(id),
+//!                                             // .fail_nth_with(.., times, code, msg),
+//!                                             // .fail_with(.., times, ApiError), .fired(id),
 //!                                             // .add_latency(verb?, resource?, d), .clear(),
 //!                                             // .keep_pvc_unbound(ns, pvc), .release_pvc(..),
 //!                                             // .delete_pod(ns, pod), .crash_pod(ns, pod)
@@ -56,6 +57,13 @@
 //! // moto's endpoints are fake: stand a LocalPostgres behind the instance with pgplan's
 //! // `connect: {host, port}` override, using the instance's master user and password.
 //! ```
+//!
+//! A `pgplan` subprocess gets `KUBECONFIG=cluster.kubeconfig_path()` and `account.env()`; the
+//! cluster serves it from its own thread whatever the test's runtime. Two facts of the client
+//! stack worth knowing: kube retries 429/503/504 answers by itself (an injected 503 shows in the
+//! request log, not to the caller), and with both kube (ring) and the AWS SDK (aws-lc-rs) linked,
+//! rustls needs a process-wide crypto provider installed before a kube client is built
+//! (`sim::install_crypto_provider()` does it for the tests; the `pgplan` binary needs the same).
 //!
 //! Every process started here dies with the test process, runs unprivileged when the tests run
 //! as root, and every directory lives under `$TMPDIR/pgplan-test-{pid}-…` and is removed on drop

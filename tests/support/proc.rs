@@ -126,7 +126,8 @@ pub fn spawn(mut cmd: Command, opts: SpawnOptions) -> io::Result<Child> {
                 return Err(io::Error::last_os_error());
             }
             if libc::getppid() as u32 != parent {
-                return Err(io::Error::other("the test process exited during spawn"));
+                // The test process exited during the spawn (no allocation after fork).
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

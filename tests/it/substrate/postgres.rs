@@ -358,3 +358,29 @@ async fn missing_secret_keeps_the_pod_pending_until_it_exists() {
     );
     assert!(!root.succeeded());
 }
+
+#[test]
+fn postgres_images_are_recognised_by_name() {
+    use crate::support::sim::kubelet::Flavor;
+    for (image, flavor) in [
+        ("postgres:15", Some(Flavor::Official)),
+        (
+            "docker.io/library/postgres:16-alpine",
+            Some(Flavor::Official),
+        ),
+        ("postgres@sha256:0123", Some(Flavor::Official)),
+        ("registry.redhat.io/rhel9/postgresql-15", Some(Flavor::Rhel)),
+        (
+            "quay.io/sclorg/postgresql-16-c9s:latest",
+            Some(Flavor::Rhel),
+        ),
+        ("ghcr.io/example/healthcare-api:1.4", None),
+        ("quay.io/rhdh/rhdh-hub-rhel9:1.3", None),
+        (
+            "quay.io/prometheuscommunity/postgres-exporter:v0.15.0",
+            None,
+        ),
+    ] {
+        assert_eq!(Flavor::of_image(image), flavor, "{image}");
+    }
+}

@@ -196,8 +196,15 @@ async fn invalid_objects_and_immutable_fields_are_422() {
     );
 
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
-    let created = sets.create(&pp, &sts("web", "web")).await.unwrap();
-    let mut changed = created.clone();
+    sets.create(&pp, &sts("web", "web")).await.unwrap();
+    // The controller writes status right after create; replace what it settled on.
+    c.wait_until_async(CONVERGE, "the controller observed web", |c| {
+        c.get::<StatefulSet>("default", "web")
+            .and_then(|s| s.status?.observed_generation)
+            == Some(1)
+    })
+    .await;
+    let mut changed = sets.get("web").await.unwrap();
     let spec = changed.spec.as_mut().unwrap();
     spec.selector.match_labels = Some([("app".to_string(), "other".to_string())].into());
     spec.template.metadata.as_mut().unwrap().labels =
@@ -626,5 +633,84 @@ async fn injected_faults_fail_the_nth_matching_request() {
     let t = std::time::Instant::now();
     cms.get("f").await.unwrap();
     assert!(t.elapsed() >= std::time::Duration::from_millis(300));
-    let _ = CONVERGE;
+}
+
+/// What pgplan's apply lock needs from Leases: one creator wins, a stale holder loses.
+#[tokio::test]
+async fn leases_admit_one_holder() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let c = SimCluster::start();
+    let leases: Api<Lease> = Api::namespaced(c.client().await, "default");
+    let lease = |holder: &str| -> Lease {
+        from_json(json!({"metadata": {"name": "pgplan-lock-healthcare"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 60}}))
+    };
+    let mine = leases
+        .create(&PostParams::default(), &lease("apply-1"))
+        .await
+        .unwrap();
+    let theirs = api_status(
+        leases
+            .create(&PostParams::default(), &lease("apply-2"))
+            .await,
+    );
+    assert_eq!(
+        (theirs.code, theirs.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    let mut renewed = mine.clone();
+    renewed.spec.as_mut().unwrap().lease_transitions = Some(1);
+    leases
+        .replace("pgplan-lock-healthcare", &PostParams::default(), &renewed)
+        .await
+        .unwrap();
+    let mut stale = mine;
+    stale.spec.as_mut().unwrap().holder_identity = Some("apply-2".into());
+    let lost = api_status(
+        leases
+            .replace("pgplan-lock-healthcare", &PostParams::default(), &stale)
+            .await,
+    );
+    assert_eq!(lost.code, 409);
+    let held = leases.get("pgplan-lock-healthcare").await.unwrap();
+    assert_eq!(
+        held.spec.unwrap().holder_identity.as_deref(),
+        Some("apply-1")
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let c = SimCluster::start();
+    let client = c.client().await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "scratch"}})),
+        )
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "scratch");
+    cms.create(&PostParams::default(), &cm("inside", &[]))
+        .await
+        .unwrap();
+    let deleting = namespaces
+        .delete("scratch", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    assert_eq!(
+        deleting.status.unwrap().phase.as_deref(),
+        Some("Terminating")
+    );
+    let refused = api_status(cms.create(&PostParams::default(), &cm("late", &[])).await);
+    assert_eq!(refused.code, 403);
+    c.wait_until_async(CONVERGE, "the namespace and its contents are gone", |c| {
+        c.get::<Namespace>("", "scratch").is_none()
+    })
+    .await;
+    assert!(c.get::<ConfigMap>("scratch", "inside").is_none());
 }

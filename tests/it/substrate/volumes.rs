@@ -259,6 +259,22 @@ async fn reclaim_policies_and_protection() {
             == Some("Released")
     })
     .await;
+    // Reattaching (a rollback): point the Released volume at a new claim, which then binds.
+    let retarget =
+        json!({"spec": {"claimRef": {"name": "reattach", "uid": null, "resourceVersion": null}}});
+    pvs.patch("keep", &PatchParams::default(), &Patch::Merge(&retarget))
+        .await
+        .unwrap();
+    let mut again = claim("reattach", "local-path", "5Gi");
+    again.spec.as_mut().unwrap().volume_name = Some("keep".into());
+    pvcs.create(&PostParams::default(), &again).await.unwrap();
+    c.wait_until_async(CONVERGE, "the retained PV is bound to the new claim", |c| {
+        c.get::<PersistentVolumeClaim>("default", "reattach")
+            .and_then(|p| p.status?.phase)
+            .as_deref()
+            == Some("Bound")
+    })
+    .await;
 
     // A claim in use is protected until its pod goes.
     let pending = pvcs
@@ -338,4 +354,69 @@ async fn claims_expand_only_where_the_class_allows() {
         .code,
         422
     );
+}
+
+/// Seed 003's day-2 snapshot: a VolumeSnapshot of a live database's claim, restored into a new
+/// claim that a second postgres pod starts from (crash recovery included).
+#[tokio::test]
+async fn a_volume_snapshot_restores_into_a_new_claim() {
+    use crate::support::sim::scenario::healthcare;
+    let c = crate::support::SimCluster::with_scenario(crate::support::Scenario::Healthcare);
+    c.create_json(
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": "csi"}, "provisioner": "ebs.csi.aws.com"}),
+    )
+    .unwrap();
+    let client = c.client().await;
+    let snaps: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::core::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"),
+            "volumesnapshots",
+        ),
+    );
+    let snap: kube::core::DynamicObject =
+        from_json(json!({"apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot", "metadata": {"name": "nightly"},
+        "spec": {"source": {"persistentVolumeClaimName": healthcare::PVC}}}));
+    snaps.create(&PostParams::default(), &snap).await.unwrap();
+    c.wait_until_async(CONVERGE, "the snapshot is ready", |c| {
+        c.get_json("volumesnapshots", "default", "nightly")
+            .is_some_and(|s| s["status"]["readyToUse"] == true)
+    })
+    .await;
+    let restored: PersistentVolumeClaim = from_json(
+        json!({"metadata": {"name": "restored"}, "spec": {
+        "storageClassName": "csi", "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "5Gi"}},
+        "dataSource": {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "nightly"}}}),
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    pvcs.create(&PostParams::default(), &restored)
+        .await
+        .unwrap();
+    let pod: Pod = from_json(
+        json!({"metadata": {"name": "restore-check"}, "spec": {"containers": [
+        {"name": "postgres", "image": "postgres:15",
+         "env": [{"name": "POSTGRES_USER", "value": healthcare::USER}, {"name": "POSTGRES_PASSWORD", "value": "x"}],
+         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "restored"}}]}}),
+    );
+    Api::<Pod>::namespaced(client, "default")
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    c.wait_until_async(CONVERGE, "the restored database runs", |c| {
+        c.pod_ready("default", "restore-check")
+    })
+    .await;
+    let names = c.query(
+        "default",
+        "restore-check",
+        healthcare::DATABASE,
+        "SELECT name FROM patients ORDER BY registered_at",
+    );
+    let names: Vec<&str> = names.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, healthcare::PATIENTS);
 }

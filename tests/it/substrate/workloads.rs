@@ -313,6 +313,31 @@ fn backstage_operator_drops_the_local_database_but_keeps_its_pvc() {
             cr.data["spec"]["application"]["replicas"], 1,
             "the rest of the spec stays"
         );
+        // A JSON patch (RFC 6902), sent raw; strategic merge is refused as for any custom resource.
+        let client = c.client().await;
+        let path = format!(
+            "/apis/rhdh.redhat.com/v1alpha3/namespaces/{ns}/backstages/{}",
+            backstage::CR
+        );
+        let ops = json!([{"op": "add", "path": "/spec/application/extraEnvs",
+                          "value": {"secrets": [{"name": "external-db"}]}}]);
+        let req = http::Request::patch(&path)
+            .header("Content-Type", "application/json-patch+json")
+            .body(serde_json::to_vec(&ops).unwrap())
+            .unwrap();
+        let cr: serde_json::Value = client.request(req).await.unwrap();
+        assert_eq!(
+            cr["spec"]["application"]["extraEnvs"]["secrets"][0]["name"],
+            "external-db"
+        );
+        let smp = crs
+            .patch(
+                backstage::CR,
+                &PatchParams::default(),
+                &Patch::Strategic(&json!({"spec": {}})),
+            )
+            .await;
+        assert_eq!(super::api_status(smp).code, 415);
     });
     c.wait_until(CONVERGE, "the operator deleted the local DB", |c| {
         c.get::<StatefulSet>(ns, backstage::STATEFUL_SET).is_none()

@@ -395,7 +395,7 @@ async fn dispatch(
                 .get(kind, ns, &name)
                 .ok_or_else(|| ApiError::not_found(kind, &name))?;
             if sub == Sub::Scale {
-                return Ok(json_response(200, &registry::scale_of(kind, &o)));
+                return Ok(json_response(200, &registry::scale_of(&o)));
             }
             Ok(json_response(200, &o))
         }

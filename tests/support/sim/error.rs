@@ -11,7 +11,8 @@ pub struct ApiError {
     pub code: u16,
     pub reason: String,
     pub message: String,
-    pub details: Option<Value>,
+    /// Boxed: errors travel in `Result`s everywhere and should stay small.
+    pub details: Option<Box<Value>>,
 }
 
 /// One field error of a 422.
@@ -98,7 +99,7 @@ impl ApiError {
             code: 404,
             reason: "NotFound".into(),
             message: format!("{} \"{name}\" not found", kind.resource()),
-            details: Some(Self::details(kind, name)),
+            details: Some(Box::new(Self::details(kind, name))),
         }
     }
 
@@ -107,7 +108,7 @@ impl ApiError {
             code: 409,
             reason: "AlreadyExists".into(),
             message: format!("{} \"{name}\" already exists", kind.resource()),
-            details: Some(Self::details(kind, name)),
+            details: Some(Box::new(Self::details(kind, name))),
         }
     }
 
@@ -120,7 +121,7 @@ impl ApiError {
                  please apply your changes to the latest version and try again",
                 kind.resource()
             ),
-            details: Some(Self::details(kind, name)),
+            details: Some(Box::new(Self::details(kind, name))),
         }
     }
 
@@ -132,7 +133,7 @@ impl ApiError {
                 "Operation cannot be fulfilled on {} \"{name}\": {why}",
                 kind.resource()
             ),
-            details: Some(Self::details(kind, name)),
+            details: Some(Box::new(Self::details(kind, name))),
         }
     }
 
@@ -159,7 +160,7 @@ impl ApiError {
             code: 422,
             reason: "Invalid".into(),
             message: format!("{} \"{name}\" is invalid: {joined}", kind.qualified_kind()),
-            details: Some(details),
+            details: Some(Box::new(details)),
         }
     }
 
@@ -172,7 +173,7 @@ impl ApiError {
             code: 403,
             reason: "Forbidden".into(),
             message: format!("{} \"{name}\" is forbidden: {why}", kind.resource()),
-            details: Some(Self::details(kind, name)),
+            details: Some(Box::new(Self::details(kind, name))),
         }
     }
 
@@ -215,7 +216,7 @@ impl ApiError {
             "message": self.message, "reason": self.reason, "code": self.code,
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s
     }

@@ -48,7 +48,8 @@ impl Flavor {
         let without_digest = lower.split('@').next().unwrap_or("");
         let last = without_digest.rsplit('/').next().unwrap_or("");
         let repo = last.split(':').next().unwrap_or("");
-        if !repo.contains("postgres") {
+        // Exporters (prometheus postgres-exporter sidecars) talk to PostgreSQL, they are not it.
+        if !repo.contains("postgres") || repo.contains("exporter") {
             return None;
         }
         if repo.contains("postgresql") {
@@ -635,8 +636,17 @@ impl Kubelet {
         rt.done.send_replace(true);
     }
 
-    /// Writes the pod's status from its containers' states.
+    /// Writes the pod's status from its containers' states. A pod stays Pending while a
+    /// container has never started yet.
     fn write_status(&self, rt: &PodRuntime, phase: &str, states: &[CState], ip: &str) {
+        let never_started = states
+            .iter()
+            .any(|s| s.restarts == 0 && s.state.get("waiting").is_some());
+        let phase = if phase == "Running" && never_started {
+            "Pending"
+        } else {
+            phase
+        };
         let uid = rt.uid.clone();
         let now = obj::now();
         let all_ready = !states.is_empty() && states.iter().all(|s| s.ready) && phase == "Running";
@@ -903,10 +913,8 @@ impl Kubelet {
                         return;
                     }
                     states[si] = CState {
-                        restarts,
-                        last_state: last_state.clone(),
                         state: json!({"running": {"startedAt": obj::now()}}),
-                        ..running(&c, true, restarts, json!({}))
+                        ..running(&c, true, restarts, last_state.clone())
                     };
                     self.write_status(&rt, "Running", &states, &ip);
                     // Watch the server until the pod stops or the server dies.
@@ -938,11 +946,12 @@ impl Kubelet {
                     last_state = json!({"terminated": {"exitCode": code, "reason": "Error",
                         "startedAt": started_at, "finishedAt": obj::now()}});
                     restarts += 1;
+                    // Until it runs again the container shows how it ended.
                     states[si] = CState {
                         ready: false,
                         restarts,
-                        state: json!({"waiting": {"reason": "ContainerCreating"}}),
-                        last_state: last_state.clone(),
+                        state: last_state.clone(),
+                        last_state: json!({}),
                         ..states[si].clone()
                     };
                 }

@@ -637,6 +637,19 @@ impl Faults<'_> {
         self.cluster.faults.fail(verb, resource, n, times, e)
     }
 
+    /// Fails `times` matching requests from the `n`th on with exactly this error (any code,
+    /// reason, message and details).
+    pub fn fail_with(
+        &self,
+        verb: &str,
+        resource: &str,
+        n: u32,
+        times: u32,
+        error: ApiError,
+    ) -> FaultId {
+        self.cluster.faults.fail(verb, resource, n, times, error)
+    }
+
     /// How many times a fault fired.
     pub fn fired(&self, id: FaultId) -> u32 {
         self.cluster.faults.fired(id)

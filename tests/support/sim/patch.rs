@@ -79,7 +79,7 @@ pub fn apply(pt: PatchType, doc: &Value, patch: &Value) -> Result<Value, ApiErro
                     "a strategic merge patch must be a JSON object",
                 ));
             }
-            strategic_merge(&mut out, patch, "");
+            strategic_merge(&mut out, patch);
         }
     }
     Ok(out)
@@ -135,7 +135,7 @@ fn strip_directives(v: &mut Value) {
     }
 }
 
-fn strategic_merge(doc: &mut Value, patch: &Value, field: &str) {
+fn strategic_merge(doc: &mut Value, patch: &Value) {
     let Some(pmap) = patch.as_object() else {
         *doc = patch.clone();
         strip_directives(doc);
@@ -160,7 +160,7 @@ fn strategic_merge(doc: &mut Value, patch: &Value, field: &str) {
             continue;
         }
         match (dmap.get_mut(k), pv) {
-            (Some(dv @ Value::Object(_)), Value::Object(_)) => strategic_merge(dv, pv, k),
+            (Some(dv @ Value::Object(_)), Value::Object(_)) => strategic_merge(dv, pv),
             (Some(Value::Array(da)), Value::Array(pa)) => {
                 merge_list(da, pa, k);
             }
@@ -174,7 +174,6 @@ fn strategic_merge(doc: &mut Value, patch: &Value, field: &str) {
             }
         }
     }
-    let _ = field;
 }
 
 fn merge_list(doc: &mut Vec<Value>, patch: &[Value], field: &str) {
@@ -215,7 +214,7 @@ fn merge_by(doc: &mut Vec<Value>, patch: &[Value], key: impl Fn(&Value) -> Optio
                 doc.remove(i);
             }
             (None, true) => {}
-            (Some(i), false) => strategic_merge(&mut doc[i], p, ""),
+            (Some(i), false) => strategic_merge(&mut doc[i], p),
             (None, false) => {
                 let mut v = p.clone();
                 strip_directives(&mut v);

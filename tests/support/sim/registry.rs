@@ -41,7 +41,7 @@ fn check_namespace(store: &Store, kind: &Kind, ns: &str, name: &str) -> Result<(
                  because it is being terminated",
                 kind.resource()
             ),
-            details: Some(json!({"name": name, "kind": kind.plural})),
+            details: Some(Box::new(json!({"name": name, "kind": kind.plural}))),
         }),
         Some(_) => Ok(()),
     }
@@ -194,14 +194,13 @@ pub fn remove_finalizer(o: &mut Value, f: &str) -> bool {
 }
 
 /// The `autoscaling/v1` Scale of a Deployment or StatefulSet.
-pub fn scale_of(kind: &Kind, o: &Value) -> Value {
+pub fn scale_of(o: &Value) -> Value {
     let replicas = obj::i64_at(o, "/spec/replicas").unwrap_or(1);
     let selector = o
         .pointer("/spec/selector")
         .and_then(|s| LabelSelector::from_object(s).ok())
         .map(|s| s.to_query())
         .unwrap_or_default();
-    let _ = kind;
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {
@@ -353,7 +352,7 @@ pub fn update(
         let mut next = (*current).clone();
         obj::set(&mut next, &["spec", "replicas"], json!(replicas));
         let updated = update_from(store, kind, &current, next, Sub::Main, dry_run)?;
-        return Ok(Arc::new(scale_of(kind, &updated)));
+        return Ok(Arc::new(scale_of(&updated)));
     }
     let mut body = body;
     obj::set(&mut body, &["metadata", "name"], json!(name));
@@ -382,7 +381,7 @@ pub fn patch(
             return Err(ApiError::not_found(kind, name));
         };
         let base = if sub == Sub::Scale {
-            scale_of(kind, &current)
+            scale_of(&current)
         } else {
             (*current).clone()
         };
@@ -407,7 +406,7 @@ pub fn patch(
             // A controller wrote in between: re-read and re-apply, as the real server does.
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
-            Ok(o) if sub == Sub::Scale => return Ok((Arc::new(scale_of(kind, &o)), false)),
+            Ok(o) if sub == Sub::Scale => return Ok((Arc::new(scale_of(&o)), false)),
             Ok(o) => return Ok((o, false)),
         }
     }
@@ -480,6 +479,13 @@ pub fn delete(
         return Err(ApiError::bad_request(format!(
             "DeleteOptions.propagationPolicy: Unsupported value: \"{propagation}\""
         )));
+    }
+    if kind.kind == "Namespace" && ["default", "kube-system", "kube-public"].contains(&name) {
+        return Err(ApiError::forbidden(
+            kind,
+            name,
+            "this namespace may not be deleted",
+        ));
     }
     let is_pod = kind.kind == "Pod";
     if obj::is_deleting(&current) {

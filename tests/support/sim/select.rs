@@ -118,8 +118,8 @@ impl LabelSelector {
         Ok(LabelSelector { reqs })
     }
 
-    /// From a structured `LabelSelector` (`matchLabels` and `matchExpressions`). `None` (a
-    /// missing selector) yields a selector matching nothing when `nil_matches_nothing`.
+    /// From a structured `LabelSelector` (`matchLabels` and `matchExpressions`); an empty one
+    /// matches everything.
     pub fn from_object(v: &Value) -> Result<LabelSelector, String> {
         let mut reqs = Vec::new();
         for (k, v) in obj::string_map(v.get("matchLabels")) {

@@ -116,9 +116,27 @@ pub fn reconcile(store: &Store) {
                 continue;
             };
             let owned = obj::owned_by(p, uid);
-            let orphan = obj::owner_uids(p).is_empty() && selector.matches_object(p);
-            if owned || orphan {
+            let orphan =
+                obj::owner_uids(p).is_empty() && selector.matches_object(p) && !obj::is_deleting(p);
+            if owned {
                 by_ordinal.insert(ordinal, (**p).clone());
+            } else if orphan {
+                // Adoption: the pod becomes the StatefulSet's.
+                let owner = obj::controller_ref(&sts);
+                let pod_uid = obj::uid(p).to_string();
+                if let Some(adopted) =
+                    registry::modify(store, &kinds::POD, ns, obj::name(p), |pod| {
+                        if obj::uid(pod) == pod_uid && obj::owner_uids(pod).is_empty() {
+                            obj::set(
+                                pod,
+                                &["metadata", "ownerReferences"],
+                                json!([owner.clone()]),
+                            );
+                        }
+                    })
+                {
+                    by_ordinal.insert(ordinal, (*adopted).clone());
+                }
             }
         }
         let delete = |p: &Value| {

@@ -50,6 +50,22 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> 
     }
 }
 
+/// Removes stale `postmaster.pid` files from a copied volume: in a real restore the old server's
+/// pid means nothing in the new container, here it may be a live process on the same host.
+fn forget_postmasters(dir: &std::path::Path, depth: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_name() == "postmaster.pid" {
+            let _ = std::fs::remove_file(&path);
+        } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            forget_postmasters(&path, depth - 1);
+        }
+    }
+}
+
 fn access_modes(v: &Value, pointer: &str) -> Vec<String> {
     obj::array_at(v, pointer)
         .iter()
@@ -186,7 +202,7 @@ fn provision(ctl: &Controllers, class: &Value, pvc: &Value, node: Option<String>
         "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": provisioner}},
         "spec": spec,
     });
-    let created = registry::create(store, &kinds::PV, "", pv, false).ok()?;
+    registry::create(store, &kinds::PV, "", pv, false).ok()?;
     // Available at once: the claimRef reserves it for this claim.
     registry::modify(store, &kinds::PV, "", &name, |p| {
         obj::set(p, &["status", "phase"], json!("Available"));
@@ -199,7 +215,6 @@ fn provision(ctl: &Controllers, class: &Value, pvc: &Value, node: Option<String>
         "ProvisioningSucceeded",
         &format!("Successfully provisioned volume {name}"),
     );
-    let _ = created;
     store.get(&kinds::PV, "", &name).map(|p| (*p).clone())
 }
 
@@ -368,6 +383,7 @@ pub fn reconcile(ctl: &Controllers) {
                         let pvc = (*pvc).clone();
                         std::thread::spawn(move || {
                             let _ = copy_dir(&from, &to);
+                            forget_postmasters(&to, 3);
                             if let Some(pv) = store.get(&kinds::PV, "", obj::name(&pv)) {
                                 bind(&store, &pv, &pvc);
                             }
@@ -426,6 +442,18 @@ pub fn reconcile(ctl: &Controllers) {
                 && (claim_uid.is_empty() || obj::uid(c) == claim_uid)
         });
         if claim_alive {
+            // An admin pointed a Released volume at a (new) claim: it is pre-bound, so Available.
+            if phase == "Released" {
+                registry::modify(store, &kinds::PV, "", obj::name(&pv), |p| {
+                    obj::set(p, &["status", "phase"], json!("Available"));
+                });
+            }
+            continue;
+        }
+        if phase == "Released" && claim_uid.is_empty() {
+            registry::modify(store, &kinds::PV, "", obj::name(&pv), |p| {
+                obj::set(p, &["status", "phase"], json!("Available"));
+            });
             continue;
         }
         if phase == "Bound" && claim_uid.is_empty() {
