@@ -15,6 +15,7 @@ pub mod spec;
 pub mod yaml;
 
 // The edge: command line, operations, embedded examples, adapters.
+pub mod aws;
 pub mod cli;
 pub mod cluster;
 pub mod examples;
