@@ -16,6 +16,7 @@ pub mod yaml;
 
 // The edge: command line, operations, embedded examples, adapters.
 pub mod apply;
+pub mod aws;
 pub mod cli;
 pub mod cluster;
 pub mod examples;

@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod aws;
 mod cli;
 mod diff;
 mod observe;
