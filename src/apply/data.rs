@@ -13,7 +13,7 @@ use super::World;
 use crate::cluster::Write;
 use crate::observed::{secret_fingerprint, FINGERPRINT_ANNOTATION};
 use crate::pgtools::{ConnInfo, Runner};
-use crate::plan::{ObjectRef, SecretContents, ServerRef, Step};
+use crate::plan::{ObjectRef, Operation, SecretContents, ServerRef, Step};
 
 /// Where a server's tools run.
 pub(super) async fn runner<'a>(
@@ -78,12 +78,27 @@ pub(super) async fn conn_info(w: &World<'_>, server: &ServerRef) -> Result<ConnI
     })
 }
 
+fn rds_client<'a>(w: &'a World<'_>) -> Result<&'a crate::aws::Rds, StepError> {
+    w.rds
+        .ok_or_else(|| StepError("this step needs AWS RDS and no RDS client is configured".into()))
+}
+
 /// The endpoint of an RDS instance (`rds/{region}/{id}`).
 async fn endpoint(w: &World<'_>, locator: &str) -> Result<(String, u16), StepError> {
-    let _ = w;
-    Err(StepError(format!(
-        "cannot resolve the endpoint of {locator}: the RDS adapter is not available in this build"
-    )))
+    let id = locator.rsplit('/').next().unwrap_or(locator);
+    let instance = rds_client(w)?
+        .describe_instance(id)
+        .await?
+        .ok_or_else(|| StepError(format!("RDS instance {id} does not exist")))?;
+    instance
+        .endpoint
+        .map(|e| (e.address, e.port))
+        .ok_or_else(|| {
+            StepError(format!(
+                "RDS instance {id} has no endpoint yet (status {})",
+                instance.status
+            ))
+        })
 }
 
 /// Row count of a database's tables, by exec in a pod (self-heal check).
@@ -252,13 +267,67 @@ pub(super) async fn act(w: &World<'_>, step: &Step) -> Result<Value, StepError> 
     )))
 }
 
+/// How long an RDS instance may take to become available.
+const RDS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Create, modify or snapshot an RDS instance.
 pub(super) async fn rds(w: &World<'_>, step: &Step) -> Result<Value, StepError> {
-    let _ = w;
-    Err(StepError(format!(
-        "{}: the RDS adapter is not available in this build",
-        step.address
-    )))
+    let client = rds_client(w)?;
+    let progress = |status: &str, waited: std::time::Duration| {
+        w.events.note(&format!(
+            "  {}: {status} after {} s",
+            step.address,
+            waited.as_secs()
+        ));
+    };
+    match &step.operation {
+        Operation::CreateRdsInstance { settings, .. } => {
+            let created = match client.describe_instance(&settings.identifier).await? {
+                Some(existing) if existing.managed_by_pgplan() => false,
+                Some(_) => {
+                    return Err(StepError(format!(
+                        "RDS instance {} appeared and was not created by pgplan; plan again",
+                        settings.identifier
+                    )))
+                }
+                None => {
+                    let password = (w.lookup)(&settings.password_var).ok_or_else(|| {
+                        StepError(format!(
+                            "environment variable `{}` is not set",
+                            settings.password_var
+                        ))
+                    })?;
+                    client.create_instance(settings, &password).await?;
+                    true
+                }
+            };
+            let i = client
+                .wait_available(&settings.identifier, RDS_TIMEOUT, progress)
+                .await?;
+            Ok(
+                json!({"created": created, "endpoint": i.endpoint.map(|e| format!("{}:{}", e.address, e.port))}),
+            )
+        }
+        Operation::ModifyRdsInstance { settings, .. } => {
+            let changes = client.modify_instance(settings, true).await?;
+            client
+                .wait_available(&settings.identifier, RDS_TIMEOUT, progress)
+                .await?;
+            Ok(json!({"changes": changes}))
+        }
+        Operation::SnapshotRdsInstance {
+            identifier,
+            snapshot,
+            ..
+        } => {
+            client.create_snapshot(identifier, snapshot).await?;
+            client
+                .wait_snapshot_available(snapshot, RDS_TIMEOUT, progress)
+                .await?;
+            Ok(json!({"snapshot": snapshot}))
+        }
+        _ => Err(StepError(format!("{} is not an RDS step", step.address))),
+    }
 }
 
 /// Restore the backup into a recreated source whose data lived in its pod.
@@ -284,8 +353,33 @@ pub(super) async fn undo_rds(
     step: &Step,
     facts: Option<&Value>,
 ) -> Result<Undo, StepError> {
-    let _ = (w, step, facts);
-    Ok(Undo::Kept(
-        "RDS changes are not undone in this build".into(),
-    ))
+    match &step.operation {
+        Operation::CreateRdsInstance {
+            settings,
+            delete_on_rollback,
+        } => {
+            // Only an instance this apply created, and only when allowed.
+            let created = facts.and_then(|f| f["created"].as_bool()).unwrap_or(false);
+            if !created {
+                return Ok(Undo::Kept(format!("RDS instance {} existed before this apply and is kept", settings.identifier)));
+            }
+            if !delete_on_rollback {
+                return Ok(Undo::Kept(format!(
+                    "RDS instance {} (created by this apply) is kept: `cleanup.rdsInstanceOnRollback` is off; delete it yourself or apply again",
+                    settings.identifier
+                )));
+            }
+            let client = rds_client(w)?;
+            client.delete_instance(&settings.identifier, true, None).await?;
+            client.wait_deleted(&settings.identifier, RDS_TIMEOUT, |_, _| {}).await?;
+            Ok(Undo::Undone(format!("RDS instance {} deleted (deletion protection lifted first)", settings.identifier)))
+        }
+        Operation::ModifyRdsInstance { settings, changes } => Ok(Undo::Kept(format!(
+            "RDS instance {} keeps its changes ({}); the snapshot taken before them is the way back",
+            settings.identifier,
+            changes.join(", ")
+        ))),
+        Operation::SnapshotRdsInstance { snapshot, .. } => Ok(Undo::Kept(format!("DB snapshot {snapshot} is kept"))),
+        _ => Ok(Undo::Nothing),
+    }
 }

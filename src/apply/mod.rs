@@ -33,6 +33,8 @@ use lock::{Lock, LockError};
 /// What the steps reach the world through.
 pub struct World<'a> {
     pub cluster: Option<&'a Cluster>,
+    /// The RDS client of the plan's region (one region per apply).
+    pub rds: Option<&'a crate::aws::Rds>,
     pub lookup: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
     /// The spec file's directory: CA files and relative backup directories.
     pub base_dir: PathBuf,

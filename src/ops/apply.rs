@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::apply::{self, events, journal, Options, Origin, World};
@@ -68,14 +68,6 @@ fn lock_namespaces(spec: &Spec) -> BTreeMap<String, String> {
             (p.name().to_string(), ns)
         })
         .collect()
-}
-
-fn spec_dir(file: &str) -> PathBuf {
-    Path::new(file)
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn approve(plan_text: &str) -> Result<bool, OpsError> {
@@ -181,7 +173,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         }
     };
     let redactor = Redactor::new(spec.secrets.iter().cloned());
-    let base_dir = spec_dir(&spec.file.name);
+    let base_dir = ops::spec_dir(&spec.file.name);
     let mode = if opts.json {
         events::Mode::Json
     } else {
@@ -266,8 +258,17 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     }
 
     let events = events::Events::new(mode, redactor.clone(), plan.steps.len());
+    let rds_region = spec.placements.iter().find_map(|p| match &p.spec().target {
+        Target::Rds(r) => Some(r.region.clone()),
+        Target::Kubernetes(_) => None,
+    });
+    let rds = match rds_region {
+        Some(region) => Some(crate::aws::Rds::connect(&region).await?),
+        None => None,
+    };
     let world = World {
         cluster: Some(&cluster),
+        rds: rds.as_ref(),
         lookup: &|v: &str| std::env::var(v).ok(),
         base_dir,
         events: &events,

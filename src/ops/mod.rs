@@ -75,6 +75,9 @@ pub enum OpsError {
     Cluster(Box<crate::cluster::ClusterError>),
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Rds(Box<crate::aws::RdsError>),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Pg(Box<crate::pgtools::PgError>),
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -99,6 +102,15 @@ pub fn write(path: &Path, contents: &str) -> Result<(), OpsError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// The directory of a spec file, against which its relative paths resolve.
+pub fn spec_dir(file: &str) -> PathBuf {
+    Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// The process environment, as the spec loader's lookup.
@@ -216,5 +228,6 @@ boxed_from!(
     Plan: crate::diff::PlanError,
     Cluster: crate::cluster::ClusterError,
     Pg: crate::pgtools::PgError,
-    Apply: crate::apply::ApplyError
+    Apply: crate::apply::ApplyError,
+    Rds: crate::aws::RdsError
 );

@@ -41,6 +41,7 @@ pub async fn observe(
     spec: &Spec,
     opts: &ClusterOptions,
 ) -> Result<(Observed, Option<Cluster>), OpsError> {
+    let base_dir = crate::ops::spec_dir(&spec.file.name);
     let needs_cluster = spec.placements.iter().any(|p| {
         matches!(p.spec().source, Source::Kubernetes(_))
             || matches!(p.spec().target, Target::Kubernetes(_))
@@ -132,7 +133,37 @@ pub async fn observe(
         }
         if let Target::Rds(r) = &p.spec().target {
             region.get_or_insert_with(|| r.region.clone());
-            let _ = &mut rds;
+            let client = crate::aws::Rds::connect(&r.region).await?;
+            let state = client.observe(&r.instance_identifier).await?;
+            let instance = state.instances.first().cloned();
+            rds.instances.extend(state.instances);
+            rds.snapshots.extend(state.snapshots);
+            // The target's own inventory, when it is up and we can log in.
+            let login = p.spec().credentials.target.as_ref();
+            let password = login
+                .and_then(|l| crate::spec::password_var(&l.password))
+                .and_then(|v| std::env::var(v).ok());
+            if let (Some(i), Some(login), Some(password)) = (instance, login, password) {
+                if i.status == "available" {
+                    let (host, port) = match (&r.connect, &i.endpoint) {
+                        (Some(c), _) => (c.host.clone(), c.port),
+                        (None, Some(e)) => (e.address.clone(), e.port),
+                        (None, None) => continue,
+                    };
+                    let runner = Runner::Local {
+                        conn: ConnInfo {
+                            host,
+                            port,
+                            user: login.username.clone(),
+                            password: Some(password),
+                            sslmode: r.tls.mode.as_str().into(),
+                            sslrootcert: r.tls.ca_file.as_ref().map(|f| base_dir.join(f)),
+                        },
+                    };
+                    let locator = format!("rds/{}/{}", r.region, r.instance_identifier);
+                    servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
+                }
+            }
         }
     }
     let origin = cluster.as_ref().map(|c| Origin {
