@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod apply;
 mod aws;
 mod cli;
 mod diff;

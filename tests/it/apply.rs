@@ -1,0 +1,534 @@
+//! `pgplan apply` end to end on the simulated cluster (issue 5, seed 002):
+//! the healthcare database moves from its Deployment into a StatefulSet
+//! with real data; failures at every step roll back to the original
+//! topology with identical data; a kill -9 at every step boundary resumes;
+//! locks, saved plans and unverifiable dumps behave.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+use crate::cli::{pgplan_bin, repo};
+use crate::support::sim::scenario::healthcare as hc;
+use crate::support::{Scenario, SimCluster};
+
+/// The example spec, by absolute path: pgplan runs in each test's own
+/// directory, where its backups and journal go.
+pub fn spec() -> String {
+    repo()
+        .join("examples/healthcare/pgplan.yaml")
+        .display()
+        .to_string()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Run pgplan against a cluster with a state directory.
+pub fn pgplan_in(
+    cluster: &SimCluster,
+    state: &Path,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Output {
+    let mut cmd = Command::new(pgplan_bin());
+    cmd.args(args)
+        .current_dir(state)
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .env_remove("PGPLAN_TEST_FAIL")
+        .env_remove("PGPLAN_TEST_CRASH")
+        .env_remove("PGPLAN_TEST_CORRUPT_BACKUP")
+        .env("NO_COLOR", "1");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    if !args.contains(&"--state-dir") && args.first() == Some(&"apply") {
+        cmd.arg("--state-dir").arg(state);
+    }
+    cmd.output().expect("run pgplan")
+}
+
+fn apply(cluster: &SimCluster, state: &Path, extra: &[(&str, &str)]) -> Output {
+    pgplan_in(
+        cluster,
+        state,
+        &["apply", "-f", &spec(), "--auto-approve"],
+        extra,
+    )
+}
+
+pub fn ok(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The postgres pod serving the data now (Deployment or StatefulSet).
+fn db_pod(cluster: &SimCluster) -> String {
+    let pods = cluster.pod_names(hc::NAMESPACE, "app=postgres");
+    assert_eq!(
+        pods.len(),
+        1,
+        "one postgres pod expected: {pods:?}\n{}",
+        cluster.describe(hc::NAMESPACE)
+    );
+    pods[0].clone()
+}
+
+/// Patients in registration order, and a checksum of every row.
+pub fn patients(cluster: &SimCluster) -> (String, String) {
+    let pod = db_pod(cluster);
+    let names = cluster.psql(
+        hc::NAMESPACE,
+        &pod,
+        hc::DATABASE,
+        "select string_agg(name, ',' order by registered_at, id) from patients",
+    );
+    let sum = cluster.psql(
+        hc::NAMESPACE,
+        &pod,
+        hc::DATABASE,
+        "select md5(string_agg(p::text, '|' order by id)) from patients p",
+    );
+    (names.trim().to_string(), sum.trim().to_string())
+}
+
+fn json_of(cluster: &SimCluster, resource: &str, name: &str) -> Option<Value> {
+    cluster.get_json(resource, hc::NAMESPACE, name)
+}
+
+/// The topology before any apply: Deployment on its claim, ClusterIP Service, API at 2.
+fn assert_original_topology(cluster: &SimCluster) {
+    let dep =
+        json_of(cluster, "deployments", hc::DEPLOYMENT).expect("the postgres Deployment is back");
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        hc::PVC
+    );
+    assert!(
+        json_of(cluster, "statefulsets", "postgres").is_none(),
+        "the StatefulSet was removed"
+    );
+    let svc = json_of(cluster, "services", hc::SERVICE).expect("the Service is back");
+    assert_ne!(
+        svc["spec"]["clusterIP"], "None",
+        "the Service is a ClusterIP Service again"
+    );
+    let api = json_of(cluster, "deployments", hc::API_DEPLOYMENT).unwrap();
+    assert_eq!(api["spec"]["replicas"], hc::API_REPLICAS);
+    assert!(
+        cluster
+            .get_json("persistentvolumes", "", "postgres-pv-0")
+            .is_none(),
+        "the static PV was removed"
+    );
+    let pv = cluster
+        .get_json("persistentvolumes", "", hc::PV)
+        .expect("the old PV");
+    assert_eq!(
+        pv["spec"]["persistentVolumeReclaimPolicy"], "Delete",
+        "the reclaim policy is back"
+    );
+    cluster.wait_until(
+        std::time::Duration::from_secs(60),
+        "the Deployment and API ready again",
+        |c| c.workloads_ready(hc::NAMESPACE),
+    );
+}
+
+/// The topology after the move (seed 002's "after").
+fn assert_moved(cluster: &SimCluster) {
+    assert!(
+        json_of(cluster, "deployments", hc::DEPLOYMENT).is_none(),
+        "the Deployment is gone"
+    );
+    let sts = json_of(cluster, "statefulsets", "postgres").expect("the StatefulSet");
+    assert_eq!(sts["spec"]["serviceName"], "postgres");
+    assert!(
+        cluster.pod_ready(hc::NAMESPACE, "postgres-0"),
+        "postgres-0 is ready"
+    );
+    let pvc = json_of(
+        cluster,
+        "persistentvolumeclaims",
+        "postgres-storage-postgres-0",
+    )
+    .expect("the claim");
+    assert_eq!(pvc["status"]["phase"], "Bound");
+    assert_eq!(pvc["spec"]["volumeName"], "postgres-pv-0");
+    let svc = json_of(cluster, "services", hc::SERVICE).unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    let api = json_of(cluster, "deployments", hc::API_DEPLOYMENT).unwrap();
+    assert_eq!(api["spec"]["replicas"], hc::API_REPLICAS);
+    assert_eq!(api["status"]["readyReplicas"], hc::API_REPLICAS);
+    assert!(api["metadata"]["annotations"]["pgplan.dev/quiesced-replicas"].is_null());
+}
+
+#[test]
+fn apply_moves_the_patients_into_a_statefulset() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let before = patients(&cluster);
+    assert_eq!(before.0, "Alice,Bob,Ibrahim");
+    let out = ok(&apply(&cluster, state.path(), &[]));
+    assert!(out.contains("Apply complete"), "{out}");
+    assert_moved(&cluster);
+    assert_eq!(db_pod(&cluster), "postgres-0");
+    assert_eq!(patients(&cluster), before, "the same rows, byte for byte");
+    // Nothing left to do.
+    let again = pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", &spec(), "--detailed-exitcode"],
+        &[],
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}{}",
+        text(&again.stdout),
+        text(&again.stderr)
+    );
+}
+
+#[test]
+fn json_events_report_every_step() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let out = ok(&pgplan_in(
+        &cluster,
+        state.path(),
+        &["apply", "-f", &spec(), "--auto-approve", "--json"],
+        &[],
+    ));
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let done = events.iter().filter(|e| e["event"] == "step_done").count();
+    assert_eq!(done, 12, "{out}");
+    assert_eq!(events.last().unwrap()["event"], "apply_finished");
+    assert!(!out.contains(hc::PASSWORD));
+}
+
+/// Every step, failing after it acted, rolls back to the original topology
+/// with identical data, and a second apply then succeeds.
+#[test]
+fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
+    let steps = step_addresses();
+    for (i, address) in steps.iter().enumerate() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let state = tempfile::tempdir().unwrap();
+        let before = patients(&cluster);
+        let out = apply(&cluster, state.path(), &[("PGPLAN_TEST_FAIL", address)]);
+        let err = text(&out.stderr);
+        // The resume step is after the commit point: it stops without rolling back.
+        if address.ends_with(":resume") {
+            assert_eq!(out.status.code(), Some(1));
+            assert!(err.contains("nothing was rolled back"), "{err}");
+            ok(&pgplan_in(
+                &cluster,
+                state.path(),
+                &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+                &[],
+            ));
+            assert_moved(&cluster);
+            assert_eq!(patients(&cluster), before);
+            continue;
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "step {} ({address}) should fail:\n{}",
+            i + 1,
+            text(&out.stdout)
+        );
+        assert!(
+            err.contains("Rolled back to the original topology"),
+            "step {address}:\n{err}"
+        );
+        assert!(err.contains(address.as_str()), "{err}");
+        assert_original_topology(&cluster);
+        assert_eq!(
+            patients(&cluster),
+            before,
+            "data after rolling back step {address}"
+        );
+        ok(&apply(&cluster, state.path(), &[]));
+        assert_moved(&cluster);
+        assert_eq!(
+            patients(&cluster),
+            before,
+            "data after the second apply (step {address})"
+        );
+    }
+}
+
+/// A kill -9 after every step, then `--resume`: the move completes with identical data.
+#[test]
+fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
+    let n = step_addresses().len();
+    for k in 1..=n {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let state = tempfile::tempdir().unwrap();
+        let before = patients(&cluster);
+        let crash = format!("after:{k}");
+        let out = apply(&cluster, state.path(), &[("PGPLAN_TEST_CRASH", &crash)]);
+        assert_eq!(
+            out.status.code(),
+            None,
+            "killed after step {k}: {}",
+            text(&out.stderr)
+        );
+        // A fresh apply refuses to start over a half-finished one.
+        let refused = apply(&cluster, state.path(), &[]);
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            text(&refused.stderr).contains("--resume"),
+            "{}",
+            text(&refused.stderr)
+        );
+        let out = pgplan_in(
+            &cluster,
+            state.path(),
+            &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+            &[],
+        );
+        let stdout = ok(&out);
+        assert!(
+            stdout.contains(&format!("{k} of {n} steps were already done")),
+            "{stdout}"
+        );
+        assert_moved(&cluster);
+        assert_eq!(
+            patients(&cluster),
+            before,
+            "data after crashing after step {k} and resuming"
+        );
+    }
+}
+
+/// Scale a Deployment through the API, as a person would with kubectl.
+fn scale(cluster: &SimCluster, name: &str, replicas: i32) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, Patch, PatchParams};
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let api: Api<Deployment> = Api::namespaced(cluster.client().await, hc::NAMESPACE);
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .expect("scale");
+    });
+}
+
+fn step_addresses() -> Vec<String> {
+    let out = crate::cli::pgplan(
+        &["plan", "--example", "healthcare", "--format", "json"],
+        &[],
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_concurrent_applies_exactly_one_proceeds() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let spawn = |state: &Path| {
+        Command::new(pgplan_bin())
+            .args([
+                "apply",
+                "-f",
+                &spec(),
+                "--auto-approve",
+                "--lock-timeout",
+                "0s",
+                "--state-dir",
+            ])
+            .arg(state)
+            .current_dir(repo())
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .output()
+    };
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| spawn(a.path()).unwrap());
+        let hb = s.spawn(|| spawn(b.path()).unwrap());
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    let codes = [ra.status.code(), rb.status.code()];
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(1)),
+        "codes {codes:?}\n{}\n{}",
+        text(&ra.stderr),
+        text(&rb.stderr)
+    );
+    let loser = if ra.status.code() == Some(1) {
+        &ra
+    } else {
+        &rb
+    };
+    assert!(
+        text(&loser.stderr).contains("is locked by"),
+        "{}",
+        text(&loser.stderr)
+    );
+    assert_moved(&cluster);
+}
+
+#[test]
+fn a_dead_holder_is_named_and_force_unlock_releases_it() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    cluster
+        .create_json(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "pgplan-healthcare", "namespace": "default"},
+            "spec": {"holderIdentity": "ci-runner-7:4242:deadbeef", "leaseDurationSeconds": 3600,
+                     "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()},
+        }))
+        .unwrap();
+    let out = pgplan_in(
+        &cluster,
+        state.path(),
+        &[
+            "apply",
+            "-f",
+            &spec(),
+            "--auto-approve",
+            "--lock-timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("ci-runner-7:4242:deadbeef"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        json_of(&cluster, "deployments", hc::DEPLOYMENT).is_some(),
+        "nothing changed"
+    );
+    let wrong = pgplan_in(
+        &cluster,
+        state.path(),
+        &["force-unlock", "someone-else", "-f", &spec()],
+        &[],
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    ok(&pgplan_in(
+        &cluster,
+        state.path(),
+        &["force-unlock", "ci-runner-7:4242:deadbeef", "-f", &spec()],
+        &[],
+    ));
+    ok(&apply(&cluster, state.path(), &[]));
+    assert_moved(&cluster);
+}
+
+#[test]
+fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let plan_file = state.path().join("plan.json");
+    ok(&pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", &spec(), "-o", plan_file.to_str().unwrap()],
+        &[],
+    ));
+
+    // The world moves: someone scales the API.
+    scale(&cluster, hc::API_DEPLOYMENT, 3);
+    cluster.requests().clear();
+    let out = pgplan_in(
+        &cluster,
+        state.path(),
+        &["apply", plan_file.to_str().unwrap()],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("has changed since"), "{err}");
+    assert!(
+        err.contains("k8s/default/Deployment/healthcare-api"),
+        "{err}"
+    );
+    let writes: Vec<_> = cluster
+        .requests()
+        .mutations()
+        .into_iter()
+        .filter(|r| !r.dry_run && r.resource != "pods/exec")
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a stale plan changed something: {writes:?}"
+    );
+    assert!(json_of(&cluster, "deployments", hc::DEPLOYMENT).is_some());
+
+    // Planned again, the saved plan applies as it is.
+    ok(&pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", &spec(), "-o", plan_file.to_str().unwrap()],
+        &[],
+    ));
+    ok(&pgplan_in(
+        &cluster,
+        state.path(),
+        &["apply", plan_file.to_str().unwrap()],
+        &[],
+    ));
+    assert!(json_of(&cluster, "deployments", hc::DEPLOYMENT).is_none());
+    let api = json_of(&cluster, "deployments", hc::API_DEPLOYMENT).unwrap();
+    assert_eq!(
+        api["spec"]["replicas"], 3,
+        "the API comes back at the count it had when planned"
+    );
+}
+
+#[test]
+fn a_dump_that_cannot_be_verified_stops_before_anything_destructive() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let before = patients(&cluster);
+    cluster.requests().clear();
+    let out = apply(
+        &cluster,
+        state.path(),
+        &[("PGPLAN_TEST_CORRUPT_BACKUP", "healthcare")],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pg/healthcare/healthcare/backup"), "{err}");
+    assert!(
+        err.contains("pg_restore --list") || err.contains("checksum"),
+        "{err}"
+    );
+    // No delete reached the API server; the consumer was started again.
+    let deletes: Vec<_> = cluster
+        .requests()
+        .all()
+        .into_iter()
+        .filter(|r| r.verb == "delete")
+        .collect();
+    assert!(deletes.is_empty(), "{deletes:?}");
+    assert_original_topology(&cluster);
+    assert_eq!(patients(&cluster), before);
+}
