@@ -5,8 +5,38 @@
 //! socket, as the container's own superuser). For servers outside the
 //! cluster (RDS, external) they run locally with libpq's environment:
 //! host (or the spec's `connect` override), TLS mode and CA file, password.
+//!
+//! The data path apply runs is built on the `Runner`, one module per step:
+//! `backup` (dump, hash, check, manifest), `prepare` (roles, databases),
+//! `tune` (settings for loading a fresh server), `restore`, `verify`,
+//! `knex` (migration locks); `contents` measures what a database holds
+//! (row counts, checksums, sequences), `archive` and `manifest` own the
+//! files in the backup directory, `session` an interactive `psql`, and
+//! `progress` the callbacks the CLI draws bars from. docs/data-path.md
+//! explains the formats, checksums, durability and tuning.
 
+pub mod archive;
+pub mod backup;
+pub mod contents;
 pub mod inventory;
+pub mod knex;
+pub mod manifest;
+pub mod prepare;
+pub mod progress;
+pub mod restore;
+mod session;
+pub mod tune;
+pub mod verify;
+
+pub use backup::{backup, backup_paths, verify_archive, BackupOptions, BackupPaths};
+pub use contents::{Method, SequenceValue, TableContents};
+pub use knex::release_knex_locks;
+pub use manifest::Manifest;
+pub use prepare::{prepare_target, Prepared};
+pub use progress::{no_progress, Phase, Progress, ProgressFn};
+pub use restore::{restore, RestoreOptions, Restored};
+pub use tune::{tune_for_loading, untune, LoadTuning};
+pub use verify::{verify, Mismatch, Verified, VerifyFailure};
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -43,6 +73,48 @@ pub enum PgError {
         command: String,
         message: String,
     },
+    #[error("cannot {action} {}: {message}", path.display())]
+    #[diagnostic(
+        code(pgplan::pg::io),
+        help("check that the backup directory exists, is writable by pgplan and has room for the dump")
+    )]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("backup {} cannot be verified: {problem}", path.display())]
+    #[diagnostic(
+        code(pgplan::pg::archive),
+        help("the archive or its manifest is missing, damaged or changed since it was written; never restore from it: take the backup again (apply re-runs the backup step while the source is still authoritative)")
+    )]
+    Archive { path: PathBuf, problem: String },
+    #[error("restore of {database} into {server} failed{at}: {message}")]
+    #[diagnostic(
+        code(pgplan::pg::restore),
+        help("pg_restore stopped at the first error (--exit-on-error), so the database holds a partial copy: fix the cause (an object that already exists means the target database was not empty), drop and re-create the target database, and apply again")
+    )]
+    Restore {
+        database: String,
+        server: String,
+        /// The archive entry that failed, e.g. `TABLE DATA public.signing_keys`.
+        entry: Option<String>,
+        /// ` at {entry}` when the entry is known, for the message.
+        at: String,
+        message: String,
+    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Verify(Box<VerifyFailure>),
+    #[error("{server}: {message}")]
+    #[diagnostic(code(pgplan::pg::refused), help("{help}"))]
+    Refused {
+        server: String,
+        message: String,
+        help: String,
+    },
+    /// Boxed: the cluster's errors are large and every result here carries
+    /// this type.
     #[error(transparent)]
     #[diagnostic(transparent)]
     Cluster(Box<ClusterError>),
@@ -51,6 +123,23 @@ pub enum PgError {
 impl From<ClusterError> for PgError {
     fn from(e: ClusterError) -> Self {
         PgError::Cluster(Box::new(e))
+    }
+}
+
+impl PgError {
+    pub(crate) fn io(action: &'static str, path: &std::path::Path, e: std::io::Error) -> PgError {
+        PgError::Io {
+            action,
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn archive(path: &std::path::Path, problem: impl Into<String>) -> PgError {
+        PgError::Archive {
+            path: path.to_path_buf(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -164,6 +253,43 @@ impl Runner<'_> {
         self.output(&psql(database, sql)).await
     }
 
+    /// A script of statements fed to `psql` on stdin, each its own
+    /// transaction (so `CREATE DATABASE` and `ALTER SYSTEM` may be among
+    /// them), stopping at the first error; the unaligned, tuples-only output.
+    pub async fn script(&self, database: &str, sql: &str) -> Result<String, PgError> {
+        let argv: Vec<String> = [
+            "psql",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            database,
+            "-f",
+            "-",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut out = Vec::new();
+        let outcome = self.run(&argv, Some(sql.as_bytes()), &mut out).await?;
+        if outcome.code != 0 {
+            return Err(self.failure(&argv, outcome));
+        }
+        String::from_utf8(out).map_err(|e| PgError::Output {
+            server: self.server(),
+            command: "psql".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Whether the tools run on this machine (so they can read local files).
+    pub fn is_local(&self) -> bool {
+        matches!(self, Runner::Local { .. })
+    }
+
     /// The error for a failed command: a refused connection is told apart.
     pub fn failure(&self, argv: &[String], outcome: ExecOutcome) -> PgError {
         let stderr = outcome.stderr.trim().to_string();
@@ -257,8 +383,11 @@ where
             let _ = w.shutdown().await;
         }
     };
+    // Reads as large as the pipe holds, not tokio::io::copy's 8 KiB: a
+    // dump of gigabytes passes through here.
     let drain = async {
-        let r = tokio::io::copy(&mut child_out, stdout).await;
+        let mut reader = tokio::io::BufReader::with_capacity(1 << 18, &mut child_out);
+        let r = tokio::io::copy_buf(&mut reader, stdout).await;
         let _ = stdout.flush().await;
         r
     };
@@ -270,7 +399,19 @@ where
         }
         String::from_utf8_lossy(&s).into_owned()
     };
-    let ((), copied, stderr) = tokio::join!(feed, drain, errors);
+    // Once the child has closed its stdout and stderr (it exited), stop
+    // feeding it: a caller's stdin that never ends (an interactive session)
+    // must not keep this call waiting.
+    let outputs = async { tokio::join!(drain, errors) };
+    tokio::pin!(feed);
+    tokio::pin!(outputs);
+    let mut fed = false;
+    let (copied, stderr) = loop {
+        tokio::select! {
+            () = &mut feed, if !fed => fed = true,
+            done = &mut outputs => break done,
+        }
+    };
     copied.map_err(|e| PgError::Tools {
         program: program.clone(),
         message: format!("writing its output failed: {e}"),

@@ -9,6 +9,7 @@ mod aws;
 mod cli;
 mod diff;
 mod observe;
+mod pgtools;
 mod render;
 mod schema;
 mod substrate;

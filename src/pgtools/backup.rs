@@ -1,0 +1,350 @@
+//! Backing up one database: `pg_dump` run by the [`Runner`], its archive
+//! streamed to `{directory}/{placement}/{database}.dump` and hashed on the
+//! way (never held in memory), the source measured in the very snapshot the
+//! dump reads (rows, checksums, sequences), the archive read back and
+//! checked with `pg_restore --list`, then the manifest written. Also
+//! [`verify_archive`], the same checks on an existing backup.
+//!
+//! Consistency: one `psql` session opens a repeatable-read transaction and
+//! exports its snapshot; `pg_dump --snapshot` dumps exactly that snapshot
+//! while the session measures it, so the manifest describes the archive
+//! even if something writes to the source meanwhile. The session stays open
+//! until pg_dump has finished.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use super::archive::{self, HashingWriter};
+use super::contents::{self, Contents, Measure};
+use super::manifest::{Manifest, MANIFEST_VERSION};
+use super::progress::{Phase, Progress, ProgressFn};
+use super::session::with_session;
+use super::{PgError, Runner};
+use crate::spec::DumpFormat;
+
+/// How to dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupOptions {
+    /// `custom` (one file, streamed from wherever the tools run) or
+    /// `directory` (`pg_dump -Fd -j`, only where the tools run on this
+    /// machine; in a pod it falls back to custom and the manifest says so).
+    pub format: DumpFormat,
+    /// pg_dump's parallel jobs for a directory archive.
+    pub jobs: u32,
+    /// gzip level 0–9. 1 by default: most of the size gain for a fraction
+    /// of the time of pg_dump's default 6, which matters on a busy source.
+    pub compression: u32,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            format: DumpFormat::Custom,
+            jobs: 2,
+            compression: 1,
+        }
+    }
+}
+
+/// Where a database's backup lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupPaths {
+    /// `{directory}/{placement}`.
+    pub dir: PathBuf,
+    /// `{dir}/{database}.dump` (a file, or a directory for `-Fd`).
+    pub archive: PathBuf,
+    /// `{dir}/{database}.manifest.json`.
+    pub manifest: PathBuf,
+}
+
+/// The paths of `database`'s backup for `placement` under `directory`.
+pub fn backup_paths(directory: &Path, placement: &str, database: &str) -> BackupPaths {
+    let dir = directory.join(placement);
+    BackupPaths {
+        archive: dir.join(format!("{database}.dump")),
+        manifest: dir.join(format!("{database}.manifest.json")),
+        dir,
+    }
+}
+
+/// What the session learns besides the contents.
+struct Source {
+    server_version: String,
+    owner: String,
+    encoding: String,
+    contents: Contents,
+}
+
+/// Backs up `database` through `runner` into `directory/placement`.
+/// Returns the paths and the manifest written. Any previous backup of the
+/// database there is replaced (its manifest is removed first, so a crash
+/// midway never leaves a manifest describing another archive).
+pub async fn backup(
+    runner: &Runner<'_>,
+    directory: &Path,
+    placement: &str,
+    database: &str,
+    options: &BackupOptions,
+    progress: ProgressFn<'_>,
+) -> Result<(BackupPaths, Manifest), PgError> {
+    let paths = backup_paths(directory, placement, database);
+    std::fs::create_dir_all(&paths.dir).map_err(|e| PgError::io("create", &paths.dir, e))?;
+    archive::sync_dir(directory)?;
+    archive::remove(&paths.manifest)?;
+    archive::sync_dir(&paths.dir)?;
+    let partial = archive::with_suffix(&paths.archive, ".partial");
+    archive::remove(&partial)?;
+
+    let format = if options.format == DumpFormat::Directory && !runner.is_local() {
+        tracing::info!(
+            database,
+            server = %runner.server(),
+            "a directory archive cannot stream out of a pod; dumping in custom format"
+        );
+        DumpFormat::Custom
+    } else {
+        options.format
+    };
+    let pg_dump_version = runner
+        .output(&["pg_dump".to_string(), "--version".into()])
+        .await?
+        .trim()
+        .to_string();
+
+    let (snapshot_tx, snapshot_rx) = oneshot::channel::<String>();
+    let (dumped_tx, dumped_rx) = oneshot::channel::<()>();
+    let measure = with_session(runner, database, move |mut s| async move {
+        s.send("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        let snapshot = s.line("SELECT pg_export_snapshot()").await?;
+        let info = s
+            .line(
+                "SELECT json_build_array(current_setting('server_version'), \
+                 pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding)) \
+                 FROM pg_database d WHERE d.datname = current_database()",
+            )
+            .await?;
+        let _ = snapshot_tx.send(snapshot);
+        let (version, owner, encoding): (String, String, String) = serde_json::from_str(&info)
+            .map_err(|e| PgError::Output {
+                server: s.server().to_string(),
+                command: "the database query".into(),
+                message: e.to_string(),
+            })?;
+        let contents = contents::measure(
+            &mut s,
+            &Measure {
+                checksums: true,
+                sequences: true,
+                methods: None,
+                phase: Phase::SourceChecksums,
+            },
+            progress,
+        )
+        .await?;
+        // pg_dump imported the snapshot when it started; holding the
+        // transaction until it is done costs nothing and is simplest.
+        let _ = dumped_rx.await;
+        s.send("COMMIT").await?;
+        Ok(Source {
+            server_version: version
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            owner,
+            encoding,
+            contents,
+        })
+    });
+    let dump = async {
+        let _dumped = dumped_tx;
+        let Ok(snapshot) = snapshot_rx.await else {
+            // The session failed before exporting; its error is the one to report.
+            return Ok(None);
+        };
+        dump(
+            runner, database, &partial, format, options, &snapshot, progress,
+        )
+        .await
+        .map(Some)
+    };
+    let (measured, dumped) = tokio::join!(measure, dump);
+    let (source, streamed) = match (measured, dumped) {
+        (Ok(source), Ok(Some(streamed))) => (source, streamed),
+        // pg_dump's own failure explains more than the session's.
+        (_, Err(e)) | (Err(e), _) => {
+            let _ = archive::remove(&partial);
+            return Err(e);
+        }
+        (Ok(_), Ok(None)) => {
+            return Err(PgError::Output {
+                server: runner.server(),
+                command: "pg_dump".into(),
+                message: "the session did not hand over its snapshot".into(),
+            })
+        }
+    };
+
+    let checked = check_partial(runner, &partial, format, streamed, progress).await;
+    let (bytes, sha256, toc_entries) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = archive::remove(&partial);
+            return Err(e);
+        }
+    };
+    archive::commit(&partial, &paths.archive)?;
+    let manifest = Manifest {
+        manifest_version: MANIFEST_VERSION,
+        database: database.to_string(),
+        owner: source.owner,
+        encoding: source.encoding,
+        format,
+        archive: format!("{database}.dump"),
+        bytes,
+        sha256,
+        toc_entries,
+        server_version: source.server_version,
+        pg_dump_version,
+        compression: options.compression.min(9),
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        tables: source.contents.tables,
+        sequences: source.contents.sequences,
+    };
+    manifest.write(&paths.manifest)?;
+    Ok((paths, manifest))
+}
+
+/// Runs pg_dump on `snapshot` into `partial`. For a custom archive, returns
+/// the size and sha256 of what streamed in; a directory archive is hashed
+/// when read back.
+async fn dump(
+    runner: &Runner<'_>,
+    database: &str,
+    partial: &Path,
+    format: DumpFormat,
+    options: &BackupOptions,
+    snapshot: &str,
+    progress: ProgressFn<'_>,
+) -> Result<Option<(u64, String)>, PgError> {
+    let mut argv: Vec<String> = vec![
+        "pg_dump".into(),
+        format!("--snapshot={snapshot}"),
+        format!("--compress={}", options.compression.min(9)),
+        "--no-sync".into(),
+    ];
+    match format {
+        DumpFormat::Custom => {
+            argv.push("--format=custom".into());
+            argv.push(format!("--dbname={database}"));
+            let mut out = HashingWriter::create(partial, Phase::Dump, progress).await?;
+            let outcome = runner
+                .run(&argv, None::<tokio::io::Empty>, &mut out)
+                .await?;
+            if outcome.code != 0 {
+                return Err(runner.failure(&argv, outcome));
+            }
+            Ok(Some(out.finish(partial).await?))
+        }
+        DumpFormat::Directory => {
+            argv.push("--format=directory".into());
+            argv.push(format!("--jobs={}", options.jobs.max(1)));
+            argv.push(format!("--file={}", partial.display()));
+            argv.push(format!("--dbname={database}"));
+            let mut sink = tokio::io::sink();
+            let run = runner.run(&argv, None::<tokio::io::Empty>, &mut sink);
+            tokio::pin!(run);
+            // pg_dump writes the files itself; report their growing size.
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut run => break outcome?,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {
+                        progress(&Progress::Bytes {
+                            phase: Phase::Dump,
+                            done: archive::dir_size(partial),
+                            total: None,
+                        });
+                    }
+                }
+            };
+            if outcome.code != 0 {
+                return Err(runner.failure(&argv, outcome));
+            }
+            progress(&Progress::Bytes {
+                phase: Phase::Dump,
+                done: archive::dir_size(partial),
+                total: None,
+            });
+            archive::sync_tree(partial)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Reads the written archive back and lists it: its size, sha256 and TOC
+/// entries. A custom archive must read back as it streamed in.
+async fn check_partial(
+    runner: &Runner<'_>,
+    partial: &Path,
+    format: DumpFormat,
+    streamed: Option<(u64, String)>,
+    progress: ProgressFn<'_>,
+) -> Result<(u64, String, u64), PgError> {
+    let (bytes, sha) = archive::hash_archive(partial, format, progress).await?;
+    if let Some((streamed_bytes, streamed_sha)) = streamed {
+        if (streamed_bytes, &streamed_sha) != (bytes, &sha) {
+            return Err(PgError::archive(
+                partial,
+                format!(
+                    "checksum mismatch on re-read: {streamed_bytes} bytes with sha256 {streamed_sha} were written, {bytes} bytes with sha256 {sha} read back"
+                ),
+            ));
+        }
+    }
+    let listing = archive::list(runner, partial, format).await?;
+    Ok((bytes, sha, archive::toc_entries(&listing)))
+}
+
+/// Re-checks an existing backup: the manifest reads, the archive has the
+/// size and sha256 it records, and `pg_restore --list` (run by `runner`,
+/// which needs a pg_restore as new as the dump's) reads the same number of
+/// entries. Used on resume and before a restore. Returns the manifest.
+pub async fn verify_archive(
+    manifest_path: &Path,
+    runner: &Runner<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<Manifest, PgError> {
+    let manifest = Manifest::read(manifest_path)?;
+    let path = manifest.archive_path(manifest_path);
+    if !path.exists() {
+        return Err(PgError::archive(&path, "the archive is missing"));
+    }
+    let (bytes, sha) = archive::hash_archive(&path, manifest.format, progress).await?;
+    if bytes != manifest.bytes || sha != manifest.sha256 {
+        return Err(PgError::archive(
+            &path,
+            format!(
+                "checksum mismatch on re-read: the manifest records {} bytes with sha256 {}, the archive has {bytes} bytes with sha256 {sha}",
+                manifest.bytes, manifest.sha256
+            ),
+        ));
+    }
+    let listing = archive::list(runner, &path, manifest.format).await?;
+    let entries = archive::toc_entries(&listing);
+    if entries != manifest.toc_entries {
+        return Err(PgError::archive(
+            &path,
+            format!(
+                "`pg_restore --list` reads {entries} entries, the manifest records {}",
+                manifest.toc_entries
+            ),
+        ));
+    }
+    Ok(manifest)
+}

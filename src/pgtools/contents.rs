@@ -1,0 +1,331 @@
+//! What a database holds, measured so two servers can be compared: per
+//! table the exact row count and an order-independent checksum, and every
+//! sequence's value. The backup measures the source in the snapshot it
+//! dumps; verify measures the target the same way and compares.
+//!
+//! The checksum of a table is the sum, as an exact number, of a 64-bit hash
+//! of every row, computed by the server in one sequential scan (parallel
+//! where the planner likes), so nothing but one line per table crosses the
+//! wire. Two hashes are used:
+//!
+//! - `record`: `hash_record_extended(row, 0)` (PostgreSQL 14+), which hashes
+//!   each column with its type's own hash function: about four times
+//!   cheaper than formatting rows as text. Only for tables whose columns are
+//!   all of types listed in [`RECORD_SAFE_TYPES`] (or enums, domains over and
+//!   arrays of them) under deterministic collations, whose hashes are the
+//!   same on every server and major version (hash partitioning relies on it).
+//! - `text`: `hashtextextended(row::text, 0)`, the row's text form, for
+//!   everything else. The session fixes the settings that text forms depend
+//!   on (time zone, date and interval styles, float digits, bytea output).
+//!
+//! The method chosen at backup is recorded per table in the manifest and
+//! verify uses the same one. The sum detects a changed, missing or extra row
+//! (with the count) with a chance of a miss around 2^-64; it is a check
+//! against accidents, not against someone forging rows.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::progress::{Phase, Progress, ProgressFn};
+use super::session::Session;
+use super::PgError;
+
+/// How a table's rows are hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// `hash_record_extended(row, 0)`: typed hashes of every column.
+    Record,
+    /// `hashtextextended(row::text, 0)`: a hash of the row's text form.
+    Text,
+}
+
+/// One table's measurements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableContents {
+    pub schema: String,
+    pub name: String,
+    pub rows: u64,
+    pub method: Method,
+    /// The sum of the row hashes as a decimal number (it outgrows 64 bits);
+    /// absent when only rows were counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+}
+
+impl TableContents {
+    /// `schema.name`, for messages.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// One sequence's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SequenceValue {
+    pub schema: String,
+    pub name: String,
+    /// The last value handed out; `None` when `nextval` was never called
+    /// (or after `setval(…, false)`), which a restore reproduces.
+    pub last_value: Option<i64>,
+}
+
+/// Everything measured in one database.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Contents {
+    pub tables: Vec<TableContents>,
+    pub sequences: Vec<SequenceValue>,
+}
+
+/// Base types whose hash functions are the same on every platform and
+/// major version, and that every server has (by name in `pg_catalog`).
+pub const RECORD_SAFE_TYPES: &[&str] = &[
+    "bool",
+    "bytea",
+    "char",
+    "name",
+    "int2",
+    "int4",
+    "int8",
+    "oid",
+    "float4",
+    "float8",
+    "numeric",
+    "text",
+    "varchar",
+    "bpchar",
+    "date",
+    "time",
+    "timetz",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "uuid",
+    "jsonb",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "pg_lsn",
+];
+
+/// The tables that hold rows pg_dump copies (partitions included, their
+/// parents hold none; extension members left out, as pg_dump does), each
+/// with the method its rows can be hashed with on this server. One line:
+/// a JSON array of `[schema, name, method]`.
+fn tables_sql(record_capable: bool) -> String {
+    let safe = RECORD_SAFE_TYPES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let method = if record_capable {
+        // A column type is walked down through domains and true arrays (the
+        // element's array type is this one) to its leaves; the table is
+        // `record` when every leaf is an enum or a safe base type and no
+        // column has a nondeterministic collation.
+        format!(
+            r#"CASE WHEN EXISTS (
+        WITH RECURSIVE walk(typ) AS (
+            SELECT a.atttypid FROM pg_attribute a
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          UNION
+            SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END
+            FROM walk w JOIN pg_type t ON t.oid = w.typ
+            WHERE t.typtype = 'd'
+               OR (t.typelem <> 0 AND (SELECT e.typarray FROM pg_type e WHERE e.oid = t.typelem) = t.oid))
+        SELECT 1 FROM walk w JOIN pg_type t ON t.oid = w.typ
+        WHERE t.typtype <> 'd'
+          AND NOT (t.typelem <> 0 AND (SELECT e.typarray FROM pg_type e WHERE e.oid = t.typelem) = t.oid)
+          AND t.typtype <> 'e'
+          AND NOT (t.typnamespace = 'pg_catalog'::regnamespace AND t.typname IN ({safe})))
+      OR EXISTS (
+        SELECT 1 FROM pg_attribute a JOIN pg_collation co ON co.oid = a.attcollation
+        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          AND NOT co.collisdeterministic)
+    THEN 'text' ELSE 'record' END"#
+        )
+    } else {
+        "'text'".to_string()
+    };
+    format!(
+        r#"SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, {method})
+    ORDER BY n.nspname, c.relname), '[]')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')"#
+    )
+}
+
+const SEQUENCES_SQL: &str = r#"SELECT coalesce(json_agg(json_build_array(schemaname, sequencename, last_value)
+    ORDER BY schemaname, sequencename), '[]')
+FROM pg_sequences WHERE schemaname !~ '^pg_(toast|temp_|toast_temp_)'"#;
+
+/// Quotes an SQL identifier.
+pub(crate) fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes an SQL string literal.
+pub(crate) fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The one-line count (and checksum) query of one table. The alias is one
+/// no column is likely to have: a column of that name would shadow the
+/// whole-row reference.
+fn table_sql(schema: &str, name: &str, method: Method, checksum: bool) -> String {
+    let from = format!(
+        "FROM ONLY {}.{} AS \"pgplan row\"",
+        ident(schema),
+        ident(name)
+    );
+    if !checksum {
+        return format!("SELECT count(*) || ' -' {from}");
+    }
+    let hash = match method {
+        Method::Record => "hash_record_extended(\"pgplan row\", 0)",
+        Method::Text => "hashtextextended(\"pgplan row\"::text, 0)",
+    };
+    format!("SELECT count(*) || ' ' || coalesce(sum({hash}), 0) {from}")
+}
+
+/// What to measure.
+pub(crate) struct Measure<'m> {
+    /// Hash rows (else only count them).
+    pub checksums: bool,
+    /// Read sequences.
+    pub sequences: bool,
+    /// Methods fixed in advance (verify uses the manifest's); other tables
+    /// get the method the server allows.
+    pub methods: Option<&'m HashMap<(String, String), Method>>,
+    pub phase: Phase,
+}
+
+fn output_error(server: &str, what: &str, message: impl std::fmt::Display) -> PgError {
+    PgError::Output {
+        server: server.to_string(),
+        command: what.into(),
+        message: message.to_string(),
+    }
+}
+
+/// Whether the server has `hash_record_extended` (14+).
+pub(crate) async fn record_capable(session: &mut Session) -> Result<bool, PgError> {
+    let v = session
+        .line("SELECT current_setting('server_version_num')")
+        .await?;
+    let num: u32 = v
+        .trim()
+        .parse()
+        .map_err(|e| output_error(session.server(), "server_version_num", e))?;
+    Ok(num >= 140_000)
+}
+
+/// Measures the database the session is connected to, in the session's
+/// transaction (the backup's exported snapshot, or read committed).
+pub(crate) async fn measure(
+    session: &mut Session,
+    what: &Measure<'_>,
+    progress: ProgressFn<'_>,
+) -> Result<Contents, PgError> {
+    let capable = record_capable(session).await?;
+    let listed: Vec<(String, String, Method)> =
+        serde_json::from_str(&session.line(&tables_sql(capable)).await?)
+            .map_err(|e| output_error(session.server(), "the table list query", e))?;
+    let sequences = if what.sequences {
+        let raw: Vec<(String, String, Option<i64>)> =
+            serde_json::from_str(&session.line(SEQUENCES_SQL).await?)
+                .map_err(|e| output_error(session.server(), "the sequence query", e))?;
+        raw.into_iter()
+            .map(|(schema, name, last_value)| SequenceValue {
+                schema,
+                name,
+                last_value,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let total = listed.len() as u64;
+    let mut tables = Vec::with_capacity(listed.len());
+    for (i, (schema, name, detected)) in listed.into_iter().enumerate() {
+        let method = what
+            .methods
+            .and_then(|m| m.get(&(schema.clone(), name.clone())).copied())
+            .unwrap_or(detected);
+        if method == Method::Record && !capable {
+            return Err(PgError::Refused {
+                server: session.server().to_string(),
+                message: format!(
+                    "table {schema}.{name} was checksummed with hash_record_extended, which this server (before PostgreSQL 14) lacks"
+                ),
+                help: "restore into a server of the source's major version or newer, or verify with `checksums: false`".into(),
+            });
+        }
+        let line = session
+            .line(&table_sql(&schema, &name, method, what.checksums))
+            .await?;
+        let (rows, sum) = line.split_once(' ').ok_or_else(|| {
+            output_error(
+                session.server(),
+                "a table checksum query",
+                format!("`{line}`"),
+            )
+        })?;
+        let rows: u64 = rows.parse().map_err(|e| {
+            output_error(
+                session.server(),
+                "a table checksum query",
+                format!("`{line}`: {e}"),
+            )
+        })?;
+        let t = TableContents {
+            schema,
+            name,
+            rows,
+            method,
+            checksum: (what.checksums).then(|| sum.to_string()),
+        };
+        progress(&Progress::Tables {
+            phase: what.phase,
+            done: i as u64 + 1,
+            total,
+            table: t.qualified(),
+        });
+        tables.push(t);
+    }
+    Ok(Contents { tables, sequences })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_row_alias_is_quoted_and_tables_are_qualified() {
+        assert_eq!(
+            table_sql("public", "we\"ird", Method::Record, true),
+            "SELECT count(*) || ' ' || coalesce(sum(hash_record_extended(\"pgplan row\", 0)), 0) \
+             FROM ONLY \"public\".\"we\"\"ird\" AS \"pgplan row\""
+        );
+        assert!(table_sql("s", "t", Method::Text, true).contains("\"pgplan row\"::text"));
+        assert_eq!(
+            table_sql("s", "t", Method::Text, false),
+            "SELECT count(*) || ' -' FROM ONLY \"s\".\"t\" AS \"pgplan row\""
+        );
+    }
+
+    #[test]
+    fn older_servers_hash_text_only() {
+        assert!(tables_sql(false).contains("'text'"));
+        assert!(!tables_sql(false).contains("hash_record"));
+        assert!(tables_sql(true).contains("'jsonb'"));
+    }
+}

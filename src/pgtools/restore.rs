@@ -1,0 +1,349 @@
+//! Restoring one database from its backup with `pg_restore -j N
+//! --exit-on-error`. Where the tools run on this machine, pg_restore reads
+//! the archive in the backup directory. In a pod, the archive is first
+//! streamed into the pod's filesystem (`pg_restore -j` needs a file it can
+//! seek in, not a pipe) under a per-run path, and that copy is removed
+//! afterwards whatever happened.
+//!
+//! The archive is checked against its manifest on the way (sha256 while it
+//! streams into the pod, or read back before a local restore) and nothing
+//! is restored from one that differs. A failure names the archive entry
+//! pg_restore was working on, from its `--verbose` log and the archive's
+//! table of contents.
+
+use std::path::Path;
+
+use super::archive::{self, HashingReader};
+use super::manifest::Manifest;
+use super::progress::{Phase, ProgressFn};
+use super::{PgError, Runner};
+use crate::spec::DumpFormat;
+
+/// How to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// pg_restore's parallel jobs.
+    pub jobs: u32,
+    /// `--no-owner`: objects end up owned by the connecting user. Only for
+    /// a target where the owners cannot exist; prepare creates them.
+    pub no_owner: bool,
+    /// In a pod, the directory under which the per-run copy is made
+    /// (`{dir}/pgplan-restore-{run_id}/`); `$TMPDIR`, else `/tmp`, when
+    /// `None`. It must have room for the archive.
+    pub pod_temp_dir: Option<String>,
+    /// Names this run's copy in the pod (the apply's id), so concurrent or
+    /// resumed runs never share one.
+    pub run_id: String,
+    /// Run `ANALYZE` afterwards: a restored database has no planner
+    /// statistics, and autovacuum may be off while loading.
+    pub analyze: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            jobs: 2,
+            no_owner: false,
+            pod_temp_dir: None,
+            run_id: format!("{}", std::process::id()),
+            analyze: true,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub database: String,
+    /// Archive entries (the manifest's TOC count).
+    pub entries: u64,
+    /// Bytes streamed into the pod (0 for a local restore).
+    pub uploaded: u64,
+}
+
+/// Restores the backup described by `manifest_path` into the database of
+/// the same name on the runner's server (prepare created it, empty).
+pub async fn restore(
+    runner: &Runner<'_>,
+    manifest_path: &Path,
+    options: &RestoreOptions,
+    progress: ProgressFn<'_>,
+) -> Result<Restored, PgError> {
+    let manifest = Manifest::read(manifest_path)?;
+    let archive_path = manifest.archive_path(manifest_path);
+    let mut restored = Restored {
+        database: manifest.database.clone(),
+        entries: manifest.toc_entries,
+        uploaded: 0,
+    };
+    if runner.is_local() {
+        let (bytes, sha) = archive::hash_archive(&archive_path, manifest.format, progress).await?;
+        check_sums(&archive_path, &manifest, bytes, &sha)?;
+        pg_restore(runner, &manifest, &archive_path.to_string_lossy(), options).await?;
+    } else {
+        let dir = pod_dir(runner, options).await?;
+        let result = async {
+            let copy = format!("{dir}/{}", manifest.archive);
+            restored.uploaded = upload(runner, &manifest, &archive_path, &copy, progress).await?;
+            pg_restore(runner, &manifest, &copy, options).await
+        }
+        .await;
+        let removed = runner
+            .output(&["rm".to_string(), "-rf".into(), "--".into(), dir.clone()])
+            .await;
+        result?;
+        if let Err(e) = removed {
+            tracing::warn!(%dir, error = %e, "could not remove the archive copy in the pod");
+        }
+    }
+    if options.analyze {
+        runner.query(&manifest.database, "ANALYZE").await?;
+    }
+    Ok(restored)
+}
+
+fn check_sums(path: &Path, manifest: &Manifest, bytes: u64, sha: &str) -> Result<(), PgError> {
+    if bytes != manifest.bytes || sha != manifest.sha256 {
+        return Err(PgError::archive(
+            path,
+            format!(
+                "checksum mismatch: the manifest records {} bytes with sha256 {}, {bytes} bytes with sha256 {sha} were read",
+                manifest.bytes, manifest.sha256
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes this run's private directory in the pod and returns its path.
+async fn pod_dir(runner: &Runner<'_>, options: &RestoreOptions) -> Result<String, PgError> {
+    let run_id: String = options
+        .run_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        r#"d="${1:-${TMPDIR:-/tmp}}/pgplan-restore-$2"; umask 077; rm -rf "$d" && mkdir -p "$d" && printf '%s' "$d""#.into(),
+        "pgplan".into(),
+        options.pod_temp_dir.clone().unwrap_or_default(),
+        run_id,
+    ];
+    let dir = runner.output(&argv).await?;
+    if dir.is_empty() {
+        return Err(PgError::Output {
+            server: runner.server(),
+            command: "mkdir".into(),
+            message: "no directory was made for the archive copy".into(),
+        });
+    }
+    Ok(dir)
+}
+
+/// Streams one file into `dest` in the pod; returns its sha256 (as read
+/// here) after checking the pod received every byte.
+async fn upload_file(
+    runner: &Runner<'_>,
+    local: &Path,
+    dest: &str,
+    progress: ProgressFn<'_>,
+) -> Result<(u64, String), PgError> {
+    let mut reader = HashingReader::open(local, Phase::Upload, progress).await?;
+    let argv = vec![
+        "sh".to_string(),
+        "-c".into(),
+        r#"cat > "$1" && wc -c < "$1""#.into(),
+        "pgplan".into(),
+        dest.to_string(),
+    ];
+    let mut out = Vec::new();
+    let outcome = runner.run(&argv, Some(&mut reader), &mut out).await?;
+    if outcome.code != 0 {
+        return Err(runner.failure(&argv, outcome));
+    }
+    let (bytes, sha) = reader.finish();
+    let received: Option<u64> = String::from_utf8_lossy(&out).trim().parse().ok();
+    if received != Some(bytes) {
+        return Err(PgError::Output {
+            server: runner.server(),
+            command: "cat".into(),
+            message: format!(
+                "{bytes} bytes were sent to {dest}, the pod has {}",
+                String::from_utf8_lossy(&out).trim()
+            ),
+        });
+    }
+    Ok((bytes, sha))
+}
+
+/// Copies the archive into the pod at `copy`, checking it against the
+/// manifest on the way. Returns the bytes sent.
+async fn upload(
+    runner: &Runner<'_>,
+    manifest: &Manifest,
+    archive_path: &Path,
+    copy: &str,
+    progress: ProgressFn<'_>,
+) -> Result<u64, PgError> {
+    let (bytes, sha) = match manifest.format {
+        DumpFormat::Custom => upload_file(runner, archive_path, copy, progress).await?,
+        DumpFormat::Directory => {
+            runner
+                .output(&["mkdir".to_string(), "--".into(), copy.to_string()])
+                .await?;
+            let mut listing = String::new();
+            let mut total = 0;
+            for name in archive::sorted_files(archive_path)? {
+                let (n, sha) = upload_file(
+                    runner,
+                    &archive_path.join(&name),
+                    &format!("{copy}/{name}"),
+                    progress,
+                )
+                .await?;
+                total += n;
+                listing.push_str(&format!("{sha}  {name}\n"));
+            }
+            use sha2::Digest;
+            (total, hex::encode(sha2::Sha256::digest(listing.as_bytes())))
+        }
+    };
+    check_sums(archive_path, manifest, bytes, &sha)?;
+    Ok(bytes)
+}
+
+/// Runs pg_restore on `archive` (a path where the runner runs); on failure,
+/// names the entry it stopped at.
+async fn pg_restore(
+    runner: &Runner<'_>,
+    manifest: &Manifest,
+    archive: &str,
+    options: &RestoreOptions,
+) -> Result<(), PgError> {
+    let mut argv: Vec<String> = vec![
+        "pg_restore".into(),
+        "--exit-on-error".into(),
+        "--verbose".into(),
+        format!("--jobs={}", options.jobs.max(1)),
+        format!("--dbname={}", manifest.database),
+    ];
+    if options.no_owner {
+        argv.push("--no-owner".into());
+    }
+    argv.push(archive.to_string());
+    let outcome = runner
+        .run(&argv, None::<tokio::io::Empty>, &mut tokio::io::sink())
+        .await?;
+    if outcome.code == 0 {
+        return Ok(());
+    }
+    let (id, message) = parse_failure(&outcome.stderr);
+    if id.is_none() && message.is_empty() {
+        return Err(runner.failure(&argv, outcome));
+    }
+    let entry = match id {
+        Some(id) => {
+            let listing = runner
+                .output(&[
+                    "pg_restore".to_string(),
+                    "--list".into(),
+                    archive.to_string(),
+                ])
+                .await
+                .unwrap_or_default();
+            Some(archive::describe_entry(&listing, id).unwrap_or_else(|| format!("TOC entry {id}")))
+        }
+        None => None,
+    };
+    Err(PgError::Restore {
+        database: manifest.database.clone(),
+        server: runner.server(),
+        at: entry
+            .as_deref()
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default(),
+        entry,
+        message: if message.is_empty() {
+            outcome.stderr.trim().to_string()
+        } else {
+            message
+        },
+    })
+}
+
+/// From pg_restore's `--verbose` stderr: the dump id of the entry that
+/// failed (`from TOC entry 3350; …`) and the error, with the SQL that
+/// failed shortened.
+fn parse_failure(stderr: &str) -> (Option<u32>, String) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines.iter().rposition(|l| l.contains("from TOC entry "));
+    let id = at.and_then(|i| {
+        let rest = lines[i].split("from TOC entry ").nth(1)?;
+        rest.split(';').next()?.trim().parse().ok()
+    });
+    // The error is reported after the entry line (or anywhere, without one).
+    let start = at.map(|i| i + 1).unwrap_or(0);
+    let mut message = String::new();
+    let mut iter = lines[start..].iter();
+    if let Some(first) = iter.find(|l| l.contains("error:")) {
+        message.push_str(
+            first
+                .trim()
+                .trim_start_matches("pg_restore: ")
+                .trim_start_matches("error: "),
+        );
+        for more in iter {
+            let more = more.trim();
+            if more.starts_with("pg_restore:") || more.is_empty() {
+                break;
+            }
+            message.push(' ');
+            message.push_str(more);
+        }
+    }
+    const KEEP: usize = 400;
+    if message.len() > KEEP {
+        let mut cut = KEEP;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    (id, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failed_entry_and_its_error_are_read_from_the_log() {
+        let stderr = "\
+pg_restore: connecting to database for restore
+pg_restore: creating TABLE \"public.signing_keys\"
+pg_restore: from TOC entry 215; 1259 16390 TABLE signing_keys postgres
+pg_restore: error: could not execute query: ERROR:  relation \"signing_keys\" already exists
+Command was: CREATE TABLE public.signing_keys (
+    kid text NOT NULL
+);
+";
+        let (id, message) = parse_failure(stderr);
+        assert_eq!(id, Some(215));
+        assert_eq!(
+            message,
+            "could not execute query: ERROR:  relation \"signing_keys\" already exists \
+             Command was: CREATE TABLE public.signing_keys ( kid text NOT NULL );"
+        );
+    }
+
+    #[test]
+    fn a_failure_outside_any_entry_keeps_the_error() {
+        let (id, message) = parse_failure(
+            "pg_restore: error: connection to server failed: FATAL:  database \"x\" does not exist\n",
+        );
+        assert_eq!(id, None);
+        assert!(message.starts_with("connection to server failed"));
+    }
+}
