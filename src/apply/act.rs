@@ -45,8 +45,13 @@ pub(super) fn cluster<'a>(w: &'a World<'_>) -> Result<&'a Cluster, StepError> {
     })
 }
 
-/// Run one step; returns its facts.
-pub(super) async fn act(w: &World<'_>, step: &Step) -> Result<Value, StepError> {
+/// Run one step; returns its facts. `deps` are the facts of the steps it
+/// depends on.
+pub(super) async fn act(
+    w: &World<'_>,
+    step: &Step,
+    deps: &std::collections::BTreeMap<String, Value>,
+) -> Result<Value, StepError> {
     match &step.operation {
         Operation::Create { object, wait } => {
             let manifest = step
@@ -118,7 +123,7 @@ pub(super) async fn act(w: &World<'_>, step: &Step) -> Result<Value, StepError> 
         | Operation::PrepareTarget { .. }
         | Operation::Restore { .. }
         | Operation::ReleaseKnexLocks { .. }
-        | Operation::Verify { .. } => super::data::act(w, step).await,
+        | Operation::Verify { .. } => super::data::act(w, step, deps).await,
         Operation::CreateRdsInstance { .. }
         | Operation::ModifyRdsInstance { .. }
         | Operation::SnapshotRdsInstance { .. } => super::data::rds(w, step).await,
@@ -294,10 +299,9 @@ async fn scale(
             &mut patch,
             &json!({"metadata": {"annotations": {QUIESCED_ANNOTATION: from.max(current).to_string()}}}),
         ),
-        ScalePurpose::Resume => merge_patch(
-            &mut patch,
-            &json!({"metadata": {"annotations": {QUIESCED_ANNOTATION: null}}}),
-        ),
+        // A JSON null in a merge patch removes the key (merging it into the
+        // patch itself would drop it instead).
+        ScalePurpose::Resume => patch["metadata"]["annotations"][QUIESCED_ANNOTATION] = Value::Null,
     }
     if current != to || purpose == ScalePurpose::Resume {
         c.merge_patch(object, &patch, Write::Apply).await?;

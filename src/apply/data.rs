@@ -2,6 +2,7 @@
 //! resolving a `ServerRef` to a place where the PostgreSQL tools can run,
 //! then calling the data path (`pgtools`) or the RDS adapter (`aws`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use base64::Engine;
@@ -12,7 +13,12 @@ use super::undo::Undo;
 use super::World;
 use crate::cluster::Write;
 use crate::observed::{secret_fingerprint, FINGERPRINT_ANNOTATION};
-use crate::pgtools::{ConnInfo, Runner};
+use crate::pgtools::backup::BackupOptions;
+use crate::pgtools::manifest::Manifest;
+use crate::pgtools::restore::RestoreOptions;
+use crate::pgtools::tune::LoadTuning;
+use crate::pgtools::{self, ConnInfo, Runner};
+use crate::plan::VerifyChecks;
 use crate::plan::{ObjectRef, Operation, SecretContents, ServerRef, Step};
 
 /// Where a server's tools run.
@@ -258,13 +264,181 @@ pub(super) async fn secret(
     }
 }
 
-/// Backup, prepare, restore, unlock, verify.
-pub(super) async fn act(w: &World<'_>, step: &Step) -> Result<Value, StepError> {
-    let _ = w;
-    Err(StepError(format!(
-        "{}: the data path is not available in this build",
-        step.address
-    )))
+/// The directory this run's backups go to: `{directory}/{run}`, so runs
+/// never overwrite each other's archives.
+fn backup_root(w: &World<'_>, directory: &str) -> PathBuf {
+    PathBuf::from(directory).join(w.run.replace(':', "-"))
+}
+
+/// Forward a data-path progress report to the events.
+fn progress_to<'a>(
+    w: &'a World<'_>,
+    address: &'a str,
+) -> impl Fn(&crate::pgtools::progress::Progress) + Send + Sync + 'a {
+    move |p| {
+        if let crate::pgtools::progress::Progress::Bytes { done, total, .. } = p {
+            w.events.progress(address, *done, *total);
+        }
+    }
+}
+
+/// The manifest path a finished backup step recorded.
+fn manifest_of(deps: &BTreeMap<String, Value>, backup_step: &str) -> Result<PathBuf, StepError> {
+    deps.get(backup_step)
+        .and_then(|f| f["manifest"].as_str())
+        .map(PathBuf::from)
+        .ok_or_else(|| StepError(format!("no backup manifest recorded by {backup_step}")))
+}
+
+/// Backup, prepare, restore, unlock, verify. `deps` holds the facts of the
+/// steps this one depends on (a restore reads its backup's manifest there).
+pub(super) async fn act(
+    w: &World<'_>,
+    step: &Step,
+    deps: &BTreeMap<String, Value>,
+) -> Result<Value, StepError> {
+    let progress = progress_to(w, &step.address);
+    match &step.operation {
+        Operation::Backup {
+            server,
+            database,
+            format,
+            jobs,
+            directory,
+        } => {
+            let r = runner(w, server).await?;
+            let options = BackupOptions {
+                format: *format,
+                jobs: *jobs,
+                ..BackupOptions::default()
+            };
+            let (paths, manifest) = pgtools::backup::backup(
+                &r,
+                &backup_root(w, directory),
+                &step.placement,
+                &database.name,
+                &options,
+                &progress,
+            )
+            .await?;
+            if std::env::var("PGPLAN_TEST_CORRUPT_BACKUP").ok().as_deref()
+                == Some(database.name.as_str())
+            {
+                corrupt(&paths.archive);
+            }
+            // Read back once more before anything depends on it: the
+            // invariant is a *verified* backup, not a written one. The
+            // server's own pg_restore reads it (streamed in, for a pod).
+            pgtools::backup::verify_archive(&paths.manifest, &r, &progress).await?;
+            let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
+            Ok(json!({
+                "archive": paths.archive,
+                "manifest": paths.manifest,
+                "bytes": manifest.bytes,
+                "sha256": manifest.sha256,
+                "note": format!("{} in {}, {rows} rows, sha256 {}…, read back with pg_restore --list",
+                    crate::quantity::human_bytes(manifest.bytes), paths.archive.display(), &manifest.sha256[..12.min(manifest.sha256.len())]),
+            }))
+        }
+        Operation::PrepareTarget {
+            server,
+            roles,
+            databases,
+            strip_superuser,
+        } => {
+            let r = runner(w, server).await?;
+            let prepared =
+                pgtools::prepare::prepare_target(&r, roles, databases, *strip_superuser).await?;
+            // A fresh in-cluster target loads fast without fsync; it is put
+            // back (and checkpointed) before it is verified.
+            if matches!(server, ServerRef::Pod { .. }) {
+                pgtools::tune::tune_for_loading(&r, &LoadTuning::default()).await?;
+            }
+            let mut facts = serde_json::to_value(&prepared).unwrap_or(Value::Null);
+            facts["note"] = json!(format!(
+                "{} role(s), {} database(s) created",
+                prepared.roles.len(),
+                prepared.databases.len()
+            ));
+            Ok(facts)
+        }
+        Operation::Restore {
+            server,
+            database,
+            backup_step,
+            jobs,
+        } => {
+            let manifest_path = manifest_of(deps, backup_step)?;
+            let r = runner(w, server).await?;
+            let manifest = Manifest::read(&manifest_path)?;
+            // Resumed after a crash mid-restore: a complete copy is kept, a
+            // partial one (this run's own, into a database prepared empty) is
+            // dropped and restored afresh.
+            if has_tables(&r, &database.name).await? {
+                let checks = VerifyChecks {
+                    row_counts: true,
+                    checksums: true,
+                    sequences: true,
+                    sql: Vec::new(),
+                };
+                if pgtools::verify::verify(&r, &manifest, &checks, &progress)
+                    .await
+                    .is_ok()
+                {
+                    return Ok(json!({"already": true, "note": "already restored"}));
+                }
+                reset_database(&r, &database.name, &manifest.owner).await?;
+            }
+            let options = RestoreOptions {
+                jobs: *jobs,
+                run_id: w.run.replace(':', "-"),
+                ..RestoreOptions::default()
+            };
+            let restored =
+                pgtools::restore::restore(&r, &manifest_path, &options, &progress).await?;
+            Ok(
+                json!({"entries": restored.entries, "note": format!("{} archive entries restored", restored.entries)}),
+            )
+        }
+        Operation::ReleaseKnexLocks {
+            server,
+            database,
+            tables,
+        } => {
+            let r = runner(w, server).await?;
+            let released = pgtools::knex::release_knex_locks(&r, database, tables).await?;
+            Ok(
+                json!({"released": released, "note": if released.is_empty() { "nothing was locked".to_string() } else { format!("released {}", released.join(", ")) }}),
+            )
+        }
+        Operation::Verify {
+            target,
+            backup_step,
+            checks,
+            ..
+        } => {
+            let manifest = Manifest::read(&manifest_of(deps, backup_step)?)?;
+            let r = runner(w, target).await?;
+            if matches!(target, ServerRef::Pod { .. }) {
+                pgtools::tune::untune(&r).await?;
+            }
+            let verified = pgtools::verify::verify(&r, &manifest, checks, &progress).await?;
+            let mut facts = serde_json::to_value(&verified).unwrap_or(Value::Null);
+            facts["note"] = json!(format!(
+                "{} tables, {} rows, {} sequences match the backup{}",
+                verified.tables,
+                verified.rows,
+                verified.sequences,
+                if verified.probes > 0 {
+                    format!("; {} SQL probe(s) passed", verified.probes)
+                } else {
+                    String::new()
+                }
+            ));
+            Ok(facts)
+        }
+        _ => Err(StepError(format!("{} is not a data step", step.address))),
+    }
 }
 
 /// How long an RDS instance may take to become available.
@@ -330,22 +504,201 @@ pub(super) async fn rds(w: &World<'_>, step: &Step) -> Result<Value, StepError> 
     }
 }
 
-/// Restore the backup into a recreated source whose data lived in its pod.
-pub(super) async fn restore_source(w: &World<'_>, step: &Step) -> Result<String, StepError> {
-    let _ = w;
-    Err(StepError(format!(
-        "{}: cannot restore the source yet",
-        step.address
-    )))
+/// Restore the backups into a recreated source whose data lived in its
+/// pod (the rollback of deleting it).
+pub(super) async fn restore_source(
+    w: &World<'_>,
+    step: &Step,
+    done: &BTreeMap<String, Value>,
+) -> Result<String, StepError> {
+    let mut restored = Vec::new();
+    for dep in &step.depends_on {
+        let Some(facts) = done.get(dep) else { continue };
+        let Some(manifest_path) = facts["manifest"].as_str() else {
+            continue;
+        };
+        let manifest = Manifest::read(std::path::Path::new(manifest_path))?;
+        let Some(server) = source_server(w, step) else {
+            continue;
+        };
+        let r = runner(w, &server).await?;
+        if has_tables(&r, &manifest.database).await? {
+            continue;
+        }
+        pgtools::prepare::prepare_target(
+            &r,
+            &[],
+            &[(manifest.database.clone(), manifest.owner.clone())],
+            false,
+        )
+        .await?;
+        let options = RestoreOptions {
+            run_id: w.run.replace(':', "-"),
+            ..RestoreOptions::default()
+        };
+        pgtools::restore::restore(
+            &r,
+            std::path::Path::new(manifest_path),
+            &options,
+            &crate::pgtools::progress::no_progress,
+        )
+        .await?;
+        let checks = VerifyChecks {
+            row_counts: true,
+            checksums: true,
+            sequences: true,
+            sql: Vec::new(),
+        };
+        pgtools::verify::verify(
+            &r,
+            &manifest,
+            &checks,
+            &crate::pgtools::progress::no_progress,
+        )
+        .await?;
+        restored.push(manifest.database.clone());
+    }
+    Ok(format!(
+        "its data restored from the verified backup ({})",
+        restored.join(", ")
+    ))
 }
 
+/// The source server of a deleted workload, from its manifest.
+fn source_server(w: &World<'_>, step: &Step) -> Option<ServerRef> {
+    let _ = w;
+    let before = step.before.as_ref()?;
+    let object = crate::plan::ObjectRef::of(before)?;
+    let selector = before["spec"]["selector"]["matchLabels"]
+        .as_object()?
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+        .collect();
+    Some(ServerRef::Pod {
+        workload: object,
+        selector,
+        container: None,
+    })
+}
+
+async fn has_tables(r: &Runner<'_>, database: &str) -> Result<bool, StepError> {
+    let exists = r
+        .query(
+            "postgres",
+            &format!(
+                "select count(*) from pg_database where datname = {}",
+                literal(database)
+            ),
+        )
+        .await?;
+    if exists.trim() == "0" {
+        return Ok(false);
+    }
+    let n = r
+        .query(
+            database,
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r','p') and n.nspname not in ('pg_catalog','information_schema') and n.nspname !~ '^pg_toast'",
+        )
+        .await?;
+    Ok(n.trim() != "0")
+}
+
+async fn reset_database(r: &Runner<'_>, database: &str, owner: &str) -> Result<(), StepError> {
+    r.query(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)),
+    )
+    .await?;
+    r.query(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {} OWNER {} TEMPLATE template0",
+            ident(database),
+            ident(owner)
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Flip a byte in the middle of an archive (test hook, see `act`).
+fn corrupt(path: &std::path::Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    else {
+        return;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut b = [0u8; 1];
+    if f.seek(SeekFrom::Start(len / 2)).is_ok()
+        && f.read_exact(&mut b).is_ok()
+        && f.seek(SeekFrom::Start(len / 2)).is_ok()
+    {
+        let _ = f.write_all(&[b[0] ^ 0xff]);
+    }
+}
+
+/// Drop what prepare created on a server that outlives the rollback (RDS,
+/// external); an in-cluster target goes away with its StatefulSet.
 pub(super) async fn undo_prepare(
     w: &World<'_>,
     step: &Step,
     facts: Option<&Value>,
 ) -> Result<Undo, StepError> {
-    let _ = (w, step, facts);
-    Ok(Undo::Nothing)
+    let Operation::PrepareTarget { server, .. } = &step.operation else {
+        return Ok(Undo::Nothing);
+    };
+    if matches!(server, ServerRef::Pod { .. }) {
+        return Ok(Undo::Nothing);
+    }
+    let Some(facts) = facts else {
+        return Ok(Undo::Nothing);
+    };
+    let r = runner(w, server).await?;
+    let mut dropped = Vec::new();
+    for db in facts["databases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        r.query(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db)),
+        )
+        .await?;
+        dropped.push(db.to_string());
+    }
+    for role in facts["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        r.query("postgres", &format!("DROP ROLE IF EXISTS {}", ident(role)))
+            .await?;
+        dropped.push(format!("role {role}"));
+    }
+    if dropped.is_empty() {
+        return Ok(Undo::Nothing);
+    }
+    Ok(Undo::Undone(format!(
+        "dropped {} on {}",
+        dropped.join(", "),
+        server.locator()
+    )))
 }
 
 pub(super) async fn undo_rds(

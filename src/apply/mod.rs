@@ -139,6 +139,18 @@ fn post_commit(plan: &Plan, commits: &BTreeMap<String, usize>, index: usize) -> 
         )
 }
 
+/// The backup steps an operation reads (restore and verify name theirs;
+/// dependencies are direct ones only, so they are not always among them).
+fn backup_ancestors(plan: &Plan, s: &crate::plan::Step) -> Vec<String> {
+    let _ = plan;
+    match &s.operation {
+        Operation::Restore { backup_step, .. } | Operation::Verify { backup_step, .. } => {
+            vec![backup_step.clone()]
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Execute a plan. `journal` is new, or reopened with `done` steps.
 pub async fn execute(
     plan: &Plan,
@@ -241,9 +253,15 @@ async fn run(
                 })?;
                 w.events.started(i + 1, s);
                 running.insert(i);
+                let deps: BTreeMap<String, Value> = s
+                    .depends_on
+                    .iter()
+                    .chain(backup_ancestors(plan, s).iter())
+                    .filter_map(|d| done.get(d).map(|f| (d.clone(), f.clone())))
+                    .collect();
                 futs.push(async move {
                     let t = Instant::now();
-                    let mut r = act::act(w, s).await;
+                    let mut r = act::act(w, s, &deps).await;
                     if r.is_ok() {
                         if let Some(e) = fail_hook(&s.address) {
                             r = Err(e);
@@ -354,7 +372,7 @@ async fn run(
     let mut broken = Vec::new();
     for i in order {
         let s = &plan.steps[i];
-        match undo::undo(w, s, done.get(&s.address)).await {
+        match undo::undo(w, s, done.get(&s.address), &done).await {
             Ok(undo::Undo::Undone(detail)) => {
                 journal.record(&Record::Compensated {
                     step: s.address.clone(),

@@ -29,6 +29,7 @@ pub(super) async fn undo(
     w: &World<'_>,
     step: &Step,
     facts: Option<&Value>,
+    done: &std::collections::BTreeMap<String, Value>,
 ) -> Result<Undo, StepError> {
     match &step.operation {
         Operation::Scale {
@@ -41,10 +42,7 @@ pub(super) async fn undo(
             let c = cluster(w)?;
             let path = field.clone().unwrap_or_else(|| "spec.replicas".into());
             let mut patch = crate::diff::manifests::field_patch(&path, json!(from));
-            crate::diff::manifests::merge_patch(
-                &mut patch,
-                &json!({"metadata": {"annotations": {crate::plan::QUIESCED_ANNOTATION: null}}}),
-            );
+            patch["metadata"]["annotations"][crate::plan::QUIESCED_ANNOTATION] = Value::Null;
             match c.merge_patch(object, &patch, Write::Apply).await {
                 Ok(_) => {}
                 Err(ClusterError::Rejected { code: 404, .. }) => {
@@ -96,7 +94,7 @@ pub(super) async fn undo(
             .await?;
             if step.risk == Risk::Destructive && is_workload(object) {
                 // Its data lived in the pod: bring it back from the backup.
-                let restored = super::data::restore_source(w, step).await?;
+                let restored = super::data::restore_source(w, step, done).await?;
                 return Ok(Undo::Undone(format!(
                     "{} recreated and {restored}",
                     object.display()
