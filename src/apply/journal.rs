@@ -275,7 +275,7 @@ pub fn store_plan(plan: &Plan, expansions: &[(String, String)]) -> Value {
         .iter()
         .filter(|(_, val)| !val.is_empty())
         .collect();
-    pairs.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+    pairs.sort_by_key(|p| std::cmp::Reverse(p.1.len()));
     map_strings(&mut v, &|s| {
         let mut out = s.to_string();
         for (var, val) in &pairs {

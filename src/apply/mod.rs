@@ -141,8 +141,7 @@ fn post_commit(plan: &Plan, commits: &BTreeMap<String, usize>, index: usize) -> 
 
 /// The backup steps an operation reads (restore and verify name theirs;
 /// dependencies are direct ones only, so they are not always among them).
-fn backup_ancestors(plan: &Plan, s: &crate::plan::Step) -> Vec<String> {
-    let _ = plan;
+fn backup_ancestors(s: &crate::plan::Step) -> Vec<String> {
     match &s.operation {
         Operation::Restore { backup_step, .. } | Operation::Verify { backup_step, .. } => {
             vec![backup_step.clone()]
@@ -214,7 +213,7 @@ async fn run(
         (j, journal::Replay::default())
     };
     let mut done: BTreeMap<String, Value> = replay.done.clone();
-    w.events.begin(&w.run, &[w.run.clone()], done.len());
+    w.events.begin(&w.run, std::slice::from_ref(&w.run), done.len());
     for (i, s) in plan.steps.iter().enumerate() {
         if done.contains_key(&s.address) {
             w.events.skipped(i + 1, s);
@@ -256,7 +255,7 @@ async fn run(
                 let deps: BTreeMap<String, Value> = s
                     .depends_on
                     .iter()
-                    .chain(backup_ancestors(plan, s).iter())
+                    .chain(backup_ancestors(s).iter())
                     .filter_map(|d| done.get(d).map(|f| (d.clone(), f.clone())))
                     .collect();
                 futs.push(async move {

@@ -189,6 +189,23 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     .await?;
     let names: Vec<&str> = spec.placements.iter().map(|p| p.name()).collect();
 
+    // A half-finished apply is resumed, never planned over: the world is
+    // mid-change and a fresh plan of it means nothing.
+    let journal_path = journal::path_for(&opts.state_dir, &names);
+    if !opts.resume && journal_path.exists() {
+        if let Ok(r) = journal::read(&journal_path) {
+            if r.begin.is_some() && !r.finished && !r.rolled_back {
+                return Err(
+                    apply::ApplyError::Journal(journal::JournalError::Unfinished {
+                        placements: names.join(", "),
+                        path: journal_path.display().to_string(),
+                    })
+                    .into(),
+                );
+            }
+        }
+    }
+
     let plan = if opts.resume {
         let path = journal::path_for(&opts.state_dir, &names);
         let replay = journal::read(&path).map_err(|_| {

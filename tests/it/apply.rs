@@ -302,9 +302,17 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
             &[],
         );
         let stdout = ok(&out);
+        // Steps run two at a time, so a kill after step k may find its
+        // neighbour done too, or not yet.
+        let resumed = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Resuming: "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
         assert!(
-            stdout.contains(&format!("{k} of {n} steps were already done")),
-            "{stdout}"
+            resumed + 1 >= k && resumed <= k + 1,
+            "killed after step {k}, resumed with {resumed} done:\n{stdout}"
         );
         assert_moved(&cluster);
         assert_eq!(
@@ -521,14 +529,22 @@ fn a_dump_that_cannot_be_verified_stops_before_anything_destructive() {
         err.contains("pg_restore --list") || err.contains("checksum"),
         "{err}"
     );
-    // No delete reached the API server; the consumer was started again.
-    let deletes: Vec<_> = cluster
+    // Nothing of the source was deleted: the only deletes are the rollback
+    // of what pgplan itself created (the new static PV) and its lock.
+    let deletes: Vec<String> = cluster
         .requests()
         .all()
         .into_iter()
         .filter(|r| r.verb == "delete")
+        .map(|r| format!("{}/{}", r.resource, r.name.unwrap_or_default()))
         .collect();
-    assert!(deletes.is_empty(), "{deletes:?}");
+    assert_eq!(
+        deletes,
+        [
+            "persistentvolumes/postgres-pv-0",
+            "leases/pgplan-healthcare"
+        ]
+    );
     assert_original_topology(&cluster);
     assert_eq!(patients(&cluster), before);
 }
