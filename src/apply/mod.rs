@@ -213,7 +213,8 @@ async fn run(
         (j, journal::Replay::default())
     };
     let mut done: BTreeMap<String, Value> = replay.done.clone();
-    w.events.begin(&w.run, std::slice::from_ref(&w.run), done.len());
+    w.events
+        .begin(&w.run, std::slice::from_ref(&w.run), done.len());
     for (i, s) in plan.steps.iter().enumerate() {
         if done.contains_key(&s.address) {
             w.events.skipped(i + 1, s);

@@ -80,7 +80,13 @@ fn replicas_patch(c: &ConsumerFacts<'_>, to: u32) -> (Option<String>, Value) {
 }
 
 /// Scale every quiescing consumer to zero; returns the step addresses.
-pub(super) fn quiesce(cx: &mut Ctx<'_>, consumers: &[ConsumerFacts<'_>]) -> Vec<String> {
+/// `first`: steps that must be done before, so consumers stop as late as
+/// possible (e.g. an RDS instance that takes minutes to create).
+pub(super) fn quiesce(
+    cx: &mut Ctx<'_>,
+    consumers: &[ConsumerFacts<'_>],
+    first: &[String],
+) -> Vec<String> {
     let mut out = Vec::new();
     for c in consumers.iter().filter(|c| c.spec.quiesce && c.current > 0) {
         let (field, patch) = replicas_patch(c, 0);
@@ -99,6 +105,7 @@ pub(super) fn quiesce(cx: &mut Ctx<'_>, consumers: &[ConsumerFacts<'_>]) -> Vec<
             },
         );
         s.summary = format!("stop {} ({} → 0 replicas)", c.object.display(), c.original);
+        s.depends_on = first.to_vec();
         s.reason = "a consumer writing during the copy would lose those writes; it is stopped first and its replica count remembered".into();
         s.before = Some(shown(c.manifest));
         s.after = Some(after);

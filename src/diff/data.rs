@@ -126,8 +126,9 @@ pub(super) fn backups(
     out
 }
 
-/// Prepare the target, then restore (unlock) and verify each database from
-/// its backup. Returns the verify steps.
+/// Prepare the target, then restore and verify each database from its
+/// backup, and release its knex locks. Returns, per database, the step after
+/// which it is ready for consumers (its unlock, else its verify).
 pub(super) fn restore_chain(
     cx: &mut Ctx<'_>,
     c: &Chain<'_>,
@@ -223,31 +224,7 @@ pub(super) fn restore_chain(
         r.after = Some(
             json!({"database": db.name, "into": c.target.locator(), "tables": f.tables, "rows": f.rows}),
         );
-        let mut last = cx.push(r);
-
-        let locked: Vec<String> = db
-            .knex_locks
-            .iter()
-            .filter(|l| l.locked)
-            .map(|l| format!("{}.{}", l.schema, l.table))
-            .collect();
-        if !locked.is_empty() {
-            let mut k = cx.new_step(
-                format!("pg/{name}/{}/knex-unlock", db.name),
-                Action::Run,
-                Risk::Safe,
-                Operation::ReleaseKnexLocks {
-                    server: c.target.clone(),
-                    database: db.name.clone(),
-                    tables: locked.clone(),
-                },
-            );
-            k.summary = format!("release {} in {}", locked.join(", "), db.name);
-            k.reason = "a migration lock copied in the locked state makes Backstage crash-loop with `Migration table is already locked`".into();
-            k.depends_on = vec![last.clone()];
-            k.after = Some(json!({"database": db.name, "tables": locked}));
-            last = cx.push(k);
-        }
+        let last = cx.push(r);
 
         let mut v = cx.new_step(
             format!("pg/{name}/{}/verify", db.name),
@@ -308,7 +285,32 @@ pub(super) fn restore_chain(
         v.after = Some(
             json!({"database": db.name, "expectRows": f.rows, "expectTables": f.tables, "checks": checks}),
         );
-        verifies.push(cx.push(v));
+        let mut ready = cx.push(v);
+        let locked: Vec<String> = db
+            .knex_locks
+            .iter()
+            .filter(|l| l.locked)
+            .map(|l| format!("{}.{}", l.schema, l.table))
+            .collect();
+        if !locked.is_empty() {
+            let mut k = cx.new_step(
+                format!("pg/{name}/{}/knex-unlock", db.name),
+                Action::Run,
+                Risk::Safe,
+                Operation::ReleaseKnexLocks {
+                    server: c.target.clone(),
+                    database: db.name.clone(),
+                    tables: locked.clone(),
+                },
+            );
+            k.summary = format!("release {} in {}", locked.join(", "), db.name);
+            k.reason = "a migration lock copied in the locked state makes Backstage crash-loop with `Migration table is already locked`; released after verify, which compares the copy with the backup as taken".into();
+            k.depends_on = vec![ready.clone()];
+            k.after = Some(json!({"database": db.name, "tables": locked}));
+            ready = cx.push(k);
+        }
+
+        verifies.push(ready);
         cx.databases.push(f);
     }
     verifies

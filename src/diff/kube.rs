@@ -280,7 +280,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
 
     // Only now stop the consumers: everything above is safe while they run.
     let consumers = consumers::resolve(cx, &src.namespace);
-    let quiesced = consumers::quiesce(cx, &consumers);
+    let quiesced = consumers::quiesce(cx, &consumers, &[]);
 
     let source_ref = ServerRef::Pod {
         workload: ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name),

@@ -331,7 +331,11 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     if let (false, Some(src_ref), Some(src_server)) =
         (to_copy.is_empty(), &source_ref, source_server)
     {
-        let quiesced = consumers::quiesce(cx, &consumers);
+        let quiesced = consumers::quiesce(
+            cx,
+            &consumers,
+            &[instance_ready.clone(), secrets.clone()].concat(),
+        );
         let backups = data::backups(cx, src_ref, &to_copy, &quiesced);
         verifies = data::restore_chain(
             cx,

@@ -6,6 +6,7 @@ mod support;
 
 mod apply;
 mod aws;
+mod backstage;
 mod cli;
 mod diff;
 mod observe;
