@@ -657,15 +657,25 @@ pub(super) async fn undo_prepare(
     step: &Step,
     facts: Option<&Value>,
 ) -> Result<Undo, StepError> {
-    let Operation::PrepareTarget { server, .. } = &step.operation else {
+    let Operation::PrepareTarget {
+        server,
+        roles,
+        databases,
+        ..
+    } = &step.operation
+    else {
         return Ok(Undo::Nothing);
     };
     if matches!(server, ServerRef::Pod { .. }) {
         return Ok(Undo::Nothing);
     }
-    let Some(facts) = facts else {
-        return Ok(Undo::Nothing);
-    };
+    // What it recorded creating; if it failed before recording, what it was
+    // to create (none of it existed when the plan was made).
+    let planned = serde_json::json!({
+        "databases": databases.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(),
+        "roles": roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+    });
+    let facts = facts.unwrap_or(&planned);
     let r = runner(w, server).await?;
     let mut dropped = Vec::new();
     for db in facts["databases"]
