@@ -357,44 +357,41 @@ fn step_addresses() -> Vec<String> {
 fn two_concurrent_applies_exactly_one_proceeds() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let spawn = |state: &Path| {
-        Command::new(pgplan_bin())
-            .args([
-                "apply",
-                "-f",
-                &spec(),
-                "--auto-approve",
-                "--lock-timeout",
-                "0s",
-                "--state-dir",
-            ])
-            .arg(state)
-            .current_dir(repo())
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .output()
+    let command = |state: &Path| {
+        let mut c = Command::new(pgplan_bin());
+        c.args([
+            "apply",
+            "-f",
+            &spec(),
+            "--auto-approve",
+            "--lock-timeout",
+            "0s",
+            "--state-dir",
+        ])
+        .arg(state)
+        .current_dir(state)
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        c
     };
-    let (ra, rb) = std::thread::scope(|s| {
-        let ha = s.spawn(|| spawn(a.path()).unwrap());
-        let hb = s.spawn(|| spawn(b.path()).unwrap());
-        (ha.join().unwrap(), hb.join().unwrap())
-    });
-    let codes = [ra.status.code(), rb.status.code()];
-    assert!(
-        codes.contains(&Some(0)) && codes.contains(&Some(1)),
-        "codes {codes:?}\n{}\n{}",
-        text(&ra.stderr),
-        text(&rb.stderr)
+    // The first holds the lock (its Lease exists) when the second starts.
+    let first = command(a.path()).spawn().unwrap();
+    cluster.wait_until(
+        std::time::Duration::from_secs(30),
+        "the first apply's lease",
+        |c| {
+            c.get_json("leases", hc::NAMESPACE, "pgplan-healthcare")
+                .is_some()
+        },
     );
-    let loser = if ra.status.code() == Some(1) {
-        &ra
-    } else {
-        &rb
-    };
-    assert!(
-        text(&loser.stderr).contains("is locked by"),
-        "{}",
-        text(&loser.stderr)
-    );
+    let second = command(b.path()).output().unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second.stdout));
+    let err = text(&second.stderr);
+    assert!(err.contains("is locked by"), "{err}");
+    assert!(err.contains("pgplan force-unlock"), "{err}");
     assert_moved(&cluster);
 }
 

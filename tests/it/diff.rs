@@ -360,7 +360,7 @@ fn healthcare_steps_in_order_with_reasons() {
             ["values"],
         json!(["node2"])
     );
-    assert_eq!(plan.summary().bytes, 7_725_551);
+    assert_eq!(plan.summary().bytes, 7_724_391);
     assert_safe(&plan);
 }
 
