@@ -545,3 +545,18 @@ fn a_dump_that_cannot_be_verified_stops_before_anything_destructive() {
     assert_original_topology(&cluster);
     assert_eq!(patients(&cluster), before);
 }
+
+#[test]
+fn apply_without_a_terminal_asks_for_auto_approve_and_changes_nothing() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let out = pgplan_in(&cluster, state.path(), &["apply", "-f", &spec()], &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pgplan::apply::approval") && err.contains("--auto-approve"),
+        "{err}"
+    );
+    assert!(json_of(&cluster, "deployments", hc::DEPLOYMENT).is_some());
+    assert!(json_of(&cluster, "statefulsets", "postgres").is_none());
+}

@@ -376,3 +376,31 @@ fn completions_are_generated() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("pgplan"));
 }
+
+#[test]
+fn the_readme_first_command_prints_steps_in_order_with_risk_and_the_summary() {
+    let out = pgplan(&["plan", "--example", "healthcare"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    let order = [
+        "#1  k8s/PersistentVolume/postgres-pv:protect",
+        "#3  k8s/default/Deployment/healthcare-api:quiesce  [disruptive]",
+        "#4  pg/healthcare/healthcare/backup",
+        "#5  k8s/default/Deployment/postgres  [disruptive]",
+        "#7  k8s/default/StatefulSet/postgres",
+        "#9  pg/healthcare/healthcare/restore",
+        "#10 pg/healthcare/healthcare/verify",
+        "#12 k8s/default/Deployment/healthcare-api:resume",
+    ];
+    let mut at = 0;
+    for step in order {
+        let found = stdout[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step} not found in order:\n{stdout}"));
+        at += found + step.len();
+    }
+    assert!(stdout.trim_end().ends_with(
+        "Plan: 3 to add, 3 to change, 2 to destroy, 5 to run; 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–12."
+    ));
+    assert!(!stdout.contains('\x1b'), "no colour when not on a terminal");
+}

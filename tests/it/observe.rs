@@ -319,3 +319,94 @@ spec:
     assert!(err.contains("127.0.0.1:9 refused the connection"), "{err}");
     assert!(!err.contains("secret-pw-123"));
 }
+
+mod backstage_to_rds {
+    use super::*;
+    use crate::backstage::{World, MASTER_PASSWORD};
+    use crate::support::sim::scenario::backstage as bs;
+
+    #[test]
+    fn observe_then_offline_plan_equals_online_plan() {
+        let w = World::new();
+        let spec = w.spec(|s| s);
+        let spec = spec.to_str().unwrap();
+        let snap = w.dir.path().join("live.yaml");
+        ok(&w.run(&["observe", "-f", spec, "-o", snap.to_str().unwrap()], &[]));
+        let text_snap = std::fs::read_to_string(&snap).unwrap();
+        assert!(!text_snap.contains(bs::PASSWORD) && !text_snap.contains(MASTER_PASSWORD));
+        let observed = pgplan::observed::load_snapshot("live.yaml", text_snap.as_bytes()).unwrap();
+        let server = observed
+            .servers
+            .iter()
+            .find(|s| s.locator == "k8s/backstage/StatefulSet/backstage-psql-developer-hub")
+            .expect("the in-cluster server is inventoried");
+        for (db, table, rows) in bs::ROW_COUNTS {
+            let d = server
+                .databases
+                .iter()
+                .find(|d| d.name == db)
+                .unwrap_or_else(|| panic!("{db}"));
+            let t = d
+                .tables
+                .iter()
+                .find(|t| t.name == table)
+                .unwrap_or_else(|| panic!("{db}.{table}"));
+            assert_eq!(t.rows as i64, rows, "{db}.{table}");
+        }
+        let auth = server
+            .databases
+            .iter()
+            .find(|d| d.name == bs::LOCKED_DB)
+            .unwrap();
+        assert!(auth
+            .knex_locks
+            .iter()
+            .any(|l| l.table == "knex_migrations_lock" && l.locked));
+        let search = server
+            .databases
+            .iter()
+            .find(|d| d.name == bs::TASKS_LOCK_DB)
+            .unwrap();
+        assert!(search
+            .knex_locks
+            .iter()
+            .any(|l| l.table == bs::TASKS_LOCK_TABLE && l.locked));
+        assert!(observed.rds.instances.is_empty(), "no instance yet");
+
+        let offline = ok(&w.run(
+            &[
+                "plan",
+                "-f",
+                spec,
+                "--live-state",
+                snap.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            &[],
+        ));
+        let online = ok(&w.run(&["plan", "-f", spec, "--format", "json"], &[]));
+        assert_eq!(offline, online);
+        assert!(!online.contains(MASTER_PASSWORD) && !online.contains(bs::PASSWORD));
+    }
+
+    #[test]
+    fn missing_aws_credentials_or_region_are_clear_errors() {
+        let w = World::new();
+        let spec = w.spec(|s| s);
+        let spec = spec.to_str().unwrap();
+        let out = w.run(
+            &["plan", "-f", spec],
+            &[
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", ""),
+                ("AWS_PROFILE", "pgplan-none"),
+                ("HOME", "/nonexistent"),
+            ],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("pgplan::aws::credentials"), "{err}");
+        assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    }
+}
