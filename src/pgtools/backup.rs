@@ -25,26 +25,38 @@ use super::{PgError, Runner};
 use crate::spec::DumpFormat;
 
 /// How to dump.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BackupOptions {
-    /// `custom` (one file, streamed from wherever the tools run) or
-    /// `directory` (`pg_dump -Fd -j`, only where the tools run on this
-    /// machine; in a pod it falls back to custom and the manifest says so).
-    pub format: DumpFormat,
-    /// pg_dump's parallel jobs for a directory archive.
+    /// `None`: a directory archive (`pg_dump -Fd -j`) where the tools run
+    /// on this machine, a custom one (a single stream) in a pod. A
+    /// directory archive asked for in a pod falls back to custom (the
+    /// manifest records the format used).
+    pub format: Option<DumpFormat>,
+    /// Parallel sessions: pg_dump's jobs for a directory archive, and the
+    /// sessions measuring rows and checksums. At least 1.
     pub jobs: u32,
-    /// gzip level 0–9. 1 by default: most of the size gain for a fraction
-    /// of the time of pg_dump's default 6, which matters on a busy source.
-    pub compression: u32,
+    /// gzip level 0–9. `None`: 1 in a pod, where the archive crosses the
+    /// API server and most of gzip's gain costs little; 0 on this machine,
+    /// where the archive only goes to local disk and compressing (and
+    /// decompressing for the restore) would be most of the CPU time of the
+    /// downtime window. pg_dump's own default, 6, is several times slower.
+    pub compression: Option<u32>,
 }
 
-impl Default for BackupOptions {
-    fn default() -> Self {
-        BackupOptions {
-            format: DumpFormat::Custom,
-            jobs: 2,
-            compression: 1,
-        }
+impl BackupOptions {
+    /// The format and gzip level used with `runner`.
+    pub fn resolve(&self, runner: &Runner<'_>) -> (DumpFormat, u32) {
+        let format = match (self.format, runner.is_local()) {
+            (Some(DumpFormat::Directory), false) => DumpFormat::Custom,
+            (Some(f), _) => f,
+            (None, true) => DumpFormat::Directory,
+            (None, false) => DumpFormat::Custom,
+        };
+        let level = self
+            .compression
+            .unwrap_or(if runner.is_local() { 0 } else { 1 })
+            .min(9);
+        (format, level)
     }
 }
 
@@ -97,16 +109,14 @@ pub async fn backup(
     let partial = archive::with_suffix(&paths.archive, ".partial");
     archive::remove(&partial)?;
 
-    let format = if options.format == DumpFormat::Directory && !runner.is_local() {
+    let (format, compression) = options.resolve(runner);
+    if options.format == Some(DumpFormat::Directory) && format != DumpFormat::Directory {
         tracing::info!(
             database,
             server = %runner.server(),
             "a directory archive cannot stream out of a pod; dumping in custom format"
         );
-        DumpFormat::Custom
-    } else {
-        options.format
-    };
+    }
     let pg_dump_version = runner
         .output(&["pg_dump".to_string(), "--version".into()])
         .await?
@@ -116,8 +126,14 @@ pub async fn backup(
     let (snapshot_tx, snapshot_rx) = oneshot::channel::<String>();
     let (dumped_tx, dumped_rx) = oneshot::channel::<()>();
     let measure = with_session(runner, database, move |mut s| async move {
-        s.send("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await?;
+        // pg_dump runs alongside; the `jobs` sessions are all the
+        // parallelism the measuring gets, so the two do not oversubscribe
+        // the server's CPUs.
+        s.send(
+            "SET max_parallel_workers_per_gather = 0; \
+             BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )
+        .await?;
         let snapshot = s.line("SELECT pg_export_snapshot()").await?;
         let info = s
             .line(
@@ -126,7 +142,11 @@ pub async fn backup(
                  FROM pg_database d WHERE d.datname = current_database()",
             )
             .await?;
-        let _ = snapshot_tx.send(snapshot);
+        // Sequences before pg_dump starts: it reads them (outside any
+        // snapshot) after this, so the archive holds these values or later
+        // ones, and verify accepts a target at or past them.
+        let sequences = contents::sequences(&mut s).await?;
+        let _ = snapshot_tx.send(snapshot.clone());
         let (version, owner, encoding): (String, String, String) = serde_json::from_str(&info)
             .map_err(|e| PgError::Output {
                 server: s.server().to_string(),
@@ -134,16 +154,25 @@ pub async fn backup(
                 message: e.to_string(),
             })?;
         let contents = contents::measure(
+            runner,
+            database,
             &mut s,
+            Some(&snapshot),
+            options.jobs,
             &Measure {
                 checksums: true,
-                sequences: true,
+                sequences: false,
                 methods: None,
                 phase: Phase::SourceChecksums,
             },
             progress,
         )
         .await?;
+        let contents = Contents {
+            tables: contents.tables,
+            sequences,
+        };
+        tracing::debug!(tables = contents.tables.len(), "source checksums done");
         // pg_dump imported the snapshot when it started; holding the
         // transaction until it is done costs nothing and is simplest.
         let _ = dumped_rx.await;
@@ -165,11 +194,36 @@ pub async fn backup(
             // The session failed before exporting; its error is the one to report.
             return Ok(None);
         };
-        dump(
-            runner, database, &partial, format, options, &snapshot, progress,
-        )
-        .await
-        .map(Some)
+        let argv = pg_dump_argv(
+            database,
+            &partial,
+            format,
+            compression,
+            options.jobs,
+            &snapshot,
+        );
+        dump(runner, &argv, &partial, format, progress)
+            .await
+            .map(Some)
+    };
+    let started = std::time::Instant::now();
+    let measure = async {
+        let r = measure.await;
+        tracing::debug!(
+            database,
+            ms = started.elapsed().as_millis() as u64,
+            "source measured"
+        );
+        r
+    };
+    let dump = async {
+        let r = dump.await;
+        tracing::debug!(
+            database,
+            ms = started.elapsed().as_millis() as u64,
+            "dump written"
+        );
+        r
     };
     let (measured, dumped) = tokio::join!(measure, dump);
     let (source, streamed) = match (measured, dumped) {
@@ -196,6 +250,11 @@ pub async fn backup(
             return Err(e);
         }
     };
+    tracing::debug!(
+        database,
+        ms = started.elapsed().as_millis() as u64,
+        "archive read back and listed"
+    );
     archive::commit(&partial, &paths.archive)?;
     let manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
@@ -209,7 +268,7 @@ pub async fn backup(
         toc_entries,
         server_version: source.server_version,
         pg_dump_version,
-        compression: options.compression.min(9),
+        compression,
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -221,44 +280,57 @@ pub async fn backup(
     Ok((paths, manifest))
 }
 
-/// Runs pg_dump on `snapshot` into `partial`. For a custom archive, returns
-/// the size and sha256 of what streamed in; a directory archive is hashed
-/// when read back.
-async fn dump(
-    runner: &Runner<'_>,
+/// pg_dump's arguments: the snapshot, the format, the compression, and
+/// for a directory archive its jobs and path (a custom one goes to stdout).
+fn pg_dump_argv(
     database: &str,
     partial: &Path,
     format: DumpFormat,
-    options: &BackupOptions,
+    compression: u32,
+    jobs: u32,
     snapshot: &str,
-    progress: ProgressFn<'_>,
-) -> Result<Option<(u64, String)>, PgError> {
+) -> Vec<String> {
     let mut argv: Vec<String> = vec![
         "pg_dump".into(),
         format!("--snapshot={snapshot}"),
-        format!("--compress={}", options.compression.min(9)),
+        format!("--compress={compression}"),
         "--no-sync".into(),
     ];
     match format {
+        DumpFormat::Custom => argv.push("--format=custom".into()),
+        DumpFormat::Directory => {
+            argv.push("--format=directory".into());
+            argv.push(format!("--jobs={}", jobs.max(1)));
+            argv.push(format!("--file={}", partial.display()));
+        }
+    }
+    argv.push(format!("--dbname={database}"));
+    argv
+}
+
+/// Runs pg_dump (`argv`) into `partial`. For a custom archive, returns the
+/// size and sha256 of what streamed in; a directory archive is hashed when
+/// read back.
+async fn dump(
+    runner: &Runner<'_>,
+    argv: &[String],
+    partial: &Path,
+    format: DumpFormat,
+    progress: ProgressFn<'_>,
+) -> Result<Option<(u64, String)>, PgError> {
+    match format {
         DumpFormat::Custom => {
-            argv.push("--format=custom".into());
-            argv.push(format!("--dbname={database}"));
             let mut out = HashingWriter::create(partial, Phase::Dump, progress).await?;
-            let outcome = runner
-                .run(&argv, None::<tokio::io::Empty>, &mut out)
-                .await?;
+            let outcome = runner.run(argv, None::<tokio::io::Empty>, &mut out).await?;
             if outcome.code != 0 {
-                return Err(runner.failure(&argv, outcome));
+                return Err(runner.failure(argv, outcome));
             }
+            tracing::debug!("pg_dump finished");
             Ok(Some(out.finish(partial).await?))
         }
         DumpFormat::Directory => {
-            argv.push("--format=directory".into());
-            argv.push(format!("--jobs={}", options.jobs.max(1)));
-            argv.push(format!("--file={}", partial.display()));
-            argv.push(format!("--dbname={database}"));
             let mut sink = tokio::io::sink();
-            let run = runner.run(&argv, None::<tokio::io::Empty>, &mut sink);
+            let run = runner.run(argv, None::<tokio::io::Empty>, &mut sink);
             tokio::pin!(run);
             // pg_dump writes the files itself; report their growing size.
             let outcome = loop {
@@ -274,7 +346,7 @@ async fn dump(
                 }
             };
             if outcome.code != 0 {
-                return Err(runner.failure(&argv, outcome));
+                return Err(runner.failure(argv, outcome));
             }
             progress(&Progress::Bytes {
                 phase: Phase::Dump,
