@@ -478,9 +478,13 @@ fn pgplan_path(args: &[String]) {
         prepare_target(&target, &[], &[(db.clone(), manifest.owner.clone())], false)
             .await
             .expect("prepare");
-        tune_for_loading(&target, &LoadTuning::default())
-            .await
-            .expect("tune");
+        let tuning = LoadTuning {
+            parallel_maintenance_workers: std::env::var("PGPLAN_BENCH_PMW")
+                .ok()
+                .and_then(|n| n.parse().ok()),
+            ..LoadTuning::default()
+        };
+        tune_for_loading(&target, &tuning).await.expect("tune");
         lap("prepare+tune", &mut t);
         restore(
             &target,

@@ -101,6 +101,15 @@ pub async fn backup(
     options: &BackupOptions,
     progress: ProgressFn<'_>,
 ) -> Result<(BackupPaths, Manifest), PgError> {
+    for (what, name) in [("database", database), ("placement", placement)] {
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+            return Err(PgError::Refused {
+                server: runner.server(),
+                message: format!("the {what} name `{name}` cannot name a file in the backup directory"),
+                help: "back up databases whose names have no `/` and do not start with `.`; rename the database first".into(),
+            });
+        }
+    }
     let paths = backup_paths(directory, placement, database);
     std::fs::create_dir_all(&paths.dir).map_err(|e| PgError::io("create", &paths.dir, e))?;
     archive::sync_dir(directory)?;
@@ -225,20 +234,20 @@ pub async fn backup(
         );
         r
     };
-    let (measured, dumped) = tokio::join!(measure, dump);
-    let (source, streamed) = match (measured, dumped) {
-        (Ok(source), Ok(Some(streamed))) => (source, streamed),
-        // pg_dump's own failure explains more than the session's.
-        (_, Err(e)) | (Err(e), _) => {
-            let _ = archive::remove(&partial);
-            return Err(e);
-        }
-        (Ok(_), Ok(None)) => {
+    // The first failure ends both: pg_dump is killed if the measuring
+    // fails, and the session closed if pg_dump fails.
+    let (source, streamed) = match futures::future::try_join(measure, dump).await {
+        Ok((source, Some(streamed))) => (source, streamed),
+        Ok((_, None)) => {
             return Err(PgError::Output {
                 server: runner.server(),
                 command: "pg_dump".into(),
                 message: "the session did not hand over its snapshot".into(),
             })
+        }
+        Err(e) => {
+            let _ = archive::remove(&partial);
+            return Err(e);
         }
     };
 
@@ -419,4 +428,70 @@ pub async fn verify_archive(
         ));
     }
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_dump_reads_the_exported_snapshot_in_the_format_asked() {
+        let p = Path::new("/b/p/db.dump.partial");
+        assert_eq!(
+            pg_dump_argv("db", p, DumpFormat::Custom, 1, 4, "00000003-1"),
+            [
+                "pg_dump",
+                "--snapshot=00000003-1",
+                "--compress=1",
+                "--no-sync",
+                "--format=custom",
+                "--dbname=db"
+            ]
+        );
+        assert_eq!(
+            pg_dump_argv("db", p, DumpFormat::Directory, 0, 2, "s"),
+            [
+                "pg_dump",
+                "--snapshot=s",
+                "--compress=0",
+                "--no-sync",
+                "--format=directory",
+                "--jobs=2",
+                "--file=/b/p/db.dump.partial",
+                "--dbname=db"
+            ]
+        );
+    }
+
+    #[test]
+    fn local_tools_default_to_an_uncompressed_directory_archive() {
+        let local = Runner::Local {
+            conn: super::super::ConnInfo {
+                host: "db".into(),
+                port: 5432,
+                user: "u".into(),
+                password: None,
+                sslmode: "require".into(),
+                sslrootcert: None,
+            },
+        };
+        assert_eq!(
+            BackupOptions::default().resolve(&local),
+            (DumpFormat::Directory, 0)
+        );
+        let asked = BackupOptions {
+            format: Some(DumpFormat::Custom),
+            jobs: 2,
+            compression: Some(12),
+        };
+        assert_eq!(asked.resolve(&local), (DumpFormat::Custom, 9));
+        assert_eq!(
+            backup_paths(Path::new("/b"), "hc", "healthcare"),
+            BackupPaths {
+                dir: "/b/hc".into(),
+                archive: "/b/hc/healthcare.dump".into(),
+                manifest: "/b/hc/healthcare.manifest.json".into(),
+            }
+        );
+    }
 }

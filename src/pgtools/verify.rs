@@ -185,7 +185,13 @@ pub async fn verify(
                     expected: want.rows,
                     actual: got.rows,
                 }),
-                Some(got) if checks.checksums && got.checksum != want.checksum => {
+                // A knex lock table differs by design once pgplan has
+                // released the lock (seed 004): its row count is enough.
+                Some(got)
+                    if checks.checksums
+                        && got.checksum != want.checksum
+                        && !want.name.ends_with("knex_migrations_lock") =>
+                {
                     mismatches.push(Mismatch::Checksum { table })
                 }
                 Some(_) => {}

@@ -344,6 +344,18 @@ async fn backup_prepare_restore_verify_reproduces_rows_checksums_and_sequences()
     .await
     .unwrap();
     untune(&t).await.unwrap();
+    // The plan's order: restore, release the copied knex locks, verify.
+    let released = release_knex_locks(
+        &t,
+        DB,
+        &[
+            "public.knex_migrations_lock".to_string(),
+            "public.backstage_backend_tasks__knex_migrations_lock".to_string(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(released.len(), 2);
     let checked = Recorded::default();
     let record = checked.record();
     let verified = verify(&t, &manifest, &all_checks(), 2, &record)
@@ -1135,4 +1147,24 @@ async fn pods_back_up_and_restore_healthcare_through_exec() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_backup_leaves_no_archive_and_no_manifest() {
+    let source = source();
+    let dir = tempfile::tempdir().unwrap();
+    let s = local(&source);
+    let err = backup(&s, dir.path(), "auth", "nope", &custom(), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"nope\" does not exist"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("auth"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let err = backup(&s, dir.path(), "auth", "../escape", &custom(), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Refused { .. }), "{err}");
 }
