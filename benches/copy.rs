@@ -394,6 +394,22 @@ fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
     }
 }
 
+/// Between paths (not timed): the target server is gone; flush what it and
+/// the dump left in the page cache, so no path pays for an earlier one's
+/// writeback.
+fn settle() {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// The run with the median wall time, and the fastest and slowest times.
 fn median(mut runs: Vec<Outcome>) -> Option<(Outcome, Duration, Duration)> {
     runs.sort_by_key(|o| o.wall);
@@ -543,6 +559,7 @@ fn main() {
         .unwrap_or(3)
         .max(1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let start_load = load_average();
     let source = Server::start("bench-source");
     let version = source.psql("postgres", "SHOW server_version");
     println!(
@@ -551,6 +568,7 @@ fn main() {
          median of {rounds} rounds (fastest–slowest)"
     );
     generate(&source, scale);
+    settle();
     let work = Scratch::new("bench-work").expect("work directory");
 
     let paths = std::env::var("PGPLAN_BENCH_PATHS").unwrap_or_else(|_| "a,b,c".into());
@@ -575,12 +593,15 @@ fn main() {
         for _ in 0..rounds {
             if wanted("a") {
                 a.push(path_a(&source, db, work.path()));
+                settle();
             }
             if wanted("b") {
                 b.push(path_b(&source, db, work.path()));
+                settle();
             }
             if wanted("c") {
                 c.push(path_c(&source, db, work.path(), &format));
+                settle();
             }
         }
         let c_peak = c.iter().map(|o| o.peaks[0].1).max().unwrap_or(0);
@@ -633,8 +654,17 @@ fn main() {
             "OVER"
         }
     );
+    println!(
+        "load average (1 min) at start {start_load}, at end {}: other work on the machine skews every figure",
+        load_average()
+    );
     match mixed_speedup {
         Some(x) => println!("speedup: {x:.2}"),
         None => println!("speedup: - (needs paths a and c on the mixed database)"),
     }
+    assert!(
+        pgplan_peak < 64 << 20,
+        "pgplan's peak RSS {:.1} MB is over its 64 MB budget",
+        mb(pgplan_peak)
+    );
 }
