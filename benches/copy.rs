@@ -447,10 +447,10 @@ fn pgplan_path(args: &[String]) {
         sslmode: "disable".into(),
         sslrootcert: None,
     };
-    let format = match format.as_str() {
-        "directory" => Some(DumpFormat::Directory),
-        "custom" => Some(DumpFormat::Custom),
-        _ => None,
+    let (format, directory_when_local) = match format.as_str() {
+        "directory" => (DumpFormat::Directory, false),
+        "custom" => (DumpFormat::Custom, false),
+        _ => (DumpFormat::Custom, true),
     };
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -482,6 +482,7 @@ fn pgplan_path(args: &[String]) {
         };
         let options = BackupOptions {
             format,
+            directory_when_local,
             jobs: 2,
             compression: std::env::var("PGPLAN_BENCH_COMPRESS")
                 .ok()
@@ -523,10 +524,8 @@ fn pgplan_path(args: &[String]) {
         // The checkpoint of untune writes to disk while verify reads and
         // hashes: independent, so they overlap (the executor may do the
         // same; both must finish before consumers come back).
-        let (untuned, verified) = tokio::join!(
-            untune(&target),
-            verify(&target, &manifest, &checks, 2, &count)
-        );
+        let (untuned, verified) =
+            tokio::join!(untune(&target), verify(&target, &manifest, &checks, &count));
         untuned.expect("untune");
         verified.expect("verify");
         lap("untune ∥ verify", &mut t);

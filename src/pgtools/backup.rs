@@ -25,13 +25,17 @@ use super::{PgError, Runner};
 use crate::spec::DumpFormat;
 
 /// How to dump.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupOptions {
-    /// `None`: a directory archive (`pg_dump -Fd -j`) where the tools run
-    /// on this machine, a custom one (a single stream) in a pod. A
-    /// directory archive asked for in a pod falls back to custom (the
-    /// manifest records the format used).
-    pub format: Option<DumpFormat>,
+    /// The format asked for (the spec's `backup.format`, custom by
+    /// default). A directory archive cannot stream out of a pod: there it
+    /// falls back to custom, and the manifest records the format used.
+    pub format: DumpFormat,
+    /// Where the tools run on this machine, dump a directory archive
+    /// (`pg_dump -Fd -j N`, restored in parallel by file size) whatever
+    /// `format` says. On by default: the spec cannot tell an unset format
+    /// from `custom`, and locally the directory archive is the faster one.
+    pub directory_when_local: bool,
     /// Parallel sessions: pg_dump's jobs for a directory archive, and the
     /// sessions measuring rows and checksums. At least 1.
     pub jobs: u32,
@@ -43,14 +47,24 @@ pub struct BackupOptions {
     pub compression: Option<u32>,
 }
 
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            format: DumpFormat::Custom,
+            directory_when_local: true,
+            jobs: 2,
+            compression: None,
+        }
+    }
+}
+
 impl BackupOptions {
     /// The format and gzip level used with `runner`.
     pub fn resolve(&self, runner: &Runner<'_>) -> (DumpFormat, u32) {
         let format = match (self.format, runner.is_local()) {
-            (Some(DumpFormat::Directory), false) => DumpFormat::Custom,
-            (Some(f), _) => f,
-            (None, true) => DumpFormat::Directory,
-            (None, false) => DumpFormat::Custom,
+            (_, true) if self.directory_when_local => DumpFormat::Directory,
+            (f, true) => f,
+            (_, false) => DumpFormat::Custom,
         };
         let level = self
             .compression
@@ -119,7 +133,7 @@ pub async fn backup(
     archive::remove(&partial)?;
 
     let (format, compression) = options.resolve(runner);
-    if options.format == Some(DumpFormat::Directory) && format != DumpFormat::Directory {
+    if options.format == DumpFormat::Directory && format != DumpFormat::Directory {
         tracing::info!(
             database,
             server = %runner.server(),
@@ -480,7 +494,8 @@ mod tests {
             (DumpFormat::Directory, 0)
         );
         let asked = BackupOptions {
-            format: Some(DumpFormat::Custom),
+            format: DumpFormat::Custom,
+            directory_when_local: false,
             jobs: 2,
             compression: Some(12),
         };

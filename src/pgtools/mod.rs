@@ -36,7 +36,7 @@ pub use prepare::{prepare_target, Prepared};
 pub use progress::{no_progress, Phase, Progress, ProgressFn};
 pub use restore::{restore, RestoreOptions, Restored};
 pub use tune::{tune_for_loading, untune, LoadTuning};
-pub use verify::{verify, Mismatch, Verified, VerifyFailure};
+pub use verify::{verify, verify_in_sessions, Mismatch, Verified, VerifyFailure, VERIFY_JOBS};
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -140,10 +140,24 @@ pub struct Verified {
     pub probes: u64,
 }
 
+/// Sessions [`verify`] measures tables in.
+pub const VERIFY_JOBS: u32 = 2;
+
 /// Compares the runner's copy of `manifest.database` with the manifest as
-/// `checks` asks, measuring tables in `jobs` sessions, then runs
-/// `checks.sql` (each in its own database).
+/// `checks` asks, then runs `checks.sql` (each in its own database);
+/// [`verify_in_sessions`] with [`VERIFY_JOBS`] sessions.
 pub async fn verify(
+    runner: &Runner<'_>,
+    manifest: &Manifest,
+    checks: &VerifyChecks,
+    progress: ProgressFn<'_>,
+) -> Result<Verified, PgError> {
+    verify_in_sessions(runner, manifest, checks, VERIFY_JOBS, progress).await
+}
+
+/// [`verify`], measuring tables in `jobs` sessions (shared out by size,
+/// largest first; parallel query allowed in each).
+pub async fn verify_in_sessions(
     runner: &Runner<'_>,
     manifest: &Manifest,
     checks: &VerifyChecks,

@@ -15,8 +15,8 @@ use pgplan::cluster::Cluster;
 use pgplan::observed::Role;
 use pgplan::pgtools::{
     backup, no_progress, prepare_target, release_knex_locks, restore, tune_for_loading, untune,
-    verify, verify_archive, BackupOptions, ConnInfo, LoadTuning, Manifest, Method, Mismatch,
-    PgError, Phase, Progress, RestoreOptions, Runner,
+    verify, verify_archive, verify_in_sessions, BackupOptions, ConnInfo, LoadTuning, Manifest,
+    Method, Mismatch, PgError, Phase, Progress, RestoreOptions, Runner,
 };
 use pgplan::plan::VerifyChecks;
 use pgplan::spec::{DumpFormat, SqlProbe};
@@ -121,7 +121,8 @@ fn source() -> LocalPostgres {
 
 fn custom() -> BackupOptions {
     BackupOptions {
-        format: Some(DumpFormat::Custom),
+        format: DumpFormat::Custom,
+        directory_when_local: false,
         jobs: 2,
         compression: None,
     }
@@ -193,7 +194,8 @@ async fn restored(format: DumpFormat) -> Restored {
     let target = LocalPostgres::start();
     let dir = tempfile::tempdir().unwrap();
     let options = BackupOptions {
-        format: Some(format),
+        format,
+        directory_when_local: false,
         jobs: 2,
         compression: None,
     };
@@ -358,9 +360,7 @@ async fn backup_prepare_restore_verify_reproduces_rows_checksums_and_sequences()
     assert_eq!(released.len(), 2);
     let checked = Recorded::default();
     let record = checked.record();
-    let verified = verify(&t, &manifest, &all_checks(), 2, &record)
-        .await
-        .unwrap();
+    let verified = verify(&t, &manifest, &all_checks(), &record).await.unwrap();
     assert_eq!(verified.tables, 9);
     assert_eq!(verified.rows, manifest.rows());
     assert_eq!(verified.sequences, manifest.sequences.len() as u64);
@@ -423,9 +423,8 @@ async fn writes_during_the_backup_do_not_split_the_archive_from_its_manifest() {
         "auth",
         DB,
         &BackupOptions {
-            format: Some(DumpFormat::Directory),
-            jobs: 2,
-            compression: None,
+            format: DumpFormat::Directory,
+            ..BackupOptions::default()
         },
         &no_progress,
     )
@@ -469,12 +468,12 @@ async fn writes_during_the_backup_do_not_split_the_archive_from_its_manifest() {
     )
     .await
     .unwrap();
-    verify(&t, &manifest, &all_checks(), 2, &no_progress)
+    verify(&t, &manifest, &all_checks(), &no_progress)
         .await
         .unwrap();
     // The source has moved on: it no longer matches its backup.
     let moved = mismatches(
-        verify(&local(&source), &manifest, &all_checks(), 2, &no_progress)
+        verify(&local(&source), &manifest, &all_checks(), &no_progress)
             .await
             .unwrap_err(),
     );
@@ -507,11 +506,12 @@ async fn a_directory_archive_dumped_in_parallel_round_trips() {
         r.manifest.sha256,
         hex::encode(sha2::Sha256::digest(listing.as_bytes()))
     );
-    let verified = verify(
+    // Three sessions share the tables out.
+    let verified = verify_in_sessions(
         &local(&r.target),
         &r.manifest,
         &all_checks(),
-        2,
+        3,
         &no_progress,
     )
     .await
@@ -542,7 +542,7 @@ async fn a_changed_target_fails_verify_naming_each_table_and_sequence() {
         "UPDATE sessions SET score = score + 0.001 WHERE id = 777",
     );
     let found = mismatches(
-        verify(&t, &r.manifest, &all_checks(), 2, &no_progress)
+        verify(&t, &r.manifest, &all_checks(), &no_progress)
             .await
             .unwrap_err(),
     );
@@ -559,7 +559,7 @@ async fn a_changed_target_fails_verify_naming_each_table_and_sequence() {
          DELETE FROM signing_keys WHERE kid = 'k2'; SELECT setval('invoice_numbers', 1200); \
          SELECT setval('sessions_id_seq', 30000);",
     );
-    let err = verify(&t, &r.manifest, &all_checks(), 2, &no_progress)
+    let err = verify(&t, &r.manifest, &all_checks(), &no_progress)
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -605,7 +605,7 @@ async fn a_changed_target_fails_verify_naming_each_table_and_sequence() {
     };
     assert_eq!(
         mismatches(
-            verify(&t, &r.manifest, &counts_only, 2, &no_progress)
+            verify(&t, &r.manifest, &counts_only, &no_progress)
                 .await
                 .unwrap_err()
         ),
@@ -615,12 +615,12 @@ async fn a_changed_target_fails_verify_naming_each_table_and_sequence() {
             actual: 2
         }]
     );
-    // The source itself still matches its backup.
-    verify(
+    // The source itself still matches its backup (one session).
+    verify_in_sessions(
         &local(&r.source),
         &r.manifest,
         &all_checks(),
-        2,
+        1,
         &no_progress,
     )
     .await
@@ -1001,9 +1001,8 @@ async fn pods_back_up_and_restore_healthcare_through_exec() {
         healthcare::DATABASE,
         // Directory archives cannot stream out of a pod: custom is used.
         &BackupOptions {
-            format: Some(DumpFormat::Directory),
-            jobs: 2,
-            compression: None,
+            format: DumpFormat::Directory,
+            ..BackupOptions::default()
         },
         &record,
     )
@@ -1095,7 +1094,6 @@ async fn pods_back_up_and_restore_healthcare_through_exec() {
                 expect: "Alice,Bob,Ibrahim".into(),
             }],
         },
-        1,
         &no_progress,
     )
     .await
@@ -1142,7 +1140,6 @@ async fn pods_back_up_and_restore_healthcare_through_exec() {
             sequences: true,
             sql: vec![],
         },
-        2,
         &no_progress,
     )
     .await
