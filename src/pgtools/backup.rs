@@ -27,24 +27,50 @@ use crate::spec::DumpFormat;
 /// How to dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupOptions {
-    /// `custom` (one file, streamed from wherever the tools run) or
-    /// `directory` (`pg_dump -Fd -j`, only where the tools run on this
-    /// machine; in a pod it falls back to custom and the manifest says so).
+    /// The format asked for (the spec's `backup.format`, custom by
+    /// default). A directory archive cannot stream out of a pod: there it
+    /// falls back to custom, and the manifest records the format used.
     pub format: DumpFormat,
-    /// pg_dump's parallel jobs for a directory archive.
+    /// Where the tools run on this machine, dump a directory archive
+    /// (`pg_dump -Fd -j N`, restored in parallel by file size) whatever
+    /// `format` says. On by default: the spec cannot tell an unset format
+    /// from `custom`, and locally the directory archive is the faster one.
+    pub directory_when_local: bool,
+    /// Parallel sessions: pg_dump's jobs for a directory archive, and the
+    /// sessions measuring rows and checksums. At least 1.
     pub jobs: u32,
-    /// gzip level 0–9. 1 by default: most of the size gain for a fraction
-    /// of the time of pg_dump's default 6, which matters on a busy source.
-    pub compression: u32,
+    /// gzip level 0–9. `None`: 1 in a pod, where the archive crosses the
+    /// API server and most of gzip's gain costs little; 0 on this machine,
+    /// where the archive only goes to local disk and compressing (and
+    /// decompressing for the restore) would be most of the CPU time of the
+    /// downtime window. pg_dump's own default, 6, is several times slower.
+    pub compression: Option<u32>,
 }
 
 impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
             format: DumpFormat::Custom,
+            directory_when_local: true,
             jobs: 2,
-            compression: 1,
+            compression: None,
         }
+    }
+}
+
+impl BackupOptions {
+    /// The format and gzip level used with `runner`.
+    pub fn resolve(&self, runner: &Runner<'_>) -> (DumpFormat, u32) {
+        let format = match (self.format, runner.is_local()) {
+            (_, true) if self.directory_when_local => DumpFormat::Directory,
+            (f, true) => f,
+            (_, false) => DumpFormat::Custom,
+        };
+        let level = self
+            .compression
+            .unwrap_or(if runner.is_local() { 0 } else { 1 })
+            .min(9);
+        (format, level)
     }
 }
 
@@ -89,6 +115,15 @@ pub async fn backup(
     options: &BackupOptions,
     progress: ProgressFn<'_>,
 ) -> Result<(BackupPaths, Manifest), PgError> {
+    for (what, name) in [("database", database), ("placement", placement)] {
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+            return Err(PgError::Refused {
+                server: runner.server(),
+                message: format!("the {what} name `{name}` cannot name a file in the backup directory"),
+                help: "back up databases whose names have no `/` and do not start with `.`; rename the database first".into(),
+            });
+        }
+    }
     let paths = backup_paths(directory, placement, database);
     std::fs::create_dir_all(&paths.dir).map_err(|e| PgError::io("create", &paths.dir, e))?;
     archive::sync_dir(directory)?;
@@ -97,16 +132,14 @@ pub async fn backup(
     let partial = archive::with_suffix(&paths.archive, ".partial");
     archive::remove(&partial)?;
 
-    let format = if options.format == DumpFormat::Directory && !runner.is_local() {
+    let (format, compression) = options.resolve(runner);
+    if options.format == DumpFormat::Directory && format != DumpFormat::Directory {
         tracing::info!(
             database,
             server = %runner.server(),
             "a directory archive cannot stream out of a pod; dumping in custom format"
         );
-        DumpFormat::Custom
-    } else {
-        options.format
-    };
+    }
     let pg_dump_version = runner
         .output(&["pg_dump".to_string(), "--version".into()])
         .await?
@@ -116,8 +149,14 @@ pub async fn backup(
     let (snapshot_tx, snapshot_rx) = oneshot::channel::<String>();
     let (dumped_tx, dumped_rx) = oneshot::channel::<()>();
     let measure = with_session(runner, database, move |mut s| async move {
-        s.send("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await?;
+        // pg_dump runs alongside; the `jobs` sessions are all the
+        // parallelism the measuring gets, so the two do not oversubscribe
+        // the server's CPUs.
+        s.send(
+            "SET max_parallel_workers_per_gather = 0; \
+             BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )
+        .await?;
         let snapshot = s.line("SELECT pg_export_snapshot()").await?;
         let info = s
             .line(
@@ -126,7 +165,11 @@ pub async fn backup(
                  FROM pg_database d WHERE d.datname = current_database()",
             )
             .await?;
-        let _ = snapshot_tx.send(snapshot);
+        // Sequences before pg_dump starts: it reads them (outside any
+        // snapshot) after this, so the archive holds these values or later
+        // ones, and verify accepts a target at or past them.
+        let sequences = contents::sequences(&mut s).await?;
+        let _ = snapshot_tx.send(snapshot.clone());
         let (version, owner, encoding): (String, String, String) = serde_json::from_str(&info)
             .map_err(|e| PgError::Output {
                 server: s.server().to_string(),
@@ -134,16 +177,25 @@ pub async fn backup(
                 message: e.to_string(),
             })?;
         let contents = contents::measure(
+            runner,
+            database,
             &mut s,
+            Some(&snapshot),
+            options.jobs,
             &Measure {
                 checksums: true,
-                sequences: true,
+                sequences: false,
                 methods: None,
                 phase: Phase::SourceChecksums,
             },
             progress,
         )
         .await?;
+        let contents = Contents {
+            tables: contents.tables,
+            sequences,
+        };
+        tracing::debug!(tables = contents.tables.len(), "source checksums done");
         // pg_dump imported the snapshot when it started; holding the
         // transaction until it is done costs nothing and is simplest.
         let _ = dumped_rx.await;
@@ -165,26 +217,51 @@ pub async fn backup(
             // The session failed before exporting; its error is the one to report.
             return Ok(None);
         };
-        dump(
-            runner, database, &partial, format, options, &snapshot, progress,
-        )
-        .await
-        .map(Some)
+        let argv = pg_dump_argv(
+            database,
+            &partial,
+            format,
+            compression,
+            options.jobs,
+            &snapshot,
+        );
+        dump(runner, &argv, &partial, format, progress)
+            .await
+            .map(Some)
     };
-    let (measured, dumped) = tokio::join!(measure, dump);
-    let (source, streamed) = match (measured, dumped) {
-        (Ok(source), Ok(Some(streamed))) => (source, streamed),
-        // pg_dump's own failure explains more than the session's.
-        (_, Err(e)) | (Err(e), _) => {
-            let _ = archive::remove(&partial);
-            return Err(e);
-        }
-        (Ok(_), Ok(None)) => {
+    let started = std::time::Instant::now();
+    let measure = async {
+        let r = measure.await;
+        tracing::debug!(
+            database,
+            ms = started.elapsed().as_millis() as u64,
+            "source measured"
+        );
+        r
+    };
+    let dump = async {
+        let r = dump.await;
+        tracing::debug!(
+            database,
+            ms = started.elapsed().as_millis() as u64,
+            "dump written"
+        );
+        r
+    };
+    // The first failure ends both: pg_dump is killed if the measuring
+    // fails, and the session closed if pg_dump fails.
+    let (source, streamed) = match futures::future::try_join(measure, dump).await {
+        Ok((source, Some(streamed))) => (source, streamed),
+        Ok((_, None)) => {
             return Err(PgError::Output {
                 server: runner.server(),
                 command: "pg_dump".into(),
                 message: "the session did not hand over its snapshot".into(),
             })
+        }
+        Err(e) => {
+            let _ = archive::remove(&partial);
+            return Err(e);
         }
     };
 
@@ -196,6 +273,11 @@ pub async fn backup(
             return Err(e);
         }
     };
+    tracing::debug!(
+        database,
+        ms = started.elapsed().as_millis() as u64,
+        "archive read back and listed"
+    );
     archive::commit(&partial, &paths.archive)?;
     let manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
@@ -209,7 +291,7 @@ pub async fn backup(
         toc_entries,
         server_version: source.server_version,
         pg_dump_version,
-        compression: options.compression.min(9),
+        compression,
         created_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -221,44 +303,57 @@ pub async fn backup(
     Ok((paths, manifest))
 }
 
-/// Runs pg_dump on `snapshot` into `partial`. For a custom archive, returns
-/// the size and sha256 of what streamed in; a directory archive is hashed
-/// when read back.
-async fn dump(
-    runner: &Runner<'_>,
+/// pg_dump's arguments: the snapshot, the format, the compression, and
+/// for a directory archive its jobs and path (a custom one goes to stdout).
+fn pg_dump_argv(
     database: &str,
     partial: &Path,
     format: DumpFormat,
-    options: &BackupOptions,
+    compression: u32,
+    jobs: u32,
     snapshot: &str,
-    progress: ProgressFn<'_>,
-) -> Result<Option<(u64, String)>, PgError> {
+) -> Vec<String> {
     let mut argv: Vec<String> = vec![
         "pg_dump".into(),
         format!("--snapshot={snapshot}"),
-        format!("--compress={}", options.compression.min(9)),
+        format!("--compress={compression}"),
         "--no-sync".into(),
     ];
     match format {
+        DumpFormat::Custom => argv.push("--format=custom".into()),
+        DumpFormat::Directory => {
+            argv.push("--format=directory".into());
+            argv.push(format!("--jobs={}", jobs.max(1)));
+            argv.push(format!("--file={}", partial.display()));
+        }
+    }
+    argv.push(format!("--dbname={database}"));
+    argv
+}
+
+/// Runs pg_dump (`argv`) into `partial`. For a custom archive, returns the
+/// size and sha256 of what streamed in; a directory archive is hashed when
+/// read back.
+async fn dump(
+    runner: &Runner<'_>,
+    argv: &[String],
+    partial: &Path,
+    format: DumpFormat,
+    progress: ProgressFn<'_>,
+) -> Result<Option<(u64, String)>, PgError> {
+    match format {
         DumpFormat::Custom => {
-            argv.push("--format=custom".into());
-            argv.push(format!("--dbname={database}"));
             let mut out = HashingWriter::create(partial, Phase::Dump, progress).await?;
-            let outcome = runner
-                .run(&argv, None::<tokio::io::Empty>, &mut out)
-                .await?;
+            let outcome = runner.run(argv, None::<tokio::io::Empty>, &mut out).await?;
             if outcome.code != 0 {
-                return Err(runner.failure(&argv, outcome));
+                return Err(runner.failure(argv, outcome));
             }
+            tracing::debug!("pg_dump finished");
             Ok(Some(out.finish(partial).await?))
         }
         DumpFormat::Directory => {
-            argv.push("--format=directory".into());
-            argv.push(format!("--jobs={}", options.jobs.max(1)));
-            argv.push(format!("--file={}", partial.display()));
-            argv.push(format!("--dbname={database}"));
             let mut sink = tokio::io::sink();
-            let run = runner.run(&argv, None::<tokio::io::Empty>, &mut sink);
+            let run = runner.run(argv, None::<tokio::io::Empty>, &mut sink);
             tokio::pin!(run);
             // pg_dump writes the files itself; report their growing size.
             let outcome = loop {
@@ -274,7 +369,7 @@ async fn dump(
                 }
             };
             if outcome.code != 0 {
-                return Err(runner.failure(&argv, outcome));
+                return Err(runner.failure(argv, outcome));
             }
             progress(&Progress::Bytes {
                 phase: Phase::Dump,
@@ -347,4 +442,71 @@ pub async fn verify_archive(
         ));
     }
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_dump_reads_the_exported_snapshot_in_the_format_asked() {
+        let p = Path::new("/b/p/db.dump.partial");
+        assert_eq!(
+            pg_dump_argv("db", p, DumpFormat::Custom, 1, 4, "00000003-1"),
+            [
+                "pg_dump",
+                "--snapshot=00000003-1",
+                "--compress=1",
+                "--no-sync",
+                "--format=custom",
+                "--dbname=db"
+            ]
+        );
+        assert_eq!(
+            pg_dump_argv("db", p, DumpFormat::Directory, 0, 2, "s"),
+            [
+                "pg_dump",
+                "--snapshot=s",
+                "--compress=0",
+                "--no-sync",
+                "--format=directory",
+                "--jobs=2",
+                "--file=/b/p/db.dump.partial",
+                "--dbname=db"
+            ]
+        );
+    }
+
+    #[test]
+    fn local_tools_default_to_an_uncompressed_directory_archive() {
+        let local = Runner::Local {
+            conn: super::super::ConnInfo {
+                host: "db".into(),
+                port: 5432,
+                user: "u".into(),
+                password: None,
+                sslmode: "require".into(),
+                sslrootcert: None,
+            },
+        };
+        assert_eq!(
+            BackupOptions::default().resolve(&local),
+            (DumpFormat::Directory, 0)
+        );
+        let asked = BackupOptions {
+            format: DumpFormat::Custom,
+            directory_when_local: false,
+            jobs: 2,
+            compression: Some(12),
+        };
+        assert_eq!(asked.resolve(&local), (DumpFormat::Custom, 9));
+        assert_eq!(
+            backup_paths(Path::new("/b"), "hc", "healthcare"),
+            BackupPaths {
+                dir: "/b/hc".into(),
+                archive: "/b/hc/healthcare.dump".into(),
+                manifest: "/b/hc/healthcare.manifest.json".into(),
+            }
+        );
+    }
 }

@@ -27,9 +27,11 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::progress::{Phase, Progress, ProgressFn};
-use super::session::Session;
-use super::PgError;
+use super::session::{with_session, Session};
+use super::{PgError, Runner};
 
 /// How a table's rows are hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,8 +116,8 @@ pub const RECORD_SAFE_TYPES: &[&str] = &[
 
 /// The tables that hold rows pg_dump copies (partitions included, their
 /// parents hold none; extension members left out, as pg_dump does), each
-/// with the method its rows can be hashed with on this server. One line:
-/// a JSON array of `[schema, name, method]`.
+/// with the method its rows can be hashed with on this server and its size.
+/// One line: a JSON array of `[schema, name, method, bytes]`.
 fn tables_sql(record_capable: bool) -> String {
     let safe = RECORD_SAFE_TYPES
         .iter()
@@ -152,7 +154,7 @@ fn tables_sql(record_capable: bool) -> String {
         "'text'".to_string()
     };
     format!(
-        r#"SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, {method})
+        r#"SELECT coalesce(json_agg(json_build_array(n.nspname, c.relname, {method}, pg_relation_size(c.oid))
     ORDER BY n.nspname, c.relname), '[]')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
@@ -216,6 +218,23 @@ fn output_error(server: &str, what: &str, message: impl std::fmt::Display) -> Pg
     }
 }
 
+/// Every sequence's value, read now: sequences are not transactional, so
+/// no snapshot applies. The backup reads them before pg_dump starts, so
+/// the archive holds these values or later ones.
+pub(crate) async fn sequences(session: &mut Session) -> Result<Vec<SequenceValue>, PgError> {
+    let raw: Vec<(String, String, Option<i64>)> =
+        serde_json::from_str(&session.line(SEQUENCES_SQL).await?)
+            .map_err(|e| output_error(session.server(), "the sequence query", e))?;
+    Ok(raw
+        .into_iter()
+        .map(|(schema, name, last_value)| SequenceValue {
+            schema,
+            name,
+            last_value,
+        })
+        .collect())
+}
+
 /// Whether the server has `hash_record_extended` (14+).
 pub(crate) async fn record_capable(session: &mut Session) -> Result<bool, PgError> {
     let v = session
@@ -228,80 +247,151 @@ pub(crate) async fn record_capable(session: &mut Session) -> Result<bool, PgErro
     Ok(num >= 140_000)
 }
 
-/// Measures the database the session is connected to, in the session's
-/// transaction (the backup's exported snapshot, or read committed).
+/// A table to measure, with the hash to use and its size (for sharing the
+/// work out, largest first).
+struct Job {
+    schema: String,
+    name: String,
+    method: Method,
+    bytes: u64,
+}
+
+/// Measures the database `primary` is connected to, in `jobs` sessions:
+/// `primary` lists the tables and sequences and takes a share of the
+/// tables; the others, opened through `runner`, take theirs. With a
+/// `snapshot`, the others import it (`SET TRANSACTION SNAPSHOT`), so every
+/// table is measured in the backup's snapshot; `primary` must be in the
+/// transaction that exported it. Tables are shared out by size, largest
+/// first (longest processing time first).
 pub(crate) async fn measure(
-    session: &mut Session,
+    runner: &Runner<'_>,
+    database: &str,
+    primary: &mut Session,
+    snapshot: Option<&str>,
+    jobs: u32,
     what: &Measure<'_>,
     progress: ProgressFn<'_>,
 ) -> Result<Contents, PgError> {
-    let capable = record_capable(session).await?;
-    let listed: Vec<(String, String, Method)> =
-        serde_json::from_str(&session.line(&tables_sql(capable)).await?)
-            .map_err(|e| output_error(session.server(), "the table list query", e))?;
+    let capable = record_capable(primary).await?;
+    let listed: Vec<(String, String, Method, u64)> =
+        serde_json::from_str(&primary.line(&tables_sql(capable)).await?)
+            .map_err(|e| output_error(primary.server(), "the table list query", e))?;
     let sequences = if what.sequences {
-        let raw: Vec<(String, String, Option<i64>)> =
-            serde_json::from_str(&session.line(SEQUENCES_SQL).await?)
-                .map_err(|e| output_error(session.server(), "the sequence query", e))?;
-        raw.into_iter()
-            .map(|(schema, name, last_value)| SequenceValue {
-                schema,
-                name,
-                last_value,
-            })
-            .collect()
+        sequences(primary).await?
     } else {
         Vec::new()
     };
-    let total = listed.len() as u64;
-    let mut tables = Vec::with_capacity(listed.len());
-    for (i, (schema, name, detected)) in listed.into_iter().enumerate() {
+    let mut todo = Vec::with_capacity(listed.len());
+    for (schema, name, detected, bytes) in listed {
         let method = what
             .methods
             .and_then(|m| m.get(&(schema.clone(), name.clone())).copied())
             .unwrap_or(detected);
         if method == Method::Record && !capable {
             return Err(PgError::Refused {
-                server: session.server().to_string(),
+                server: primary.server().to_string(),
                 message: format!(
                     "table {schema}.{name} was checksummed with hash_record_extended, which this server (before PostgreSQL 14) lacks"
                 ),
                 help: "restore into a server of the source's major version or newer, or verify with `checksums: false`".into(),
             });
         }
-        let line = session
-            .line(&table_sql(&schema, &name, method, what.checksums))
-            .await?;
-        let (rows, sum) = line.split_once(' ').ok_or_else(|| {
-            output_error(
-                session.server(),
-                "a table checksum query",
-                format!("`{line}`"),
-            )
-        })?;
-        let rows: u64 = rows.parse().map_err(|e| {
-            output_error(
-                session.server(),
-                "a table checksum query",
-                format!("`{line}`: {e}"),
-            )
-        })?;
-        let t = TableContents {
+        todo.push(Job {
             schema,
             name,
-            rows,
             method,
-            checksum: (what.checksums).then(|| sum.to_string()),
+            bytes,
+        });
+    }
+    let total = todo.len() as u64;
+    let jobs = (jobs.max(1) as usize).min(todo.len().max(1));
+    todo.sort_by_key(|j| std::cmp::Reverse(j.bytes));
+    let mut shares: Vec<(u64, Vec<Job>)> = (0..jobs).map(|_| (0, Vec::new())).collect();
+    for job in todo {
+        if let Some(lightest) = shares.iter_mut().min_by_key(|(load, _)| *load) {
+            lightest.0 += job.bytes.max(1);
+            lightest.1.push(job);
+        }
+    }
+    let done = AtomicU64::new(0);
+    let counter = Counter {
+        done: &done,
+        total,
+        phase: what.phase,
+        progress,
+    };
+    let mut shares = shares.into_iter().map(|(_, share)| share);
+    let own = shares.next().unwrap_or_default();
+    let begin = snapshot.map(|s| {
+        format!(
+            "SET max_parallel_workers_per_gather = 0; \
+             BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            literal(s)
+        )
+    });
+    let helpers = shares.map(|share| {
+        let begin = begin.clone();
+        let counter = &counter;
+        with_session(runner, database, move |mut s| async move {
+            if let Some(begin) = &begin {
+                s.send(begin).await?;
+            }
+            measure_share(&mut s, share, what.checksums, counter).await
+        })
+    });
+    let (mine, theirs) = tokio::join!(
+        measure_share(primary, own, what.checksums, &counter),
+        futures::future::join_all(helpers)
+    );
+    let mut tables = mine?;
+    for t in theirs {
+        tables.extend(t?);
+    }
+    tables.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+    Ok(Contents { tables, sequences })
+}
+
+/// Tables measured so far, over all sessions, for progress events.
+struct Counter<'a> {
+    done: &'a AtomicU64,
+    total: u64,
+    phase: Phase,
+    progress: ProgressFn<'a>,
+}
+
+async fn measure_share(
+    session: &mut Session,
+    share: Vec<Job>,
+    checksums: bool,
+    counter: &Counter<'_>,
+) -> Result<Vec<TableContents>, PgError> {
+    let mut tables = Vec::with_capacity(share.len());
+    for job in share {
+        let line = session
+            .line(&table_sql(&job.schema, &job.name, job.method, checksums))
+            .await?;
+        let bad = |detail: String| output_error(session.server(), "a table checksum query", detail);
+        let (rows, sum) = line
+            .split_once(' ')
+            .ok_or_else(|| bad(format!("`{line}`")))?;
+        let rows: u64 = rows.parse().map_err(|e| bad(format!("`{line}`: {e}")))?;
+        let t = TableContents {
+            schema: job.schema,
+            name: job.name,
+            rows,
+            method: job.method,
+            checksum: checksums.then(|| sum.to_string()),
         };
-        progress(&Progress::Tables {
-            phase: what.phase,
-            done: i as u64 + 1,
-            total,
+        let done = counter.done.fetch_add(1, Ordering::Relaxed) + 1;
+        (counter.progress)(&Progress::Tables {
+            phase: counter.phase,
+            done,
+            total: counter.total,
             table: t.qualified(),
         });
         tables.push(t);
     }
-    Ok(Contents { tables, sequences })
+    Ok(tables)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub use prepare::{prepare_target, Prepared};
 pub use progress::{no_progress, Phase, Progress, ProgressFn};
 pub use restore::{restore, RestoreOptions, Restored};
 pub use tune::{tune_for_loading, untune, LoadTuning};
-pub use verify::{verify, Mismatch, Verified, VerifyFailure};
+pub use verify::{verify, verify_in_sessions, Mismatch, Verified, VerifyFailure, VERIFY_JOBS};
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -337,6 +337,9 @@ pub fn psql(database: &str, sql: &str) -> Vec<String> {
     .collect()
 }
 
+/// How much of a local tool's stderr is kept for messages.
+const STDERR_KEEP: usize = 64 * 1024;
+
 async fn run_local<R, W>(
     conn: &ConnInfo,
     argv: &[String],
@@ -391,13 +394,23 @@ where
         let _ = stdout.flush().await;
         r
     };
+    // Only the end of stderr is kept (`pg_restore --verbose` writes a line
+    // per archive entry), so memory does not grow with the database.
     let errors = async {
-        let mut s = Vec::new();
-        let _ = child_err.read_to_end(&mut s).await;
-        if s.len() > 64 * 1024 {
-            s.drain(..s.len() - 64 * 1024);
+        let mut kept = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match child_err.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > STDERR_KEEP {
+                        kept.drain(..kept.len() - STDERR_KEEP);
+                    }
+                }
+            }
         }
-        String::from_utf8_lossy(&s).into_owned()
+        String::from_utf8_lossy(&kept).into_owned()
     };
     // Once the child has closed its stdout and stderr (it exited), stop
     // feeding it: a caller's stdin that never ends (an interactive session)

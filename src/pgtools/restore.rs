@@ -34,8 +34,9 @@ pub struct RestoreOptions {
     /// Names this run's copy in the pod (the apply's id), so concurrent or
     /// resumed runs never share one.
     pub run_id: String,
-    /// Run `ANALYZE` afterwards: a restored database has no planner
-    /// statistics, and autovacuum may be off while loading.
+    /// Run `ANALYZE` afterwards (`vacuumdb --analyze-only -j N`): a
+    /// restored database has no planner statistics, and autovacuum may be
+    /// off while loading.
     pub analyze: bool,
 }
 
@@ -96,8 +97,17 @@ pub async fn restore(
             tracing::warn!(%dir, error = %e, "could not remove the archive copy in the pod");
         }
     }
+    tracing::debug!(database = %manifest.database, "restored");
     if options.analyze {
-        runner.query(&manifest.database, "ANALYZE").await?;
+        let argv = vec![
+            "vacuumdb".to_string(),
+            "--analyze-only".into(),
+            "--quiet".into(),
+            format!("--jobs={}", options.jobs.max(1)),
+            format!("--dbname={}", manifest.database),
+        ];
+        runner.output(&argv).await?;
+        tracing::debug!(database = %manifest.database, "analyzed");
     }
     Ok(restored)
 }

@@ -21,6 +21,10 @@ pub struct LoadTuning {
     /// WAL kept between checkpoints; must fit on the data volume beside
     /// the data.
     pub max_wal_size: String,
+    /// Workers per index build. `pg_restore -j N` already builds N indexes
+    /// at once; on a server with few CPUs, more workers per build only
+    /// oversubscribe them. `None` leaves the server's setting.
+    pub parallel_maintenance_workers: Option<u32>,
 }
 
 impl Default for LoadTuning {
@@ -28,6 +32,7 @@ impl Default for LoadTuning {
         LoadTuning {
             maintenance_work_mem: "256MB".into(),
             max_wal_size: "2GB".into(),
+            parallel_maintenance_workers: None,
         }
     }
 }
@@ -35,7 +40,7 @@ impl Default for LoadTuning {
 impl LoadTuning {
     /// `(setting, value)` pairs applied while loading.
     pub fn settings(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut settings = vec![
             ("fsync", "off".into()),
             ("full_page_writes", "off".into()),
             ("synchronous_commit", "off".into()),
@@ -43,12 +48,16 @@ impl LoadTuning {
             ("checkpoint_timeout", "30min".into()),
             ("maintenance_work_mem", self.maintenance_work_mem.clone()),
             ("max_wal_size", self.max_wal_size.clone()),
-        ]
+        ];
+        if let Some(n) = self.parallel_maintenance_workers {
+            settings.push(("max_parallel_maintenance_workers", n.to_string()));
+        }
+        settings
     }
 }
 
 /// Every setting [`tune_for_loading`] may change, for [`untune`].
-const TUNED: [&str; 7] = [
+const TUNED: [&str; 8] = [
     "fsync",
     "full_page_writes",
     "synchronous_commit",
@@ -56,6 +65,7 @@ const TUNED: [&str; 7] = [
     "checkpoint_timeout",
     "maintenance_work_mem",
     "max_wal_size",
+    "max_parallel_maintenance_workers",
 ];
 
 async fn require_superuser(runner: &Runner<'_>) -> Result<(), PgError> {

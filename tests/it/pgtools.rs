@@ -15,8 +15,8 @@ use pgplan::cluster::Cluster;
 use pgplan::observed::Role;
 use pgplan::pgtools::{
     backup, no_progress, prepare_target, release_knex_locks, restore, tune_for_loading, untune,
-    verify, verify_archive, BackupOptions, ConnInfo, LoadTuning, Manifest, Method, Mismatch,
-    PgError, Phase, Progress, RestoreOptions, Runner,
+    verify, verify_archive, verify_in_sessions, BackupOptions, ConnInfo, LoadTuning, Manifest,
+    Method, Mismatch, PgError, Phase, Progress, RestoreOptions, Runner,
 };
 use pgplan::plan::VerifyChecks;
 use pgplan::spec::{DumpFormat, SqlProbe};
@@ -119,6 +119,15 @@ fn source() -> LocalPostgres {
     pg
 }
 
+fn custom() -> BackupOptions {
+    BackupOptions {
+        format: DumpFormat::Custom,
+        directory_when_local: false,
+        jobs: 2,
+        compression: None,
+    }
+}
+
 fn all_checks() -> VerifyChecks {
     VerifyChecks {
         row_counts: true,
@@ -186,7 +195,9 @@ async fn restored(format: DumpFormat) -> Restored {
     let dir = tempfile::tempdir().unwrap();
     let options = BackupOptions {
         format,
-        ..BackupOptions::default()
+        directory_when_local: false,
+        jobs: 2,
+        compression: None,
     };
     let (paths, manifest) = backup(
         &local(&source),
@@ -230,16 +241,9 @@ async fn backup_prepare_restore_verify_reproduces_rows_checksums_and_sequences()
     let dir = tempfile::tempdir().unwrap();
     let events = Recorded::default();
     let record = events.record();
-    let (paths, manifest) = backup(
-        &local(&source),
-        dir.path(),
-        "auth",
-        DB,
-        &BackupOptions::default(),
-        &record,
-    )
-    .await
-    .unwrap();
+    let (paths, manifest) = backup(&local(&source), dir.path(), "auth", DB, &custom(), &record)
+        .await
+        .unwrap();
 
     // The archive and its manifest, where the design puts them.
     assert_eq!(
@@ -342,6 +346,18 @@ async fn backup_prepare_restore_verify_reproduces_rows_checksums_and_sequences()
     .await
     .unwrap();
     untune(&t).await.unwrap();
+    // The plan's order: restore, release the copied knex locks, verify.
+    let released = release_knex_locks(
+        &t,
+        DB,
+        &[
+            "public.knex_migrations_lock".to_string(),
+            "public.backstage_backend_tasks__knex_migrations_lock".to_string(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(released.len(), 2);
     let checked = Recorded::default();
     let record = checked.record();
     let verified = verify(&t, &manifest, &all_checks(), &record).await.unwrap();
@@ -369,6 +385,105 @@ async fn backup_prepare_restore_verify_reproduces_rows_checksums_and_sequences()
     assert_eq!(target.psql(DB, "SELECT nextval('invoice_numbers')"), "1235");
 }
 
+/// The manifest describes the archive even when something writes to the
+/// source during the backup: both read the same exported snapshot.
+#[tokio::test]
+async fn writes_during_the_backup_do_not_split_the_archive_from_its_manifest() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let source = source();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, written) = (stop.clone(), written.clone());
+        let (socket, port) = (source.socket_dir().to_path_buf(), source.port());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                crate::support::pg::run_psql(
+                    &socket,
+                    port,
+                    "postgres",
+                    DB,
+                    "INSERT INTO sessions (user_ref) SELECT 'live' FROM generate_series(1, 50); \
+                     UPDATE signing_keys SET key = key || '{\"seen\": 1}' WHERE kid = 'k1'; \
+                     SELECT nextval('invoice_numbers');",
+                )
+                .unwrap();
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    while written.load(Ordering::Relaxed) < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, manifest) = backup(
+        &local(&source),
+        dir.path(),
+        "auth",
+        DB,
+        &BackupOptions {
+            format: DumpFormat::Directory,
+            ..BackupOptions::default()
+        },
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    let during = written.load(Ordering::Relaxed);
+    while written.load(Ordering::Relaxed) < during + 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let sessions = |m: &Manifest| m.tables.iter().find(|t| t.name == "sessions").unwrap().rows;
+    let now: u64 = source
+        .psql(DB, "SELECT count(*) FROM sessions")
+        .parse()
+        .unwrap();
+    assert!(
+        sessions(&manifest) > 20000,
+        "writes before the backup are in it"
+    );
+    assert!(
+        now > sessions(&manifest),
+        "writes after the snapshot are not"
+    );
+
+    let target = LocalPostgres::start();
+    let t = local(&target);
+    prepare_target(
+        &t,
+        &roles(),
+        &[(DB.to_string(), "backstage".to_string())],
+        false,
+    )
+    .await
+    .unwrap();
+    restore(
+        &t,
+        &paths.manifest,
+        &RestoreOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    verify(&t, &manifest, &all_checks(), &no_progress)
+        .await
+        .unwrap();
+    // The source has moved on: it no longer matches its backup.
+    let moved = mismatches(
+        verify(&local(&source), &manifest, &all_checks(), &no_progress)
+            .await
+            .unwrap_err(),
+    );
+    assert!(moved.contains(&Mismatch::RowCount {
+        table: "public.sessions".into(),
+        expected: sessions(&manifest),
+        actual: now
+    }));
+}
+
 #[tokio::test]
 async fn a_directory_archive_dumped_in_parallel_round_trips() {
     let r = restored(DumpFormat::Directory).await;
@@ -391,9 +506,16 @@ async fn a_directory_archive_dumped_in_parallel_round_trips() {
         r.manifest.sha256,
         hex::encode(sha2::Sha256::digest(listing.as_bytes()))
     );
-    let verified = verify(&local(&r.target), &r.manifest, &all_checks(), &no_progress)
-        .await
-        .unwrap();
+    // Three sessions share the tables out.
+    let verified = verify_in_sessions(
+        &local(&r.target),
+        &r.manifest,
+        &all_checks(),
+        3,
+        &no_progress,
+    )
+    .await
+    .unwrap();
     assert_eq!(verified.rows, 20000 + 3 + 200 + 4 + 3 + 400);
     verify_archive(&r.manifest_path, &local(&r.source), &no_progress)
         .await
@@ -434,7 +556,8 @@ async fn a_changed_target_fails_verify_naming_each_table_and_sequence() {
     r.target.psql(
         DB,
         "UPDATE locations SET spot = point(0, 0) WHERE id = 1; \
-         DELETE FROM signing_keys WHERE kid = 'k2'; SELECT setval('invoice_numbers', 2000);",
+         DELETE FROM signing_keys WHERE kid = 'k2'; SELECT setval('invoice_numbers', 1200); \
+         SELECT setval('sessions_id_seq', 30000);",
     );
     let err = verify(&t, &r.manifest, &all_checks(), &no_progress)
         .await
@@ -459,10 +582,11 @@ async fn a_changed_target_fails_verify_naming_each_table_and_sequence() {
                 expected: 3,
                 actual: 2
             },
+            // sessions_id_seq moved ahead: a gap, not an error.
             Mismatch::Sequence {
                 sequence: "public.invoice_numbers".into(),
                 expected: Some(1234),
-                actual: Some(2000)
+                actual: Some(1200)
             },
             Mismatch::Probe {
                 name: "signing keys".into(),
@@ -491,10 +615,16 @@ async fn a_changed_target_fails_verify_naming_each_table_and_sequence() {
             actual: 2
         }]
     );
-    // The source itself still matches its backup.
-    verify(&local(&r.source), &r.manifest, &all_checks(), &no_progress)
-        .await
-        .unwrap();
+    // The source itself still matches its backup (one session).
+    verify_in_sessions(
+        &local(&r.source),
+        &r.manifest,
+        &all_checks(),
+        1,
+        &no_progress,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -502,16 +632,9 @@ async fn a_corrupted_archive_fails_the_checks_and_is_never_restored() {
     let source = source();
     let dir = tempfile::tempdir().unwrap();
     let s = local(&source);
-    let (paths, manifest) = backup(
-        &s,
-        dir.path(),
-        "auth",
-        DB,
-        &BackupOptions::default(),
-        &no_progress,
-    )
-    .await
-    .unwrap();
+    let (paths, manifest) = backup(&s, dir.path(), "auth", DB, &custom(), &no_progress)
+        .await
+        .unwrap();
     let original = std::fs::read(&paths.archive).unwrap();
 
     // A flipped byte in the data: the sha256 no longer matches.
@@ -598,7 +721,7 @@ async fn a_restore_into_a_conflicting_target_fails_naming_the_entry() {
         dir.path(),
         "auth",
         DB,
-        &BackupOptions::default(),
+        &custom(),
         &no_progress,
     )
     .await
@@ -657,7 +780,7 @@ async fn a_row_the_target_rejects_fails_at_its_table_data() {
         dir.path(),
         "auth",
         DB,
-        &BackupOptions::default(),
+        &custom(),
         &no_progress,
     )
     .await
@@ -1021,4 +1144,24 @@ async fn pods_back_up_and_restore_healthcare_through_exec() {
     )
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_backup_leaves_no_archive_and_no_manifest() {
+    let source = source();
+    let dir = tempfile::tempdir().unwrap();
+    let s = local(&source);
+    let err = backup(&s, dir.path(), "auth", "nope", &custom(), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"nope\" does not exist"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("auth"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let err = backup(&s, dir.path(), "auth", "../escape", &custom(), &no_progress)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Refused { .. }), "{err}");
 }
