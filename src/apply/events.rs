@@ -24,6 +24,7 @@ pub struct Events {
     redactor: Redactor,
     total: usize,
     bar: Mutex<Option<indicatif::ProgressBar>>,
+    began: std::time::Instant,
 }
 
 impl Events {
@@ -33,10 +34,16 @@ impl Events {
             redactor,
             total,
             bar: Mutex::new(None),
+            began: std::time::Instant::now(),
         }
     }
 
-    fn emit_json(&self, v: serde_json::Value) {
+    /// One JSON line; `at` is the seconds since the apply began, so that a
+    /// pipeline can place every event on one clock.
+    fn emit_json(&self, mut v: serde_json::Value) {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("at".into(), json!(self.began.elapsed().as_secs_f64()));
+        }
         let line = self.redactor.text(&v.to_string());
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
@@ -139,6 +146,31 @@ impl Events {
         match self.mode {
             Mode::Json => self.emit_json(json!({"event": if ok { "apply_finished" } else { "apply_failed" }, "summary": summary})),
             Mode::Human { .. } => self.line(&if ok { self.paint("1;32", summary) } else { self.paint("1;31", summary) }),
+        }
+    }
+
+    /// How long a placement's consumers were stopped, once the apply is done.
+    pub fn downtime(&self, m: &super::Measured) {
+        let other = m.total.saturating_sub(m.dump_and_restore);
+        match self.mode {
+            Mode::Json => self.emit_json(json!({
+                "event": "downtime",
+                "placement": m.placement,
+                "first_step": m.steps.0,
+                "last_step": m.steps.1,
+                "seconds": m.total.as_secs_f64(),
+                "dump_and_restore_seconds": m.dump_and_restore.as_secs_f64(),
+                "other_seconds": other.as_secs_f64(),
+            })),
+            Mode::Human { .. } => self.line(&format!(
+                "Downtime of {}: {:.1}s (steps {}–{}; dump and restore {:.1}s, everything else {:.1}s).",
+                m.placement,
+                m.total.as_secs_f64(),
+                m.steps.0,
+                m.steps.1,
+                m.dump_and_restore.as_secs_f64(),
+                other.as_secs_f64()
+            )),
         }
     }
 

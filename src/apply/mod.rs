@@ -150,6 +150,102 @@ fn backup_ancestors(s: &crate::plan::Step) -> Vec<String> {
     }
 }
 
+/// The downtime each placement's consumers saw in this run: from the start
+/// of the first step of its window to the end of the last, and how much of
+/// that was spent dumping and restoring (the union of those steps' running
+/// intervals; the rest is orchestration: stopping and starting, creating
+/// objects and waiting for them, verification).
+struct Downtime<'p> {
+    plan: &'p Plan,
+    began: BTreeMap<usize, Instant>,
+    spans: Vec<(usize, Instant, Instant)>,
+}
+
+/// One placement's measured window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub placement: String,
+    pub steps: (usize, usize),
+    pub total: Duration,
+    pub dump_and_restore: Duration,
+}
+
+impl<'p> Downtime<'p> {
+    fn new(plan: &'p Plan) -> Self {
+        Downtime {
+            plan,
+            began: BTreeMap::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    fn started(&mut self, i: usize) {
+        self.began.insert(i, Instant::now());
+    }
+
+    fn ended(&mut self, i: usize, took: Duration) {
+        let end = Instant::now();
+        let start = self
+            .began
+            .get(&i)
+            .copied()
+            .unwrap_or_else(|| end.checked_sub(took).unwrap_or(end));
+        self.spans.push((i, start, end));
+    }
+
+    /// Windows wholly run by this process (a resumed apply that skipped the
+    /// window's first step has no honest figure and reports none).
+    fn measured(&self) -> Vec<Measured> {
+        let mut out = Vec::new();
+        for pp in &self.plan.placements {
+            let Some((first, last)) = pp.downtime else {
+                continue;
+            };
+            let span = |pos: usize| self.spans.iter().find(|(i, _, _)| *i + 1 == pos);
+            let (Some(&(_, start, _)), Some(&(_, _, end))) = (span(first), span(last)) else {
+                continue;
+            };
+            let mut data: Vec<(Instant, Instant)> = self
+                .spans
+                .iter()
+                .filter(|(i, _, _)| {
+                    let s = &self.plan.steps[*i];
+                    s.placement == pp.name
+                        && matches!(
+                            s.operation,
+                            Operation::Backup { .. } | Operation::Restore { .. }
+                        )
+                })
+                .map(|&(_, a, b)| (a.max(start), b.min(end)))
+                .filter(|(a, b)| a < b)
+                .collect();
+            data.sort();
+            let mut busy = Duration::ZERO;
+            let mut cur: Option<(Instant, Instant)> = None;
+            for (a, b) in data {
+                cur = match cur {
+                    Some((ca, cb)) if a <= cb => Some((ca, cb.max(b))),
+                    Some((ca, cb)) => {
+                        busy += cb - ca;
+                        Some((a, b))
+                    }
+                    None => Some((a, b)),
+                };
+            }
+            if let Some((ca, cb)) = cur {
+                busy += cb - ca;
+            }
+            out.push(Measured {
+                placement: pp.name.clone(),
+                steps: (first, last),
+                total: end.saturating_duration_since(start),
+                dump_and_restore: busy,
+            });
+        }
+        out
+    }
+}
+
 /// Execute a plan. `journal` is new, or reopened with `done` steps.
 pub async fn execute(
     plan: &Plan,
@@ -232,6 +328,7 @@ async fn run(
     let mut failure: Option<(usize, StepError)> = None;
     let mut futs = FuturesUnordered::new();
     let mut applied = 0usize;
+    let mut clock = Downtime::new(plan);
     let mut renew = tokio::time::interval(Duration::from_secs((lock::LEASE_SECONDS / 3) as u64));
     renew.tick().await;
 
@@ -252,6 +349,7 @@ async fn run(
                     step: s.address.clone(),
                 })?;
                 w.events.started(i + 1, s);
+                clock.started(i);
                 running.insert(i);
                 let deps: BTreeMap<String, Value> = s
                     .depends_on
@@ -291,6 +389,7 @@ async fn run(
         running.remove(&i);
         let s = &plan.steps[i];
         w.events.progress_done();
+        clock.ended(i, took);
         match result {
             Ok(facts) => {
                 journal.record(&Record::Done {
@@ -323,6 +422,9 @@ async fn run(
     let Some((failed, error)) = failure else {
         journal.record(&Record::Finished)?;
         let archived = journal.close()?;
+        for m in clock.measured() {
+            w.events.downtime(&m);
+        }
         w.events.finished(
             &format!(
                 "Apply complete: {applied} step(s) done, {} already done before.",

@@ -179,6 +179,11 @@ fn apply_moves_the_patients_into_a_statefulset() {
     assert_eq!(before.0, "Alice,Bob,Ibrahim");
     let out = ok(&apply(&cluster, state.path(), &[]));
     assert!(out.contains("Apply complete"), "{out}");
+    assert!(
+        out.contains("Downtime of healthcare: ")
+            && out.contains("s (steps 3–12; dump and restore "),
+        "{out}"
+    );
     assert_moved(&cluster);
     assert_eq!(db_pod(&cluster), "postgres-0");
     assert_eq!(patients(&cluster), before, "the same rows, byte for byte");
@@ -216,6 +221,53 @@ fn json_events_report_every_step() {
     assert_eq!(done, 12, "{out}");
     assert_eq!(events.last().unwrap()["event"], "apply_finished");
     assert!(!out.contains(hc::PASSWORD));
+
+    // The downtime the consumers saw: the window's steps 3–12 as planned, at
+    // least as long as the chain of steps in it that wait for each other (all
+    // but #6, the Service, which runs beside #5), dump and restore a part of it.
+    let downtime: Vec<&Value> = events.iter().filter(|e| e["event"] == "downtime").collect();
+    assert_eq!(downtime.len(), 1, "{out}");
+    let d = downtime[0];
+    assert_eq!(d["placement"], "healthcare");
+    assert_eq!(
+        (d["first_step"].as_u64(), d["last_step"].as_u64()),
+        (Some(3), Some(12))
+    );
+    let secs = |v: &Value| v.as_f64().expect("seconds");
+    let window: f64 = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "step_done"
+                && e["position"]
+                    .as_u64()
+                    .is_some_and(|p| (3..=12).contains(&p) && p != 6)
+        })
+        .map(|e| secs(&e["seconds"]))
+        .sum();
+    assert!(
+        secs(&d["seconds"]) + 0.01 >= window,
+        "{d} vs steps {window}"
+    );
+    let data: f64 = events
+        .iter()
+        .filter(|e| {
+            e["event"] == "step_done"
+                && e["address"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with("/backup") || a.ends_with("/restore"))
+        })
+        .map(|e| secs(&e["seconds"]))
+        .sum();
+    assert!(data > 0.0);
+    assert!(
+        (secs(&d["dump_and_restore_seconds"]) - data).abs() < 0.05,
+        "{d} vs {data}"
+    );
+    assert!(
+        (secs(&d["seconds"]) - secs(&d["dump_and_restore_seconds"]) - secs(&d["other_seconds"]))
+            .abs()
+            < 0.001
+    );
 }
 
 /// Every step, failing after it acted, rolls back to the original topology

@@ -290,7 +290,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 todo.push(p);
-            } else if !p.extension().is_some_and(|x| x == "dump") {
+            } else if p.extension().is_none_or(|x| x != "dump") {
                 out.push(p);
             }
         }
