@@ -147,7 +147,32 @@ impl Cluster {
             }
             String::from_utf8_lossy(&kept).into_owned()
         };
-        let ((), copied, stderr) = tokio::join!(feed, drain, errors);
+        // The session is over when stdout and stderr end (kube ends them
+        // once the exit status arrives). A command may exit without reading
+        // all its input: feeding stops then, since nothing would read the
+        // rest. If the stream breaks instead, kube's task ends with an error
+        // and leaves stdout open: that ends the exec too, as a failure,
+        // since the exit status is unknown.
+        let outputs = async { tokio::join!(drain, errors) };
+        let task = attached.join();
+        tokio::pin!(feed, outputs, task);
+        let mut fed = false;
+        let mut joined = false;
+        let (copied, stderr) = loop {
+            tokio::select! {
+                () = &mut feed, if !fed => fed = true,
+                done = &mut outputs => break done,
+                r = &mut task, if !joined => match r {
+                    Ok(()) => joined = true,
+                    Err(e) => {
+                        return Err(ClusterError::Exec {
+                            what,
+                            message: format!("the exec stream broke before the command's exit status arrived: {e}"),
+                        })
+                    }
+                },
+            }
+        };
         copied.map_err(|e| ClusterError::Exec {
             what: what.clone(),
             message: format!("writing the command's output failed: {e}"),
@@ -156,9 +181,16 @@ impl Cluster {
             Some(s) => s.await,
             None => None,
         };
-        let _ = attached.join().await;
+        if !joined {
+            let _ = task.await;
+        }
         let code = match status {
-            None => 0,
+            None => {
+                return Err(ClusterError::Exec {
+                    what,
+                    message: "the exec stream ended without the command's exit status".into(),
+                })
+            }
             Some(s) if s.status.as_deref() == Some("Success") => 0,
             Some(s) => s
                 .details

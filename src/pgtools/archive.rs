@@ -286,8 +286,8 @@ pub(crate) async fn hash_archive(
 
 /// Entries in an archive's table of contents, as `pg_restore --list` reads
 /// them: where the runner runs locally, from the path; in a pod, a custom
-/// archive is streamed to it on stdin (it reads the header and the TOC and
-/// stops). Fails with [`PgError::Archive`] when pg_restore cannot read it.
+/// archive is streamed to it on stdin (it reads the header and the TOC; the
+/// rest is drained). Fails with [`PgError::Archive`] when pg_restore cannot read it.
 pub(crate) async fn list(
     runner: &Runner<'_>,
     path: &Path,
@@ -314,7 +314,15 @@ pub(crate) async fn list(
         let f = tokio::fs::File::open(path)
             .await
             .map_err(|e| PgError::archive(path, format!("it cannot be opened: {e}")))?;
-        let argv = vec!["pg_restore".to_string(), "--list".into()];
+        // pg_restore stops reading after the table of contents; the rest
+        // is read and dropped in the pod, so the exec's stdin is consumed to
+        // its end (a client still sending when the server closes the stream
+        // can lose the exit status).
+        let argv = vec![
+            "sh".to_string(),
+            "-c".into(),
+            "pg_restore --list; rc=$?; cat >/dev/null; exit $rc".into(),
+        ];
         runner.run(&argv, Some(f), &mut out).await?
     };
     if outcome.code != 0 {

@@ -1165,3 +1165,53 @@ async fn a_failed_backup_leaves_no_archive_and_no_manifest() {
         .unwrap_err();
     assert!(matches!(err, PgError::Refused { .. }), "{err}");
 }
+
+/// Megabytes out of a pod and back in: more than the exec client's 1 MiB
+/// buffers. `pg_restore --list` reads only the archive's table of contents
+/// and exits with most of its stdin unread; the exec must still end, with
+/// the exit status (it hung, before: feeding a stdin nobody read, or
+/// waiting for the end of a stream that broke).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_database_backs_up_through_exec() {
+    let c = SimCluster::with_scenario(Scenario::Healthcare);
+    let ns = healthcare::NAMESPACE;
+    crate::support::sim::install_crypto_provider();
+    let source_pod = c.pod_names(ns, "app=postgres").remove(0);
+    c.psql(
+        ns,
+        &source_pod,
+        healthcare::DATABASE,
+        "CREATE TABLE visits (id bigserial PRIMARY KEY, patient_id int NOT NULL, notes text NOT NULL); \
+         INSERT INTO visits (patient_id, notes) \
+           SELECT 1 + g % 3, md5(g::text) || md5((g * 3)::text) || md5((g * 7)::text) \
+           FROM generate_series(1, 200000) g",
+    );
+    let cluster = Cluster::connect(Some(c.kubeconfig_path()), None)
+        .await
+        .unwrap();
+    let source = Runner::Pod {
+        cluster: &cluster,
+        namespace: ns.into(),
+        pod: source_pod.clone(),
+        container: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, manifest) = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        backup(
+            &source,
+            dir.path(),
+            "healthcare",
+            healthcare::DATABASE,
+            &BackupOptions::default(),
+            &no_progress,
+        ),
+    )
+    .await
+    .expect("the backup finishes")
+    .unwrap();
+    assert_eq!(manifest.sha256, sha256_of(&paths.archive));
+    let visits = manifest.tables.iter().find(|t| t.name == "visits").unwrap();
+    assert_eq!(visits.rows, 200_000);
+    assert!(manifest.bytes > 4 << 20, "{} bytes", manifest.bytes);
+}
