@@ -92,6 +92,26 @@ fn exit_status_json(command: &[String], code: Option<i32>) -> serde_json::Value 
     }
 }
 
+/// Sends the last frames (the writer) while reading and dropping whatever
+/// the client still sends, then waits (bounded) for the client's Close, as
+/// a real server's closing handshake does.
+async fn drain_until(
+    writer: tokio::task::JoinHandle<()>,
+    mut incoming: futures::stream::SplitStream<WebSocket>,
+) {
+    let drain = async {
+        while let Some(m) = incoming.next().await {
+            if matches!(m, Ok(Message::Close(_)) | Err(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let ((), _) = tokio::join!(drain, writer);
+    })
+    .await;
+}
+
 /// Serves one exec session on an upgraded websocket.
 pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
     let (sink, mut incoming) = socket.split();
@@ -108,7 +128,7 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
             "message": "you must specify at least 1 command", "code": 400}),
         )
         .await;
-        let _ = writer.await;
+        drain_until(writer, incoming).await;
         return;
     };
     let mut cmd = Command::new(program);
@@ -148,7 +168,7 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
                 "message": message, "code": 500}),
             )
             .await;
-            let _ = writer.await;
+            drain_until(writer, incoming).await;
             return;
         }
     };
@@ -166,26 +186,42 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
         .take()
         .and_then(|s| tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(s)).ok());
     let err_channel = if req.tty { 1 } else { 2 };
-    // Client → stdin. Ends (returning) when the client goes away.
-    let reader = async move {
-        let mut stdin = stdin;
-        while let Some(msg) = incoming.next().await {
-            match msg {
-                Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
-                    0 => {
-                        if let Some(w) = stdin.as_mut() {
-                            if w.write_all(&b[1..]).await.is_err() {
-                                stdin = None;
+    // Client → stdin, in its own task so that it keeps reading the client's
+    // frames after the process exits, as a real server does: while the exit
+    // status goes out (a client still writing stdin would otherwise block on
+    // a full socket while we block sending it the status), and until the
+    // client answers our Close (dropping a socket with unread data resets
+    // the connection, and the client loses the status). Finishes when the
+    // client goes away.
+    let exited = tokio_util::sync::CancellationToken::new();
+    let mut reader = {
+        let exited = exited.clone();
+        tokio::spawn(async move {
+            let mut stdin = stdin;
+            while let Some(msg) = incoming.next().await {
+                match msg {
+                    Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
+                        0 => {
+                            if let Some(w) = stdin.as_mut() {
+                                // A background child may hold the pipe open
+                                // without reading: stop feeding at exit.
+                                let wrote = tokio::select! {
+                                    r = w.write_all(&b[1..]) => r.is_ok(),
+                                    () = exited.cancelled() => false,
+                                };
+                                if !wrote {
+                                    stdin = None;
+                                }
                             }
                         }
-                    }
-                    255 if b.get(1) == Some(&0) => stdin = None,
-                    _ => {}
-                },
-                Ok(Message::Close(_)) | Err(_) => return,
-                Ok(_) => {}
+                        255 if b.get(1) == Some(&0) => stdin = None,
+                        _ => {}
+                    },
+                    Ok(Message::Close(_)) | Err(_) => return,
+                    Ok(_) => {}
+                }
             }
-        }
+        })
     };
     let (tx_out, tx_err) = (tx.clone(), tx.clone());
     let outputs = async move {
@@ -214,9 +250,10 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
             }
             Some(status)
         }
-        _ = reader => None,
+        _ = &mut reader => None,
         _ = stop.cancelled() => None,
     };
+    exited.cancel();
     match completed {
         Some(status) => {
             use std::os::unix::process::ExitStatusExt;
@@ -236,6 +273,13 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
     // Whatever is still in the process group (background jobs) goes with the session.
     proc::signal_group(pid, libc::SIGKILL);
     let _ = writer.await;
+    // The closing handshake: the client's Close (or its going away), bounded.
+    if tokio::time::timeout(Duration::from_secs(2), &mut reader)
+        .await
+        .is_err()
+    {
+        reader.abort();
+    }
 }
 
 /// Serves one port-forward session: `ports` are the requested ports and the local port each
@@ -297,5 +341,5 @@ pub async fn portforward(socket: WebSocket, ports: Vec<(u16, Result<u16, String>
         _ = reader => {}
     }
     drop(tx);
-    let _ = writer.await;
+    drain_until(writer, incoming).await;
 }
