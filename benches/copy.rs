@@ -21,7 +21,10 @@
 //! in a child process so pgplan's own peak is its alone. The last line is
 //! `speedup: X`, (a)'s time over (c)'s on the mixed database.
 //!
-//! Knobs: `--quick` (or `PGPLAN_BENCH_SCALE=0.2`) for ~200 MB databases;
+//! Knobs: `PGPLAN_BENCH_TARGET_SETTINGS=wal_level=minimal,max_wal_senders=0`
+//! starts (c)'s target with those settings (what restarting a fresh target
+//! would give; pgplan itself only tunes by reload);
+//! `--quick` (or `PGPLAN_BENCH_SCALE=0.2`) for ~200 MB databases;
 //! `PGPLAN_BENCH_SCALE=F` for F × 1 GB; `PGPLAN_BENCH_FORMAT=custom|directory`
 //! for (c)'s archive format (custom by default, as the spec's default).
 //! Servers run as an unprivileged user when the bench runs as root, the way
@@ -60,6 +63,11 @@ struct Server {
 
 impl Server {
     fn start(label: &str) -> Server {
+        Server::start_with(label, &[])
+    }
+
+    /// A server with extra `-c name=value` settings.
+    fn start_with(label: &str, settings: &[String]) -> Server {
         let dir = Scratch::new(label).expect("scratch directory");
         let data = dir.path().join("data");
         pg::init_data_dir(&data, "postgres").expect("initdb");
@@ -76,6 +84,11 @@ impl Server {
             .arg(port.to_string())
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "logging_collector=off"])
+            .args(
+                settings
+                    .iter()
+                    .flat_map(|kv| ["-c".to_string(), kv.clone()]),
+            )
             .env_clear()
             .env("PATH", pg::child_path())
             .env("LC_ALL", "C")
@@ -350,7 +363,15 @@ fn path_b(source: &Server, db: &str, work: &Path) -> Outcome {
 /// Path (c) in a child process (this binary with `--pgplan-path`), so its
 /// peak RSS is pgplan's alone.
 fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
-    let target = Server::start("bench-c");
+    // Settings the target starts with (what a restart of a fresh target
+    // could give, e.g. `wal_level=minimal,max_wal_senders=0`).
+    let settings: Vec<String> = std::env::var("PGPLAN_BENCH_TARGET_SETTINGS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let target = Server::start_with("bench-c", &settings);
     let exe = std::env::current_exe().expect("the bench binary");
     let mut cmd = Command::new(exe);
     cmd.args([
