@@ -23,6 +23,26 @@ pub struct ExecOutcome {
 /// How much of stderr is kept for messages.
 const STDERR_KEEP: usize = 64 * 1024;
 
+/// Reads a command's stderr to its end, keeping only the last
+/// [`STDERR_KEEP`] bytes (a verbose tool writes a line per archive entry),
+/// so memory does not grow with the database.
+pub(crate) async fn stderr_tail<R: AsyncRead + Unpin>(err: &mut R) -> String {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match err.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > STDERR_KEEP {
+                    kept.drain(..kept.len() - STDERR_KEEP);
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
 /// Buffer between the websocket and the caller's streams.
 const BUF: usize = 1 << 20;
 
@@ -131,22 +151,7 @@ impl Cluster {
             let _ = stdout.flush().await;
             copied
         };
-        let errors = async {
-            let mut kept = Vec::new();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match err.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        kept.extend_from_slice(&buf[..n]);
-                        if kept.len() > STDERR_KEEP {
-                            kept.drain(..kept.len() - STDERR_KEEP);
-                        }
-                    }
-                }
-            }
-            String::from_utf8_lossy(&kept).into_owned()
-        };
+        let errors = stderr_tail(&mut err);
         // The session is over when stdout and stderr end (kube ends them
         // once the exit status arrives). A command may exit without reading
         // all its input: feeding stops then, since nothing would read the

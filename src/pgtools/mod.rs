@@ -41,7 +41,7 @@ pub use verify::{verify, verify_in_sessions, Mismatch, Verified, VerifyFailure, 
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::cluster::exec::ExecOutcome;
 use crate::cluster::{Cluster, ClusterError};
@@ -257,22 +257,8 @@ impl Runner<'_> {
     /// transaction (so `CREATE DATABASE` and `ALTER SYSTEM` may be among
     /// them), stopping at the first error; the unaligned, tuples-only output.
     pub async fn script(&self, database: &str, sql: &str) -> Result<String, PgError> {
-        let argv: Vec<String> = [
-            "psql",
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            database,
-            "-f",
-            "-",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut argv = psql_base(database);
+        argv.extend(["-f".to_string(), "-".to_string()]);
         let mut out = Vec::new();
         let outcome = self.run(&argv, Some(sql.as_bytes()), &mut out).await?;
         if outcome.code != 0 {
@@ -317,8 +303,9 @@ impl Runner<'_> {
     }
 }
 
-/// `psql` arguments for one statement, stopping at the first error.
-pub fn psql(database: &str, sql: &str) -> Vec<String> {
+/// `psql` arguments for `database`: no psqlrc, quiet, unaligned,
+/// tuples only, stopping at the first error. Statements come after.
+pub(crate) fn psql_base(database: &str) -> Vec<String> {
     [
         "psql",
         "-X",
@@ -329,16 +316,18 @@ pub fn psql(database: &str, sql: &str) -> Vec<String> {
         "ON_ERROR_STOP=1",
         "-d",
         database,
-        "-c",
-        sql,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
 }
 
-/// How much of a local tool's stderr is kept for messages.
-const STDERR_KEEP: usize = 64 * 1024;
+/// `psql` arguments for one statement, stopping at the first error.
+pub fn psql(database: &str, sql: &str) -> Vec<String> {
+    let mut argv = psql_base(database);
+    argv.extend(["-c".to_string(), sql.to_string()]);
+    argv
+}
 
 async fn run_local<R, W>(
     conn: &ConnInfo,
@@ -394,24 +383,8 @@ where
         let _ = stdout.flush().await;
         r
     };
-    // Only the end of stderr is kept (`pg_restore --verbose` writes a line
-    // per archive entry), so memory does not grow with the database.
-    let errors = async {
-        let mut kept = Vec::new();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match child_err.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    kept.extend_from_slice(&buf[..n]);
-                    if kept.len() > STDERR_KEEP {
-                        kept.drain(..kept.len() - STDERR_KEEP);
-                    }
-                }
-            }
-        }
-        String::from_utf8_lossy(&kept).into_owned()
-    };
+    // Only the end of stderr is kept, so memory does not grow with the database.
+    let errors = crate::cluster::exec::stderr_tail(&mut child_err);
     // Once the child has closed its stdout and stderr (it exited), stop
     // feeding it: a caller's stdin that never ends (an interactive session)
     // must not keep this call waiting.

@@ -93,24 +93,6 @@ impl Session {
     }
 }
 
-/// `psql` arguments for a session on `database`.
-fn argv(database: &str) -> Vec<String> {
-    [
-        "psql",
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-d",
-        database,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 /// Runs `work` with a session on `database` through `runner`, with
 /// [`STABLE_SETTINGS`] applied. The session ends (psql's stdin is closed)
 /// when `work` returns. If psql fails, its error (stderr, exit code) is
@@ -126,7 +108,7 @@ where
 {
     let (input, psql_stdin) = tokio::io::duplex(1 << 16);
     let (psql_stdout, output) = tokio::io::duplex(1 << 16);
-    let argv = argv(database);
+    let argv = super::psql_base(database);
     let mut session = Session {
         input,
         output: BufReader::new(output),
