@@ -693,9 +693,11 @@ async fn deleting_a_namespace_deletes_its_contents() {
         .await
         .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "scratch");
-    cms.create(&PostParams::default(), &cm("inside", &[]))
-        .await
-        .unwrap();
+    // A finalizer holds the ConfigMap, and so the namespace, in Terminating until the test lets
+    // go: the refused create below then never races the namespace controller.
+    let mut inside = cm("inside", &[]);
+    inside.metadata.finalizers = Some(vec!["test.pgplan.dev/hold".into()]);
+    cms.create(&PostParams::default(), &inside).await.unwrap();
     let deleting = namespaces
         .delete("scratch", &DeleteParams::default())
         .await
@@ -708,6 +710,19 @@ async fn deleting_a_namespace_deletes_its_contents() {
     );
     let refused = api_status(cms.create(&PostParams::default(), &cm("late", &[])).await);
     assert_eq!(refused.code, 403);
+    c.wait_until_async(CONVERGE, "the held ConfigMap is marked for deletion", |c| {
+        c.get::<ConfigMap>("scratch", "inside")
+            .is_some_and(|m| m.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    assert!(
+        c.get::<Namespace>("", "scratch").is_some(),
+        "a namespace whose contents are not gone yet stays"
+    );
+    let release = json!({"metadata": {"finalizers": null}});
+    cms.patch("inside", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
     c.wait_until_async(CONVERGE, "the namespace and its contents are gone", |c| {
         c.get::<Namespace>("", "scratch").is_none()
     })

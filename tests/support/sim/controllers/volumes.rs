@@ -50,6 +50,44 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> 
     }
 }
 
+/// Copies a volume as a CSI snapshot does: at one instant. The PostgreSQL servers running on it
+/// (found by their `postmaster.pid`, each the leader of its process group) are stopped with
+/// SIGSTOP for the copy and continued after it, so the copy is what a crash at that instant
+/// would leave. A file-by-file copy of a running server is not: a checkpoint in the middle of it
+/// leaves a control file newer than the catalog files copied before it.
+fn copy_point_in_time(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
+    let mut servers = Vec::new();
+    postmasters(from, 2, &mut servers);
+    for pid in &servers {
+        proc::signal_group(*pid, libc::SIGSTOP);
+    }
+    let result = copy_dir(from, to);
+    for pid in &servers {
+        proc::signal_group(*pid, libc::SIGCONT);
+    }
+    result
+}
+
+/// Pids of the live servers whose data directories are in `dir` (up to `depth` levels down).
+fn postmasters(dir: &std::path::Path, depth: u32, out: &mut Vec<u32>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_name() == "postmaster.pid" {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+            if let Some(pid) = pid.filter(|p| *p > 1 && proc::alive(*p)) {
+                out.push(pid);
+            }
+        } else if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+            postmasters(&path, depth - 1, out);
+        }
+    }
+}
+
 /// Removes stale `postmaster.pid` files from a copied volume: in a real restore the old server's
 /// pid means nothing in the new container, here it may be a live process on the same host.
 fn forget_postmasters(dir: &std::path::Path, depth: u32) {
@@ -622,7 +660,7 @@ fn snapshots(ctl: &Controllers) {
             obj::name(snap).to_string(),
         );
         std::thread::spawn(move || {
-            let result = copy_dir(&from, &to);
+            let result = copy_point_in_time(&from, &to);
             registry::modify(&store, &kinds::VOLUME_SNAPSHOT, &ns, &name, |s| {
                 if obj::uid(s) != uid {
                     return;
