@@ -12,18 +12,19 @@
 //! - (c) pgplan's data path with the tools on this machine (the Local
 //!   runner): backup (streamed, sha256, read back, `pg_restore --list`,
 //!   rows/checksums/sequences in the dump's snapshot, durable manifest) →
-//!   prepare → tune → `pg_restore -j2` + ANALYZE → untune (CHECKPOINT)
+//!   prepare → tune → `pg_restore -j2` + ANALYZE → untune → CHECKPOINT
 //!   while verify recomputes rows, checksums and sequences on the target.
-//!   Default options: a directory archive dumped with `-j2`, uncompressed.
+//!   Default options: a directory archive dumped with `-j2`, uncompressed,
+//!   and `loadTuning: auto`, which at these sizes means minimal WAL: the
+//!   target is restarted before the restore and after it (the restarts are
+//!   in (c)'s time).
 //!
 //! Wall time covers dump to verified copy; servers are started beforehand.
 //! Peak memory is each client process's maximum RSS (wait4); path (c) runs
 //! in a child process so pgplan's own peak is its alone. The last line is
 //! `speedup: X`, (a)'s time over (c)'s on the mixed database.
 //!
-//! Knobs: `PGPLAN_BENCH_TARGET_SETTINGS=wal_level=minimal,max_wal_senders=0`
-//! starts (c)'s target with those settings (what restarting a fresh target
-//! would give; pgplan itself only tunes by reload);
+//! Knobs: `PGPLAN_BENCH_LOAD=auto|restart|reload|off` for (c)'s `loadTuning`;
 //! `--quick` (or `PGPLAN_BENCH_SCALE=0.2`) for ~200 MB databases;
 //! `PGPLAN_BENCH_SCALE=F` for F × 1 GB; `PGPLAN_BENCH_FORMAT=custom|directory`
 //! for (c)'s archive format (custom by default, as the spec's default).
@@ -35,9 +36,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pgplan::pgtools::tune::wal_level;
 use pgplan::pgtools::{
-    backup, prepare_target, restore, tune_for_loading, untune, verify, BackupOptions, ConnInfo,
-    LoadTuning, Progress, RestoreOptions, Runner,
+    backup, make_durable, prepare_target, restore, tune_for_loading, untune, verify,
+    wait_accepting, BackupOptions, ConnInfo, LoadTuning, Progress, RestoreOptions, Runner,
 };
 use pgplan::plan::VerifyChecks;
 use pgplan::spec::DumpFormat;
@@ -57,6 +59,9 @@ struct Server {
     guard: ChildGuard,
     port: u16,
     socket: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    settings: Vec<String>,
     // Dropped after the guard: the server stops before its files go.
     _dir: Scratch,
 }
@@ -73,40 +78,19 @@ impl Server {
         pg::init_data_dir(&data, "postgres").expect("initdb");
         let socket = dir.path().join("s");
         scratch::make_dir_for_postgres(&socket, 0o755).expect("socket directory");
-        let log = std::fs::File::create(dir.path().join("log")).expect("log file");
+        let log = dir.path().join("log");
         let port = pg::free_port().expect("a free port");
-        let mut cmd = Command::new(pg::bin("postgres"));
-        cmd.arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(&socket)
-            .arg("-p")
-            .arg(port.to_string())
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "logging_collector=off"])
-            .args(
-                settings
-                    .iter()
-                    .flat_map(|kv| ["-c".to_string(), kv.clone()]),
-            )
-            .env_clear()
-            .env("PATH", pg::child_path())
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let guard = ChildGuard::spawn(cmd, SpawnOptions::UNPRIVILEGED).expect("start postgres");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !pg::pg_isready(&socket, port) {
-            assert!(Instant::now() < deadline, "postgres did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let guard = spawn_postgres(&data, &socket, port, &log, settings);
         let s = Server {
             guard,
             port,
             socket,
+            data,
+            log,
+            settings: settings.to_vec(),
             _dir: dir,
         };
+        s.wait_ready();
         s.psql(
             "postgres",
             &format!("ALTER ROLE postgres PASSWORD '{PASSWORD}'"),
@@ -114,6 +98,27 @@ impl Server {
         s
     }
 
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pg::pg_isready(&self.socket, self.port) {
+            assert!(Instant::now() < deadline, "postgres did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (fast shutdown) and starts it again on the same
+    /// data directory and port: what deleting postgres-0 does to its server.
+    fn restart(&mut self) {
+        self.guard.stop(libc::SIGINT, Duration::from_secs(60));
+        self.guard = spawn_postgres(
+            &self.data,
+            &self.socket,
+            self.port,
+            &self.log,
+            &self.settings,
+        );
+        self.wait_ready();
+    }
     fn psql(&self, db: &str, sql: &str) -> String {
         pg::run_psql(&self.socket, self.port, "postgres", db, sql)
             .unwrap_or_else(|e| panic!("psql on {db}: {e}\n{sql}"))
@@ -131,6 +136,41 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.guard.stop(libc::SIGINT, Duration::from_secs(30));
     }
+}
+
+fn spawn_postgres(
+    data: &Path,
+    socket: &Path,
+    port: u16,
+    log: &Path,
+    settings: &[String],
+) -> ChildGuard {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut cmd = Command::new(pg::bin("postgres"));
+    cmd.arg("-D")
+        .arg(data)
+        .arg("-k")
+        .arg(socket)
+        .arg("-p")
+        .arg(port.to_string())
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "logging_collector=off"])
+        .args(
+            settings
+                .iter()
+                .flat_map(|kv| ["-c".to_string(), kv.clone()]),
+        )
+        .env_clear()
+        .env("PATH", pg::child_path())
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log);
+    ChildGuard::spawn(cmd, SpawnOptions::UNPRIVILEGED).expect("start postgres")
 }
 
 /// Runs a command to completion; its wall time and peak RSS (bytes, its
@@ -361,17 +401,14 @@ fn path_b(source: &Server, db: &str, work: &Path) -> Outcome {
 }
 
 /// Path (c) in a child process (this binary with `--pgplan-path`), so its
-/// peak RSS is pgplan's alone.
+/// peak RSS is pgplan's alone. The child asks for the target's restarts
+/// (minimal WAL) on its stdout and waits for the answer on its stdin; the
+/// restarts count in (c)'s time, as they do in an apply.
+// Reaped with wait4 (to read its rusage), not Child::wait.
+#[allow(clippy::zombie_processes)]
 fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
-    // Settings the target starts with (what a restart of a fresh target
-    // could give, e.g. `wal_level=minimal,max_wal_senders=0`).
-    let settings: Vec<String> = std::env::var("PGPLAN_BENCH_TARGET_SETTINGS")
-        .unwrap_or_default()
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    let target = Server::start_with("bench-c", &settings);
+    use std::io::{BufRead, Write};
+    let mut target = Server::start("bench-c");
     let exe = std::env::current_exe().expect("the bench binary");
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -382,14 +419,49 @@ fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
         &work.to_string_lossy(),
         format,
     ])
-    .stdin(Stdio::null());
-    let child_out = work.join("pgplan-path.out");
-    cmd.stdout(std::fs::File::create(&child_out).expect("child output"));
-    let (wall, _, log) = run(cmd, "pgplan's data path");
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("start pgplan's data path");
+    let mut to_child = child.stdin.take().expect("child stdin");
+    let from_child = std::io::BufReader::new(child.stdout.take().expect("child stdout"));
+    let mut stderr = child.stderr.take().expect("child stderr");
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut report = String::new();
+    let mut restarts = Duration::ZERO;
+    for line in from_child.lines() {
+        let line = line.expect("child output");
+        if line == "restart" {
+            let r = Instant::now();
+            target.restart();
+            restarts += r.elapsed();
+            writeln!(to_child, "restarted").expect("answer the child");
+        } else {
+            report.push_str(&line);
+            report.push('\n');
+        }
+    }
+    drop(to_child);
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    let wall = t.elapsed();
+    let log = log.join().unwrap_or_default();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "pgplan's data path failed: {log}"
+    );
     if std::env::var_os("RUST_LOG").is_some() {
         eprint!("{log}");
     }
-    let report = std::fs::read_to_string(&child_out).expect("child output");
     assert_eq!(row_counts(&target, db), row_counts(source, db));
     let field = |k: &str| -> String {
         report
@@ -406,12 +478,26 @@ fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
         wall,
         peaks: vec![("pgplan", own), ("its tools", tools)],
         note: format!(
-            "{}; pgplan RSS {:.1} MB at start, {:.1} MB peak (+{:.1} MB)",
+            "{}; {}; pgplan RSS {:.1} MB at start, {:.1} MB peak (+{:.1} MB)",
             field("phases"),
+            field("tuning"),
             mb(baseline),
             mb(own),
             mb(own.saturating_sub(baseline))
         ),
+    }
+    .with_restarts(restarts)
+}
+
+impl Outcome {
+    fn with_restarts(mut self, restarts: Duration) -> Self {
+        if !restarts.is_zero() {
+            self.note.push_str(&format!(
+                "; target restarts {:.1} s",
+                restarts.as_secs_f64()
+            ));
+        }
+        self
     }
 }
 
@@ -455,7 +541,22 @@ fn rusage(who: libc::c_int) -> u64 {
     u.ru_maxrss as u64 * 1024
 }
 
-/// The child: backup → prepare → tune → restore → untune → verify.
+/// Asks the parent to restart the target server and waits until it has.
+fn request_restart() {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "restart").expect("ask for a restart");
+    out.flush().expect("ask for a restart");
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .expect("the restart answer");
+    assert_eq!(answer.trim(), "restarted");
+}
+
+/// The child: backup → prepare → tune (restart) → restore → untune
+/// (restart) → make durable ∥ verify, as an apply runs them.
 fn pgplan_path(args: &[String]) {
     let [source_port, target_port, db, work, format] = args else {
         panic!("--pgplan-path SOURCE_PORT TARGET_PORT DB WORK FORMAT");
@@ -488,13 +589,28 @@ fn pgplan_path(args: &[String]) {
     let count = |_: &Progress| {
         events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let phases = rt.block_on(async {
+    let (phases, tuning) = rt.block_on(async {
         let source = Runner::Local {
             conn: conn(source_port),
         };
         let target = Runner::Local {
             conn: conn(target_port),
         };
+        // The spec's `loadTuning` (auto by default, as the planner decides it).
+        let size: u64 = source
+            .query("postgres", &format!("SELECT pg_database_size('{db}')"))
+            .await
+            .expect("size")
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        let mode = std::env::var("PGPLAN_BENCH_LOAD").unwrap_or_else(|_| "auto".into());
+        let minimal_wal = match mode.as_str() {
+            "restart" => true,
+            "reload" | "off" => false,
+            _ => size >= pgplan::diff::RESTART_FROM_BYTES,
+        };
+        let tune = mode != "off";
         let mut phases = Vec::new();
         let mut t = Instant::now();
         let mut lap = |name: &str, t: &mut Instant| {
@@ -520,9 +636,19 @@ fn pgplan_path(args: &[String]) {
             parallel_maintenance_workers: std::env::var("PGPLAN_BENCH_PMW")
                 .ok()
                 .and_then(|n| n.parse().ok()),
+            minimal_wal,
             ..LoadTuning::default()
         };
-        tune_for_loading(&target, &tuning).await.expect("tune");
+        if tune {
+            let pending = tune_for_loading(&target, &tuning).await.expect("tune");
+            if !pending.is_empty() {
+                request_restart();
+                wait_accepting(&target, Duration::from_secs(60))
+                    .await
+                    .expect("target back");
+                assert_eq!(wal_level(&target).await.expect("wal_level"), "minimal");
+            }
+        }
         lap("prepare+tune", &mut t);
         restore(
             &target,
@@ -536,23 +662,46 @@ fn pgplan_path(args: &[String]) {
         .await
         .expect("restore");
         lap("restore+analyze", &mut t);
+        if tune {
+            let pending = untune(&target).await.expect("untune");
+            if !pending.is_empty() {
+                request_restart();
+                wait_accepting(&target, Duration::from_secs(60))
+                    .await
+                    .expect("target back");
+            }
+        }
+        lap("untune", &mut t);
         let checks = VerifyChecks {
             row_counts: true,
             checksums: true,
             sequences: true,
             sql: vec![],
         };
-        // The checkpoint of untune writes to disk while verify reads and
-        // hashes: independent, so they overlap (the executor may do the
-        // same; both must finish before consumers come back).
-        let (untuned, verified) =
-            tokio::join!(untune(&target), verify(&target, &manifest, &checks, &count));
-        untuned.expect("untune");
+        // The checkpoint writes to disk while verify reads and hashes:
+        // independent, so they overlap here (an apply runs verify after).
+        let (durable, verified) = tokio::join!(
+            async {
+                if tune {
+                    make_durable(&target).await
+                } else {
+                    Ok(())
+                }
+            },
+            verify(&target, &manifest, &checks, &count)
+        );
+        durable.expect("checkpoint");
         verified.expect("verify");
-        lap("untune ∥ verify", &mut t);
-        phases.join(", ")
+        lap("checkpoint ∥ verify", &mut t);
+        let what = match (tune, minimal_wal) {
+            (false, _) => "no load tuning".to_string(),
+            (true, true) => format!("load tuning {mode}: minimal WAL, two restarts"),
+            (true, false) => format!("load tuning {mode}: by reload"),
+        };
+        (phases.join(", "), what)
     });
     println!("phases=({phases} s)");
+    println!("tuning={tuning}");
     println!("baseline={baseline}");
     println!("self_peak={}", rusage(libc::RUSAGE_SELF));
     println!("tools_peak={}", rusage(libc::RUSAGE_CHILDREN));

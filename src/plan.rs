@@ -240,7 +240,6 @@ pub struct RdsSettings {
 /// What apply does for a step. Every operation is idempotent given its
 /// precheck: it looks at the live object first and does nothing if the
 /// step's effect is already there. Manifests are not repeated here: an
-/// operation on an object reads the step's `before` and `after`. Manifests are not repeated here: an
 /// operation on an object reads the step's `before` and `after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
@@ -303,6 +302,20 @@ pub enum Operation {
         databases: Vec<(String, String)>,
         /// RDS has no superusers: roles are created without SUPERUSER.
         strip_superuser: bool,
+    },
+    /// Tune a target server pgplan created for loading (`ALTER SYSTEM`); with
+    /// `minimal_wal`, restart `pod` so that `wal_level = minimal` takes effect.
+    TuneForLoading {
+        server: ServerRef,
+        pod: ObjectRef,
+        minimal_wal: bool,
+    },
+    /// Put the loading settings back (restarting `pod` when one of them needs
+    /// it), then checkpoint and sync, before anything is verified.
+    UntuneAfterLoading {
+        server: ServerRef,
+        pod: ObjectRef,
+        minimal_wal: bool,
     },
     /// Restore one database from the backup taken by `backup_step`.
     Restore {

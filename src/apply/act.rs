@@ -124,6 +124,14 @@ pub(super) async fn act(
         | Operation::Restore { .. }
         | Operation::ReleaseKnexLocks { .. }
         | Operation::Verify { .. } => super::data::act(w, step, deps).await,
+        Operation::TuneForLoading {
+            server,
+            pod,
+            minimal_wal,
+        } => super::data::tune(w, server, pod, *minimal_wal).await,
+        Operation::UntuneAfterLoading { server, pod, .. } => {
+            super::data::untune(w, server, pod).await
+        }
         Operation::CreateRdsInstance { .. }
         | Operation::ModifyRdsInstance { .. }
         | Operation::SnapshotRdsInstance { .. } => super::data::rds(w, step).await,
@@ -324,6 +332,21 @@ async fn self_heal(
     database: &str,
     expect_rows: u64,
 ) -> Result<Value, StepError> {
+    restart_pod(w, pod).await?;
+    let rows = super::data::count_rows(w, &pod.namespace, &pod.name, database).await?;
+    let _ = workload;
+    if rows != expect_rows {
+        return Err(StepError(format!(
+            "after {} was recreated, {database} has {rows} rows instead of {expect_rows}: the volume did not come back",
+            pod.display()
+        )));
+    }
+    Ok(json!({"rows": rows}))
+}
+
+/// Deletes a pod of a StatefulSet and waits until its replacement (a new
+/// uid) is Ready: how a server in a pod is restarted.
+pub(super) async fn restart_pod(w: &World<'_>, pod: &ObjectRef) -> Result<(), StepError> {
     let c = cluster(w)?;
     let before = c
         .get(pod)
@@ -347,15 +370,7 @@ async fn self_heal(
         }
     })
     .await?;
-    let rows = super::data::count_rows(w, &pod.namespace, &pod.name, database).await?;
-    let _ = workload;
-    if rows != expect_rows {
-        return Err(StepError(format!(
-            "after {} was recreated, {database} has {rows} rows instead of {expect_rows}: the volume did not come back",
-            pod.display()
-        )));
-    }
-    Ok(json!({"rows": rows}))
+    Ok(())
 }
 
 async fn http_check(url: &str, expect: u16, contains: Option<&str>) -> Result<Value, StepError> {

@@ -349,11 +349,6 @@ pub(super) async fn act(
             let r = runner(w, server).await?;
             let prepared =
                 pgtools::prepare::prepare_target(&r, roles, databases, *strip_superuser).await?;
-            // A fresh in-cluster target loads fast without fsync; it is put
-            // back (and checkpointed) before it is verified.
-            if matches!(server, ServerRef::Pod { .. }) {
-                pgtools::tune::tune_for_loading(&r, &LoadTuning::default()).await?;
-            }
             let mut facts = serde_json::to_value(&prepared).unwrap_or(Value::Null);
             facts["note"] = json!(format!(
                 "{} role(s), {} database(s) created",
@@ -419,9 +414,6 @@ pub(super) async fn act(
         } => {
             let manifest = Manifest::read(&manifest_of(deps, backup_step)?)?;
             let r = runner(w, target).await?;
-            if matches!(target, ServerRef::Pod { .. }) {
-                pgtools::tune::untune(&r).await?;
-            }
             let verified = pgtools::verify::verify(&r, &manifest, checks, &progress).await?;
             let mut facts = serde_json::to_value(&verified).unwrap_or(Value::Null);
             facts["note"] = json!(format!(
@@ -439,6 +431,126 @@ pub(super) async fn act(
         }
         _ => Err(StepError(format!("{} is not a data step", step.address))),
     }
+}
+
+/// A tool runner in one named pod of a `ServerRef::Pod` server.
+fn pod_runner<'a>(
+    w: &'a World<'_>,
+    server: &ServerRef,
+    pod: &ObjectRef,
+) -> Result<Runner<'a>, StepError> {
+    let container = match server {
+        ServerRef::Pod { container, .. } => container.clone(),
+        ServerRef::Direct { .. } => {
+            return Err(StepError(format!(
+                "{} is not in a pod: only servers pgplan created in the cluster are tuned",
+                server.locator()
+            )))
+        }
+    };
+    Ok(Runner::Pod {
+        cluster: cluster(w)?,
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+        container,
+    })
+}
+
+/// Restarts the pod of a server and waits until PostgreSQL accepts sessions.
+async fn restart_server<'a>(
+    w: &'a World<'_>,
+    server: &ServerRef,
+    pod: &ObjectRef,
+) -> Result<Runner<'a>, StepError> {
+    w.events
+        .note(&format!("  restarting {} for its settings", pod.display()));
+    super::act::restart_pod(w, pod).await?;
+    let r = pod_runner(w, server, pod)?;
+    pgtools::wait_accepting(&r, super::act::READY_TIMEOUT).await?;
+    Ok(r)
+}
+
+/// Tune the fresh target for loading; restart it when minimal WAL is wanted
+/// and not yet in effect (so a resumed apply does not restart it again).
+pub(super) async fn tune(
+    w: &World<'_>,
+    server: &ServerRef,
+    pod: &ObjectRef,
+    minimal_wal: bool,
+) -> Result<Value, StepError> {
+    let r = pod_runner(w, server, pod)?;
+    let names: Vec<&str> = pgtools::tune::MINIMAL_WAL.iter().map(|(n, _)| *n).collect();
+    let pinned = if minimal_wal {
+        pgtools::tune::set_on_command_line(&r, &names).await?
+    } else {
+        Vec::new()
+    };
+    if !pinned.is_empty() {
+        w.events.note(&format!(
+            "  {} sets {} on postgres's command line: loading without minimal WAL",
+            pod.display(),
+            pinned.join(", ")
+        ));
+    }
+    let tuning = LoadTuning {
+        minimal_wal: minimal_wal && pinned.is_empty(),
+        ..LoadTuning::default()
+    };
+    let minimal_wal = tuning.minimal_wal;
+    pgtools::tune_for_loading(&r, &tuning).await?;
+    let mut restarted = false;
+    if minimal_wal && pgtools::tune::wal_level(&r).await? != "minimal" {
+        let r = restart_server(w, server, pod).await?;
+        let level = pgtools::tune::wal_level(&r).await?;
+        if level != "minimal" {
+            return Err(StepError(format!(
+                "{} came back with wal_level {level}, not minimal: something overrides ALTER SYSTEM (a command-line -c or a conf.d include); set `loadTuning: reload`",
+                pod.display()
+            )));
+        }
+        restarted = true;
+    }
+    let settings: Vec<String> = tuning
+        .settings()
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect();
+    Ok(json!({
+        "restarted": restarted,
+        "note": format!("{}{}", settings.join(", "), if restarted { "; restarted" } else { "" }),
+    }))
+}
+
+/// Put the settings back (restarting when one of them needs it), then make
+/// what was loaded durable. Idempotent: a resumed apply finds nothing to
+/// reset and nothing pending, and only checkpoints again.
+pub(super) async fn untune(
+    w: &World<'_>,
+    server: &ServerRef,
+    pod: &ObjectRef,
+) -> Result<Value, StepError> {
+    let r = pod_runner(w, server, pod)?;
+    let pending = pgtools::untune(&r).await?;
+    let restart = !pending.is_empty() || pgtools::tune::wal_level(&r).await? == "minimal";
+    let r = if restart {
+        let r = restart_server(w, server, pod).await?;
+        let still = pgtools::tune::pending_restart(&r).await?;
+        if !still.is_empty() || pgtools::tune::wal_level(&r).await? == "minimal" {
+            return Err(StepError(format!(
+                "{} came back still waiting to apply {}; it must not serve with the loading settings",
+                pod.display(),
+                still.join(", ")
+            )));
+        }
+        r
+    } else {
+        r
+    };
+    pgtools::make_durable(&r).await?;
+    Ok(json!({
+        "restarted": restart,
+        "note": if restart { "settings back, restarted, checkpointed and synced" } else { "settings back, checkpointed and synced" },
+    }))
 }
 
 /// How long an RDS instance may take to become available.

@@ -208,7 +208,10 @@ pub(super) async fn undo(
         Operation::CreateRdsInstance { .. }
         | Operation::ModifyRdsInstance { .. }
         | Operation::SnapshotRdsInstance { .. } => super::data::undo_rds(w, step, facts).await,
-        Operation::Restore { .. }
+        // The tuned server goes with the StatefulSet pgplan created for it.
+        Operation::TuneForLoading { .. }
+        | Operation::UntuneAfterLoading { .. }
+        | Operation::Restore { .. }
         | Operation::ReleaseKnexLocks { .. }
         | Operation::Verify { .. }
         | Operation::SelfHeal { .. }

@@ -13,7 +13,7 @@ use super::Ctx;
 use crate::observed::{at, str_at};
 use crate::plan::{Action, ObjectRef, Operation, Risk, ServerRef, Wait};
 use crate::quantity::{human_bytes, parse_bytes};
-use crate::spec::{KubeTarget, Source, StatefulSetTarget};
+use crate::spec::{KubeTarget, LoadTuningMode, Source, StatefulSetTarget};
 
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
@@ -433,6 +433,10 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             target_server: None,
             target_ready: std::slice::from_ref(&sts_addr),
             strip_superuser: false,
+            tuning: (t.load_tuning != LoadTuningMode::Off).then(|| data::Tuning {
+                pod: ObjectRef::new("v1", "Pod", ns, &format!("{}-0", t.name)),
+                mode: t.load_tuning,
+            }),
         },
         &dbs,
         &backups,

@@ -18,6 +18,7 @@ mod kube;
 pub mod manifests;
 mod rds;
 pub mod source;
+pub use data::RESTART_FROM_BYTES;
 
 use std::collections::BTreeMap;
 

@@ -346,6 +346,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 target_server,
                 target_ready: &instance_ready,
                 strip_superuser: true,
+                tuning: None,
             },
             &to_copy,
             &backups,

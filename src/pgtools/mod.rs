@@ -35,7 +35,7 @@ pub use manifest::Manifest;
 pub use prepare::{prepare_target, Prepared};
 pub use progress::{no_progress, Phase, Progress, ProgressFn};
 pub use restore::{restore, RestoreOptions, Restored};
-pub use tune::{tune_for_loading, untune, LoadTuning};
+pub use tune::{make_durable, tune_for_loading, untune, wait_accepting, LoadTuning};
 pub use verify::{verify, verify_in_sessions, Mismatch, Verified, VerifyFailure, VERIFY_JOBS};
 
 use std::path::PathBuf;

@@ -175,6 +175,30 @@ pub struct StatefulSetTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub storage: Storage,
+    /// How the freshly created server is tuned while the databases are
+    /// loaded into it, and put back before it is verified.
+    #[serde(default)]
+    pub load_tuning: LoadTuningMode,
+}
+
+/// Tuning of a fresh target server for the restore (as CloudNativePG's
+/// import does). The server holds nothing but the restore in progress, which
+/// is redone from the backup if it crashes; everything is put back and made
+/// durable before the data is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadTuningMode {
+    /// `restart` when the databases to load hold at least 256 MiB, else `reload`.
+    #[default]
+    Auto,
+    /// Also minimal WAL (`wal_level = minimal`, `max_wal_senders = 0`): postgres-0 is
+    /// restarted before the restore and again after it.
+    Restart,
+    /// Only settings a reload applies: fsync, full-page writes, synchronous commit and
+    /// autovacuum off, larger WAL and maintenance memory.
+    Reload,
+    /// Load with the server's own settings.
+    Off,
 }
 
 /// The per-pod volume of the StatefulSet.

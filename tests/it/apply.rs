@@ -51,12 +51,50 @@ pub fn pgplan_in(
 }
 
 fn apply(cluster: &SimCluster, state: &Path, extra: &[(&str, &str)]) -> Output {
+    apply_spec(cluster, state, &spec(), extra)
+}
+
+fn apply_spec(cluster: &SimCluster, state: &Path, spec: &str, extra: &[(&str, &str)]) -> Output {
     pgplan_in(
         cluster,
         state,
-        &["apply", "-f", &spec(), "--auto-approve"],
+        &["apply", "-f", spec, "--auto-approve"],
         extra,
     )
+}
+
+/// The example with `loadTuning: restart`, written into `dir`: postgres-0 is
+/// restarted for minimal WAL before the restore and again after it. The
+/// step addresses are the example's.
+fn restart_spec(dir: &Path) -> String {
+    let text = std::fs::read_to_string(spec()).unwrap();
+    let changed = text.replace(
+        "        replicas: 1\n",
+        "        replicas: 1\n        loadTuning: restart\n",
+    );
+    assert_ne!(changed, text);
+    let path = dir.join("pgplan-restart.yaml");
+    std::fs::write(&path, changed).unwrap();
+    path.display().to_string()
+}
+
+/// postgres-0's settings after the move: pgplan's ALTER SYSTEM entries are
+/// gone and nothing waits for a restart, so it serves on its own settings.
+fn assert_settings_back(cluster: &SimCluster) {
+    let q = |sql: &str| cluster.psql(hc::NAMESPACE, "postgres-0", "postgres", sql);
+    assert_eq!(q("SHOW wal_level").trim(), "replica");
+    assert_eq!(q("SHOW autovacuum").trim(), "on");
+    assert_eq!(
+        q("SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'")
+            .trim(),
+        "0",
+        "ALTER SYSTEM settings left behind"
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM pg_settings WHERE pending_restart AND name IN ('wal_level', 'max_wal_senders', 'archive_mode')")
+            .trim(),
+        "0"
+    );
 }
 
 pub fn ok(out: &Output) -> String {
@@ -181,12 +219,15 @@ fn apply_moves_the_patients_into_a_statefulset() {
     assert!(out.contains("Apply complete"), "{out}");
     assert!(
         out.contains("Downtime of healthcare: ")
-            && out.contains("s (steps 3–12; dump and restore "),
+            && out.contains("s (steps 3–14; dump and restore "),
         "{out}"
     );
     assert_moved(&cluster);
     assert_eq!(db_pod(&cluster), "postgres-0");
     assert_eq!(patients(&cluster), before, "the same rows, byte for byte");
+    // 7 MiB: tuned by reload, no restart, and put back.
+    assert!(!out.contains("restarting Pod"), "{out}");
+    assert_settings_back(&cluster);
     // Nothing left to do.
     let again = pgplan_in(
         &cluster,
@@ -201,6 +242,39 @@ fn apply_moves_the_patients_into_a_statefulset() {
         text(&again.stdout),
         text(&again.stderr)
     );
+}
+
+/// `loadTuning: restart`: postgres-0 is restarted into minimal WAL for the
+/// restore and restarted back before verify; the data and settings end as
+/// with the default.
+#[test]
+fn a_restart_for_minimal_wal_loads_and_puts_everything_back() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let before = patients(&cluster);
+    let out = ok(&apply_spec(
+        &cluster,
+        state.path(),
+        &restart_spec(state.path()),
+        &[],
+    ));
+    assert_eq!(
+        out.matches("restarting Pod default/postgres-0 for its settings")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("wal_level=minimal, max_wal_senders=0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("settings back, restarted, checkpointed and synced"),
+        "{out}"
+    );
+    assert_moved(&cluster);
+    assert_eq!(patients(&cluster), before);
+    assert_settings_back(&cluster);
 }
 
 #[test]
@@ -218,11 +292,11 @@ fn json_events_report_every_step() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     let done = events.iter().filter(|e| e["event"] == "step_done").count();
-    assert_eq!(done, 12, "{out}");
+    assert_eq!(done, 14, "{out}");
     assert_eq!(events.last().unwrap()["event"], "apply_finished");
     assert!(!out.contains(hc::PASSWORD));
 
-    // The downtime the consumers saw: the window's steps 3–12 as planned, at
+    // The downtime the consumers saw: the window's steps 3–14 as planned, at
     // least as long as the chain of steps in it that wait for each other (all
     // but #6, the Service, which runs beside #5), dump and restore a part of it.
     let downtime: Vec<&Value> = events.iter().filter(|e| e["event"] == "downtime").collect();
@@ -231,7 +305,7 @@ fn json_events_report_every_step() {
     assert_eq!(d["placement"], "healthcare");
     assert_eq!(
         (d["first_step"].as_u64(), d["last_step"].as_u64()),
-        (Some(3), Some(12))
+        (Some(3), Some(14))
     );
     let secs = |v: &Value| v.as_f64().expect("seconds");
     let window: f64 = events
@@ -240,7 +314,7 @@ fn json_events_report_every_step() {
             e["event"] == "step_done"
                 && e["position"]
                     .as_u64()
-                    .is_some_and(|p| (3..=12).contains(&p) && p != 6)
+                    .is_some_and(|p| (3..=14).contains(&p) && p != 6)
         })
         .map(|e| secs(&e["seconds"]))
         .sum();
@@ -271,7 +345,9 @@ fn json_events_report_every_step() {
 }
 
 /// Every step, failing after it acted, rolls back to the original topology
-/// with identical data, and a second apply then succeeds.
+/// with identical data, and a second apply then succeeds. With
+/// `loadTuning: restart`, so that the restarts around the restore are
+/// among the steps rolled back.
 #[test]
 fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
     let steps = step_addresses();
@@ -279,7 +355,13 @@ fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
         let cluster = SimCluster::with_scenario(Scenario::Healthcare);
         let state = tempfile::tempdir().unwrap();
         let before = patients(&cluster);
-        let out = apply(&cluster, state.path(), &[("PGPLAN_TEST_FAIL", address)]);
+        let spec = restart_spec(state.path());
+        let out = apply_spec(
+            &cluster,
+            state.path(),
+            &spec,
+            &[("PGPLAN_TEST_FAIL", address)],
+        );
         let err = text(&out.stderr);
         // The resume step is after the commit point: it stops without rolling back.
         if address.ends_with(":resume") {
@@ -288,11 +370,12 @@ fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
             ok(&pgplan_in(
                 &cluster,
                 state.path(),
-                &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+                &["apply", "-f", &spec, "--auto-approve", "--resume"],
                 &[],
             ));
             assert_moved(&cluster);
             assert_eq!(patients(&cluster), before);
+            assert_settings_back(&cluster);
             continue;
         }
         assert_eq!(
@@ -313,17 +396,20 @@ fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
             before,
             "data after rolling back step {address}"
         );
-        ok(&apply(&cluster, state.path(), &[]));
+        ok(&apply_spec(&cluster, state.path(), &spec, &[]));
         assert_moved(&cluster);
         assert_eq!(
             patients(&cluster),
             before,
             "data after the second apply (step {address})"
         );
+        assert_settings_back(&cluster);
     }
 }
 
-/// A kill -9 after every step, then `--resume`: the move completes with identical data.
+/// A kill -9 after every step, then `--resume`: the move completes with
+/// identical data (`loadTuning: restart`: a kill while postgres-0 runs with
+/// minimal WAL, or between the restarts, resumes too).
 #[test]
 fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
     let n = step_addresses().len();
@@ -331,8 +417,14 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
         let cluster = SimCluster::with_scenario(Scenario::Healthcare);
         let state = tempfile::tempdir().unwrap();
         let before = patients(&cluster);
+        let spec = restart_spec(state.path());
         let crash = format!("after:{k}");
-        let out = apply(&cluster, state.path(), &[("PGPLAN_TEST_CRASH", &crash)]);
+        let out = apply_spec(
+            &cluster,
+            state.path(),
+            &spec,
+            &[("PGPLAN_TEST_CRASH", &crash)],
+        );
         assert_eq!(
             out.status.code(),
             None,
@@ -340,7 +432,7 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
             text(&out.stderr)
         );
         // A fresh apply refuses to start over a half-finished one.
-        let refused = apply(&cluster, state.path(), &[]);
+        let refused = apply_spec(&cluster, state.path(), &spec, &[]);
         assert_eq!(refused.status.code(), Some(1));
         assert!(
             text(&refused.stderr).contains("--resume"),
@@ -350,7 +442,7 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
         let out = pgplan_in(
             &cluster,
             state.path(),
-            &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+            &["apply", "-f", &spec, "--auto-approve", "--resume"],
             &[],
         );
         let stdout = ok(&out);
@@ -372,6 +464,7 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
             before,
             "data after crashing after step {k} and resuming"
         );
+        assert_settings_back(&cluster);
     }
 }
 

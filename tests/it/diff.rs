@@ -295,6 +295,66 @@ fn assert_safe(plan: &Plan) {
     }
 }
 
+/// `loadTuning`: auto restarts for minimal WAL from 256 MiB to load, restart
+/// and reload force it either way, off plans no tuning; untune sits between
+/// every restore and every verify.
+#[test]
+fn load_tuning_modes_decide_the_restart() {
+    let (s, l) = example_files("healthcare");
+    let tuned = |mode: Option<&str>, size: u64| -> Option<(bool, bool, String)> {
+        let text = match mode {
+            Some(m) => s.replace(
+                "        replicas: 1\n",
+                &format!("        replicas: 1\n        loadTuning: {m}\n"),
+            ),
+            None => s.clone(),
+        };
+        assert!(mode.is_none() || text != s, "the spec took the mode");
+        let live = l.replace("sizeBytes: 7724391", &format!("sizeBytes: {size}"));
+        let plan = plan_of(
+            &load_spec(&text, None),
+            &observed::load_snapshot("live.yaml", live.as_bytes()).unwrap(),
+        );
+        let tune = plan.step("pg/healthcare/tune-for-loading")?;
+        let untune = plan.step("pg/healthcare/untune").expect("untune with tune");
+        assert_eq!(untune.depends_on, ["pg/healthcare/healthcare/restore"]);
+        assert_eq!(
+            plan.step("pg/healthcare/healthcare/verify")
+                .unwrap()
+                .depends_on,
+            ["pg/healthcare/untune"]
+        );
+        let (
+            Operation::TuneForLoading { minimal_wal: a, .. },
+            Operation::UntuneAfterLoading { minimal_wal: b, .. },
+        ) = (&tune.operation, &untune.operation)
+        else {
+            panic!("tune steps with other operations");
+        };
+        Some((*a, *b, format!("{} / {}", tune.summary, tune.reason)))
+    };
+    let mib = 1u64 << 20;
+    let (small, _, why) = tuned(None, 7 * mib).unwrap();
+    assert!(!small, "7 MiB is loaded without a restart");
+    assert!(
+        why.contains("by reload") && why.contains("256 MiB"),
+        "{why}"
+    );
+    let (big, back, why) = tuned(None, 300 * mib).unwrap();
+    assert!(big && back, "300 MiB restarts for minimal WAL, and back");
+    assert!(
+        why.contains("minimal WAL") && why.contains("restarts it"),
+        "{why}"
+    );
+    assert!(why.contains("300 MiB"), "{why}");
+    assert!(tuned(Some("restart"), 7 * mib).unwrap().0);
+    assert!(!tuned(Some("reload"), 300 * mib).unwrap().0);
+    assert!(
+        tuned(Some("off"), 300 * mib).is_none(),
+        "off plans no tuning"
+    );
+}
+
 #[test]
 fn healthcare_steps_in_order_with_reasons() {
     let (spec, live) = example("healthcare", None);
@@ -310,7 +370,9 @@ fn healthcare_steps_in_order_with_reasons() {
             "k8s/default/Service/postgres",
             "k8s/default/StatefulSet/postgres",
             "pg/healthcare/prepare",
+            "pg/healthcare/tune-for-loading",
             "pg/healthcare/healthcare/restore",
+            "pg/healthcare/untune",
             "pg/healthcare/healthcare/verify",
             "k8s/default/Pod/postgres-0:self-heal",
             "k8s/default/Deployment/healthcare-api:resume",
@@ -322,7 +384,7 @@ fn healthcare_steps_in_order_with_reasons() {
         step("k8s/default/Deployment/postgres").risk,
         Risk::Disruptive
     );
-    assert_eq!(plan.placements[0].downtime, Some((3, 12)));
+    assert_eq!(plan.placements[0].downtime, Some((3, 14)));
     // The StatefulSet keeps the Deployment's labels, env and image, mounts the claim template.
     let sts = step("k8s/default/StatefulSet/postgres");
     assert!(matches!(sts.operation, Operation::Create { .. }));

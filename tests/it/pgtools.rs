@@ -13,10 +13,11 @@ use kube::api::PostParams;
 use kube::Api;
 use pgplan::cluster::Cluster;
 use pgplan::observed::Role;
+use pgplan::pgtools::tune::wal_level;
 use pgplan::pgtools::{
-    backup, no_progress, prepare_target, release_knex_locks, restore, tune_for_loading, untune,
-    verify, verify_archive, verify_in_sessions, BackupOptions, ConnInfo, LoadTuning, Manifest,
-    Method, Mismatch, PgError, Phase, Progress, RestoreOptions, Runner,
+    backup, make_durable, no_progress, prepare_target, release_knex_locks, restore,
+    tune_for_loading, untune, verify, verify_archive, verify_in_sessions, BackupOptions, ConnInfo,
+    LoadTuning, Manifest, Method, Mismatch, PgError, Phase, Progress, RestoreOptions, Runner,
 };
 use pgplan::plan::VerifyChecks;
 use pgplan::spec::{DumpFormat, SqlProbe};
@@ -932,6 +933,102 @@ async fn knex_unlock_releases_exactly_the_locked_tables() {
     assert_eq!(source.psql(DB, "SELECT count(*) FROM sessions"), "20000");
 }
 
+/// Minimal WAL on a real server: it waits for a restart, then a parallel
+/// restore into the restarted server writes a fraction of the WAL it writes
+/// otherwise; untune waits for another restart, after which the server is on
+/// its own settings.
+#[tokio::test]
+async fn minimal_wal_takes_a_restart_and_skips_the_restores_wal() {
+    let source = LocalPostgres::start();
+    source.psql("postgres", "CREATE DATABASE bulk; ");
+    source.psql(
+        "bulk",
+        "CREATE TABLE items (id bigint PRIMARY KEY, body text); \
+         INSERT INTO items SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 100000) i; \
+         CREATE INDEX ON items (body);",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (paths, manifest) = backup(
+        &local(&source),
+        work.path(),
+        "wal",
+        "bulk",
+        &BackupOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
+    // WAL bytes a restore writes into a fresh database on `pg`.
+    async fn restore_wal(pg: &LocalPostgres, archive: &std::path::Path, owner: &str) -> u64 {
+        let r = local(pg);
+        prepare_target(&r, &[], &[("bulk".to_string(), owner.to_string())], false)
+            .await
+            .unwrap();
+        let lsn = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
+        let options = RestoreOptions {
+            jobs: 2,
+            ..RestoreOptions::default()
+        };
+        restore(&r, archive, &options, &no_progress).await.unwrap();
+        pg.psql(
+            "postgres",
+            &format!("SELECT pg_current_wal_insert_lsn() - '{lsn}'::pg_lsn"),
+        )
+        .parse::<f64>()
+        .unwrap() as u64
+    }
+    let plain = LocalPostgres::start();
+    let full = restore_wal(&plain, &paths.manifest, &manifest.owner).await;
+
+    let mut pg = LocalPostgres::start();
+    let minimal = LoadTuning {
+        minimal_wal: true,
+        ..LoadTuning::default()
+    };
+    let pending = tune_for_loading(&local(&pg), &minimal).await.unwrap();
+    assert!(
+        pending.contains(&"wal_level".to_string())
+            && pending.contains(&"max_wal_senders".to_string()),
+        "{pending:?}"
+    );
+    assert_eq!(pg.psql("postgres", "SHOW wal_level"), "replica");
+    pg.restart();
+    let r = local(&pg);
+    assert_eq!(wal_level(&r).await.unwrap(), "minimal");
+    assert!(
+        tune_for_loading(&r, &minimal).await.unwrap().is_empty(),
+        "idempotent"
+    );
+    let skipped = restore_wal(&pg, &paths.manifest, &manifest.owner).await;
+    assert!(
+        skipped * 4 < full,
+        "minimal WAL wrote {skipped} bytes of WAL, the plain server {full}"
+    );
+    assert_eq!(pg.psql("bulk", "SELECT count(*) FROM items"), "100000");
+
+    let pending = untune(&r).await.unwrap();
+    assert!(pending.contains(&"wal_level".to_string()), "{pending:?}");
+    pg.restart();
+    let r = local(&pg);
+    assert_eq!(wal_level(&r).await.unwrap(), "replica");
+    assert!(untune(&r).await.unwrap().is_empty());
+    make_durable(&r).await.unwrap();
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'"
+        ),
+        "0"
+    );
+    let checks = VerifyChecks {
+        row_counts: true,
+        checksums: true,
+        sequences: true,
+        sql: vec![],
+    };
+    verify(&r, &manifest, &checks, &no_progress).await.unwrap();
+}
+
 #[tokio::test]
 async fn tuning_for_loading_is_taken_back() {
     let pg = LocalPostgres::start();
@@ -939,7 +1036,8 @@ async fn tuning_for_loading_is_taken_back() {
     let auto = "SELECT coalesce(string_agg(name || '=' || setting, ',' ORDER BY name), '') \
                 FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'";
     tune_for_loading(&r, &LoadTuning::default()).await.unwrap();
-    tune_for_loading(&r, &LoadTuning::default()).await.unwrap();
+    let pending = tune_for_loading(&r, &LoadTuning::default()).await.unwrap();
+    assert!(pending.is_empty(), "a reload is enough: {pending:?}");
     assert_eq!(
         pg.psql("postgres", auto),
         "autovacuum=off,checkpoint_timeout=30min,fsync=off,full_page_writes=off,\
@@ -947,7 +1045,8 @@ async fn tuning_for_loading_is_taken_back() {
     );
     assert_eq!(pg.psql("postgres", "SHOW synchronous_commit"), "off");
     untune(&r).await.unwrap();
-    untune(&r).await.unwrap();
+    assert!(untune(&r).await.unwrap().is_empty());
+    make_durable(&r).await.unwrap();
     assert_eq!(pg.psql("postgres", auto), "");
     assert_eq!(pg.psql("postgres", "SHOW synchronous_commit"), "on");
     assert_eq!(pg.psql("postgres", "SHOW autovacuum"), "on");

@@ -543,6 +543,23 @@ impl LocalPostgres {
         "127.0.0.1"
     }
 
+    /// Fast shutdown, then the server again on the same directory and port (settings made
+    /// with `ALTER SYSTEM` that need a restart take effect).
+    pub fn restart(&mut self) {
+        self.server.stop(Duration::from_secs(30));
+        let (data, socket, port) = (
+            self.server.data_dir().to_path_buf(),
+            self.server.socket_dir().to_path_buf(),
+            self.server.port(),
+        );
+        let log = self.dir.path().join("log");
+        let mut server = PgServer::spawn(&data, &socket, port, &log).expect("restart postgres");
+        server
+            .wait_ready(Duration::from_secs(60))
+            .expect("postgres back after a restart");
+        self.server = server;
+    }
+
     pub fn port(&self) -> u16 {
         self.server.port()
     }
