@@ -479,6 +479,8 @@ pub(super) async fn tune(
     minimal_wal: bool,
 ) -> Result<Value, StepError> {
     let r = pod_runner(w, server, pod)?;
+    // A resumed apply may find the pod still coming back from a restart.
+    pgtools::wait_accepting(&r, super::act::READY_TIMEOUT).await?;
     let names: Vec<&str> = pgtools::tune::MINIMAL_WAL.iter().map(|(n, _)| *n).collect();
     let pinned = if minimal_wal {
         pgtools::tune::set_on_command_line(&r, &names).await?
@@ -530,6 +532,7 @@ pub(super) async fn untune(
     pod: &ObjectRef,
 ) -> Result<Value, StepError> {
     let r = pod_runner(w, server, pod)?;
+    pgtools::wait_accepting(&r, super::act::READY_TIMEOUT).await?;
     let pending = pgtools::untune(&r).await?;
     let restart = !pending.is_empty() || pgtools::tune::wal_level(&r).await? == "minimal";
     let r = if restart {
