@@ -12,8 +12,8 @@
 //! - (c) pgplan's data path with the tools on this machine (the Local
 //!   runner): backup (streamed, sha256, read back, `pg_restore --list`,
 //!   rows/checksums/sequences in the dump's snapshot, durable manifest) →
-//!   prepare → tune → `pg_restore -j2` + ANALYZE → untune → CHECKPOINT
-//!   while verify recomputes rows, checksums and sequences on the target.
+//!   prepare → tune → `pg_restore -j2` + ANALYZE → untune (CHECKPOINT,
+//!   sync) → verify recomputes rows, checksums and sequences on the target.
 //!   Default options: a directory archive dumped with `-j2`, uncompressed,
 //!   and `loadTuning: auto`, which at these sizes means minimal WAL: the
 //!   target is restarted before the restore and after it (the restarts are
@@ -556,7 +556,7 @@ fn request_restart() {
 }
 
 /// The child: backup → prepare → tune (restart) → restore → untune
-/// (restart) → make durable ∥ verify, as an apply runs them.
+/// (restart, checkpoint, sync) → verify, as an apply runs them.
 fn pgplan_path(args: &[String]) {
     let [source_port, target_port, db, work, format] = args else {
         panic!("--pgplan-path SOURCE_PORT TARGET_PORT DB WORK FORMAT");
@@ -664,12 +664,18 @@ fn pgplan_path(args: &[String]) {
         lap("restore+analyze", &mut t);
         if tune {
             let pending = untune(&target).await.expect("untune");
-            if !pending.is_empty() {
+            let restarted = !pending.is_empty();
+            if restarted {
                 request_restart();
                 wait_accepting(&target, Duration::from_secs(60))
                     .await
                     .expect("target back");
             }
+            // As the untune step does in a pod: checkpoint, then sync (the
+            // server runs on this machine, so the machine's sync).
+            make_durable(&target, restarted).await.expect("checkpoint");
+            // SAFETY: sync has no preconditions.
+            unsafe { libc::sync() };
         }
         lap("untune", &mut t);
         let checks = VerifyChecks {
@@ -678,21 +684,10 @@ fn pgplan_path(args: &[String]) {
             sequences: true,
             sql: vec![],
         };
-        // The checkpoint writes to disk while verify reads and hashes:
-        // independent, so they overlap here (an apply runs verify after).
-        let (durable, verified) = tokio::join!(
-            async {
-                if tune {
-                    make_durable(&target).await
-                } else {
-                    Ok(())
-                }
-            },
-            verify(&target, &manifest, &checks, &count)
-        );
-        durable.expect("checkpoint");
-        verified.expect("verify");
-        lap("checkpoint ∥ verify", &mut t);
+        verify(&target, &manifest, &checks, &count)
+            .await
+            .expect("verify");
+        lap("verify", &mut t);
         let what = match (tune, minimal_wal) {
             (false, _) => "no load tuning".to_string(),
             (true, true) => format!("load tuning {mode}: minimal WAL, two restarts"),

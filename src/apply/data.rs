@@ -321,15 +321,9 @@ pub(super) async fn act(
                 &progress,
             )
             .await?;
-            if std::env::var("PGPLAN_TEST_CORRUPT_BACKUP").ok().as_deref()
-                == Some(database.name.as_str())
-            {
-                corrupt(&paths.archive);
-            }
-            // Read back once more before anything depends on it: the
-            // invariant is a *verified* backup, not a written one. The
-            // server's own pg_restore reads it (streamed in, for a pod).
-            pgtools::backup::verify_archive(&paths.manifest, &r, &progress).await?;
+            // `backup` has read the archive back (sha256 equal to what was
+            // written) and listed it with the server's own pg_restore before
+            // committing it: the invariant is a *verified* backup.
             let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
             Ok(json!({
                 "archive": paths.archive,
@@ -549,7 +543,7 @@ pub(super) async fn untune(
     } else {
         r
     };
-    pgtools::make_durable(&r).await?;
+    pgtools::make_durable(&r, restart).await?;
     Ok(json!({
         "restarted": restart,
         "note": if restart { "settings back, restarted, checkpointed and synced" } else { "settings back, checkpointed and synced" },
@@ -743,26 +737,6 @@ fn ident(s: &str) -> String {
 
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// Flip a byte in the middle of an archive (test hook, see `act`).
-fn corrupt(path: &std::path::Path) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let Ok(mut f) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-    else {
-        return;
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut b = [0u8; 1];
-    if f.seek(SeekFrom::Start(len / 2)).is_ok()
-        && f.read_exact(&mut b).is_ok()
-        && f.seek(SeekFrom::Start(len / 2)).is_ok()
-    {
-        let _ = f.write_all(&[b[0] ^ 0xff]);
-    }
 }
 
 /// Drop what prepare created on a server that outlives the rollback (RDS,

@@ -265,6 +265,9 @@ pub async fn backup(
         }
     };
 
+    if std::env::var("PGPLAN_TEST_CORRUPT_BACKUP").ok().as_deref() == Some(database) {
+        corrupt_for_test(&partial, format);
+    }
     let checked = check_partial(runner, &partial, format, streamed, progress).await;
     let (bytes, sha256, toc_entries) = match checked {
         Ok(c) => c,
@@ -404,6 +407,38 @@ async fn check_partial(
     }
     let listing = archive::list(runner, partial, format).await?;
     Ok((bytes, sha, archive::toc_entries(&listing)))
+}
+
+/// Test hook (`PGPLAN_TEST_CORRUPT_BACKUP=DATABASE`): damages the written
+/// archive before it is read back, as a bad disk or a truncated stream would,
+/// so tests see an unverifiable dump stop the apply. A custom archive gets a
+/// flipped byte in its middle (the re-read sha256 differs from the streamed
+/// one); a directory archive its table of contents (`pg_restore --list` fails).
+fn corrupt_for_test(partial: &Path, format: DumpFormat) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let path = match format {
+        DumpFormat::Custom => partial.to_path_buf(),
+        DumpFormat::Directory => partial.join("toc.dat"),
+    };
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
+        return;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let at = match format {
+        DumpFormat::Custom => len / 2,
+        DumpFormat::Directory => 0,
+    };
+    let mut b = [0u8; 1];
+    if f.seek(SeekFrom::Start(at)).is_ok()
+        && f.read_exact(&mut b).is_ok()
+        && f.seek(SeekFrom::Start(at)).is_ok()
+    {
+        let _ = f.write_all(&[b[0] ^ 0xff]);
+    }
 }
 
 /// Re-checks an existing backup: the manifest reads, the archive has the

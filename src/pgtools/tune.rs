@@ -238,13 +238,17 @@ pub async fn untune(runner: &Runner<'_>) -> Result<Vec<String>, PgError> {
 /// Makes everything written while tuned durable: a `CHECKPOINT`, and in a
 /// pod a `sync`, since files written while fsync was off (and relations
 /// minimal WAL skipped) may still sit in the page cache with no fsync
-/// request left for the checkpoint to make. Needs fsync back on.
-pub async fn make_durable(runner: &Runner<'_>) -> Result<(), PgError> {
-    // The checkpointer takes the reload's signal on its own; give it a moment
-    // so that it checkpoints with fsync on.
-    runner
-        .script("postgres", "SELECT pg_sleep(0.2);\nCHECKPOINT;\n")
-        .await?;
+/// request left for the checkpoint to make. Needs fsync back on; `restarted`
+/// says the server started since (with it on).
+pub async fn make_durable(runner: &Runner<'_>, restarted: bool) -> Result<(), PgError> {
+    // After a reload the checkpointer takes the signal on its own; give it a
+    // moment so that it checkpoints with fsync on.
+    let sql = if restarted {
+        "CHECKPOINT;\n"
+    } else {
+        "SELECT pg_sleep(0.2);\nCHECKPOINT;\n"
+    };
+    runner.script("postgres", sql).await?;
     if !runner.is_local() {
         runner.output(&["sync".to_string()]).await?;
     }

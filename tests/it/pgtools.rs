@@ -1012,7 +1012,7 @@ async fn minimal_wal_takes_a_restart_and_skips_the_restores_wal() {
     let r = local(&pg);
     assert_eq!(wal_level(&r).await.unwrap(), "replica");
     assert!(untune(&r).await.unwrap().is_empty());
-    make_durable(&r).await.unwrap();
+    make_durable(&r, true).await.unwrap();
     assert_eq!(
         pg.psql(
             "postgres",
@@ -1046,7 +1046,7 @@ async fn tuning_for_loading_is_taken_back() {
     assert_eq!(pg.psql("postgres", "SHOW synchronous_commit"), "off");
     untune(&r).await.unwrap();
     assert!(untune(&r).await.unwrap().is_empty());
-    make_durable(&r).await.unwrap();
+    make_durable(&r, false).await.unwrap();
     assert_eq!(pg.psql("postgres", auto), "");
     assert_eq!(pg.psql("postgres", "SHOW synchronous_commit"), "on");
     assert_eq!(pg.psql("postgres", "SHOW autovacuum"), "on");
