@@ -7,7 +7,9 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::observed::{DatabaseInventory, ServerInventory};
-use crate::plan::{Action, DatabaseFacts, Operation, Risk, ServerRef, VerifyChecks};
+use crate::plan::{
+    Action, DatabaseFacts, ObjectRef, Operation, Risk, ServerRef, Step, VerifyChecks,
+};
 use crate::quantity::{count, human_bytes};
 use crate::spec::LoadTuningMode;
 
@@ -83,7 +85,7 @@ pub(super) struct Chain<'a> {
 
 /// Which pod runs the target server, and how it is tuned for loading.
 pub(super) struct Tuning {
-    pub pod: crate::plan::ObjectRef,
+    pub pod: ObjectRef,
     pub mode: LoadTuningMode,
 }
 
@@ -254,6 +256,25 @@ fn bytes_to_load(dbs: &[&DatabaseInventory]) -> u64 {
     dbs.iter().map(|d| d.size_bytes).sum()
 }
 
+/// The step `pg/NAME/{suffix}` on the target's pod, and whether it restarts it.
+fn tuning_step(
+    cx: &mut Ctx<'_>,
+    c: &Chain<'_>,
+    t: &Tuning,
+    dbs: &[&DatabaseInventory],
+    suffix: &str,
+    operation: impl FnOnce(ServerRef, ObjectRef, bool) -> Operation,
+) -> (Step, bool) {
+    let restart = minimal_wal(t.mode, dbs);
+    let step = cx.new_step(
+        format!("pg/{}/{suffix}", cx.p.name()),
+        Action::Run,
+        Risk::Safe,
+        operation(c.target.clone(), t.pod.clone(), restart),
+    );
+    (step, restart)
+}
+
 fn tune_for_loading(
     cx: &mut Ctx<'_>,
     c: &Chain<'_>,
@@ -261,19 +282,19 @@ fn tune_for_loading(
     dbs: &[&DatabaseInventory],
     prepared: String,
 ) -> String {
-    let name = cx.p.name().to_string();
-    let restart = minimal_wal(t.mode, dbs);
-    let pod = t.pod.display();
-    let mut s = cx.new_step(
-        format!("pg/{name}/tune-for-loading"),
-        Action::Run,
-        Risk::Safe,
-        Operation::TuneForLoading {
-            server: c.target.clone(),
-            pod: t.pod.clone(),
-            minimal_wal: restart,
+    let (mut s, restart) = tuning_step(
+        cx,
+        c,
+        t,
+        dbs,
+        "tune-for-loading",
+        |server, pod, minimal_wal| Operation::TuneForLoading {
+            server,
+            pod,
+            minimal_wal,
         },
     );
+    let pod = t.pod.display();
     s.summary = if restart {
         format!("tune {pod} for loading: no fsync, minimal WAL, autovacuum off (restarts it)")
     } else {
@@ -307,19 +328,14 @@ fn untune(
     dbs: &[&DatabaseInventory],
     restores: &[String],
 ) -> String {
-    let name = cx.p.name().to_string();
-    let restart = minimal_wal(t.mode, dbs);
-    let pod = t.pod.display();
-    let mut s = cx.new_step(
-        format!("pg/{name}/untune"),
-        Action::Run,
-        Risk::Safe,
+    let (mut s, restart) = tuning_step(cx, c, t, dbs, "untune", |server, pod, minimal_wal| {
         Operation::UntuneAfterLoading {
-            server: c.target.clone(),
-            pod: t.pod.clone(),
-            minimal_wal: restart,
-        },
-    );
+            server,
+            pod,
+            minimal_wal,
+        }
+    });
+    let pod = t.pod.display();
     s.summary = if restart {
         format!("put {pod}'s settings back (restarts it), checkpoint and sync")
     } else {

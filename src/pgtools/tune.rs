@@ -84,18 +84,29 @@ pub async fn set_on_command_line(
     runner: &Runner<'_>,
     names: &[&str],
 ) -> Result<Vec<String>, PgError> {
-    let list: Vec<String> = names.iter().map(|n| literal(n)).collect();
+    settings_where(
+        runner,
+        &format!("source = 'command line' AND {}", name_in(names)),
+    )
+    .await
+}
+
+/// Names of the settings in `pg_settings` matching a condition, in name order.
+async fn settings_where(runner: &Runner<'_>, condition: &str) -> Result<Vec<String>, PgError> {
     let out = runner
         .query(
             "postgres",
             &format!(
-                "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings \
-                 WHERE source = 'command line' AND name IN ({})",
-                list.join(", ")
+                "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE {condition}"
             ),
         )
         .await?;
     Ok(split_names(&out))
+}
+
+fn name_in(names: &[&str]) -> String {
+    let list: Vec<String> = names.iter().map(|n| literal(n)).collect();
+    format!("name IN ({})", list.join(", "))
 }
 
 fn split_names(out: &str) -> Vec<String> {
@@ -141,17 +152,7 @@ async fn require_superuser(runner: &Runner<'_>) -> Result<(), PgError> {
 
 /// Which of `names` this server knows (`summarize_wal` is new in 17).
 async fn known(runner: &Runner<'_>, names: &[&str]) -> Result<Vec<String>, PgError> {
-    let list: Vec<String> = names.iter().map(|n| literal(n)).collect();
-    let out = runner
-        .query(
-            "postgres",
-            &format!(
-                "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE name IN ({})",
-                list.join(", ")
-            ),
-        )
-        .await?;
-    Ok(split_names(&out))
+    settings_where(runner, &name_in(names)).await
 }
 
 /// Runs `ALTER SYSTEM` statements, reloads, and waits until new sessions
@@ -184,15 +185,7 @@ async fn alter_and_reload(runner: &Runner<'_>, statements: &str) -> Result<Vec<S
 /// (Others may show as pending too: PostgreSQL flags a setting fixed on the
 /// command line whenever the files hold another value.)
 pub async fn pending_restart(runner: &Runner<'_>) -> Result<Vec<String>, PgError> {
-    let out = runner
-        .query(
-            "postgres",
-            "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings WHERE pending_restart",
-        )
-        .await?;
-    let mut pending = split_names(&out);
-    pending.retain(|n| TUNED.contains(&n.as_str()));
-    Ok(pending)
+    settings_where(runner, &format!("pending_restart AND {}", name_in(&TUNED))).await
 }
 
 /// The server's running `wal_level`.
