@@ -671,11 +671,9 @@ fn pgplan_path(args: &[String]) {
                     .await
                     .expect("target back");
             }
-            // As the untune step does in a pod: checkpoint, then sync (the
-            // server runs on this machine, so the machine's sync).
+            // As the untune step: checkpoint, then sync beside the server
+            // (it runs on this machine, so this machine's sync).
             make_durable(&target, restarted).await.expect("checkpoint");
-            // SAFETY: sync has no preconditions.
-            unsafe { libc::sync() };
         }
         lap("untune", &mut t);
         let checks = VerifyChecks {

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWrite, BufWriter};
+use tokio::io::{AsyncWrite, BufWriter};
 
 use super::progress::{ByteMeter, Phase, ProgressFn};
 use super::{PgError, Runner};
@@ -146,18 +146,14 @@ impl<'p> HashingWriter<'p> {
         })
     }
 
-    /// Flushes and fsyncs the file; returns its size and sha256.
+    /// Flushes the file; returns its size and sha256. Not synced: the
+    /// backup fsyncs it while reading it back ([`sync_archive`]).
     pub(crate) async fn finish(mut self, path: &Path) -> Result<(u64, String), PgError> {
         use tokio::io::AsyncWriteExt;
         self.inner
             .flush()
             .await
             .map_err(|e| PgError::io("write", path, e))?;
-        self.inner
-            .get_mut()
-            .sync_all()
-            .await
-            .map_err(|e| PgError::io("fsync", path, e))?;
         self.meter.finish();
         Ok((self.meter.done(), hex::encode(self.hasher.finalize())))
     }
@@ -232,56 +228,199 @@ impl tokio::io::AsyncRead for HashingReader<'_> {
     }
 }
 
-/// Reads a file through, hashing it; its size and sha256.
-async fn hash_file(path: &Path, meter: &mut ByteMeter<'_>) -> Result<(u64, String), PgError> {
-    let mut f = tokio::fs::File::open(path)
-        .await
+/// What a file looked like when it was hashed: enough to tell, within this
+/// process, that it has not been written since (a write moves its mtime;
+/// replacing it changes its inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
+}
+
+/// A file's mtime must be at least this much older than the end of its
+/// hashing for the hash to be remembered: file times come from a clock
+/// that ticks every few milliseconds, so a write just after the hash could
+/// otherwise leave the mtime unchanged. (The file's writer has finished
+/// before it is hashed: pg_dump has exited, pgplan's own stream is flushed.)
+const SETTLED: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Archive files this process has read through and hashed, by device and
+/// inode (a rename keeps them), with the stamp they had and their sha256.
+/// The restore right after a backup in the same run reuses them instead of
+/// reading the archive a third time; a file written, truncated or replaced
+/// since no longer matches its stamp and is read again. A new process (a
+/// resumed apply) starts empty and reads everything.
+static HASHED: std::sync::Mutex<Vec<(Stamp, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// At most this many files are remembered (the oldest are forgotten).
+const REMEMBERED: usize = 4096;
+
+fn remembered(stamp: Stamp) -> Option<String> {
+    let hashed = HASHED.lock().unwrap_or_else(|e| e.into_inner());
+    hashed
+        .iter()
+        .find(|(s, _)| *s == stamp)
+        .map(|(_, sha)| sha.clone())
+}
+
+fn remember(stamp: Stamp, sha: &str) {
+    let mut hashed = HASHED.lock().unwrap_or_else(|e| e.into_inner());
+    hashed.retain(|(s, _)| (s.dev, s.ino) != (stamp.dev, stamp.ino));
+    if hashed.len() >= REMEMBERED {
+        hashed.remove(0);
+    }
+    hashed.push((stamp, sha.to_string()));
+}
+
+/// Reads a file through, hashing it; its size and sha256. The reading and
+/// hashing run on the blocking pool a chunk at a time, so several files
+/// hash on several cores while progress is reported here. With `reuse`, a
+/// file this process already hashed and that has not changed since is not
+/// read again.
+async fn hash_file(
+    path: &Path,
+    meter: &std::sync::Mutex<ByteMeter<'_>>,
+    reuse: bool,
+) -> Result<(u64, String), PgError> {
+    let before = Stamp::of(path);
+    if reuse {
+        if let Some(sha) = before.and_then(remembered) {
+            let len = before.map_or(0, |s| s.len);
+            meter.lock().unwrap_or_else(|e| e.into_inner()).add(len);
+            return Ok((len, sha));
+        }
+    }
+    let opened = std::fs::File::open(path)
         .map_err(|e| PgError::archive(path, format!("it cannot be opened: {e}")))?;
+    let mut file = opened;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut size = 0u64;
     loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| PgError::archive(path, format!("reading it failed: {e}")))?;
+        let read;
+        (read, file, hasher, buf) = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let read = file.read(&mut buf);
+            if let Ok(n) = read {
+                hasher.update(&buf[..n]);
+            }
+            (read, file, hasher, buf)
+        })
+        .await
+        .map_err(|e| PgError::archive(path, format!("reading it failed: {e}")))?;
+        let n = read.map_err(|e| PgError::archive(path, format!("reading it failed: {e}")))?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         size += n as u64;
-        meter.add(n as u64);
+        meter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(n as u64);
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    let sha = hex::encode(hasher.finalize());
+    if let Some(b) = before {
+        let mtime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(b.mtime_ns.max(0) as u64);
+        let settled = mtime + SETTLED <= std::time::SystemTime::now();
+        if settled && b.len == size && Stamp::of(path) == Some(b) {
+            remember(b, &sha);
+        }
+    }
+    Ok((size, sha))
+}
+
+/// Files hashed at once in a directory archive.
+fn hash_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
+/// Whether [`hash_archive`] reads every byte, or trusts what this process
+/// hashed earlier for files unchanged since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reread {
+    /// Read everything: a backup's read-back, `verify_archive`.
+    All,
+    /// Only files not hashed earlier in this process or changed since: the
+    /// check just before a restore.
+    Changed,
 }
 
 /// The size and sha256 of an archive as it is on disk now: the file's
-/// hash, or for a directory the hash of its `sha256sum`-style listing.
+/// hash, or for a directory the hash of its `sha256sum`-style listing (its
+/// files are hashed several at a time, largest first).
 pub(crate) async fn hash_archive(
     path: &Path,
     format: DumpFormat,
+    reread: Reread,
     progress: ProgressFn<'_>,
 ) -> Result<(u64, String), PgError> {
+    use futures::{StreamExt, TryStreamExt};
     let total = match format {
         DumpFormat::Custom => std::fs::metadata(path).map(|m| m.len()).ok(),
         DumpFormat::Directory => Some(dir_size(path)),
     };
-    let mut meter = ByteMeter::new(Phase::ReadBack, total, progress);
+    let meter = std::sync::Mutex::new(ByteMeter::new(Phase::ReadBack, total, progress));
+    let reuse = reread == Reread::Changed;
     let r = match format {
-        DumpFormat::Custom => hash_file(path, &mut meter).await?,
+        DumpFormat::Custom => hash_file(path, &meter, reuse).await?,
         DumpFormat::Directory => {
+            let mut names = sorted_files(path)?;
+            let size_of = |n: &String| std::fs::metadata(path.join(n)).map_or(0, |m| m.len());
+            names.sort_by_key(|n| std::cmp::Reverse(size_of(n)));
+            let meter = &meter;
+            let mut hashed: Vec<(String, u64, String)> = futures::stream::iter(names)
+                .map(|name| async move {
+                    let (n, sha) = hash_file(&path.join(&name), meter, reuse).await?;
+                    Ok::<_, PgError>((name, n, sha))
+                })
+                .buffer_unordered(hash_jobs())
+                .try_collect()
+                .await?;
+            hashed.sort();
             let mut listing = String::new();
             let mut size = 0;
-            for name in sorted_files(path)? {
-                let (n, sha) = hash_file(&path.join(&name), &mut meter).await?;
+            for (name, n, sha) in hashed {
                 size += n;
                 listing.push_str(&format!("{sha}  {name}\n"));
             }
             (size, hex::encode(Sha256::digest(listing.as_bytes())))
         }
     };
-    meter.finish();
+    meter
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .finish();
     Ok(r)
+}
+
+/// fsyncs an archive: the file, or every file of a directory and the
+/// directory. Runs on the blocking pool.
+pub(crate) async fn sync_archive(path: &Path, format: DumpFormat) -> Result<(), PgError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || match format {
+        DumpFormat::Custom => std::fs::File::open(&owned)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| PgError::io("fsync", &owned, e)),
+        DumpFormat::Directory => sync_tree(&owned),
+    })
+    .await
+    .map_err(|e| PgError::io("fsync", path, io::Error::other(e.to_string())))?
 }
 
 /// Entries in an archive's table of contents, as `pg_restore --list` reads
@@ -456,6 +595,77 @@ mod tests {
             Some("ACL SCHEMA public")
         );
         assert_eq!(describe_entry(LISTING, 9), None);
+    }
+
+    /// Writes `bytes` to `path` and dates it `age` back.
+    fn written(path: &Path, bytes: &[u8], age: std::time::Duration) {
+        std::fs::write(path, bytes).unwrap();
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_directory_hashes_as_its_sha256sum_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: [(&str, Vec<u8>); 3] = [
+            ("toc.dat", b"PGDMP".to_vec()),
+            ("3356.dat", vec![7u8; 3 * CHUNK + 5]),
+            ("3357.dat", Vec::new()),
+        ];
+        let mut listing = String::new();
+        let mut names: Vec<_> = files.iter().collect();
+        names.sort_by_key(|(n, _)| *n);
+        for (name, bytes) in names {
+            written(&dir.path().join(name), bytes, std::time::Duration::ZERO);
+            listing.push_str(&format!("{}  {name}\n", hex::encode(Sha256::digest(bytes))));
+        }
+        let (size, sha) = hash_archive(
+            dir.path(),
+            DumpFormat::Directory,
+            Reread::All,
+            &crate::pgtools::no_progress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(size, 3 * CHUNK as u64 + 10);
+        assert_eq!(sha, hex::encode(Sha256::digest(listing.as_bytes())));
+    }
+
+    #[tokio::test]
+    async fn only_a_settled_unchanged_file_is_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.dump");
+        let fresh = dir.path().join("fresh.dump");
+        let a_minute = std::time::Duration::from_secs(60);
+        written(&old, b"first contents", a_minute);
+        written(&fresh, b"just written", std::time::Duration::ZERO);
+        let hash = |p: PathBuf, reread| async move {
+            hash_archive(&p, DumpFormat::Custom, reread, &crate::pgtools::no_progress)
+                .await
+                .unwrap()
+                .1
+        };
+        let first = hash(old.clone(), Reread::All).await;
+        assert_eq!(first, hex::encode(Sha256::digest(b"first contents")));
+        assert_eq!(remembered(Stamp::of(&old).unwrap()), Some(first.clone()));
+        // Written a moment ago: a write in the same clock tick would not
+        // move its mtime, so its hash is not trusted later.
+        hash(fresh.clone(), Reread::All).await;
+        assert_eq!(remembered(Stamp::of(&fresh).unwrap()), None);
+
+        // Rewritten in place with as many bytes: the mtime moves, so the
+        // check before a restore reads it again and sees the change.
+        written(&old, b"other contents", std::time::Duration::ZERO);
+        assert_eq!(remembered(Stamp::of(&old).unwrap()), None);
+        assert_eq!(
+            hash(old.clone(), Reread::Changed).await,
+            hex::encode(Sha256::digest(b"other contents"))
+        );
+        // Replaced by another file: another inode, read again.
+        let other = dir.path().join("other.dump");
+        written(&other, b"first contents", a_minute);
+        std::fs::rename(&other, &old).unwrap();
+        assert_eq!(remembered(Stamp::of(&old).unwrap()), None);
     }
 
     #[test]

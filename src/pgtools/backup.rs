@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 
-use super::archive::{self, HashingWriter};
+use super::archive::{self, HashingWriter, Reread};
 use super::contents::{self, Contents, Measure};
 use super::manifest::{Manifest, MANIFEST_VERSION};
 use super::progress::{Phase, Progress, ProgressFn};
@@ -379,14 +379,14 @@ async fn dump(
                 done: archive::dir_size(partial),
                 total: None,
             });
-            archive::sync_tree(partial)?;
             Ok(None)
         }
     }
 }
 
 /// Reads the written archive back and lists it: its size, sha256 and TOC
-/// entries. A custom archive must read back as it streamed in.
+/// entries. A custom archive must read back as it streamed in. The archive
+/// is fsynced meanwhile (the disk writes while the CPU hashes).
 async fn check_partial(
     runner: &Runner<'_>,
     partial: &Path,
@@ -394,7 +394,11 @@ async fn check_partial(
     streamed: Option<(u64, String)>,
     progress: ProgressFn<'_>,
 ) -> Result<(u64, String, u64), PgError> {
-    let (bytes, sha) = archive::hash_archive(partial, format, progress).await?;
+    let ((bytes, sha), ()) = futures::future::try_join(
+        archive::hash_archive(partial, format, Reread::All, progress),
+        archive::sync_archive(partial, format),
+    )
+    .await?;
     if let Some((streamed_bytes, streamed_sha)) = streamed {
         if (streamed_bytes, &streamed_sha) != (bytes, &sha) {
             return Err(PgError::archive(
@@ -455,7 +459,7 @@ pub async fn verify_archive(
     if !path.exists() {
         return Err(PgError::archive(&path, "the archive is missing"));
     }
-    let (bytes, sha) = archive::hash_archive(&path, manifest.format, progress).await?;
+    let (bytes, sha) = archive::hash_archive(&path, manifest.format, Reread::All, progress).await?;
     if bytes != manifest.bytes || sha != manifest.sha256 {
         return Err(PgError::archive(
             &path,

@@ -276,6 +276,29 @@ impl Runner<'_> {
         matches!(self, Runner::Local { .. })
     }
 
+    /// Whether the tools run beside the server, on the kernel that holds
+    /// its writes: always in its pod; locally, when the server is reached
+    /// over a Unix socket or the loopback.
+    pub fn beside_server(&self) -> bool {
+        match self {
+            Runner::Pod { .. } => true,
+            Runner::Local { conn } => {
+                conn.host.starts_with('/')
+                    || matches!(conn.host.as_str(), "localhost" | "127.0.0.1" | "::1")
+            }
+        }
+    }
+
+    /// Beside the server, `sync`: the kernel writes back what the server
+    /// has written (which with `fsync = off` it never asks for). Elsewhere
+    /// nothing: the server's disk is out of reach.
+    pub async fn write_back(&self) -> Result<(), PgError> {
+        if self.beside_server() {
+            self.output(&["sync".to_string()]).await?;
+        }
+        Ok(())
+    }
+
     /// The error for a failed command: a refused connection is told apart.
     pub fn failure(&self, argv: &[String], outcome: ExecOutcome) -> PgError {
         let stderr = outcome.stderr.trim().to_string();

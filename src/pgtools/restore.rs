@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use super::archive::{self, HashingReader};
+use super::archive::{self, HashingReader, Reread};
 use super::manifest::Manifest;
 use super::progress::{Phase, ProgressFn};
 use super::{PgError, Runner};
@@ -78,15 +78,20 @@ pub async fn restore(
         uploaded: 0,
     };
     if runner.is_local() {
-        let (bytes, sha) = archive::hash_archive(&archive_path, manifest.format, progress).await?;
+        // Files this run hashed already (the backup's read-back) and not
+        // written since are not read a third time.
+        let (bytes, sha) =
+            archive::hash_archive(&archive_path, manifest.format, Reread::Changed, progress)
+                .await?;
         check_sums(&archive_path, &manifest, bytes, &sha)?;
-        pg_restore(runner, &manifest, &archive_path.to_string_lossy(), options).await?;
+        let archive = archive_path.to_string_lossy();
+        with_write_back(runner, pg_restore(runner, &manifest, &archive, options)).await?;
     } else {
         let dir = pod_dir(runner, options).await?;
         let result = async {
             let copy = format!("{dir}/{}", manifest.archive);
             restored.uploaded = upload(runner, &manifest, &archive_path, &copy, progress).await?;
-            pg_restore(runner, &manifest, &copy, options).await
+            with_write_back(runner, pg_restore(runner, &manifest, &copy, options)).await
         }
         .await;
         let removed = runner
@@ -106,10 +111,46 @@ pub async fn restore(
             format!("--jobs={}", options.jobs.max(1)),
             format!("--dbname={}", manifest.database),
         ];
-        runner.output(&argv).await?;
+        futures::future::try_join(runner.output(&argv), runner.write_back()).await?;
         tracing::debug!(database = %manifest.database, "analyzed");
+    } else {
+        runner.write_back().await?;
     }
     Ok(restored)
+}
+
+/// How often the kernel is asked to write back while pg_restore loads.
+const WRITE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs `load` while, beside the server, a `sync` every
+/// [`WRITE_BACK_EVERY`] writes back what the server has written so far. A
+/// load tuned with `fsync = off` leaves all of it in the page cache; making
+/// it durable afterwards (untune) would then wait for the whole database
+/// to reach the disk, while during the load the disk has time to spare
+/// (loading is CPU-bound). A failed `sync` is only logged: durability is
+/// checked where it is required, not here.
+async fn with_write_back<T>(
+    runner: &Runner<'_>,
+    load: impl std::future::Future<Output = Result<T, PgError>>,
+) -> Result<T, PgError> {
+    if !runner.beside_server() {
+        return load.await;
+    }
+    let ticker = async {
+        let start = tokio::time::Instant::now() + WRITE_BACK_EVERY;
+        let mut tick = tokio::time::interval_at(start, WRITE_BACK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = runner.write_back().await {
+                tracing::debug!(error = %e, "sync during the restore failed");
+            }
+        }
+    };
+    tokio::select! {
+        r = load => r,
+        never = ticker => never,
+    }
 }
 
 fn check_sums(path: &Path, manifest: &Manifest, bytes: u64, sha: &str) -> Result<(), PgError> {

@@ -228,8 +228,8 @@ pub async fn untune(runner: &Runner<'_>) -> Result<Vec<String>, PgError> {
     alter_and_reload(runner, &sql).await
 }
 
-/// Makes everything written while tuned durable: a `CHECKPOINT`, and in a
-/// pod a `sync`, since files written while fsync was off (and relations
+/// Makes everything written while tuned durable: a `CHECKPOINT`, and beside
+/// the server (in its pod, or a local server on this machine) a `sync`, since files written while fsync was off (and relations
 /// minimal WAL skipped) may still sit in the page cache with no fsync
 /// request left for the checkpoint to make. Needs fsync back on; `restarted`
 /// says the server started since (with it on).
@@ -242,10 +242,7 @@ pub async fn make_durable(runner: &Runner<'_>, restarted: bool) -> Result<(), Pg
         "SELECT pg_sleep(0.2);\nCHECKPOINT;\n"
     };
     runner.script("postgres", sql).await?;
-    if !runner.is_local() {
-        runner.output(&["sync".to_string()]).await?;
-    }
-    Ok(())
+    runner.write_back().await
 }
 
 /// Waits until the server accepts sessions (after a restart a pod can be
@@ -256,7 +253,7 @@ pub async fn wait_accepting(runner: &Runner<'_>, timeout: Duration) -> Result<()
         match runner.query("postgres", "SELECT 1").await {
             Ok(_) => return Ok(()),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
