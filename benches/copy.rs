@@ -632,6 +632,7 @@ fn pgplan_path(args: &[String]) {
         prepare_target(&target, &[], &[(db.clone(), manifest.owner.clone())], false)
             .await
             .expect("prepare");
+        lap("prepare", &mut t);
         let tuning = LoadTuning {
             parallel_maintenance_workers: std::env::var("PGPLAN_BENCH_PMW")
                 .ok()
@@ -649,7 +650,7 @@ fn pgplan_path(args: &[String]) {
                 assert_eq!(wal_level(&target).await.expect("wal_level"), "minimal");
             }
         }
-        lap("prepare+tune", &mut t);
+        lap("tune", &mut t);
         restore(
             &target,
             &paths.manifest,

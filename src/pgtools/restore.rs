@@ -80,9 +80,15 @@ pub async fn restore(
     if runner.is_local() {
         // Files this run hashed already (the backup's read-back) and not
         // written since are not read a third time.
+        let started = std::time::Instant::now();
         let (bytes, sha) =
             archive::hash_archive(&archive_path, manifest.format, Reread::Changed, progress)
                 .await?;
+        tracing::debug!(
+            database = %manifest.database,
+            ms = started.elapsed().as_millis() as u64,
+            "archive checked against its manifest"
+        );
         check_sums(&archive_path, &manifest, bytes, &sha)?;
         let archive = archive_path.to_string_lossy();
         with_write_back(runner, pg_restore(runner, &manifest, &archive, options)).await?;
