@@ -117,12 +117,20 @@ pub async fn restore(
             format!("--jobs={}", options.jobs.max(1)),
             format!("--dbname={}", manifest.database),
         ];
-        futures::future::try_join(runner.output(&argv), runner.write_back()).await?;
+        let (analyzed, ()) = futures::join!(runner.output(&argv), write_back_logged(runner));
+        analyzed?;
         tracing::debug!(database = %manifest.database, "analyzed");
     } else {
-        runner.write_back().await?;
+        write_back_logged(runner).await;
     }
     Ok(restored)
+}
+
+/// [`Runner::write_back`], a failure only logged.
+async fn write_back_logged(runner: &Runner<'_>) {
+    if let Err(e) = runner.write_back().await {
+        tracing::debug!(error = %e, "sync after the restore failed");
+    }
 }
 
 /// How often the kernel is asked to write back while pg_restore loads.
@@ -148,9 +156,7 @@ async fn with_write_back<T>(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = runner.write_back().await {
-                tracing::debug!(error = %e, "sync during the restore failed");
-            }
+            write_back_logged(runner).await;
         }
     };
     tokio::select! {

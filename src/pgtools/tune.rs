@@ -229,9 +229,10 @@ pub async fn untune(runner: &Runner<'_>) -> Result<Vec<String>, PgError> {
 }
 
 /// Makes everything written while tuned durable: a `CHECKPOINT`, and beside
-/// the server (in its pod, or a local server on this machine) a `sync`, since files written while fsync was off (and relations
-/// minimal WAL skipped) may still sit in the page cache with no fsync
-/// request left for the checkpoint to make. Needs fsync back on; `restarted`
+/// the server (in its pod, or a local server on this machine) a `sync`,
+/// since files written while fsync was off (and relations minimal WAL
+/// skipped) may still sit in the page cache with no fsync request left for
+/// the checkpoint to make. Needs fsync back on; `restarted`
 /// says the server started since (with it on).
 pub async fn make_durable(runner: &Runner<'_>, restarted: bool) -> Result<(), PgError> {
     // After a reload the checkpointer takes the signal on its own; give it a
