@@ -187,18 +187,25 @@ fn run(mut cmd: Command, what: &str) -> (Duration, u64, String) {
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
     }
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4");
+    let (status, usage) = reap(&child);
     let wall = t.elapsed();
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{what} failed: {stderr}"
     );
     (wall, usage.ru_maxrss as u64 * 1024, stderr)
+}
+
+/// Waits for `child` with wait4: its exit status and its resource usage
+/// (peak RSS among it and its own waited-for children).
+fn reap(child: &std::process::Child) -> (libc::c_int, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    (status, usage)
 }
 
 fn tool(server: &Server, program: &str, args: &[&str]) -> Command {
@@ -447,12 +454,7 @@ fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
         }
     }
     drop(to_child);
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4");
+    let (status, _) = reap(&child);
     let wall = t.elapsed();
     let log = log.join().unwrap_or_default();
     assert!(

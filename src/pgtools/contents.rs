@@ -361,8 +361,8 @@ struct Job {
     name: String,
     method: Method,
     bytes: u64,
-    /// For `columns`: the table's columns here, `[name, type]`.
-    columns: Vec<(String, String)>,
+    /// The count (and checksum) query.
+    sql: String,
 }
 
 /// Measures the database `primary` is connected to, in `jobs` sessions:
@@ -406,7 +406,7 @@ pub(crate) async fn measure(
             });
         }
         let columns = columns.unwrap_or_default();
-        if what.checksums && method == Method::Columns && columns_hash(&columns).is_none() {
+        let Some(sql) = table_sql(&schema, &name, method, what.checksums, &columns) else {
             return Err(PgError::Refused {
                 server: primary.server().to_string(),
                 message: format!(
@@ -414,13 +414,13 @@ pub(crate) async fn measure(
                 ),
                 help: "compare the table's definition on both servers; restore into an empty database, or verify with `checksums: false`".into(),
             });
-        }
+        };
         todo.push(Job {
             schema,
             name,
             method,
             bytes,
-            columns,
+            sql,
         });
     }
     let total = todo.len() as u64;
@@ -487,15 +487,7 @@ async fn measure_share(
 ) -> Result<Vec<TableContents>, PgError> {
     let mut tables = Vec::with_capacity(share.len());
     for job in share {
-        let sql = table_sql(&job.schema, &job.name, job.method, checksums, &job.columns)
-            .ok_or_else(|| {
-                output_error(
-                    session.server(),
-                    "a table checksum query",
-                    format!("no column hash for {}.{}", job.schema, job.name),
-                )
-            })?;
-        let line = session.line(&sql).await?;
+        let line = session.line(&job.sql).await?;
         let bad = |detail: String| output_error(session.server(), "a table checksum query", detail);
         let (rows, sum) = line
             .split_once(' ')
