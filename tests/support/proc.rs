@@ -150,6 +150,52 @@ pub fn signal_group(pid: u32, sig: i32) {
     }
 }
 
+/// Stops a process group with SIGSTOP and waits (up to 5 s) until every process in it is stopped:
+/// the signal only asks, and a process busy on another CPU or finishing a system call stops a
+/// moment later. Returns whether all of them did.
+pub fn stop_group(pgid: u32) -> bool {
+    signal_group(pgid, libc::SIGSTOP);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if group_states(pgid)
+            .iter()
+            .all(|s| matches!(s, 'T' | 't' | 'Z' | 'X'))
+        {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The scheduler states (`R`, `S`, `D`, `T`…) of the processes in group `pgid`, from `/proc`.
+fn group_states(pgid: u32) -> Vec<char> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut states = Vec::new();
+    for e in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|f| f.chars().next());
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+        if let (Some(state), Some(g)) = (state, pgrp) {
+            if g == pgid {
+                states.push(state);
+            }
+        }
+    }
+    states
+}
+
 /// A spawned child whose whole process group is killed when the guard drops.
 #[derive(Debug)]
 pub struct ChildGuard {

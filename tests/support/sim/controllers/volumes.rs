@@ -52,16 +52,22 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> 
 
 /// Copies a volume as a CSI snapshot does: at one instant. The PostgreSQL servers running on it
 /// (found by their `postmaster.pid`, each the leader of its process group) are stopped with
-/// SIGSTOP for the copy and continued after it, so the copy is what a crash at that instant
-/// would leave. A file-by-file copy of a running server is not: a checkpoint in the middle of it
-/// leaves a control file newer than the catalog files copied before it.
+/// SIGSTOP for the copy (the copy starts once every process of theirs has stopped) and continued
+/// after it, so the copy is what a crash at that instant would leave. A file-by-file copy of a
+/// running server is not: a checkpoint in the middle of it leaves a control file newer than the
+/// catalog files copied before it.
 fn copy_point_in_time(from: &std::path::Path, to: &std::path::Path) -> Result<(), String> {
     let mut servers = Vec::new();
     postmasters(from, 2, &mut servers);
+    let mut stopped = true;
     for pid in &servers {
-        proc::signal_group(*pid, libc::SIGSTOP);
+        stopped &= proc::stop_group(*pid);
     }
-    let result = copy_dir(from, to);
+    let result = if stopped {
+        copy_dir(from, to)
+    } else {
+        Err("a server on the volume did not stop for the snapshot".into())
+    };
     for pid in &servers {
         proc::signal_group(*pid, libc::SIGCONT);
     }
