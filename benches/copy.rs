@@ -407,6 +407,19 @@ fn path_b(source: &Server, db: &str, work: &Path) -> Outcome {
     }
 }
 
+/// `PGPLAN_BENCH_STATEMENTS=MS`: (c)'s target logs each statement that
+/// takes MS or longer (with a timestamp), printed after (c) ends, to see
+/// where its restore spends its time.
+fn statement_log() -> Vec<String> {
+    match std::env::var("PGPLAN_BENCH_STATEMENTS") {
+        Ok(ms) if !ms.is_empty() => vec![
+            format!("log_min_duration_statement={ms}"),
+            "log_line_prefix=%m [%p] ".to_string(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Path (c) in a child process (this binary with `--pgplan-path`), so its
 /// peak RSS is pgplan's alone. The child asks for the target's restarts
 /// (minimal WAL) on its stdout and waits for the answer on its stdin; the
@@ -415,7 +428,7 @@ fn path_b(source: &Server, db: &str, work: &Path) -> Outcome {
 #[allow(clippy::zombie_processes)]
 fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
     use std::io::{BufRead, Write};
-    let mut target = Server::start("bench-c");
+    let mut target = Server::start_with("bench-c", &statement_log());
     let exe = std::env::current_exe().expect("the bench binary");
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -463,6 +476,12 @@ fn path_c(source: &Server, db: &str, work: &Path, format: &str) -> Outcome {
     );
     if std::env::var_os("RUST_LOG").is_some() {
         eprint!("{log}");
+    }
+    if !statement_log().is_empty() {
+        eprint!(
+            "(c)'s target log:\n{}",
+            std::fs::read_to_string(&target.log).unwrap_or_default()
+        );
     }
     assert_eq!(row_counts(&target, db), row_counts(source, db));
     let field = |k: &str| -> String {

@@ -621,6 +621,7 @@ pub(super) async fn restore_source(
     done: &BTreeMap<String, Value>,
 ) -> Result<String, StepError> {
     let mut restored = Vec::new();
+    let mut found = Vec::new();
     for dep in &step.depends_on {
         let Some(facts) = done.get(dep) else { continue };
         let Some(manifest_path) = facts["manifest"].as_str() else {
@@ -631,46 +632,73 @@ pub(super) async fn restore_source(
             continue;
         };
         let r = runner(w, &server).await?;
-        if has_tables(&r, &manifest.database).await? {
-            continue;
+        // Tables there already: a rollback that stopped after (or while)
+        // restoring it is being resumed. Never restore over them; verify.
+        let present = has_tables(&r, &manifest.database).await?;
+        if !present {
+            pgtools::prepare::prepare_target(
+                &r,
+                &[],
+                &[(manifest.database.clone(), manifest.owner.clone())],
+                false,
+            )
+            .await?;
+            let options = RestoreOptions {
+                run_id: w.run.replace(':', "-"),
+                ..RestoreOptions::default()
+            };
+            pgtools::restore::restore(
+                &r,
+                std::path::Path::new(manifest_path),
+                &options,
+                &crate::pgtools::progress::no_progress,
+            )
+            .await?;
         }
-        pgtools::prepare::prepare_target(
-            &r,
-            &[],
-            &[(manifest.database.clone(), manifest.owner.clone())],
-            false,
-        )
-        .await?;
-        let options = RestoreOptions {
-            run_id: w.run.replace(':', "-"),
-            ..RestoreOptions::default()
-        };
-        pgtools::restore::restore(
-            &r,
-            std::path::Path::new(manifest_path),
-            &options,
-            &crate::pgtools::progress::no_progress,
-        )
-        .await?;
         let checks = VerifyChecks {
             row_counts: true,
             checksums: true,
             sequences: true,
             sql: Vec::new(),
         };
-        pgtools::verify::verify(
+        let verified = pgtools::verify::verify(
             &r,
             &manifest,
             &checks,
             &crate::pgtools::progress::no_progress,
         )
-        .await?;
-        restored.push(manifest.database.clone());
+        .await;
+        match verified {
+            Ok(_) => {}
+            Err(e) if present => {
+                return Err(StepError(format!(
+                    "database {} on the recreated {} already holds tables, and they do not match the backup ({e}); a rollback may have stopped while restoring it. Drop that database, then `pgplan apply --resume` restores it again from {manifest_path}",
+                    manifest.database,
+                    server.locator()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if present {
+            found.push(manifest.database.clone());
+        } else {
+            restored.push(manifest.database.clone());
+        }
     }
-    Ok(format!(
-        "its data restored from the verified backup ({})",
-        restored.join(", ")
-    ))
+    let mut said = Vec::new();
+    if !restored.is_empty() {
+        said.push(format!(
+            "its data restored from the verified backup ({})",
+            restored.join(", ")
+        ));
+    }
+    if !found.is_empty() {
+        said.push(format!(
+            "its data, restored before an interruption, verified against the backup ({})",
+            found.join(", ")
+        ));
+    }
+    Ok(said.join("; "))
 }
 
 /// The source server of a deleted workload, from its manifest.

@@ -8,7 +8,7 @@
 //! `${VAR}` reference, so the journal holds no secret and resuming needs
 //! the same variables set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -97,6 +97,11 @@ pub struct Replay {
     pub done: BTreeMap<String, Value>,
     pub started: Vec<String>,
     pub failed: Vec<(String, String)>,
+    /// Why a rollback began, when one did: a resumed apply then finishes
+    /// the rollback and never goes forward again.
+    pub rollback: Option<String>,
+    /// Steps whose compensation is recorded as done.
+    pub compensated: BTreeSet<String>,
     pub rolled_back: bool,
     pub finished: bool,
 }
@@ -260,9 +265,14 @@ pub fn read(path: &Path) -> Result<Replay, JournalError> {
             Record::Failed { step, error } => replay.failed.push((step, error)),
             Record::RolledBack => replay.rolled_back = true,
             Record::Finished => replay.finished = true,
-            Record::RollbackStarted { .. }
-            | Record::Compensated { .. }
-            | Record::NotCompensated { .. } => {}
+            Record::RollbackStarted { reason } => {
+                replay.rollback.get_or_insert(reason);
+            }
+            Record::Compensated { step, .. } => {
+                replay.compensated.insert(step);
+            }
+            // Kept on purpose, or failed: looked at again by a resumed rollback.
+            Record::NotCompensated { .. } => {}
         }
     }
     Ok(replay)
@@ -354,6 +364,50 @@ mod tests {
             Journal::create(&path, "a+b"),
             Err(JournalError::Unfinished { .. })
         ));
+    }
+
+    #[test]
+    fn an_interrupted_rollback_is_remembered_with_what_it_undid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), &["a"]);
+        let mut j = Journal::create(&path, "a").unwrap();
+        for r in [
+            Record::Done {
+                step: "s1".into(),
+                facts: serde_json::json!({}),
+            },
+            Record::Done {
+                step: "s2".into(),
+                facts: serde_json::json!({}),
+            },
+            Record::Failed {
+                step: "s3".into(),
+                error: "boom".into(),
+            },
+            Record::RollbackStarted {
+                reason: "boom".into(),
+            },
+            Record::Compensated {
+                step: "s3".into(),
+                detail: "deleted".into(),
+            },
+            Record::NotCompensated {
+                step: "s2".into(),
+                reason: "kept".into(),
+            },
+            // A resumed rollback records its start again; the first reason stays.
+            Record::RollbackStarted {
+                reason: "again".into(),
+            },
+        ] {
+            j.record(&r).unwrap();
+        }
+        drop(j);
+        let (_, r) = Journal::reopen(&path, "a").unwrap();
+        assert_eq!(r.rollback.as_deref(), Some("boom"));
+        assert_eq!(r.compensated, BTreeSet::from(["s3".to_string()]));
+        assert_eq!(r.failed, vec![("s3".to_string(), "boom".to_string())]);
+        assert_eq!(r.done.len(), 2);
     }
 
     #[test]

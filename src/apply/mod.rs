@@ -16,7 +16,7 @@ pub mod journal;
 pub mod lock;
 mod undo;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,8 @@ pub enum ApplyError {
 }
 
 /// Test hooks: `PGPLAN_TEST_CRASH=before:N|after:N` kills the process
-/// (SIGKILL) around step N; `PGPLAN_TEST_FAIL=ADDRESS` makes that step fail
+/// (SIGKILL) around step N, `undone:N` once step N's compensation acted and
+/// before the journal records it; `PGPLAN_TEST_FAIL=ADDRESS` makes that step fail
 /// after it acted. They exist so that crash recovery and rollback are tested
 /// on the real code path.
 fn crash_hook(when: &str, position: usize) {
@@ -309,6 +310,11 @@ async fn run(
         (j, journal::Replay::default())
     };
     let mut done: BTreeMap<String, Value> = replay.done.clone();
+    if let Some(reason) = &replay.rollback {
+        // The apply was rolling back when it stopped: finish that, and never
+        // go forward again over steps the rollback may already have undone.
+        return resume_rollback(plan, w, journal, &replay, reason).await;
+    }
     w.events
         .begin(&w.run, std::slice::from_ref(&w.run), done.len());
     for (i, s) in plan.steps.iter().enumerate() {
@@ -317,15 +323,9 @@ async fn run(
         }
     }
     let commits = commit_positions(plan);
-    let index: BTreeMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.address.as_str(), i))
-        .collect();
-
     let mut running: HashSet<usize> = HashSet::new();
-    let mut failure: Option<(usize, StepError)> = None;
+    // Every step that failed in this run; the first is the one reported.
+    let mut failures: Vec<(usize, StepError)> = Vec::new();
     let mut futs = FuturesUnordered::new();
     let mut applied = 0usize;
     let mut clock = Downtime::new(plan);
@@ -333,7 +333,7 @@ async fn run(
     renew.tick().await;
 
     loop {
-        if failure.is_none() {
+        if failures.is_empty() {
             for (i, s) in plan.steps.iter().enumerate() {
                 if running.len() >= opts.parallelism.max(1) {
                     break;
@@ -412,14 +412,12 @@ async fn run(
                     error: e.0.clone(),
                 })?;
                 w.events.failed(i + 1, s, &e.0);
-                if failure.is_none() {
-                    failure = Some((i, e));
-                }
+                failures.push((i, e));
             }
         }
     }
 
-    let Some((failed, error)) = failure else {
+    if failures.is_empty() {
         journal.record(&Record::Finished)?;
         let archived = journal.close()?;
         for m in clock.measured() {
@@ -439,15 +437,16 @@ async fn run(
         });
     };
 
-    let step = &plan.steps[failed];
-    if post_commit(plan, &commits, failed) {
+    let (failed, error) = &failures[0];
+    let step = &plan.steps[*failed];
+    if post_commit(plan, &commits, *failed) {
         w.events.finished(
             "Apply stopped after the commit point; nothing was rolled back.",
             false,
         );
         return Err(ApplyError::Failed {
             address: step.address.clone(),
-            message: error.0,
+            message: error.0.clone(),
             outcome: "The data is verified on the target and consumers use it; nothing was rolled back.".into(),
             help: format!(
                 "fix the cause and run `pgplan apply --resume` to finish the remaining steps (journal: {})",
@@ -455,26 +454,107 @@ async fn run(
             ),
         });
     }
-
-    // Roll back: the failed step (it may have half-acted), then everything
-    // done before the commit point, newest first.
     journal.record(&Record::RollbackStarted {
         reason: error.0.clone(),
     })?;
     w.events.note("Rolling back:");
-    let mut order: Vec<usize> = done
-        .keys()
-        .filter_map(|a| index.get(a.as_str()).copied())
-        .filter(|&i| !post_commit(plan, &commits, i))
+    let failed: Vec<usize> = failures.iter().map(|(i, _)| *i).collect();
+    roll_back(
+        plan,
+        w,
+        journal,
+        &done,
+        &failed,
+        (&step.address, &error.0),
+        &BTreeSet::new(),
+    )
+    .await
+}
+
+/// `apply --resume` of a journal whose rollback had begun: the failed
+/// steps and every compensation not recorded as done are run (again; each
+/// is idempotent), then the apply ends as a rolled-back one.
+async fn resume_rollback(
+    plan: &Plan,
+    w: &World<'_>,
+    mut journal: Journal,
+    replay: &journal::Replay,
+    reason: &str,
+) -> Result<Report, ApplyError> {
+    let index: BTreeMap<&str, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.address.as_str(), i))
+        .collect();
+    let failed: Vec<usize> = replay
+        .failed
+        .iter()
+        .filter_map(|(a, _)| index.get(a.as_str()).copied())
+        .collect();
+    let (address, message) = replay
+        .failed
+        .first()
+        .map(|(a, e)| (a.as_str(), e.as_str()))
+        .unwrap_or(("(unknown step)", reason));
+    w.events.begin(&w.run, std::slice::from_ref(&w.run), 0);
+    w.events.note(&format!(
+        "Resuming the rollback of {address} ({} compensation(s) already done): the apply failed with: {message}",
+        replay.compensated.len()
+    ));
+    journal.record(&Record::RollbackStarted {
+        reason: reason.to_string(),
+    })?;
+    roll_back(
+        plan,
+        w,
+        journal,
+        &replay.done,
+        &failed,
+        (address, message),
+        &replay.compensated,
+    )
+    .await
+}
+
+/// Roll back: the failed steps (they may have half-acted), then every step
+/// done before its placement's commit point, newest first; compensations in
+/// `already` are recorded as done and not run again. Always ends in
+/// [`ApplyError::Failed`], carrying the first failure and what the
+/// rollback did.
+async fn roll_back(
+    plan: &Plan,
+    w: &World<'_>,
+    mut journal: Journal,
+    done: &BTreeMap<String, Value>,
+    failed: &[usize],
+    (address, message): (&str, &str),
+    already: &BTreeSet<String>,
+) -> Result<Report, ApplyError> {
+    let commits = commit_positions(plan);
+    let mut order: Vec<usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| done.contains_key(&s.address) && !post_commit(plan, &commits, *i))
+        .map(|(i, _)| i)
         .collect();
     order.sort_unstable_by(|a, b| b.cmp(a));
-    order.insert(0, failed);
+    let mut first: Vec<usize> = failed.to_vec();
+    first.sort_unstable_by(|a, b| b.cmp(a));
+    first.dedup();
+    first.append(&mut order);
     let mut undone = Vec::new();
     let mut kept = Vec::new();
     let mut broken = Vec::new();
-    for i in order {
+    for i in first {
         let s = &plan.steps[i];
-        match undo::undo(w, s, done.get(&s.address), &done).await {
+        if already.contains(&s.address) {
+            continue;
+        }
+        let result = undo::undo(w, s, done.get(&s.address), done).await;
+        crash_hook("undone", i + 1);
+        match result {
             Ok(undo::Undo::Undone(detail)) => {
                 journal.record(&Record::Compensated {
                     step: s.address.clone(),
@@ -508,6 +588,12 @@ async fn run(
         journal.record(&Record::RolledBack)?;
         let archived = journal.close()?;
         outcome.push_str("Rolled back to the original topology.");
+        if !already.is_empty() {
+            outcome.push_str(&format!(
+                "\n  undone before the interruption: {} step(s)",
+                already.len()
+            ));
+        }
         for u in &undone {
             outcome.push_str(&format!("\n  undone: {u}"));
         }
@@ -518,8 +604,8 @@ async fn run(
         w.events
             .finished("Apply failed and was rolled back.", false);
         Err(ApplyError::Failed {
-            address: step.address.clone(),
-            message: error.0,
+            address: address.to_string(),
+            message: message.to_string(),
             outcome,
             help: "the plan can be applied again once the cause is fixed".into(),
         })
@@ -537,8 +623,8 @@ async fn run(
         w.events
             .finished("Apply failed; the rollback needs attention.", false);
         Err(ApplyError::Failed {
-            address: step.address.clone(),
-            message: error.0,
+            address: address.to_string(),
+            message: message.to_string(),
             outcome,
             help: format!(
                 "the journal {} says what was and was not undone; fix the cause, then `pgplan apply --resume` rolls back the rest",

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::act::{self, cluster, recreatable, StepError};
 use super::World;
 use crate::cluster::{ClusterError, Write};
-use crate::diff::manifests::diff_patch;
+use crate::diff::manifests::{covers, diff_patch};
 use crate::plan::{ObjectRef, Operation, Risk, ScalePurpose, Step, Wait};
 
 /// What a compensation did.
@@ -107,6 +107,20 @@ pub(super) async fn undo(
         }
         Operation::Replace { object, .. } => {
             let c = cluster(w)?;
+            // Run again by a resumed rollback: the old object may be back
+            // already, and deleting it again would change its cluster IP.
+            if let (Some(before), Some(live)) = (&step.before, c.get(object).await?) {
+                let replacement = step.after.as_ref().map(
+                    |a| json!({"spec": recreatable(a).get("spec").cloned().unwrap_or(Value::Null)}),
+                );
+                let is_replacement = replacement.is_some_and(|r| covers(&live, &r));
+                if !is_replacement && covers(&live, &json!({"spec": old_spec(before)})) {
+                    return Ok(Undo::Undone(format!(
+                        "the old {} is back",
+                        object.display()
+                    )));
+                }
+            }
             c.delete(object, Write::Apply).await?;
             c.wait(object, act::READY_TIMEOUT, |o| {
                 if o.is_none() {
@@ -217,6 +231,20 @@ pub(super) async fn undo(
         | Operation::SelfHeal { .. }
         | Operation::HttpCheck { .. } => Ok(Undo::Nothing),
     }
+}
+
+/// The old object's spec as the replacement's compensation recreates it,
+/// less what the server may have picked anew (its cluster IP).
+fn old_spec(before: &Value) -> Value {
+    let mut spec = recreatable(before)
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(o) = spec.as_object_mut() {
+        o.remove("clusterIP");
+        o.remove("clusterIPs");
+    }
+    spec
 }
 
 fn is_workload(o: &ObjectRef) -> bool {

@@ -468,6 +468,192 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
     }
 }
 
+/// A kill -9 while rolling back, then `--resume`: the rollback is finished,
+/// never the move. Steps it had undone stay undone and the data is the
+/// original. Two kills, the StatefulSet's creation having failed:
+/// - after the Service's compensation acted and before the journal said so:
+///   it runs again and must leave the old Service as it is (same object,
+///   same cluster IP), not replace it a second time;
+/// - after the consumers were started again: going forward from there
+///   would move data they have changed since the backup.
+#[test]
+fn a_kill_while_rolling_back_resumes_the_rollback_not_the_move() {
+    let steps = step_addresses();
+    let position = |address: &str| {
+        steps
+            .iter()
+            .position(|a| a == address)
+            .unwrap_or_else(|| panic!("no step {address} in {steps:?}"))
+            + 1
+    };
+    let failing = "k8s/default/StatefulSet/postgres";
+    let service = "k8s/default/Service/postgres";
+    for killed_after in [service, "k8s/default/Deployment/healthcare-api:quiesce"] {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let state = tempfile::tempdir().unwrap();
+        let before = patients(&cluster);
+        let crash = format!("undone:{}", position(killed_after));
+        let out = apply(
+            &cluster,
+            state.path(),
+            &[("PGPLAN_TEST_FAIL", failing), ("PGPLAN_TEST_CRASH", &crash)],
+        );
+        assert_eq!(
+            out.status.code(),
+            None,
+            "killed while undoing {killed_after}: {}",
+            text(&out.stderr)
+        );
+        let old_service = json_of(&cluster, "services", hc::SERVICE).expect("a Service");
+        let out = pgplan_in(
+            &cluster,
+            state.path(),
+            &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+            &[],
+        );
+        let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{stdout}\n{err}");
+        assert!(
+            stdout.contains(&format!("Resuming the rollback of {failing}")),
+            "{stdout}"
+        );
+        assert!(
+            err.contains("Rolled back to the original topology"),
+            "{err}"
+        );
+        assert!(
+            err.contains("injected failure"),
+            "the original cause: {err}"
+        );
+        assert_original_topology(&cluster);
+        assert_eq!(
+            patients(&cluster),
+            before,
+            "data after resuming the rollback"
+        );
+        if killed_after == service {
+            let now = json_of(&cluster, "services", hc::SERVICE).unwrap();
+            assert_eq!(now["metadata"]["uid"], old_service["metadata"]["uid"]);
+            assert_eq!(now["spec"]["clusterIP"], old_service["spec"]["clusterIP"]);
+        }
+        // Nothing left to resume; a new apply moves the data.
+        let again = pgplan_in(
+            &cluster,
+            state.path(),
+            &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+            &[],
+        );
+        assert_eq!(again.status.code(), Some(1));
+        assert!(text(&again.stderr).contains("no interrupted apply"));
+        ok(&apply(&cluster, state.path(), &[]));
+        assert_moved(&cluster);
+        assert_eq!(patients(&cluster), before, "data after the next apply");
+    }
+}
+
+/// A source whose data lives in its pod (an emptyDir): deleting it deletes
+/// the data, so rolling back recreates it and restores the verified backup
+/// into it. Killed right after that compensation, before the journal says
+/// so, the resumed rollback finds the tables there and never restores over
+/// them: intact, it verifies and keeps them; torn (a row missing), it stops,
+/// says what to do, and after the database is dropped restores it again.
+#[test]
+fn a_source_with_its_data_in_the_pod_gets_it_back_from_the_backup() {
+    for torn in [false, true] {
+        let cluster = SimCluster::with_scenario(Scenario::HealthcareInPod);
+        let state = tempfile::tempdir().unwrap();
+        // This world's plan (no volume to protect: the data is in the pod).
+        let planned = pgplan_in(
+            &cluster,
+            state.path(),
+            &["plan", "-f", &spec(), "--format", "json"],
+            &[],
+        );
+        let plan: Value = serde_json::from_slice(&planned.stdout).expect("a JSON plan");
+        let deployment = "k8s/default/Deployment/postgres";
+        let position = plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|s| s["address"] == deployment)
+            .expect("the Deployment's deletion")
+            + 1;
+        assert_eq!(
+            plan["steps"][position - 1]["risk"],
+            "destructive",
+            "deleting a Deployment whose data is in the pod"
+        );
+        let before = patients(&cluster);
+        let crash = format!("undone:{position}");
+        let out = apply(
+            &cluster,
+            state.path(),
+            &[
+                ("PGPLAN_TEST_FAIL", "pg/healthcare/healthcare/restore"),
+                ("PGPLAN_TEST_CRASH", &crash),
+            ],
+        );
+        assert_eq!(out.status.code(), None, "{}", text(&out.stderr));
+        // The recreated pod is a new one: its emptyDir held nothing until
+        // the compensation restored the backup into it.
+        assert_eq!(patients(&cluster), before, "restored before the kill");
+        let resume = || {
+            pgplan_in(
+                &cluster,
+                state.path(),
+                &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+                &[],
+            )
+        };
+        let pod = db_pod(&cluster);
+        if torn {
+            cluster.psql(
+                hc::NAMESPACE,
+                &pod,
+                hc::DATABASE,
+                "DELETE FROM patients WHERE name = 'Bob'",
+            );
+            let out = resume();
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert!(err.contains("The rollback did not finish"), "{err}");
+            assert!(err.contains("do not match the backup"), "{err}");
+            assert!(err.contains("Drop that database"), "{err}");
+            assert_ne!(patients(&cluster), before, "nothing restored over them");
+            cluster.psql(
+                hc::NAMESPACE,
+                &pod,
+                "postgres",
+                "DROP DATABASE healthcare WITH (FORCE)",
+            );
+        }
+        let out = resume();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("Rolled back to the original topology"),
+            "{err}"
+        );
+        let said = if torn {
+            "its data restored from the verified backup (healthcare)"
+        } else {
+            "verified against the backup (healthcare)"
+        };
+        assert!(err.contains(said), "{err}");
+        assert_eq!(db_pod(&cluster), pod, "the same pod");
+        let dep = json_of(&cluster, "deployments", hc::DEPLOYMENT).expect("the Deployment");
+        assert!(dep["spec"]["template"]["spec"]["volumes"][0]["emptyDir"].is_object());
+        assert!(json_of(&cluster, "statefulsets", "postgres").is_none());
+        let api = json_of(&cluster, "deployments", hc::API_DEPLOYMENT).unwrap();
+        assert_eq!(api["spec"]["replicas"], hc::API_REPLICAS);
+        assert_eq!(
+            patients(&cluster),
+            before,
+            "data after the rollback (torn: {torn})"
+        );
+    }
+}
+
 /// Scale a Deployment through the API, as a person would with kubectl.
 fn scale(cluster: &SimCluster, name: &str, replicas: i32) {
     use k8s_openapi::api::apps::v1::Deployment;

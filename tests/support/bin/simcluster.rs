@@ -1,7 +1,7 @@
 //! The simulated cluster, by hand (see docs/testing.md):
 //!
 //! ```text
-//! cargo run --example simcluster -- healthcare|backstage|empty   # up until Ctrl-C
+//! cargo run --example simcluster -- healthcare|healthcare-in-pod|backstage|empty   # up until Ctrl-C
 //! cargo run --release --example simcluster -- bench [--mib N]    # prints startup and exec figures
 //! ```
 
@@ -20,7 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use support::sim::scenario::{backstage, healthcare};
 use support::{Scenario, SimCluster, SimOptions};
 
-const USAGE: &str = "usage: simcluster healthcare|backstage|empty | bench [--mib N]";
+const USAGE: &str =
+    "usage: simcluster healthcare|healthcare-in-pod|backstage|empty | bench [--mib N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
             rt.block_on(bench(mib));
             ExitCode::SUCCESS
         }
-        Some(name @ ("healthcare" | "backstage" | "empty")) => {
+        Some(name @ ("healthcare" | "healthcare-in-pod" | "backstage" | "empty")) => {
             let scenario = Scenario::from_name(name);
             let started = Instant::now();
             let cluster = match SimCluster::start_with(SimOptions {
@@ -65,9 +66,9 @@ fn main() -> ExitCode {
             );
             println!("export KUBECONFIG={}", cluster.kubeconfig_path().display());
             match scenario {
-                Some(Scenario::Healthcare) => println!(
-                    "scenario healthcare: namespace {}, Deployment {} (database {}, user {}, password {}), patients {:?}",
-                    healthcare::NAMESPACE, healthcare::DEPLOYMENT, healthcare::DATABASE,
+                Some(s @ (Scenario::Healthcare | Scenario::HealthcareInPod)) => println!(
+                    "scenario {}: namespace {}, Deployment {} (database {}, user {}, password {}), patients {:?}",
+                    s.name(), healthcare::NAMESPACE, healthcare::DEPLOYMENT, healthcare::DATABASE,
                     healthcare::USER, healthcare::PASSWORD, healthcare::PATIENTS
                 ),
                 Some(Scenario::Backstage) => println!(

@@ -2,6 +2,8 @@
 //!
 //! - `healthcare` (seed 002): a postgres Deployment on a static hostPath PV (reclaim Delete) in
 //!   `default`, a two-replica API Deployment, and the patients Alice, Bob and Ibrahim.
+//! - `healthcare-in-pod`: the same, but the postgres Deployment keeps its data in an emptyDir
+//!   (seed 002's data at risk: deleting the pod deletes the data).
 //! - `backstage` (seed 004): a Backstage CR with its operator-made local database StatefulSet
 //!   (Red Hat PostgreSQL image, dynamically provisioned PVC), the app Deployment, and six
 //!   `backstage_plugin_*` databases — one with the stuck `knex_migrations_lock`.
@@ -12,6 +14,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Healthcare,
+    HealthcareInPod,
     Backstage,
 }
 
@@ -19,6 +22,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Healthcare => "healthcare",
+            Scenario::HealthcareInPod => "healthcare-in-pod",
             Scenario::Backstage => "backstage",
         }
     }
@@ -26,6 +30,7 @@ impl Scenario {
     pub fn from_name(s: &str) -> Option<Scenario> {
         match s {
             "healthcare" => Some(Scenario::Healthcare),
+            "healthcare-in-pod" => Some(Scenario::HealthcareInPod),
             "backstage" => Some(Scenario::Backstage),
             _ => None,
         }
@@ -33,7 +38,7 @@ impl Scenario {
 
     pub fn namespace(self) -> &'static str {
         match self {
-            Scenario::Healthcare => healthcare::NAMESPACE,
+            Scenario::Healthcare | Scenario::HealthcareInPod => healthcare::NAMESPACE,
             Scenario::Backstage => backstage::NAMESPACE,
         }
     }
@@ -42,6 +47,7 @@ impl Scenario {
     pub fn objects(self) -> Vec<Value> {
         match self {
             Scenario::Healthcare => healthcare::objects(),
+            Scenario::HealthcareInPod => healthcare::objects_in_pod(),
             Scenario::Backstage => backstage::objects(),
         }
     }
@@ -50,7 +56,7 @@ impl Scenario {
     /// superuser and the SQL to run per database.
     pub fn seed(self) -> Seed {
         match self {
-            Scenario::Healthcare => healthcare::seed(),
+            Scenario::Healthcare | Scenario::HealthcareInPod => healthcare::seed(),
             Scenario::Backstage => backstage::seed(),
         }
     }
@@ -139,6 +145,19 @@ pub mod healthcare {
                 "spec": {"selector": {"app": API_DEPLOYMENT},
                          "ports": [{"port": 8000, "targetPort": 8000}]}}),
         ]
+    }
+
+    /// [`objects`] with the postgres Deployment's data in an emptyDir (the
+    /// PV and claim stay, unused, as in the example's snapshot).
+    pub fn objects_in_pod() -> Vec<Value> {
+        let mut objects = objects();
+        for o in objects.iter_mut() {
+            if o["kind"] == "Deployment" && o["metadata"]["name"] == DEPLOYMENT {
+                o["spec"]["template"]["spec"]["volumes"] =
+                    json!([{"name": VOLUME, "emptyDir": {}}]);
+            }
+        }
+        objects
     }
 
     /// The seed table, created by `healthcare_user` in `healthcare`.
