@@ -372,6 +372,13 @@ mod tests {
         let path = path_for(dir.path(), &["a"]);
         let mut j = Journal::create(&path, "a").unwrap();
         for r in [
+            Record::Begin {
+                run: "r".into(),
+                spec_file: "pgplan.yaml".into(),
+                spec_text: String::new(),
+                environment: None,
+                plan: serde_json::json!({}),
+            },
             Record::Done {
                 step: "s1".into(),
                 facts: serde_json::json!({}),
