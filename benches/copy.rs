@@ -27,7 +27,10 @@
 //! Knobs: `PGPLAN_BENCH_LOAD=auto|restart|reload|off` for (c)'s `loadTuning`;
 //! `--quick` (or `PGPLAN_BENCH_SCALE=0.2`) for ~200 MB databases;
 //! `PGPLAN_BENCH_SCALE=F` for F × 1 GB; `PGPLAN_BENCH_FORMAT=custom|directory`
-//! for (c)'s archive format (custom by default, as the spec's default).
+//! for (c)'s archive format (custom by default, as the spec's default);
+//! `PGPLAN_BENCH_PATHS=a,b,c`, `PGPLAN_BENCH_DATASETS=pgbench,mixed` and
+//! `PGPLAN_BENCH_ROUNDS=N` to run less or more; `PGPLAN_BENCH_STATEMENTS=MS`
+//! prints (c)'s target log with every statement of MS or more, timestamped.
 //! Servers run as an unprivileged user when the bench runs as root, the way
 //! the test substrate runs them (its modules are included below).
 
