@@ -487,14 +487,21 @@ async fn resume_rollback(
         .enumerate()
         .map(|(i, s)| (s.address.as_str(), i))
         .collect();
+    // Failed and never done since (a failure resumed past is undone as a
+    // done step).
     let failed: Vec<usize> = replay
         .failed
         .iter()
+        .filter(|(a, _)| !replay.done.contains_key(a))
         .filter_map(|(a, _)| index.get(a.as_str()).copied())
         .collect();
+    // The failure that started the rollback.
     let (address, message) = replay
         .failed
-        .first()
+        .iter()
+        .rev()
+        .find(|(_, e)| e == reason)
+        .or(replay.failed.last())
         .map(|(a, e)| (a.as_str(), e.as_str()))
         .unwrap_or(("(unknown step)", reason));
     w.events.begin(&w.run, std::slice::from_ref(&w.run), 0);
@@ -540,9 +547,14 @@ async fn roll_back(
         .map(|(i, _)| i)
         .collect();
     order.sort_unstable_by(|a, b| b.cmp(a));
-    let mut first: Vec<usize> = failed.to_vec();
+    let mut first: Vec<usize> = failed
+        .iter()
+        .copied()
+        .filter(|&i| !post_commit(plan, &commits, i))
+        .collect();
     first.sort_unstable_by(|a, b| b.cmp(a));
     first.dedup();
+    order.retain(|i| !first.contains(i));
     first.append(&mut order);
     let mut undone = Vec::new();
     let mut kept = Vec::new();

@@ -172,11 +172,11 @@ async fn alter_and_reload(runner: &Runner<'_>, statements: &str) -> Result<Vec<S
         "SELECT pg_conf_load_time() > {}::timestamptz",
         literal(loaded.trim())
     );
-    for _ in 0..50 {
+    for _ in 0..250 {
         if runner.query("postgres", &check).await?.trim() == "t" {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pending_restart(runner).await
 }
@@ -197,9 +197,10 @@ pub async fn wal_level(runner: &Runner<'_>) -> Result<String, PgError> {
         .to_string())
 }
 
-/// Applies the loading settings (`ALTER SYSTEM`, reload). Idempotent.
-/// Returns the settings that wait for a restart (with `minimal_wal`, until
-/// the server has been restarted once).
+/// Applies the loading settings (`ALTER SYSTEM`, then a reload, or nothing
+/// more when minimal WAL makes a restart due). Idempotent. Returns the
+/// settings that wait for a restart (with `minimal_wal`, until the server
+/// has been restarted once).
 pub async fn tune_for_loading(
     runner: &Runner<'_>,
     tuning: &LoadTuning,
@@ -211,6 +212,16 @@ pub async fn tune_for_loading(
     let mut sql = String::new();
     for (name, value) in wanted.iter().filter(|(n, _)| known.iter().any(|k| k == n)) {
         sql.push_str(&format!("ALTER SYSTEM SET {name} = {};\n", literal(value)));
+    }
+    if tuning.minimal_wal && wal_level(runner).await? != "minimal" {
+        // wal_level changes only with a restart, which is due now and
+        // applies everything else too: no reload to wait for first.
+        runner.script("postgres", &sql).await?;
+        return settings_where(
+            runner,
+            &format!("context = 'postmaster' AND {}", name_in(&names)),
+        )
+        .await;
     }
     alter_and_reload(runner, &sql).await
 }
