@@ -345,6 +345,152 @@ async fn hash_file(
     Ok((size, sha))
 }
 
+/// Whether a directory archive's file is table data, which pg_dump writes
+/// from start to end, by one process, and never goes back into
+/// (`1234.dat`, `1234.dat.gz`, …; not `toc.dat` or large objects).
+fn is_table_data(name: &str) -> bool {
+    name.split_once('.').is_some_and(|(id, ext)| {
+        !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && ext.starts_with("dat")
+    })
+}
+
+/// One data file being read as pg_dump writes it.
+struct Followed {
+    file: std::fs::File,
+    hasher: Sha256,
+    read: u64,
+}
+
+/// Reads what has been appended to `f` since the last call (up to `cap`
+/// bytes), hashing it; on the blocking pool. `Ok(n)`: bytes read.
+async fn follow_some(f: Followed, cap: u64) -> (Followed, io::Result<u64>) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = f;
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0u64;
+        while got < cap {
+            match f.file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    f.hasher.update(&buf[..n]);
+                    f.read += n as u64;
+                    got += n as u64;
+                }
+                Err(e) => return (f, Err(e)),
+            }
+        }
+        (f, Ok(got))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("hashing task: {e}"))
+}
+
+/// Hashes a directory archive's table data while pg_dump writes it, so the
+/// read-back after the dump finds those files hashed already (through the
+/// same per-process record as [`Reread::Changed`]) and reads only the rest.
+/// The bytes hashed are the ones on disk, read through the page cache as a
+/// read-back after the dump would read them, a little earlier. Runs until
+/// `finished` is notified (pg_dump has exited, or failed), then reads each
+/// file to its end and records it only if it is still the same file (device,
+/// inode), of the length read, and settled ([`SETTLED`]); anything else is
+/// simply read again by the read-back. Following is best effort: an error
+/// stops it and nothing is recorded. `dumped` turns `Some(true)` when
+/// pg_dump has written the archive, `Some(false)` when the dump failed (then
+/// following stops at once).
+pub(crate) async fn follow_dump(
+    dir: &Path,
+    mut dumped: tokio::sync::watch::Receiver<Option<bool>>,
+) {
+    let mut files: std::collections::BTreeMap<String, Followed> = Default::default();
+    let mut done = false;
+    loop {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_table_data(&name) || files.contains_key(&name) {
+                    continue;
+                }
+                let Ok(file) = std::fs::File::open(entry.path()) else {
+                    return;
+                };
+                files.insert(
+                    name,
+                    Followed {
+                        file,
+                        hasher: Sha256::new(),
+                        read: 0,
+                    },
+                );
+            }
+        }
+        let mut progressed = false;
+        let cap = if done { u64::MAX } else { 64 * CHUNK as u64 };
+        let names: Vec<String> = files.keys().cloned().collect();
+        for name in names {
+            let Some(f) = files.remove(&name) else {
+                continue;
+            };
+            let (back, got) = follow_some(f, cap).await;
+            match got {
+                Ok(n) => progressed |= n > 0,
+                Err(_) => return,
+            }
+            files.insert(name, back);
+        }
+        if done {
+            break;
+        }
+        if !progressed {
+            let outcome = tokio::select! {
+                o = dumped.wait_for(Option::is_some) => Some(o.is_ok_and(|v| *v == Some(true))),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => None,
+            };
+            match outcome {
+                None => {}
+                Some(false) => return,
+                Some(true) => {
+                    // pg_dump has exited. The last pass reads only once its
+                    // last writes are settled, so that the stamps checked
+                    // after it would show any later write.
+                    done = true;
+                    let latest = files
+                        .keys()
+                        .filter_map(|n| Stamp::of(&dir.join(n)))
+                        .map(|s| s.mtime_ns)
+                        .max()
+                        .unwrap_or(0);
+                    let settled = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_nanos(latest.max(0) as u64)
+                        + SETTLED;
+                    if let Ok(wait) = settled.duration_since(std::time::SystemTime::now()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+    }
+    let read_end = std::time::SystemTime::now();
+    for (name, f) in files {
+        let path = dir.join(&name);
+        let Some(stamp) = Stamp::of(&path) else {
+            continue;
+        };
+        let same = {
+            use std::os::unix::fs::MetadataExt;
+            f.file
+                .metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == (stamp.dev, stamp.ino))
+        };
+        let mtime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(stamp.mtime_ns.max(0) as u64);
+        // Read to its end, settled before that read, unchanged since.
+        if same && stamp.len == f.read && mtime + SETTLED <= read_end {
+            remember(stamp, &hex::encode(f.hasher.finalize()));
+        }
+    }
+}
+
 /// Files hashed at once in a directory archive.
 fn hash_jobs() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
@@ -629,6 +775,83 @@ mod tests {
         .unwrap();
         assert_eq!(size, 3 * CHUNK as u64 + 10);
         assert_eq!(sha, hex::encode(Sha256::digest(listing.as_bytes())));
+    }
+
+    #[test]
+    fn only_table_data_files_are_followed() {
+        for name in ["3356.dat", "3356.dat.gz", "12.dat.zst"] {
+            assert!(is_table_data(name), "{name}");
+        }
+        for name in [
+            "toc.dat",
+            "blobs.toc",
+            "blob_16400.dat",
+            ".dat",
+            "3356",
+            "3356.partial",
+        ] {
+            assert!(!is_table_data(name), "{name}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_hashed_while_written_is_not_read_back_again() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("3358.dat");
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let follower = tokio::spawn({
+            let dir = dir.path().to_path_buf();
+            async move { follow_dump(&dir, rx).await }
+        });
+        // pg_dump's way: appended in pieces, then the TOC last.
+        let mut expected = Sha256::new();
+        let mut f = std::fs::File::create(&data).unwrap();
+        for i in 0..20u8 {
+            let piece = vec![i; CHUNK / 2 + usize::from(i)];
+            f.write_all(&piece).unwrap();
+            expected.update(&piece);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        drop(f);
+        std::fs::write(dir.path().join("toc.dat"), b"PGDMP").unwrap();
+        tx.send(Some(true)).unwrap();
+        follower.await.unwrap();
+        let stamp = Stamp::of(&data).unwrap();
+        assert_eq!(
+            remembered(stamp),
+            Some(hex::encode(expected.finalize())),
+            "followed to its end"
+        );
+        assert_eq!(
+            remembered(Stamp::of(&dir.path().join("toc.dat")).unwrap()),
+            None
+        );
+        let hash = |reread| {
+            let dir = dir.path().to_path_buf();
+            async move {
+                hash_archive(
+                    &dir,
+                    DumpFormat::Directory,
+                    reread,
+                    &crate::pgtools::no_progress,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(hash(Reread::Changed).await, hash(Reread::All).await);
+    }
+
+    #[tokio::test]
+    async fn a_failed_dump_stops_following_and_trusts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("3358.dat");
+        written(&data, b"half a table", std::time::Duration::from_secs(60));
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        tx.send(Some(false)).unwrap();
+        follow_dump(dir.path(), rx).await;
+        assert_eq!(remembered(Stamp::of(&data).unwrap()), None);
     }
 
     #[tokio::test]
