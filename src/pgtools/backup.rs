@@ -248,24 +248,9 @@ pub async fn backup(
         );
         r
     };
-    // A directory archive written on this machine is hashed as it is
-    // written; the read-back then reads only what was not.
-    let follow = runner.is_local() && format == DumpFormat::Directory;
-    let (written_tx, written_rx) = tokio::sync::watch::channel(None);
     // The first failure ends both: pg_dump is killed if the measuring
     // fails, and the session closed if pg_dump fails.
-    let measured_and_dumped = async {
-        let r = futures::future::try_join(measure, dump).await;
-        let _ = written_tx.send(Some(matches!(r, Ok((_, Some(_))))));
-        r
-    };
-    let following = async {
-        if follow {
-            archive::follow_dump(&partial, written_rx).await;
-        }
-    };
-    let (joined, ()) = futures::join!(measured_and_dumped, following);
-    let (source, streamed) = match joined {
+    let (source, streamed) = match futures::future::try_join(measure, dump).await {
         Ok((source, Some(streamed))) => (source, streamed),
         Ok((_, None)) => {
             return Err(PgError::Output {
@@ -283,8 +268,7 @@ pub async fn backup(
     if std::env::var("PGPLAN_TEST_CORRUPT_BACKUP").ok().as_deref() == Some(database) {
         corrupt_for_test(&partial, format);
     }
-    let reread = if follow { Reread::Changed } else { Reread::All };
-    let checked = check_partial(runner, &partial, format, streamed, reread, progress).await;
+    let checked = check_partial(runner, &partial, format, streamed, progress).await;
     let (bytes, sha256, toc_entries) = match checked {
         Ok(c) => c,
         Err(e) => {
@@ -408,11 +392,10 @@ async fn check_partial(
     partial: &Path,
     format: DumpFormat,
     streamed: Option<(u64, String)>,
-    reread: Reread,
     progress: ProgressFn<'_>,
 ) -> Result<(u64, String, u64), PgError> {
     let ((bytes, sha), ()) = futures::future::try_join(
-        archive::hash_archive(partial, format, reread, progress),
+        archive::hash_archive(partial, format, Reread::All, progress),
         archive::sync_archive(partial, format),
     )
     .await?;
