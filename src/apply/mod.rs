@@ -524,8 +524,9 @@ async fn resume_rollback(
     .await
 }
 
-/// Roll back: the failed steps (they may have half-acted), then every step
-/// done before its placement's commit point, newest first; compensations in
+/// Roll back: the failed steps (they may have half-acted; none of them is
+/// in `done`), then every step done before its placement's commit point,
+/// newest first; compensations in
 /// `already` are recorded as done and not run again. Always ends in
 /// [`ApplyError::Failed`], carrying the first failure and what the
 /// rollback did.
@@ -543,10 +544,10 @@ async fn roll_back(
         .steps
         .iter()
         .enumerate()
+        .rev()
         .filter(|(i, s)| done.contains_key(&s.address) && !post_commit(plan, &commits, *i))
         .map(|(i, _)| i)
         .collect();
-    order.sort_unstable_by(|a, b| b.cmp(a));
     let mut first: Vec<usize> = failed
         .iter()
         .copied()
@@ -554,7 +555,6 @@ async fn roll_back(
         .collect();
     first.sort_unstable_by(|a, b| b.cmp(a));
     first.dedup();
-    order.retain(|i| !first.contains(i));
     first.append(&mut order);
     let mut undone = Vec::new();
     let mut kept = Vec::new();

@@ -110,11 +110,17 @@ pub(super) async fn undo(
             // Run again by a resumed rollback: the old object may be back
             // already, and deleting it again would change its cluster IP.
             if let (Some(before), Some(live)) = (&step.before, c.get(object).await?) {
-                let replacement = step.after.as_ref().map(
-                    |a| json!({"spec": recreatable(a).get("spec").cloned().unwrap_or(Value::Null)}),
-                );
-                let is_replacement = replacement.is_some_and(|r| covers(&live, &r));
-                if !is_replacement && covers(&live, &json!({"spec": old_spec(before)})) {
+                let is_replacement = step
+                    .after
+                    .as_ref()
+                    .is_some_and(|a| covers(&live, &json!({"spec": spec_of(a)})));
+                let mut old = spec_of(before);
+                // The server may have picked it a new cluster IP.
+                if let Some(o) = old.as_object_mut() {
+                    o.remove("clusterIP");
+                    o.remove("clusterIPs");
+                }
+                if !is_replacement && covers(&live, &json!({ "spec": old })) {
                     return Ok(Undo::Undone(format!(
                         "the old {} is back",
                         object.display()
@@ -233,18 +239,12 @@ pub(super) async fn undo(
     }
 }
 
-/// The old object's spec as the replacement's compensation recreates it,
-/// less what the server may have picked anew (its cluster IP).
-fn old_spec(before: &Value) -> Value {
-    let mut spec = recreatable(before)
+/// A manifest's spec as pgplan would create it.
+fn spec_of(manifest: &Value) -> Value {
+    recreatable(manifest)
         .get("spec")
         .cloned()
-        .unwrap_or(Value::Null);
-    if let Some(o) = spec.as_object_mut() {
-        o.remove("clusterIP");
-        o.remove("clusterIPs");
-    }
-    spec
+        .unwrap_or(Value::Null)
 }
 
 fn is_workload(o: &ObjectRef) -> bool {
