@@ -47,9 +47,14 @@ use pgplan::pgtools::{
 use pgplan::plan::VerifyChecks;
 use pgplan::spec::DumpFormat;
 
+#[path = "measure.rs"]
+#[allow(dead_code)] // each bench reads part of what a run gives
+mod measure;
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
+
+use measure::{mb, reap, run};
 
 use support::pg;
 use support::proc::{ChildGuard, SpawnOptions};
@@ -176,50 +181,11 @@ fn spawn_postgres(
     ChildGuard::spawn(cmd, SpawnOptions::UNPRIVILEGED).expect("start postgres")
 }
 
-/// Runs a command to completion; its wall time and peak RSS (bytes, its
-/// own and its waited-for children's). Panics, with stderr, if it fails.
-// Reaped with wait4 (to read its rusage), not Child::wait.
-#[allow(clippy::zombie_processes)]
-fn run(mut cmd: Command, what: &str) -> (Duration, u64, String) {
-    let t = Instant::now();
-    cmd.stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    let (status, usage) = reap(&child);
-    let wall = t.elapsed();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{what} failed: {stderr}"
-    );
-    (wall, usage.ru_maxrss as u64 * 1024, stderr)
-}
-
-/// Waits for `child` with wait4: its exit status and its resource usage
-/// (peak RSS among it and its own waited-for children).
-fn reap(child: &std::process::Child) -> (libc::c_int, libc::rusage) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4");
-    (status, usage)
-}
-
 fn tool(server: &Server, program: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(pg::bin(program));
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null());
     server.libpq(&mut cmd);
     cmd
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// Row counts of every table, to check a copy is complete (not timed).
@@ -328,7 +294,7 @@ fn path_a(source: &Server, db: &str, work: &Path) -> Outcome {
     let t = Instant::now();
     let mut dump = tool(source, "pg_dump", &["-d", db]);
     dump.stdout(std::fs::File::create(&file).expect("dump file"));
-    let (dump_time, dump_rss, _) = run(dump, "pg_dump > backup.sql");
+    let dump = run(dump, "pg_dump > backup.sql");
     let create = format!("CREATE DATABASE {db}");
     run(
         tool(
@@ -338,7 +304,7 @@ fn path_a(source: &Server, db: &str, work: &Path) -> Outcome {
         ),
         "createdb",
     );
-    let (_, psql_rss, errors) = run(
+    let load = run(
         tool(
             &target,
             "psql",
@@ -352,13 +318,13 @@ fn path_a(source: &Server, db: &str, work: &Path) -> Outcome {
     std::fs::remove_file(&file).expect("remove the dump");
     Outcome {
         wall,
-        peaks: vec![("pg_dump", dump_rss), ("psql", psql_rss)],
+        peaks: vec![("pg_dump", dump.peak), ("psql", load.peak)],
         note: format!(
             "dump {:.1} s, {:.0} MB; load {:.1} s{}",
-            dump_time.as_secs_f64(),
+            dump.wall.as_secs_f64(),
             mb(size),
-            (wall - dump_time).as_secs_f64(),
-            if errors.contains("ERROR") {
+            (wall - dump.wall).as_secs_f64(),
+            if load.stderr.contains("ERROR") {
                 ", psql reported errors"
             } else {
                 ""
@@ -372,7 +338,7 @@ fn path_b(source: &Server, db: &str, work: &Path) -> Outcome {
     let dir = work.join(format!("{db}.dir"));
     let dir_s = dir.to_string_lossy().into_owned();
     let t = Instant::now();
-    let (dump_time, dump_rss, _) = run(
+    let dump = run(
         tool(source, "pg_dump", &["-Fd", "-j2", "-f", &dir_s, "-d", db]),
         "pg_dump -Fd -j2",
     );
@@ -385,7 +351,7 @@ fn path_b(source: &Server, db: &str, work: &Path) -> Outcome {
         ),
         "createdb",
     );
-    let (_, restore_rss, _) = run(
+    let restore = run(
         tool(&target, "pg_restore", &["-j2", "-d", db, &dir_s]),
         "pg_restore -j2",
     );
@@ -400,12 +366,12 @@ fn path_b(source: &Server, db: &str, work: &Path) -> Outcome {
     std::fs::remove_dir_all(&dir).expect("remove the dump");
     Outcome {
         wall,
-        peaks: vec![("pg_dump", dump_rss), ("pg_restore", restore_rss)],
+        peaks: vec![("pg_dump", dump.peak), ("pg_restore", restore.peak)],
         note: format!(
             "dump {:.1} s, {:.0} MB; restore {:.1} s",
-            dump_time.as_secs_f64(),
+            dump.wall.as_secs_f64(),
             mb(size),
-            (wall - dump_time).as_secs_f64()
+            (wall - dump.wall).as_secs_f64()
         ),
     }
 }

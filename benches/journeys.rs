@@ -23,16 +23,20 @@
 //! `PGPLAN_BENCH_SECTIONS=plan,healthcare,backstage` picks sections.
 //! Every copy is checked (row counts equal) before its figure is printed.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "measure.rs"]
+#[allow(dead_code)] // each bench reads part of what a run gives
+mod measure;
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
+
+use measure::{mb, Ran};
 
 use support::pg;
 use support::sim::scenario::{backstage as bs, healthcare as hc};
@@ -45,61 +49,15 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-/// A finished process: wall time, peak RSS (its own and its waited-for
-/// children's, bytes), stdout.
-struct Ran {
-    wall: Duration,
-    peak: u64,
-    stdout: String,
-}
-
-/// Runs a command to completion, reaped with wait4 to read its rusage.
-/// Panics with its output if it fails.
-#[allow(clippy::zombie_processes)]
+/// Runs `cmd` to completion with its stdout captured (see [`measure::run`]).
 fn run(mut cmd: Command, what: &str) -> Ran {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let t = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let mut err_pipe = child.stderr.take().expect("stderr");
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err_pipe.read_to_string(&mut s);
-        s
-    });
-    let mut stdout = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut stdout);
-    }
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4");
-    let wall = t.elapsed();
-    let stderr = errs.join().unwrap_or_default();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{what} failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    Ran {
-        wall,
-        peak: usage.ru_maxrss as u64 * 1024,
-        stdout,
-    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    measure::run(cmd, what)
 }
 
 /// `pgplan` in `dir`, against `cluster` (and an AWS account when given).
