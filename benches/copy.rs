@@ -600,7 +600,11 @@ fn pgplan_path(args: &[String]) {
             "reload" | "off" => false,
             _ => size >= pgplan::diff::RESTART_FROM_BYTES,
         };
-        let tune = mode != "off";
+        let tune = match mode.as_str() {
+            "off" => false,
+            "restart" | "reload" => true,
+            _ => size >= pgplan::diff::RESTART_FROM_BYTES,
+        };
         let mut phases = Vec::new();
         let mut t = Instant::now();
         let mut lap = |name: &str, t: &mut Instant| {

@@ -188,7 +188,8 @@ pub struct StatefulSetTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LoadTuningMode {
-    /// `restart` when the databases to load hold at least 256 MiB, else `reload`.
+    /// `restart` when the databases to load hold at least 256 MiB, else `off`: below that,
+    /// tuning and putting the settings back cost more than they save.
     #[default]
     Auto,
     /// Also minimal WAL (`wal_level = minimal`, `max_wal_senders = 0`): postgres-0 is

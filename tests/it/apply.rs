@@ -219,13 +219,14 @@ fn apply_moves_the_patients_into_a_statefulset() {
     assert!(out.contains("Apply complete"), "{out}");
     assert!(
         out.contains("Downtime of healthcare: ")
-            && out.contains("s (steps 3–14; dump and restore "),
+            && out.contains("s (steps 3–12; dump and restore "),
         "{out}"
     );
     assert_moved(&cluster);
     assert_eq!(db_pod(&cluster), "postgres-0");
     assert_eq!(patients(&cluster), before, "the same rows, byte for byte");
-    // 7 MiB: tuned by reload, no restart, and put back.
+    // 7 MiB: `loadTuning: auto` loads it on the server's own settings.
+    assert!(!out.contains("tune-for-loading"), "{out}");
     assert!(!out.contains("restarting Pod"), "{out}");
     assert_settings_back(&cluster);
     // Nothing left to do.
@@ -292,11 +293,11 @@ fn json_events_report_every_step() {
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
     let done = events.iter().filter(|e| e["event"] == "step_done").count();
-    assert_eq!(done, 14, "{out}");
+    assert_eq!(done, 12, "{out}");
     assert_eq!(events.last().unwrap()["event"], "apply_finished");
     assert!(!out.contains(hc::PASSWORD));
 
-    // The downtime the consumers saw: the window's steps 3–14 as planned, at
+    // The downtime the consumers saw: the window's steps 3–12 as planned, at
     // least as long as the chain of steps in it that wait for each other (all
     // but #6, the Service, which runs beside #5), dump and restore a part of it.
     let downtime: Vec<&Value> = events.iter().filter(|e| e["event"] == "downtime").collect();
@@ -305,7 +306,7 @@ fn json_events_report_every_step() {
     assert_eq!(d["placement"], "healthcare");
     assert_eq!(
         (d["first_step"].as_u64(), d["last_step"].as_u64()),
-        (Some(3), Some(14))
+        (Some(3), Some(12))
     );
     let secs = |v: &Value| v.as_f64().expect("seconds");
     let window: f64 = events
@@ -314,7 +315,7 @@ fn json_events_report_every_step() {
             e["event"] == "step_done"
                 && e["position"]
                     .as_u64()
-                    .is_some_and(|p| (3..=14).contains(&p) && p != 6)
+                    .is_some_and(|p| (3..=12).contains(&p) && p != 6)
         })
         .map(|e| secs(&e["seconds"]))
         .sum();
@@ -350,7 +351,9 @@ fn json_events_report_every_step() {
 /// among the steps rolled back.
 #[test]
 fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
-    let steps = step_addresses();
+    let planned = tempfile::tempdir().unwrap();
+    let steps = step_addresses(Some(&restart_spec(planned.path())));
+    assert!(steps.iter().any(|s| s.ends_with("/tune-for-loading")));
     for (i, address) in steps.iter().enumerate() {
         let cluster = SimCluster::with_scenario(Scenario::Healthcare);
         let state = tempfile::tempdir().unwrap();
@@ -412,7 +415,12 @@ fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
 /// minimal WAL, or between the restarts, resumes too).
 #[test]
 fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
-    let n = step_addresses().len();
+    let planned = tempfile::tempdir().unwrap();
+    let n = step_addresses(Some(&restart_spec(planned.path()))).len();
+    assert_eq!(
+        n, 14,
+        "the example's steps, tune-for-loading and untune among them"
+    );
     for k in 1..=n {
         let cluster = SimCluster::with_scenario(Scenario::Healthcare);
         let state = tempfile::tempdir().unwrap();
@@ -478,7 +486,7 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
 ///   would move data they have changed since the backup.
 #[test]
 fn a_kill_while_rolling_back_resumes_the_rollback_not_the_move() {
-    let steps = step_addresses();
+    let steps = step_addresses(None);
     let position = |address: &str| {
         steps
             .iter()
@@ -670,11 +678,27 @@ fn scale(cluster: &SimCluster, name: &str, replicas: i32) {
     });
 }
 
-fn step_addresses() -> Vec<String> {
-    let out = crate::cli::pgplan(
-        &["plan", "--example", "healthcare", "--format", "json"],
-        &[],
+/// The addresses of the example's steps, in plan order; with `spec`, of
+/// that spec's plan against the example's saved live state.
+fn step_addresses(spec: Option<&str>) -> Vec<String> {
+    let live = format!(
+        "{}/examples/healthcare/live.yaml",
+        env!("CARGO_MANIFEST_DIR")
     );
+    let args: Vec<&str> = match spec {
+        Some(spec) => vec![
+            "plan",
+            "-f",
+            spec,
+            "--live-state",
+            &live,
+            "--format",
+            "json",
+        ],
+        None => vec!["plan", "--example", "healthcare", "--format", "json"],
+    };
+    let out = crate::cli::pgplan(&args, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["steps"]
         .as_array()

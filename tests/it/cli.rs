@@ -388,11 +388,10 @@ fn the_readme_first_command_prints_steps_in_order_with_risk_and_the_summary() {
         "#4  pg/healthcare/healthcare/backup",
         "#5  k8s/default/Deployment/postgres  [disruptive]",
         "#7  k8s/default/StatefulSet/postgres",
-        "#9  pg/healthcare/tune-for-loading",
-        "#10 pg/healthcare/healthcare/restore",
-        "#11 pg/healthcare/untune",
-        "#12 pg/healthcare/healthcare/verify",
-        "#14 k8s/default/Deployment/healthcare-api:resume",
+        "#8  pg/healthcare/prepare",
+        "#9  pg/healthcare/healthcare/restore",
+        "#10 pg/healthcare/healthcare/verify",
+        "#12 k8s/default/Deployment/healthcare-api:resume",
     ];
     let mut at = 0;
     for step in order {
@@ -402,7 +401,7 @@ fn the_readme_first_command_prints_steps_in_order_with_risk_and_the_summary() {
         at += found + step.len();
     }
     assert!(stdout.trim_end().ends_with(
-        "Plan: 3 to add, 3 to change, 2 to destroy, 7 to run; 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–14."
+        "Plan: 3 to add, 3 to change, 2 to destroy, 5 to run; 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–12."
     ));
     assert!(!stdout.contains('\x1b'), "no colour when not on a terminal");
 }

@@ -295,9 +295,9 @@ fn assert_safe(plan: &Plan) {
     }
 }
 
-/// `loadTuning`: auto restarts for minimal WAL from 256 MiB to load, restart
-/// and reload force it either way, off plans no tuning; untune sits between
-/// every restore and every verify.
+/// `loadTuning`: auto tunes (restarting for minimal WAL) from 256 MiB to
+/// load and not at all below, restart and reload force tuning either way,
+/// off plans none; untune sits between every restore and every verify.
 #[test]
 fn load_tuning_modes_decide_the_restart() {
     let (s, l) = example_files("healthcare");
@@ -334,10 +334,28 @@ fn load_tuning_modes_decide_the_restart() {
         Some((*a, *b, format!("{} / {}", tune.summary, tune.reason)))
     };
     let mib = 1u64 << 20;
-    let (small, _, why) = tuned(None, 7 * mib).unwrap();
-    assert!(!small, "7 MiB is loaded without a restart");
     assert!(
-        why.contains("by reload") && why.contains("256 MiB"),
+        tuned(None, 7 * mib).is_none(),
+        "auto loads 7 MiB on the server's own settings"
+    );
+    let (spec, live) = example("healthcare", None);
+    let plan = plan_of(&spec, &live);
+    let why = &plan
+        .step("pg/healthcare/healthcare/restore")
+        .unwrap()
+        .reason;
+    assert!(
+        why.contains(
+            "own settings: `loadTuning: auto` tunes from 256 MiB to load, and there is 7.4 MiB"
+        ),
+        "the restore says why nothing is tuned: {why}"
+    );
+    assert!(tuned(None, 256 * mib - 1).is_none());
+    assert!(tuned(None, 256 * mib).unwrap().0, "from 256 MiB, restarts");
+    let (small, _, why) = tuned(Some("reload"), 7 * mib).unwrap();
+    assert!(!small, "reload does not restart");
+    assert!(
+        why.contains("by reload") && why.contains("`loadTuning: reload`"),
         "{why}"
     );
     let (big, back, why) = tuned(None, 300 * mib).unwrap();
@@ -370,9 +388,7 @@ fn healthcare_steps_in_order_with_reasons() {
             "k8s/default/Service/postgres",
             "k8s/default/StatefulSet/postgres",
             "pg/healthcare/prepare",
-            "pg/healthcare/tune-for-loading",
             "pg/healthcare/healthcare/restore",
-            "pg/healthcare/untune",
             "pg/healthcare/healthcare/verify",
             "k8s/default/Pod/postgres-0:self-heal",
             "k8s/default/Deployment/healthcare-api:resume",
@@ -384,7 +400,7 @@ fn healthcare_steps_in_order_with_reasons() {
         step("k8s/default/Deployment/postgres").risk,
         Risk::Disruptive
     );
-    assert_eq!(plan.placements[0].downtime, Some((3, 14)));
+    assert_eq!(plan.placements[0].downtime, Some((3, 12)));
     // The StatefulSet keeps the Deployment's labels, env and image, mounts the claim template.
     let sts = step("k8s/default/StatefulSet/postgres");
     assert!(matches!(sts.operation, Operation::Create { .. }));

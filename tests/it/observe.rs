@@ -128,7 +128,7 @@ fn healthcare_observe_then_offline_plan_equals_online_plan() {
             .collect()
     };
     assert_eq!(steps(&online), steps(&example));
-    assert_eq!(steps(&online).len(), 14);
+    assert_eq!(steps(&online).len(), 12);
 }
 
 fn api_requests(cluster: &SimCluster) -> usize {

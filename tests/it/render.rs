@@ -283,7 +283,7 @@ fn summary_lines_of_the_examples() {
         (
             "healthcare",
             None,
-            "Plan: 3 to add, 3 to change, 2 to destroy, 7 to run; 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–14.",
+            "Plan: 3 to add, 3 to change, 2 to destroy, 5 to run; 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–12.",
         ),
         (
             "backstage-to-rds",
@@ -580,14 +580,14 @@ fn text_shows_each_kind_of_step_as_intended() {
     assert!(out.contains("why: the old volume is the rollback path"));
     assert!(out.contains("depends on #2, #5, #6\n"));
     assert!(out.contains("size: 7.4 MiB"));
-    // Steps 3 to 14 are inside the window, 1 and 2 outside.
+    // Steps 3 to 12 are inside the window, 1 and 2 outside.
     let window_start = out
-        .find("┌─ ⏸ downtime: consumers stopped during steps 3–14")
+        .find("┌─ ⏸ downtime: consumers stopped during steps 3–12")
         .unwrap();
     assert!(out.find("#2  k8s/PersistentVolume/postgres-pv-0").unwrap() < window_start);
     assert!(out.contains("│   ~ #3  k8s/default/Deployment/healthcare-api:quiesce"));
-    assert!(out.contains("│   ~ #14 k8s/default/Deployment/healthcare-api:resume"));
-    assert!(out.contains("└─ ▶ downtime ends after step 14"));
+    assert!(out.contains("│   ~ #12 k8s/default/Deployment/healthcare-api:resume"));
+    assert!(out.contains("└─ ▶ downtime ends after step 12"));
 }
 
 #[test]
@@ -658,7 +658,7 @@ fn json_is_versioned_snake_case_and_deterministic() {
     assert_eq!(restore["operation"]["database"]["size_bytes"], 7724391);
     assert_eq!(
         v["placements"][0]["downtime"],
-        json!({"first_step": 3, "last_step": 14})
+        json!({"first_step": 3, "last_step": 12})
     );
     assert_eq!(v["summary"]["add"], 3);
     assert_eq!(v["summary"]["bytes"], 7724391);
