@@ -439,9 +439,7 @@ pub(crate) async fn list(
             "--list".into(),
             path.to_string_lossy().into_owned(),
         ];
-        runner
-            .run(&argv, None::<tokio::io::Empty>, &mut out)
-            .await?
+        runner.run(&argv, super::Stdin::none(), &mut out).await?
     } else {
         if format == DumpFormat::Directory {
             return Err(PgError::Refused {
@@ -453,6 +451,11 @@ pub(crate) async fn list(
         let f = tokio::fs::File::open(path)
             .await
             .map_err(|e| PgError::archive(path, format!("it cannot be opened: {e}")))?;
+        let len = f
+            .metadata()
+            .await
+            .map_err(|e| PgError::archive(path, format!("it cannot be read: {e}")))?
+            .len();
         // pg_restore stops reading after the table of contents; the rest
         // is read and dropped in the pod, so the exec's stdin is consumed to
         // its end (a client still sending when the server closes the stream
@@ -462,7 +465,9 @@ pub(crate) async fn list(
             "-c".into(),
             "pg_restore --list; rc=$?; cat >/dev/null; exit $rc".into(),
         ];
-        runner.run(&argv, Some(f), &mut out).await?
+        runner
+            .run(&argv, super::Stdin::Sized(f, len), &mut out)
+            .await?
     };
     if outcome.code != 0 {
         return Err(PgError::archive(

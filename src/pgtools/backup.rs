@@ -347,7 +347,7 @@ async fn dump(
     match format {
         DumpFormat::Custom => {
             let mut out = HashingWriter::create(partial, Phase::Dump, progress).await?;
-            let outcome = runner.run(argv, None::<tokio::io::Empty>, &mut out).await?;
+            let outcome = runner.run(argv, super::Stdin::none(), &mut out).await?;
             if outcome.code != 0 {
                 return Err(runner.failure(argv, outcome));
             }
@@ -356,7 +356,7 @@ async fn dump(
         }
         DumpFormat::Directory => {
             let mut sink = tokio::io::sink();
-            let run = runner.run(argv, None::<tokio::io::Empty>, &mut sink);
+            let run = runner.run(argv, super::Stdin::none(), &mut sink);
             tokio::pin!(run);
             // pg_dump writes the files itself; report their growing size.
             let outcome = loop {

@@ -41,9 +41,10 @@ pub use verify::{verify, verify_in_sessions, Mismatch, Verified, VerifyFailure, 
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::cluster::exec::ExecOutcome;
+pub use crate::cluster::exec::Stdin;
 use crate::cluster::{Cluster, ClusterError};
 
 /// Why a PostgreSQL command failed.
@@ -205,7 +206,7 @@ impl Runner<'_> {
     pub async fn run<R, W>(
         &self,
         argv: &[String],
-        stdin: Option<R>,
+        stdin: Stdin<R>,
         stdout: &mut W,
     ) -> Result<ExecOutcome, PgError>
     where
@@ -237,7 +238,7 @@ impl Runner<'_> {
     /// Run a tool and collect its stdout as text; a non-zero exit is an error.
     pub async fn output(&self, argv: &[String]) -> Result<String, PgError> {
         let mut out = Vec::new();
-        let outcome = self.run(argv, None::<tokio::io::Empty>, &mut out).await?;
+        let outcome = self.run(argv, Stdin::none(), &mut out).await?;
         if outcome.code != 0 {
             return Err(self.failure(argv, outcome));
         }
@@ -260,7 +261,13 @@ impl Runner<'_> {
         let mut argv = psql_base(database);
         argv.extend(["-f".to_string(), "-".to_string()]);
         let mut out = Vec::new();
-        let outcome = self.run(&argv, Some(sql.as_bytes()), &mut out).await?;
+        let outcome = self
+            .run(
+                &argv,
+                Stdin::Sized(sql.as_bytes(), sql.len() as u64),
+                &mut out,
+            )
+            .await?;
         if outcome.code != 0 {
             return Err(self.failure(&argv, outcome));
         }
@@ -355,7 +362,7 @@ pub fn psql(database: &str, sql: &str) -> Vec<String> {
 async fn run_local<R, W>(
     conn: &ConnInfo,
     argv: &[String],
-    stdin: Option<R>,
+    stdin: Stdin<R>,
     stdout: &mut W,
 ) -> Result<ExecOutcome, PgError>
 where
@@ -371,7 +378,7 @@ where
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .envs(conn.env())
-        .stdin(if stdin.is_some() {
+        .stdin(if !matches!(stdin, Stdin::None) {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -393,10 +400,13 @@ where
         message: "no stderr".into(),
     })?;
     let feed = async {
-        if let (Some(mut input), Some(mut w)) = (stdin, child_in) {
-            let _ = tokio::io::copy(&mut input, &mut w).await;
-            let _ = w.shutdown().await;
-        }
+        let Some(mut w) = child_in else { return };
+        let _ = match stdin {
+            Stdin::None => Ok(0),
+            Stdin::Sized(input, len) => tokio::io::copy(&mut input.take(len), &mut w).await,
+            Stdin::Open(mut input) => tokio::io::copy(&mut input, &mut w).await,
+        };
+        let _ = w.shutdown().await;
     };
     // Reads as large as the pipe holds, not tokio::io::copy's 8 KiB: a
     // dump of gigabytes passes through here.

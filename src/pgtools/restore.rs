@@ -212,6 +212,10 @@ async fn upload_file(
     dest: &str,
     progress: ProgressFn<'_>,
 ) -> Result<(u64, String), PgError> {
+    let len = tokio::fs::metadata(local)
+        .await
+        .map_err(|e| PgError::io("read", local, e))?
+        .len();
     let mut reader = HashingReader::open(local, Phase::Upload, progress).await?;
     let argv = vec![
         "sh".to_string(),
@@ -221,7 +225,9 @@ async fn upload_file(
         dest.to_string(),
     ];
     let mut out = Vec::new();
-    let outcome = runner.run(&argv, Some(&mut reader), &mut out).await?;
+    let outcome = runner
+        .run(&argv, super::Stdin::Sized(&mut reader, len), &mut out)
+        .await?;
     if outcome.code != 0 {
         return Err(runner.failure(&argv, outcome));
     }
@@ -296,7 +302,7 @@ async fn pg_restore(
     }
     argv.push(archive.to_string());
     let outcome = runner
-        .run(&argv, None::<tokio::io::Empty>, &mut tokio::io::sink())
+        .run(&argv, super::Stdin::none(), &mut tokio::io::sink())
         .await?;
     if outcome.code == 0 {
         return Ok(());

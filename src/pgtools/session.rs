@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
 use super::{PgError, Runner};
 
@@ -94,7 +94,7 @@ impl Session {
 }
 
 /// Runs `work` with a session on `database` through `runner`, with
-/// [`STABLE_SETTINGS`] applied. The session ends (psql's stdin is closed)
+/// [`STABLE_SETTINGS`] applied. The session ends (psql reads `\q`, and its stdin ends)
 /// when `work` returns. If psql fails, its error (stderr, exit code) is
 /// returned rather than the broken session's.
 pub(crate) async fn with_session<T, F, Fut>(
@@ -117,7 +117,11 @@ where
     };
     let psql = async {
         let mut psql_stdout = psql_stdout;
-        let r = runner.run(&argv, Some(psql_stdin), &mut psql_stdout).await;
+        // psql ends the session itself on `\q`, sent once `work` is done
+        // with it (its input ends): over a v4 exec, the end of stdin cannot
+        // be signalled without losing psql's exit status.
+        let stdin = super::Stdin::Open(psql_stdin.chain(&b"\\q\n"[..]));
+        let r = runner.run(&argv, stdin, &mut psql_stdout).await;
         // Closing our end of psql's stdout ends any read still waiting.
         drop(psql_stdout);
         r

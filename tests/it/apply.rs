@@ -211,7 +211,19 @@ fn assert_moved(cluster: &SimCluster) {
 
 #[test]
 fn apply_moves_the_patients_into_a_statefulset() {
-    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    moves_the_patients(SimCluster::with_scenario(Scenario::Healthcare));
+}
+
+/// The same through a kubelet that speaks only `v4.channel.k8s.io`
+/// (before Kubernetes 1.30), which loses a command's exit status once the
+/// client closes its side: every exec of observe, plan and apply ends with
+/// its status there too.
+#[test]
+fn apply_moves_the_patients_into_a_statefulset_over_exec_v4() {
+    moves_the_patients(SimCluster::with_scenario_v4(Scenario::Healthcare));
+}
+
+fn moves_the_patients(cluster: SimCluster) {
     let state = tempfile::tempdir().unwrap();
     let before = patients(&cluster);
     assert_eq!(before.0, "Alice,Bob,Ibrahim");
@@ -706,6 +718,47 @@ fn step_addresses(spec: Option<&str>) -> Vec<String> {
         .iter()
         .map(|s| s["address"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Over a v4-only kubelet: a failure after the restore rolls back with the
+/// original data (the compensations exec too), and a kill after the backup
+/// then resumes to the end with the same rows.
+#[test]
+fn over_exec_v4_a_failure_rolls_back_and_a_kill_resumes() {
+    let cluster = SimCluster::with_scenario_v4(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let before = patients(&cluster);
+    let steps = step_addresses(None);
+    let restore = steps
+        .iter()
+        .find(|s| s.ends_with("/restore"))
+        .expect("a restore step");
+    let out = apply(&cluster, state.path(), &[("PGPLAN_TEST_FAIL", restore)]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Rolled back to the original topology"),
+        "{err}"
+    );
+    assert_original_topology(&cluster);
+    assert_eq!(patients(&cluster), before, "data after the rollback");
+
+    let backup = steps
+        .iter()
+        .position(|s| s.ends_with("/backup"))
+        .expect("a backup step")
+        + 1;
+    let crash = format!("after:{backup}");
+    let out = apply(&cluster, state.path(), &[("PGPLAN_TEST_CRASH", &crash)]);
+    assert_eq!(out.status.code(), None, "killed: {}", text(&out.stderr));
+    ok(&pgplan_in(
+        &cluster,
+        state.path(),
+        &["apply", "-f", &spec(), "--auto-approve", "--resume"],
+        &[],
+    ));
+    assert_moved(&cluster);
+    assert_eq!(patients(&cluster), before, "data after resuming");
 }
 
 #[test]

@@ -28,6 +28,15 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
+        World::with_cluster(SimCluster::with_scenario(Scenario::Backstage))
+    }
+
+    /// A world whose kubelet speaks only `v4.channel.k8s.io` (before Kubernetes 1.30).
+    pub fn v4() -> World {
+        World::with_cluster(SimCluster::with_scenario_v4(Scenario::Backstage))
+    }
+
+    fn with_cluster(cluster: SimCluster) -> World {
         let rds_pg = LocalPostgres::start_with(PgOptions {
             superuser: "postgres".into(),
             password: MASTER_PASSWORD.into(),
@@ -35,7 +44,7 @@ impl World {
         })
         .expect("the server standing behind RDS");
         World {
-            cluster: SimCluster::with_scenario(Scenario::Backstage),
+            cluster,
             aws: Moto::shared().account(),
             rds_pg,
             dir: tempfile::tempdir().expect("tempdir"),
@@ -176,7 +185,18 @@ fn decode(secret: &Value, key: &str) -> String {
 
 #[test]
 fn the_plugin_databases_move_to_rds_and_backstage_follows() {
-    let w = World::new();
+    move_to_rds(World::new());
+}
+
+/// The same through a kubelet that speaks only v4: the dumps of the six
+/// databases, their listings and the measuring sessions end with their
+/// exit status.
+#[test]
+fn the_plugin_databases_move_to_rds_over_exec_v4() {
+    move_to_rds(World::v4());
+}
+
+fn move_to_rds(w: World) {
     let spec = w.spec(|s| s);
     let before = fingerprint(|db, sql| w.source(db, sql));
     assert_eq!(
@@ -390,6 +410,40 @@ fn a_failure_at_each_step_rolls_back() {
             "{address}: second apply"
         );
     }
+}
+
+/// Over a v4-only kubelet: a failure at the last database's verify rolls
+/// back (Backstage on its local database with its data, nothing left on
+/// the target), and a second apply succeeds.
+#[test]
+fn over_exec_v4_a_failure_rolls_back_and_a_second_apply_succeeds() {
+    let w = World::v4();
+    let spec = w.spec(|s| s);
+    let before = fingerprint(|db, sql| w.source(db, sql));
+    let out = w.apply(
+        &spec,
+        &[(
+            "PGPLAN_TEST_FAIL",
+            "pg/backstage/backstage_plugin_search/verify",
+        )],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Rolled back to the original topology"),
+        "{err}"
+    );
+    assert_eq!(w.cr()["spec"]["application"]["replicas"], 1);
+    assert_eq!(fingerprint(|db, sql| w.source(db, sql)), before);
+    assert_eq!(
+        w.target(
+            "postgres",
+            "select count(*) from pg_database where datname like 'backstage_plugin_%'",
+        ),
+        "0"
+    );
+    ok(&w.apply(&spec, &[]));
+    assert_eq!(fingerprint(|db, sql| w.target(db, sql)), before);
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod aws;
 mod backstage;
 mod cli;
 mod diff;
+mod exec;
 mod observe;
 mod pgtools;
 mod render;

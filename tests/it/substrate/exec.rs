@@ -1,5 +1,6 @@
 //! Exec and port-forward: exit statuses, stdin/stdout streaming, pg_dump piped into psql between
-//! pods, the v4 protocol, and port-forward to a pod's server with real psql.
+//! pods, the v4 protocol (and a kubelet that speaks only v4), and port-forward to a pod's server
+//! with real psql.
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -11,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{collect, exec, from_json, CONVERGE};
 use crate::support::sim::scenario::healthcare;
-use crate::support::{pg, Scenario, SimCluster};
+use crate::support::sim::ExecProtocols;
+use crate::support::{pg, Scenario, SimCluster, SimOptions};
 
 #[tokio::test]
 async fn exec_reports_output_and_exit_codes_like_the_kubelet() {
@@ -301,4 +303,92 @@ async fn port_forward_reaches_the_pods_server() {
         .expect("an error message");
     assert!(err.contains("connection refused"), "{err}");
     let _ = pf.take_stream(8000).unwrap().write_all(b"x").await;
+}
+
+/// A kubelet before 1.30 (`ExecProtocols::V4Only`): kube offers v5 and v4 and gets v4; a client
+/// asking only for v5 is refused. Closing the client's side (kube does it when stdin is shut,
+/// having no close signal over v4) closes the whole session: the command's stdin ends, it runs
+/// on to its end, and its later output and its exit status never arrive.
+#[tokio::test]
+async fn a_v4_kubelet_ends_the_session_when_the_client_closes_its_side() {
+    let c = SimCluster::start_with(SimOptions {
+        exec: ExecProtocols::V4Only,
+        ..SimOptions::default()
+    })
+    .unwrap();
+    let client = c.client().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p: Pod = from_json(
+        json!({"metadata": {"name": "tools"}, "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}),
+    );
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    c.wait_until_async(CONVERGE, "the pod runs", |c| {
+        c.pod_ready("default", "tools")
+    })
+    .await;
+
+    // The negotiated protocol, as kube reads it from the upgrade response.
+    let ap = AttachParams::default().stdin(true).stderr(true);
+    let request = kube::core::Request::new("/api/v1/namespaces/default/pods")
+        .exec("tools", ["true"], &ap)
+        .unwrap();
+    let connection = client.connect(request).await.unwrap();
+    assert!(
+        !connection.supports_stream_close(),
+        "v4 negotiated, without stdin's close signal"
+    );
+    drop(connection);
+    let url = format!(
+        "ws://{}/api/v1/namespaces/default/pods/tools/exec?command=true&stdout=true",
+        c.url().trim_start_matches("http://")
+    );
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    req.headers_mut().insert(
+        "Authorization",
+        "Bearer pgplan-simcluster-token".parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 400),
+        other => panic!("a v5-only request must be refused: {other:?}"),
+    }
+
+    // stdin shut: kube closes the websocket; the command reads its end, and what it writes
+    // after (and its status) is dropped. It still ran to its end: its marker file is there.
+    let script = "read line; echo \"got $line\"; sleep 0.3; echo after; echo done > \"$HOME/marker\"; exit 3";
+    let mut p = pods.exec("tools", ["sh", "-c", script], &ap).await.unwrap();
+    let mut stdin = p.stdin().unwrap();
+    stdin.write_all(b"one\n").await.unwrap();
+    stdin.shutdown().await.unwrap();
+    let out = collect(p).await;
+    assert!(
+        out.status.is_none(),
+        "no exit status over a closed v4 session: {out:?}"
+    );
+    assert!(!out.stdout_str().contains("after"), "{out:?}");
+    let mut marker = String::new();
+    for _ in 0..100 {
+        marker = exec(
+            &pods,
+            "tools",
+            &["sh", "-c", "cat \"$HOME/marker\" 2>/dev/null"],
+        )
+        .await
+        .stdout_str();
+        if !marker.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(marker, "done\n");
+
+    // Without stdin, and with stdin kept open until the status: output and status arrive.
+    let ok = exec(&pods, "tools", &["sh", "-c", "echo v4; exit 2"]).await;
+    assert_eq!(ok.stdout_str(), "v4\n");
+    assert_eq!(ok.exit_code().as_deref(), Some("2"));
 }

@@ -37,6 +37,38 @@ pub struct ApiState {
     pub kubelet: Arc<Kubelet>,
     pub token: String,
     pub server_addr: String,
+    /// The exec protocols the kubelet speaks.
+    pub exec: ExecProtocols,
+}
+
+/// Which websocket channel protocols exec and port-forward speak: a kubelet of Kubernetes 1.30 or
+/// later (`v5.channel.k8s.io`, preferred, and `v4.channel.k8s.io`), or one before 1.30, or a proxy
+/// without v5 (`v4.channel.k8s.io` only), which closes an exec session when the client closes
+/// its side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecProtocols {
+    #[default]
+    V5,
+    V4Only,
+}
+
+impl ExecProtocols {
+    /// What the server offers, most preferred first.
+    pub fn offered(self) -> &'static [&'static str] {
+        match self {
+            ExecProtocols::V5 => &["v5.channel.k8s.io", "v4.channel.k8s.io"],
+            ExecProtocols::V4Only => &["v4.channel.k8s.io"],
+        }
+    }
+
+    /// The default of a test process: `PGPLAN_TEST_EXEC_PROTOCOL=v4` runs every simulated
+    /// cluster that does not choose as a kubelet before 1.30.
+    pub fn from_env() -> ExecProtocols {
+        match std::env::var("PGPLAN_TEST_EXEC_PROTOCOL").as_deref() {
+            Ok("v4") => ExecProtocols::V4Only,
+            _ => ExecProtocols::V5,
+        }
+    }
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -333,9 +365,23 @@ async fn dispatch(
             let ws = WebSocketUpgrade::from_request_parts(parts, &())
                 .await
                 .map_err(|_| ApiError::bad_request("Upgrade request required"))?;
-            let ws = ws
-                .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
-                .max_message_size(64 << 20);
+            // The first protocol the server offers that the client asked for, as the kubelet
+            // chooses; none in common is refused, as there.
+            let offered = ctx.st.exec.offered();
+            let Some(&protocol) = offered.iter().find(|p| {
+                ws.requested_protocols()
+                    .any(|r| r.to_str().is_ok_and(|r| r.trim() == **p))
+            }) else {
+                let requested: Vec<String> = ws
+                    .requested_protocols()
+                    .filter_map(|r| r.to_str().ok().map(str::to_string))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "requested protocol(s) are not supported: {requested:?}; supports {offered:?}"
+                )));
+            };
+            let v5 = protocol == "v5.channel.k8s.io";
+            let ws = ws.protocols([protocol]).max_message_size(64 << 20);
             if s == "portforward" {
                 let mut ports: Vec<u16> = Vec::new();
                 for p in ctx.params.all("ports") {
@@ -370,7 +416,7 @@ async fn dispatch(
                     stderr: ctx.params.flag("stderr"),
                     tty: ctx.params.flag("tty"),
                 };
-                Ok(ws.on_upgrade(move |socket| stream::exec(socket, target, req)))
+                Ok(ws.on_upgrade(move |socket| stream::exec(socket, target, req, v5)))
             }
         }
         (Method::GET, Some(name), Some("log")) if kind.kind == "Pod" => {

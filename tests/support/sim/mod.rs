@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+pub use self::api::ExecProtocols;
 use self::error::ApiError;
 use self::faults::{FaultId, FaultState};
 use self::kinds::Kind;
@@ -55,6 +56,9 @@ pub struct SimOptions {
     pub scenario: Option<Scenario>,
     /// How long to wait for a scenario's pods.
     pub ready_timeout: Duration,
+    /// The exec protocols the kubelet speaks (default: v5 and v4, or v4 only when
+    /// `PGPLAN_TEST_EXEC_PROTOCOL=v4`).
+    pub exec: ExecProtocols,
 }
 
 impl Default for SimOptions {
@@ -63,6 +67,7 @@ impl Default for SimOptions {
             nodes: vec!["node1".into(), "node2".into()],
             scenario: None,
             ready_timeout: Duration::from_secs(90),
+            exec: ExecProtocols::from_env(),
         }
     }
 }
@@ -99,6 +104,17 @@ impl SimCluster {
             ..SimOptions::default()
         })
         .unwrap_or_else(|e| panic!("start the {} scenario: {e}", scenario.name()))
+    }
+
+    /// [`SimCluster::with_scenario`] whose kubelet speaks only `v4.channel.k8s.io`, as before
+    /// Kubernetes 1.30.
+    pub fn with_scenario_v4(scenario: Scenario) -> SimCluster {
+        Self::start_with(SimOptions {
+            scenario: Some(scenario),
+            exec: ExecProtocols::V4Only,
+            ..SimOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("start the {} scenario (v4): {e}", scenario.name()))
     }
 
     pub fn start_with(opts: SimOptions) -> Result<SimCluster, String> {
@@ -140,6 +156,7 @@ impl SimCluster {
         }
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
+        let opts_exec = opts.exec;
         let thread = {
             let (store, log, faults, kubelet, shutdown) = (
                 store.clone(),
@@ -150,7 +167,7 @@ impl SimCluster {
             );
             std::thread::Builder::new()
                 .name("simcluster".into())
-                .spawn(move || serve(store, log, faults, kubelet, shutdown, ready_tx))
+                .spawn(move || serve(store, log, faults, kubelet, opts_exec, shutdown, ready_tx))
                 .map_err(|e| e.to_string())?
         };
         let addr = ready_rx
@@ -555,6 +572,7 @@ fn serve(
     log: Arc<RequestLog>,
     faults: Arc<FaultState>,
     kubelet: Arc<Kubelet>,
+    exec: ExecProtocols,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 ) {
@@ -592,6 +610,7 @@ fn serve(
             kubelet: kubelet.clone(),
             token: TOKEN.into(),
             server_addr: addr.to_string(),
+            exec,
         });
         let ctl = Arc::new(controllers::Controllers::new(
             store,

@@ -59,14 +59,38 @@ async fn write_loop(
     let _ = sink.close().await;
 }
 
-async fn pump<R: AsyncRead + Unpin>(mut r: R, channel: u8, tx: mpsc::Sender<Message>) {
+async fn pump<R: AsyncRead + Unpin>(r: R, channel: u8, tx: mpsc::Sender<Message>) {
+    pump_until(r, channel, tx, None).await
+}
+
+/// [`pump`], which once `dropped` is cancelled goes on reading and drops what it reads (a closed
+/// v4 session: the command's writes still succeed).
+async fn pump_until<R: AsyncRead + Unpin>(
+    mut r: R,
+    channel: u8,
+    tx: mpsc::Sender<Message>,
+    dropped: Option<tokio_util::sync::CancellationToken>,
+) {
     let mut buf = vec![0u8; CHUNK];
+    let mut tx = Some(tx);
     loop {
-        match r.read(&mut buf).await {
+        let n = match &dropped {
+            Some(d) if tx.is_some() => tokio::select! {
+                read = r.read(&mut buf) => read,
+                () = d.cancelled() => {
+                    tx = None;
+                    continue;
+                }
+            },
+            _ => r.read(&mut buf).await,
+        };
+        match n {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if tx.send(frame(channel, &buf[..n])).await.is_err() {
-                    return;
+                if let Some(t) = &tx {
+                    if t.send(frame(channel, &buf[..n])).await.is_err() && dropped.is_none() {
+                        return;
+                    }
                 }
             }
         }
@@ -112,8 +136,14 @@ async fn drain_until(
     .await;
 }
 
-/// Serves one exec session on an upgraded websocket.
-pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
+/// Serves one exec session on an upgraded websocket, speaking v5 (`v5`) or v4.
+///
+/// When the client closes its side (or goes away) before the command has exited: over v4, as a
+/// kubelet before 1.30 does (`wsstream.Conn`), the command's stdin ends, its output from then on
+/// is dropped (its stdout and stderr are closed: a write to them fails), the websocket is closed
+/// and no exit status is sent, while the command runs on to its end. Over v5 the command is
+/// killed.
+pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest, v5: bool) {
     let (sink, mut incoming) = socket.split();
     let (tx, rx) = mpsc::channel::<Message>(4);
     let writer = tokio::spawn(write_loop(sink, rx));
@@ -214,7 +244,8 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
                                 }
                             }
                         }
-                        255 if b.get(1) == Some(&0) => stdin = None,
+                        // v4 has no close signal: a kubelet before 1.30 ignores channel 255.
+                        255 if v5 && b.get(1) == Some(&0) => stdin = None,
                         _ => {}
                     },
                     Ok(Message::Close(_)) | Err(_) => return,
@@ -224,15 +255,18 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
         })
     };
     let (tx_out, tx_err) = (tx.clone(), tx.clone());
+    // v4: cancelled when the client closes the session; output is dropped from then on.
+    let dropped = (!v5).then(tokio_util::sync::CancellationToken::new);
+    let (drop_out, drop_err) = (dropped.clone(), dropped.clone());
     let outputs = async move {
         let out = async move {
             if let Some(r) = stdout {
-                pump(r, 1, tx_out).await;
+                pump_until(r, 1, tx_out, drop_out).await;
             }
         };
         let err = async move {
             if let Some(r) = stderr {
-                pump(r, err_channel, tx_err).await;
+                pump_until(r, err_channel, tx_err, drop_err).await;
             }
         };
         tokio::join!(out, err);
@@ -240,6 +274,7 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
     // Output flows while the process runs.
     let mut outputs = tokio::spawn(outputs);
     let stop = target.stop.clone();
+    let mut client_gone = false;
     let completed = tokio::select! {
         status = proc::wait_child(&mut child) => {
             // Then whatever it left in the pipes (bounded, in case a background child holds
@@ -250,7 +285,10 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
             }
             Some(status)
         }
-        _ = &mut reader => None,
+        _ = &mut reader => {
+            client_gone = true;
+            None
+        }
         _ = stop.cancelled() => None,
     };
     exited.cancel();
@@ -261,6 +299,22 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
                 .ok()
                 .map(|s| s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(9)));
             finish(tx, exit_status_json(&req.command, code)).await;
+        }
+        None if !v5 && !stop.is_cancelled() => {
+            // v4: the client closed the session. Its stdin has ended (the reader dropped it),
+            // the rest of the output is dropped, the socket closes, and the command runs on.
+            if let Some(d) = &dropped {
+                d.cancel();
+            }
+            drop(tx);
+            tokio::select! {
+                _ = proc::wait_child(&mut child) => {}
+                _ = stop.cancelled() => {
+                    proc::signal_group(pid, libc::SIGKILL);
+                    let _ = proc::wait_child(&mut child).await;
+                }
+            }
+            outputs.abort();
         }
         None => {
             // The client went away or the pod stopped: the process goes too.
@@ -274,9 +328,10 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest) {
     proc::signal_group(pid, libc::SIGKILL);
     let _ = writer.await;
     // The closing handshake: the client's Close (or its going away), bounded.
-    if tokio::time::timeout(Duration::from_secs(2), &mut reader)
-        .await
-        .is_err()
+    if !client_gone
+        && tokio::time::timeout(Duration::from_secs(2), &mut reader)
+            .await
+            .is_err()
     {
         reader.abort();
     }
