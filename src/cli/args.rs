@@ -72,6 +72,21 @@ pub struct ClusterArgs {
     /// Kubeconfig context to use.
     #[arg(long, value_name = "NAME", global = true)]
     pub context: Option<String>,
+    /// How long one request to the Kubernetes API server may take before it
+    /// fails, connecting included, e.g. 30s, 2m (0: no limit). Exec sessions
+    /// are bounded until they are open, not while they stream.
+    #[arg(long, value_name = "DURATION", default_value = "30s", global = true,
+          value_parser = request_timeout)]
+    pub request_timeout: std::time::Duration,
+}
+
+/// A `--request-timeout` (as kubectl reads it); zero for no limit.
+fn request_timeout(s: &str) -> Result<std::time::Duration, String> {
+    crate::cluster::timeout::parse_request_timeout(s)
+        .map(Option::unwrap_or_default)
+        .ok_or_else(|| {
+            format!("`{s}` is not a duration: use e.g. 30s, 2m, 1m30s, or 0 for no limit")
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -65,6 +65,7 @@ fn cluster_options(a: &args::ClusterArgs) -> ops::observe::ClusterOptions {
     ops::observe::ClusterOptions {
         kubeconfig: a.kubeconfig.clone(),
         context: a.context.clone(),
+        request_timeout: (!a.request_timeout.is_zero()).then_some(a.request_timeout),
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod observe;
+pub mod timeout;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,6 +46,19 @@ pub enum ClusterError {
         context: String,
         server: String,
         message: String,
+    },
+    #[error(
+        "the Kubernetes API server of context `{context}` ({server}) did not answer within {limit}"
+    )]
+    #[diagnostic(
+        code(pgplan::cluster::request_timeout),
+        help("check that the server is up and answering (`kubectl --context {context} get ns`); a server that is only slow needs a longer --request-timeout (0: no limit)")
+    )]
+    TimedOut {
+        context: String,
+        server: String,
+        /// The bound, as people read it: `30 s (--request-timeout)`.
+        limit: String,
     },
     #[error("forbidden: cannot {verb} {resource} in namespace `{namespace}`: {message}")]
     #[diagnostic(
@@ -96,11 +110,17 @@ pub enum Write {
     DryRun,
 }
 
+/// How long a request to the API server may take by default (kubectl has
+/// no default; 30 s is well past what a healthy server needs).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A connected cluster.
 pub struct Cluster {
     client: Client,
     pub context: String,
     pub server: String,
+    /// The bound on each request (`None`: unbounded).
+    request_timeout: Option<Duration>,
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
 }
 
@@ -146,10 +166,22 @@ pub fn builtin_api_version(kind: &str) -> Option<&'static str> {
 
 impl Cluster {
     /// Connect with `--kubeconfig`/`--context`, else $KUBECONFIG or
-    /// ~/.kube/config, else the in-cluster service account.
+    /// ~/.kube/config, else the in-cluster service account; requests are
+    /// bounded by [`DEFAULT_REQUEST_TIMEOUT`].
     pub async fn connect(
         kubeconfig: Option<&Path>,
         context: Option<&str>,
+    ) -> Result<Self, ClusterError> {
+        Self::connect_with(kubeconfig, context, Some(DEFAULT_REQUEST_TIMEOUT)).await
+    }
+
+    /// [`Cluster::connect`] with every request bounded by
+    /// `request_timeout` (`None`: unbounded), connecting included; see
+    /// [`timeout`] for what it bounds of streams.
+    pub async fn connect_with(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+        request_timeout: Option<Duration>,
     ) -> Result<Self, ClusterError> {
         let options = KubeConfigOptions {
             context: context.map(str::to_string),
@@ -182,13 +214,23 @@ impl Cluster {
             .or_else(|| current_context(kubeconfig))
             .unwrap_or_else(|| "in-cluster".into());
         let server = config.cluster_url.to_string();
-        let client = Client::try_from(config).map_err(|e| ClusterError::Config {
-            message: e.to_string(),
-        })?;
+        let mut config = config;
+        config.connect_timeout = request_timeout;
+        let builder =
+            kube::client::ClientBuilder::try_from(config).map_err(|e| ClusterError::Config {
+                message: e.to_string(),
+            })?;
+        let client = match request_timeout {
+            Some(limit) => builder
+                .with_layer(&timeout::RequestTimeoutLayer { limit })
+                .build(),
+            None => builder.build(),
+        };
         Ok(Cluster {
             client,
             context: context_name,
             server,
+            request_timeout,
             resources: Mutex::new(HashMap::new()),
         })
     }
@@ -289,10 +331,20 @@ impl Cluster {
                     _ => "see the server's message".into(),
                 },
             },
-            other => ClusterError::Unreachable {
-                context: self.context.clone(),
-                server: self.server.clone(),
-                message: error_chain(&other),
+            other => match timeout::timed_out(&other) {
+                Some(limit) => ClusterError::TimedOut {
+                    context: self.context.clone(),
+                    server: self.server.clone(),
+                    limit: match limit.or(self.request_timeout) {
+                        Some(l) => format!("{} (--request-timeout)", timeout::seconds(l)),
+                        None => "the connect timeout".into(),
+                    },
+                },
+                None => ClusterError::Unreachable {
+                    context: self.context.clone(),
+                    server: self.server.clone(),
+                    message: error_chain(&other),
+                },
             },
         }
     }

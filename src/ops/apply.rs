@@ -182,11 +182,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             tty: std::io::stdout().is_terminal(),
         }
     };
-    let cluster = crate::cluster::Cluster::connect(
-        opts.cluster.kubeconfig.as_deref(),
-        opts.cluster.context.as_deref(),
-    )
-    .await?;
+    let cluster = opts.cluster.connect().await?;
     let names: Vec<&str> = spec.placements.iter().map(|p| p.name()).collect();
 
     // A half-finished apply is resumed, never planned over: the world is
@@ -318,11 +314,7 @@ pub fn force_unlock(
     let (spec, _) = source.load(environment, false)?;
     let namespaces = lock_namespaces(&spec);
     observe::runtime()?.block_on(async {
-        let c = crate::cluster::Cluster::connect(
-            cluster.kubeconfig.as_deref(),
-            cluster.context.as_deref(),
-        )
-        .await?;
+        let c = cluster.connect().await?;
         let mut released = Vec::new();
         let mut last_err = None;
         for (placement, ns) in &namespaces {

@@ -11,11 +11,34 @@ use crate::ops::OpsError;
 use crate::pgtools::{self, ConnInfo, Runner};
 use crate::spec::{Placement, Source, Spec, Target};
 
-/// Where the cluster is.
-#[derive(Debug, Clone, Default)]
+/// Where the cluster is, and how long a request to it may take.
+#[derive(Debug, Clone)]
 pub struct ClusterOptions {
     pub kubeconfig: Option<PathBuf>,
     pub context: Option<String>,
+    /// `--request-timeout` (`None`: no limit).
+    pub request_timeout: Option<std::time::Duration>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            kubeconfig: None,
+            context: None,
+            request_timeout: Some(cluster::DEFAULT_REQUEST_TIMEOUT),
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub async fn connect(&self) -> Result<Cluster, cluster::ClusterError> {
+        Cluster::connect_with(
+            self.kubeconfig.as_deref(),
+            self.context.as_deref(),
+            self.request_timeout,
+        )
+        .await
+    }
 }
 
 /// A Tokio runtime for the operations that talk to the world.
@@ -48,7 +71,7 @@ pub async fn observe(
             || !p.spec().consumers.is_empty()
     });
     let cluster = if needs_cluster {
-        Some(Cluster::connect(opts.kubeconfig.as_deref(), opts.context.as_deref()).await?)
+        Some(opts.connect().await?)
     } else {
         None
     };

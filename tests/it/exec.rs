@@ -135,3 +135,40 @@ async fn every_exec_ends_with_its_status_and_output_over_v4_and_v5() {
         assert_eq!(c.requests().count("create", "pods/exec"), 6, "{exec:?}");
     }
 }
+
+/// `--request-timeout` bounds an exec until its session is open, not while
+/// it streams: a command quiet for longer than the bound ends normally; an
+/// upgrade the server never answers fails within it, naming the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_timeout_bounds_opening_an_exec_not_its_stream() {
+    crate::support::sim::install_crypto_provider();
+    let (c, _) = cluster(ExecProtocols::V5).await;
+    let limit = std::time::Duration::from_secs(1);
+    let cluster = Cluster::connect_with(Some(c.kubeconfig_path()), None, Some(limit))
+        .await
+        .unwrap();
+    let (out, code, _) = run(&cluster, &sh("sleep 2.5; echo done"), Stdin::none()).await;
+    assert_eq!((out.as_slice(), code), (&b"done\n"[..], 0));
+
+    c.faults().hang("create", "pods/exec");
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let e = cluster
+        .exec(
+            "default",
+            "tools",
+            None,
+            &sh("true"),
+            Stdin::none(),
+            &mut out,
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(took >= limit && took < limit * 10, "{took:?}");
+    let e = e.to_string();
+    assert!(
+        e.contains(&c.url()) && e.contains("did not answer within 1 s"),
+        "{e}"
+    );
+}

@@ -250,6 +250,57 @@ fn an_unreachable_api_server_names_the_context_and_server() {
     assert!(err.contains("127.0.0.1:9"), "{err}");
 }
 
+/// An API server that accepts connections and never answers: `plan` fails
+/// within `--request-timeout` (it hung with no output for minutes before),
+/// exit 1, naming the server and the bound.
+#[test]
+fn a_server_that_never_answers_fails_the_plan_within_the_request_timeout() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    cluster.faults().hang("*", "*");
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(crate::cli::pgplan_bin())
+        .args(["plan", "-f", SPEC, "--request-timeout", "2s"])
+        .current_dir(repo())
+        .env("KUBECONFIG", cluster.kubeconfig_path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The test's own bound: a plan that hangs is killed and fails the test.
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("plan still hangs after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(20),
+        "failed after {took:?}: {err}"
+    );
+    assert!(err.contains("pgplan::cluster::request_timeout"), "{err}");
+    assert!(err.contains(&cluster.url()), "names the server: {err}");
+    assert!(
+        err.contains("did not answer within 2 s (--request-timeout)"),
+        "{err}"
+    );
+    assert!(err.contains("`simcluster`"), "names the context: {err}");
+
+    // A value that is not a duration is a usage error.
+    let bad = run(&cluster, &["plan", "-f", SPEC, "--request-timeout", "soon"]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        text(&bad.stderr).contains("is not a duration"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
 #[test]
 fn forbidden_names_verb_resource_and_namespace() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);

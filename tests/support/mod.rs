@@ -18,6 +18,7 @@
 //!                                             // .fail_nth_with(.., times, code, msg),
 //!                                             // .fail_with(.., times, ApiError), .fired(id),
 //!                                             // .add_latency(verb?, resource?, d), .clear(),
+//!                                             // .hang(verb, resource): never answered,
 //!                                             // .keep_pvc_unbound(ns, pvc), .release_pvc(..),
 //!                                             // .delete_pod(ns, pod), .crash_pod(ns, pod)
 //! cluster.get::<Pod>(ns, name) -> Option<Pod> // straight from the store, nothing logged

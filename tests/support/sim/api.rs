@@ -245,6 +245,10 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|h| h == format!("Bearer {}", st.token));
+    if authorized && st.faults.hangs(verb, &resource) {
+        // Accepted, read, never answered: the client's own bound is all that ends it.
+        return std::future::pending().await;
+    }
     let response = if !authorized {
         error_response(&ApiError::new(401, "Unauthorized", "Unauthorized"))
     } else {

@@ -1,5 +1,6 @@
 //! Fault injection state: requests to fail (the Nth matching a verb and resource, with a chosen
-//! status), latency to add, and PVCs the binder must leave unbound. Pod deletion and crashes are
+//! status), latency to add, requests never to answer (a server that accepts connections and then
+//! hangs), and PVCs the binder must leave unbound. Pod deletion and crashes are
 //! actions on the kubelet, exposed next to these on `SimCluster::faults()`.
 
 use std::collections::HashSet;
@@ -34,6 +35,8 @@ struct Latency {
 struct State {
     rules: Vec<FailRule>,
     latencies: Vec<Latency>,
+    /// (verb, resource) patterns of requests read and never answered.
+    hangs: Vec<(String, String)>,
     unbound_pvcs: HashSet<(String, String)>,
 }
 
@@ -88,13 +91,29 @@ impl FaultState {
         });
     }
 
-    /// Removes every request fault and latency (PVC holds stay).
+    /// Matching requests (`"*"` matches any verb or resource; the empty resource is discovery
+    /// and `/version`) are read and never answered, the connection kept open.
+    pub fn hang(&self, verb: &str, resource: &str) {
+        self.lock().hangs.push((verb.into(), resource.into()));
+    }
+
+    /// Whether a request is to be left unanswered.
+    pub fn hangs(&self, verb: &str, resource: &str) -> bool {
+        self.lock()
+            .hangs
+            .iter()
+            .any(|(v, r)| matches(v, verb) && matches(r, resource))
+    }
+
+    /// Removes every request fault, hang and latency (PVC holds stay; requests already
+    /// hanging stay unanswered).
     pub fn clear_requests(&self) {
         let mut s = self.lock();
         for r in &mut s.rules {
             r.times = 0;
         }
         s.latencies.clear();
+        s.hangs.clear();
     }
 
     pub fn hold_pvc(&self, ns: &str, name: &str, hold: bool) {

@@ -679,7 +679,13 @@ impl Faults<'_> {
         self.cluster.faults.add_latency(verb, resource, delay)
     }
 
-    /// Removes request faults and latency.
+    /// Matching requests are read and never answered, as by a server that accepts connections
+    /// and hangs (`"*"` matches any verb or resource; `hang("*", "*")` hangs discovery too).
+    pub fn hang(&self, verb: &str, resource: &str) {
+        self.cluster.faults.hang(verb, resource)
+    }
+
+    /// Removes request faults, hangs and latency.
     pub fn clear(&self) {
         self.cluster.faults.clear_requests()
     }
