@@ -10,7 +10,7 @@ use kube::Api;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{collect, exec, from_json, CONVERGE};
+use super::{collect, exec, from_json, raw_websocket, CONVERGE};
 use crate::support::sim::scenario::healthcare;
 use crate::support::sim::ExecProtocols;
 use crate::support::{pg, Scenario, SimCluster, SimOptions};
@@ -203,22 +203,13 @@ async fn pg_dump_in_one_pod_piped_into_psql_in_another_moves_the_rows() {
 async fn exec_speaks_the_v4_channel_protocol_too() {
     let c = SimCluster::with_scenario(Scenario::Healthcare);
     let pod = c.pod_names("default", "app=postgres").remove(0);
-    let url = format!(
-        "ws://{}/api/v1/namespaces/default/pods/{pod}/exec?command=sh&command=-c&command=echo%20v4%3B%20exit%202&stdout=true&stderr=true",
-        c.url().trim_start_matches("http://")
-    );
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v4.channel.k8s.io".parse().unwrap(),
-    );
-    req.headers_mut().insert(
-        "Authorization",
-        "Bearer pgplan-simcluster-token".parse().unwrap(),
-    );
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (mut ws, resp) = raw_websocket(
+        &c,
+        &format!("/api/v1/namespaces/default/pods/{pod}/exec?command=sh&command=-c&command=echo%20v4%3B%20exit%202&stdout=true&stderr=true"),
+        "v4.channel.k8s.io",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         resp.headers()["sec-websocket-protocol"],
         "v4.channel.k8s.io"
@@ -338,24 +329,16 @@ async fn a_v4_kubelet_ends_the_session_when_the_client_closes_its_side() {
         "v4 negotiated, without stdin's close signal"
     );
     drop(connection);
-    let url = format!(
-        "ws://{}/api/v1/namespaces/default/pods/tools/exec?command=true&stdout=true",
-        c.url().trim_start_matches("http://")
-    );
-    let mut req =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v5.channel.k8s.io".parse().unwrap(),
-    );
-    req.headers_mut().insert(
-        "Authorization",
-        "Bearer pgplan-simcluster-token".parse().unwrap(),
-    );
-    match tokio_tungstenite::connect_async(req).await {
+    match raw_websocket(
+        &c,
+        "/api/v1/namespaces/default/pods/tools/exec?command=true&stdout=true",
+        "v5.channel.k8s.io",
+    )
+    .await
+    {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 400),
-        other => panic!("a v5-only request must be refused: {other:?}"),
+        Err(e) => panic!("a v5-only request must be refused with 400: {e}"),
+        Ok(_) => panic!("a v5-only request must be refused"),
     }
 
     // stdin shut: kube closes the websocket; the command reads its end, and what it writes

@@ -4,6 +4,7 @@
 
 mod exec;
 mod hygiene;
+mod kubectl;
 mod postgres;
 mod rds;
 mod rest;
@@ -90,6 +91,57 @@ pub async fn exec(pods: &Api<Pod>, pod: &str, cmd: &[&str]) -> ExecOutput {
         .unwrap_or_else(|e| panic!("exec {cmd:?} in {pod}: {e}"));
     collect(p).await
 }
+
+/// A websocket opened by hand on the cluster (over its HTTPS trusting its CA, or plain HTTP),
+/// asking for `protocol`, with the kubeconfig's token: how a client other than kube would open
+/// exec.
+pub async fn raw_websocket(
+    c: &crate::support::SimCluster,
+    path_and_query: &str,
+    protocol: &str,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<Box<dyn RawStream>>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let scheme = if c.ca_der().is_some() { "wss" } else { "ws" };
+    let mut req = format!("{scheme}://localhost:{}{path_and_query}", c.addr().port())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    req.headers_mut().insert(
+        "Authorization",
+        "Bearer pgplan-simcluster-token".parse().unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(c.addr()).await.unwrap();
+    let Some(ca) = c.ca_der() else {
+        return tokio_tungstenite::client_async(req, Box::new(tcp) as Box<dyn RawStream>).await;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca.to_vec()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tokio_tungstenite::client_async(req, Box::new(tls) as Box<dyn RawStream>).await
+}
+
+/// A byte stream a raw websocket runs on (TCP, or TLS over it).
+pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for T {}
 
 /// The `kube::Error::Api` status of a failed call.
 pub fn api_status<T: std::fmt::Debug>(r: kube::Result<T>) -> Status {

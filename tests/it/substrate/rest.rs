@@ -576,6 +576,7 @@ async fn errors_are_status_objects_and_requests_are_logged() {
     // Without the kubeconfig's token the server answers 401.
     let mut config = kube::Config::new(c.url().parse().unwrap());
     config.default_namespace = "default".into();
+    config.root_cert = c.ca_der().map(|ca| vec![ca.to_vec()]);
     let anonymous = kube::Client::try_from(config).unwrap();
     let denied = api_status(
         Api::<Secret>::namespaced(anonymous, "default")

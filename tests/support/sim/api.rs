@@ -1,5 +1,5 @@
 //! The HTTP face of the simulated API server: routing Kubernetes REST paths to the registry,
-//! list/watch with selectors and pagination, discovery and version documents, bearer-token
+//! list/watch with selectors and pagination, discovery, OpenAPI v3 and version documents, bearer-token
 //! authentication, fault injection and the request log. Exec, port-forward and logs are handed
 //! to the kubelet and the stream protocols.
 
@@ -22,6 +22,7 @@ use super::faults::FaultState;
 use super::kinds::{self, Kind};
 use super::kubelet::Kubelet;
 use super::obj;
+use super::openapi;
 use super::patch::{self, PatchType};
 use super::registry::{self, DeleteOptions, Deleted, Sub};
 use super::reqlog::{Request as Logged, RequestLog};
@@ -77,6 +78,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 enum Route {
     Json(Value),
+    /// `/openapi/v2`: protobuf when asked for, else JSON.
+    OpenApiV2,
     Text(&'static str),
     Resource {
         kind: &'static Kind,
@@ -140,6 +143,10 @@ fn parse_route(path: &str, addr: &str) -> Route {
         ["apis", g] => json_or_404(kinds::group(g)),
         ["apis", g, v] => json_or_404(kinds::resource_list(g, v)),
         ["version"] => Route::Json(version_info()),
+        ["openapi", "v2"] => Route::OpenApiV2,
+        ["openapi", "v3"] => Route::Json(openapi::discovery()),
+        ["openapi", "v3", "api", v] => json_or_404(openapi::group_version("", v)),
+        ["openapi", "v3", "apis", g, v] => json_or_404(openapi::group_version(g, v)),
         ["healthz"] | ["livez"] | ["readyz"] => Route::Text("ok"),
         ["api", "v1", rest @ ..] => resource_route("", "v1", rest),
         ["apis", g, v, rest @ ..] => resource_route(g, v, rest),
@@ -259,6 +266,26 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
         match (fail, route) {
             (Some(e), _) => error_response(&e),
             (None, Route::Json(v)) => json_response(200, &v),
+            (None, Route::OpenApiV2) => {
+                let protobuf = parts
+                    .headers
+                    .get(header::ACCEPT)
+                    .and_then(|h| h.to_str().ok())
+                    .is_some_and(|a| a.contains("protobuf"));
+                if protobuf {
+                    (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                        )],
+                        openapi::v2_protobuf(),
+                    )
+                        .into_response()
+                } else {
+                    json_response(200, &openapi::v2_json())
+                }
+            }
             (None, Route::Text(t)) => (StatusCode::OK, t).into_response(),
             (None, Route::NotFound) => error_response(&ApiError::new(
                 404,

@@ -224,6 +224,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if !k.short_names.is_empty() {
             r["shortNames"] = json!(k.short_names);
         }
+        // What `kubectl get all` lists (the real server's `all` category, less kinds not served).
+        if matches!(
+            k.plural,
+            "pods" | "services" | "deployments" | "statefulsets" | "jobs" | "cronjobs"
+        ) {
+            r["categories"] = json!(["all"]);
+        }
         resources.push(r);
         if k.status {
             resources.push(

@@ -1,4 +1,5 @@
-//! The simulated Kubernetes cluster: an API server the unmodified kube client talks to over HTTP,
+//! The simulated Kubernetes cluster: an API server the unmodified kube client (and kubectl) talks
+//! to over HTTPS,
 //! with controllers and a kubelet whose PostgreSQL pods are real local servers. `SimCluster` is
 //! the handle a test holds: it starts everything on its own thread and tokio runtime (so it
 //! serves sync tests, `#[tokio::test]`s and subprocesses alike), writes a kubeconfig, gives
@@ -7,8 +8,8 @@
 //!
 //! Module map: `kinds` (served resource types, discovery), `store` (objects, resourceVersion,
 //! change history), `registry` (API semantics over the store), `admission` (defaults,
-//! validation), `patch`, `select` (selectors), `api` (HTTP), `stream` (exec/port-forward
-//! protocols), `controllers/` (workloads, volumes, GC, the Backstage operator), `kubelet` (pods,
+//! validation), `patch`, `select` (selectors), `api` (HTTP), `tls` (its CA and HTTPS), `stream`
+//! (exec/port-forward protocols), `openapi` (the OpenAPI documents kubectl reads), `controllers/` (workloads, volumes, GC, the Backstage operator), `kubelet` (pods,
 //! real PostgreSQL), `faults` and `reqlog` (fault injection, request log), `scenario` (seeds).
 
 pub mod admission;
@@ -19,6 +20,7 @@ pub mod faults;
 pub mod kinds;
 pub mod kubelet;
 pub mod obj;
+pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod reqlog;
@@ -26,6 +28,7 @@ pub mod scenario;
 pub mod select;
 pub mod store;
 pub mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,9 @@ pub struct SimOptions {
     /// The exec protocols the kubelet speaks (default: v5 and v4, or v4 only when
     /// `PGPLAN_TEST_EXEC_PROTOCOL=v4`).
     pub exec: ExecProtocols,
+    /// Serve HTTPS with a CA of its own in the kubeconfig (default), or plain HTTP (also the
+    /// default when `PGPLAN_TEST_PLAIN_HTTP=1`).
+    pub https: bool,
 }
 
 impl Default for SimOptions {
@@ -68,6 +74,7 @@ impl Default for SimOptions {
             scenario: None,
             ready_timeout: Duration::from_secs(90),
             exec: ExecProtocols::from_env(),
+            https: std::env::var_os("PGPLAN_TEST_PLAIN_HTTP").is_none_or(|v| v.is_empty()),
         }
     }
 }
@@ -80,6 +87,8 @@ pub struct SimCluster {
     faults: Arc<FaultState>,
     kubelet: Arc<Kubelet>,
     addr: SocketAddr,
+    /// The CA of its HTTPS (none over plain HTTP).
+    ca: Option<(String, Vec<u8>)>,
     kubeconfig: PathBuf,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -157,6 +166,12 @@ impl SimCluster {
         let shutdown = CancellationToken::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
         let opts_exec = opts.exec;
+        let tls = if opts.https {
+            Some(tls::Tls::generate()?)
+        } else {
+            None
+        };
+        let ca = tls.as_ref().map(|t| (t.ca_pem.clone(), t.ca_der.clone()));
         let thread = {
             let (store, log, faults, kubelet, shutdown) = (
                 store.clone(),
@@ -167,20 +182,38 @@ impl SimCluster {
             );
             std::thread::Builder::new()
                 .name("simcluster".into())
-                .spawn(move || serve(store, log, faults, kubelet, opts_exec, shutdown, ready_tx))
+                .spawn(move || {
+                    serve(
+                        store,
+                        log,
+                        faults,
+                        kubelet,
+                        (opts_exec, tls),
+                        shutdown,
+                        ready_tx,
+                    )
+                })
                 .map_err(|e| e.to_string())?
         };
         let addr = ready_rx
             .recv_timeout(Duration::from_secs(10))
             .map_err(|e| format!("the API server did not start: {e}"))??;
+        if let Some((pem, _)) = &ca {
+            std::fs::write(dir.path().join("ca.crt"), pem).map_err(|e| e.to_string())?;
+        }
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(addr)).map_err(|e| e.to_string())?;
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(addr, ca.as_ref().map(|c| c.0.as_str())),
+        )
+        .map_err(|e| e.to_string())?;
         let cluster = SimCluster {
             store,
             log,
             faults,
             kubelet,
             addr,
+            ca,
             kubeconfig,
             shutdown,
             thread: Some(thread),
@@ -325,14 +358,36 @@ impl SimCluster {
         self.scenario
     }
 
-    /// The kubeconfig (`server: http://127.0.0.1:PORT`, a bearer token, namespace `default`).
+    /// The kubeconfig (`server: https://127.0.0.1:PORT` with the cluster's CA, a bearer token,
+    /// namespace `default`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT` (`http://` when started without HTTPS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA certificate the server's certificate is signed by, PEM (none over plain HTTP).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(|c| c.0.as_str())
+    }
+
+    /// The CA certificate's file (`ca.crt` beside the kubeconfig, for `curl --cacert`).
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(|_| self.dir.path().join("ca.crt"))
+    }
+
+    /// The CA certificate, DER (for kube's `Config::root_cert`).
+    pub fn ca_der(&self) -> Option<&[u8]> {
+        self.ca.as_ref().map(|c| c.1.as_slice())
     }
 
     /// The cluster's own directory (volumes, pods, sockets), removed on drop.
@@ -559,9 +614,17 @@ pub fn install_crypto_provider() {
     });
 }
 
-fn kubeconfig_yaml(addr: SocketAddr) -> String {
+fn kubeconfig_yaml(addr: SocketAddr, ca_pem: Option<&str>) -> String {
+    use base64::Engine as _;
+    let cluster = match ca_pem {
+        Some(pem) => format!(
+            "    server: https://{addr}\n    certificate-authority-data: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(pem)
+        ),
+        None => format!("    server: http://{addr}\n"),
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: simcluster\n  cluster:\n    server: http://{addr}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: simcluster\n  cluster:\n{cluster}\
          users:\n- name: simcluster\n  user:\n    token: {TOKEN}\ncontexts:\n- name: simcluster\n  context:\n\
          \x20   cluster: simcluster\n    user: simcluster\n    namespace: default\ncurrent-context: simcluster\n"
     )
@@ -572,7 +635,7 @@ fn serve(
     log: Arc<RequestLog>,
     faults: Arc<FaultState>,
     kubelet: Arc<Kubelet>,
-    exec: ExecProtocols,
+    (exec, tls): (ExecProtocols, Option<tls::Tls>),
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 ) {
@@ -618,7 +681,21 @@ fn serve(
             faults,
         ));
         let ctl_task = tokio::spawn(ctl.run(shutdown.clone()));
-        let server = axum::serve(listener, api::router(state));
+        let router = api::router(state);
+        let server: std::pin::Pin<
+            Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>,
+        > = match &tls {
+            Some(tls) => match tls.listen(listener) {
+                Ok(l) => Box::pin(std::future::IntoFuture::into_future(axum::serve(l, router))),
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string()));
+                    return;
+                }
+            },
+            None => Box::pin(std::future::IntoFuture::into_future(axum::serve(
+                listener, router,
+            ))),
+        };
         let _ = ready.send(Ok(addr));
         tokio::select! {
             _ = server => {}
