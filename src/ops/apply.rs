@@ -143,15 +143,7 @@ pub fn run(opts: &ApplyOptions) -> Result<(), OpsError> {
 async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     // The spec: from the saved plan, or the file.
     let saved: Option<SavedPlan> = match &opts.plan_file {
-        Some(path) => {
-            let bytes = ops::read(path)?;
-            Some(
-                serde_json::from_slice(&bytes).map_err(|e| OpsError::BadPlanFile {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?,
-            )
-        }
+        Some(path) => Some(planop::read_saved(path)?),
         None => None,
     };
     let (spec, spec_text, environment) = match &saved {

@@ -810,7 +810,7 @@ fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
     ok(&pgplan_in(
         &cluster,
         state.path(),
-        &["plan", "-f", &spec(), "-o", plan_file.to_str().unwrap()],
+        &["plan", "-f", &spec(), "--out", plan_file.to_str().unwrap()],
         &[],
     ));
 
@@ -846,7 +846,7 @@ fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
     ok(&pgplan_in(
         &cluster,
         state.path(),
-        &["plan", "-f", &spec(), "-o", plan_file.to_str().unwrap()],
+        &["plan", "-f", &spec(), "--out", plan_file.to_str().unwrap()],
         &[],
     ));
     ok(&pgplan_in(

@@ -405,3 +405,158 @@ fn the_readme_first_command_prints_steps_in_order_with_risk_and_the_summary() {
     ));
     assert!(!stdout.contains('\x1b'), "no colour when not on a terminal");
 }
+
+/// Run pgplan in `dir` (so that files it might write land there).
+fn pgplan_at(dir: &Path, args: &[&str]) -> Output {
+    Command::new(pgplan_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("NO_COLOR")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run pgplan")
+}
+
+#[test]
+fn usage_errors_exit_1_even_with_detailed_exitcode() {
+    // clap exits 2 for these, which under --detailed-exitcode reads as
+    // "changes present"; pgplan exits 1, with clap's own message.
+    for (args, says) in [
+        (
+            &[
+                "plan",
+                "--example",
+                "healthcare",
+                "--bogus",
+                "--detailed-exitcode",
+            ][..],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            &["plan", "-detailed-exitcode", "--example", "healthcare"][..],
+            "unexpected argument '-d'",
+        ),
+        (
+            &[
+                "plan",
+                "--example",
+                "healthcare",
+                "--format",
+                "yaml",
+                "--detailed-exitcode",
+            ][..],
+            "invalid value 'yaml'",
+        ),
+        (
+            &["frobnicate", "--detailed-exitcode"][..],
+            "unrecognized subcommand 'frobnicate'",
+        ),
+        (
+            &["plan", "--detailed-exitcode", "--parallelism", "3"][..],
+            "unexpected argument",
+        ),
+        (&[][..], "Usage: pgplan"),
+    ] {
+        let out = pgplan(args, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}:\n{err}");
+        assert!(err.contains(says), "{args:?}: expected {says:?} in:\n{err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a plan");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0_on_stdout() {
+    for args in [
+        &["--help"][..],
+        &["plan", "--help"],
+        &["help", "show"],
+        &["--version"],
+    ] {
+        let out = pgplan(args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(
+        text(&pgplan(&["--version"], &[]).stdout).trim(),
+        format!("pgplan {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn dash_o_is_the_format_and_never_writes_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pgplan_at(
+        dir.path(),
+        &["plan", "--example", "healthcare", "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON plan");
+    assert_eq!(plan["format_version"], "1.0");
+    for alias in [&["--output", "json"][..], &["--format", "json"]] {
+        let again = pgplan_at(
+            dir.path(),
+            &[&["plan", "--example", "healthcare"][..], alias].concat(),
+        );
+        assert_eq!(again.stdout, out.stdout, "{alias:?}");
+    }
+    // A file name where the format goes is refused, and nothing is written.
+    let out = pgplan_at(
+        dir.path(),
+        &["plan", "--example", "healthcare", "-o", "plan.json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("invalid value 'plan.json'"));
+    let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(written.is_empty(), "files written: {written:?}");
+    // The plan file is --out.
+    let out = pgplan_at(
+        dir.path(),
+        &["plan", "--example", "healthcare", "--out", "p.json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("p.json")).unwrap()).unwrap();
+    assert_eq!(saved["format_version"], "2.0");
+    assert_eq!(saved["plan"]["format_version"], "1.0");
+}
+
+#[test]
+fn each_command_takes_only_the_flags_it_honours() {
+    let refused: &[&[&str]] = &[
+        &["graph", "--example", "healthcare", "--format", "json"],
+        &["graph", "--example", "healthcare", "-o", "json"],
+        &["graph", "--example", "healthcare", "--out", "g.dot"],
+        &["graph", "--example", "healthcare", "--detailed-exitcode"],
+        &["validate", "--example", "pyairtable", "--env", "dev"],
+        &["observe", "--example", "healthcare", "-o", "live.yaml"],
+        &["apply", "plan.json", "-f", "pgplan.yaml"],
+        &["show", "plan.json", "--detailed-exitcode"],
+    ];
+    for args in refused {
+        let out = pgplan(args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let help = text(&pgplan(&["graph", "--help"], &[]).stdout);
+    for flag in ["--format", "-o", "--output", "--detailed-exitcode", "--out"] {
+        assert!(
+            !help
+                .split_whitespace()
+                .any(|w| w.trim_end_matches(',') == flag),
+            "graph --help advertises {flag}:\n{help}"
+        );
+    }
+    let out = pgplan(&["graph", "--example", "healthcare"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("digraph"));
+}

@@ -12,5 +12,6 @@ mod diff;
 mod observe;
 mod pgtools;
 mod render;
+mod saved_plan;
 mod schema;
 mod substrate;
