@@ -164,6 +164,9 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             (spec, text, opts.environment.clone())
         }
     };
+    // Passwords are read at apply, and only here: a missing one stops the
+    // apply before anything is touched.
+    spec.require_passwords(&ops::env_lookup)?;
     let redactor = Redactor::new(spec.secrets.iter().cloned());
     let base_dir = ops::spec_dir(&spec.file.name);
     let mode = if opts.json {

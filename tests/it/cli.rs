@@ -560,3 +560,67 @@ fn each_command_takes_only_the_flags_it_honours() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("digraph"));
 }
+
+/// pgplan in the repository without RDS_MASTER_PASSWORD and without a cluster.
+fn without_password(args: &[&str]) -> Output {
+    Command::new(pgplan_bin())
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RDS_MASTER_PASSWORD")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run pgplan")
+}
+
+#[test]
+fn validate_and_plan_need_no_password_and_apply_names_the_missing_one() {
+    let out = without_password(&["validate", "-f", "examples/backstage-to-rds/pgplan.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = without_password(&[
+        "plan",
+        "--example",
+        "backstage-to-rds",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let with = pgplan(
+        &["plan", "--example", "backstage-to-rds"],
+        &[("RDS_MASTER_PASSWORD", "anything-at-all")],
+    );
+    assert_eq!(
+        out.stdout, with.stdout,
+        "the plan records the reference only"
+    );
+    // Apply resolves it, before anything is contacted or changed.
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("p.json");
+    let out = without_password(&[
+        "plan",
+        "--example",
+        "backstage-to-rds",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for args in [
+        &[
+            "apply",
+            "-f",
+            "examples/backstage-to-rds/pgplan.yaml",
+            "--auto-approve",
+        ][..],
+        &["apply", saved.to_str().unwrap()],
+    ] {
+        let out = without_password(args);
+        assert_located(&out, "pgplan::spec::env-unset", "pgplan.yaml:34:17");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("environment variable `RDS_MASTER_PASSWORD` is not set; apply needs it for the target password"),
+            "{args:?}:\n{err}"
+        );
+        assert!(
+            !err.contains("kubeconfig"),
+            "{args:?} went on to the cluster:\n{err}"
+        );
+    }
+}
