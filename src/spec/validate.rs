@@ -475,6 +475,40 @@ impl<'a> Validator<'a> {
     }
 
     fn consumers(&mut self, s: &PlacementSpec) {
+        // A consumer is one object (kind, namespace, name): listed twice, it
+        // would be stopped and pointed at the target twice.
+        let default_ns = match &s.source {
+            Source::Kubernetes(k) => k.namespace.as_str(),
+            Source::External(_) => "default",
+        };
+        let mut seen: Vec<(&str, &str, &str, usize)> = Vec::with_capacity(s.consumers.len());
+        for (i, c) in s.consumers.iter().enumerate() {
+            let ns = c.namespace.as_deref().unwrap_or(default_ns);
+            match seen
+                .iter()
+                .find(|(k, n, m, _)| (*k, *n, *m) == (c.kind.as_str(), ns, c.name.as_str()))
+            {
+                Some(&(_, _, _, first)) => {
+                    let at = p(&["spec", "consumers", &i.to_string(), "name"]);
+                    let first_at =
+                        self.node
+                            .span_at(&p(&["spec", "consumers", &first.to_string(), "name"]));
+                    let span = self.node.span_at(&at);
+                    self.errors.push(
+                        SpecError::new(
+                            self.file,
+                            "pgplan::spec::duplicate",
+                            format!("the consumer {} {ns}/{} is listed twice", c.kind, c.name),
+                            span,
+                        )
+                        .label(path_string(&at))
+                        .related(first_at, "first listed here")
+                        .help("list each consumer once; merge the two entries' settings"),
+                    );
+                }
+                None => seen.push((c.kind.as_str(), ns, c.name.as_str(), i)),
+            }
+        }
         for (i, c) in s.consumers.iter().enumerate() {
             let idx = i.to_string();
             let cp = |f: &str| p(&["spec", "consumers", &idx, f]);

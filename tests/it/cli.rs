@@ -624,3 +624,35 @@ fn validate_and_plan_need_no_password_and_apply_names_the_missing_one() {
         );
     }
 }
+
+#[test]
+fn a_consumer_listed_twice_is_refused_at_the_second_entry() {
+    let spec = GOOD.to_string()
+        + "  consumers:\n    - kind: Deployment\n      name: healthcare-api\n    - kind: StatefulSet\n      name: healthcare-api\n    - kind: Deployment\n      namespace: default\n      name: healthcare-api\n";
+    let out = validate("consumers.yaml", spec.as_bytes());
+    // The third entry (line 26) repeats the first (line 21): same kind,
+    // namespace (the source's, `default`) and name. The StatefulSet of the
+    // same name is another object.
+    assert_located(&out, "pgplan::spec::duplicate", "consumers.yaml:26:13");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the consumer Deployment default/healthcare-api is listed twice"),
+        "{err}"
+    );
+    assert!(err.contains("first listed here"), "{err}");
+    assert!(err.contains("1 error"), "{err}");
+    assert!(!err.contains("pgplan::graph"), "{err}");
+    // And plan says the same, located, instead of the graph's unlocated error.
+    let (_dir, path) = file("consumers.yaml", spec.as_bytes());
+    let out = pgplan(
+        &[
+            "plan",
+            "-f",
+            path.to_str().unwrap(),
+            "--live-state",
+            "examples/healthcare/live.yaml",
+        ],
+        &[],
+    );
+    assert_located(&out, "pgplan::spec::duplicate", "consumers.yaml:26:13");
+}
