@@ -61,7 +61,7 @@ use patterns as pat;
 /// An access mode of the data volumes' claims.
 // Only the schema's enum: the model keeps the strings it writes into manifests.
 #[derive(JsonSchema)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::enum_variant_names)]
 enum AccessMode {
     ReadWriteOnce,
     ReadOnlyMany,
