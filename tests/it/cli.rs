@@ -372,9 +372,93 @@ fn schema_command_prints_the_checked_in_schema() {
 
 #[test]
 fn completions_are_generated() {
-    let out = pgplan(&["completions", "bash"], &[]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("pgplan"));
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = pgplan(&["completions", shell], &[]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        // The script calls pgplan back for the candidates.
+        assert!(
+            text(&out.stdout).contains("COMPLETE"),
+            "{shell}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// What the shell gets back when it asks pgplan to complete the last word
+/// of `line` (as the bash script registered by `pgplan completions bash` does).
+fn complete(dir: &Path, line: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
+    let mut cmd = Command::new(pgplan_bin());
+    cmd.arg("--")
+        .arg("pgplan")
+        .args(line)
+        .current_dir(dir)
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", line.len().to_string())
+        .env("_CLAP_IFS", "\n")
+        .env_remove("KUBECONFIG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pgplan");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn completion_offers_examples_environments_and_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(
+        complete(d, &["plan", "--example", ""], &[]),
+        ["backstage-to-rds", "healthcare", "pyairtable"]
+    );
+    assert_eq!(
+        complete(d, &["validate", "--example", "h"], &[]),
+        ["healthcare"]
+    );
+    // Environments of the spec the line names: an example, -f FILE, or ./pgplan.yaml.
+    assert_eq!(
+        complete(d, &["plan", "--example", "pyairtable", "--env", ""], &[]),
+        ["dev", "prod", "staging"]
+    );
+    assert_eq!(
+        complete(d, &["apply", "--example", "pyairtable", "--env", "st"], &[]),
+        ["staging"]
+    );
+    std::fs::write(
+        d.join("other.yaml"),
+        GOOD.replace(
+            "  databases:",
+            "  environments:\n    qa: {}\n    eu-live: {}\n  databases:",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        complete(d, &["plan", "-f", "other.yaml", "--env", ""], &[]),
+        ["eu-live", "qa"]
+    );
+    assert!(
+        complete(d, &["plan", "--env", ""], &[]).is_empty(),
+        "no ./pgplan.yaml here"
+    );
+    std::fs::copy(d.join("other.yaml"), d.join("pgplan.yaml")).unwrap();
+    assert_eq!(complete(d, &["graph", "--env", "q"], &[]), ["qa"]);
+    // Contexts of --kubeconfig FILE, else of $KUBECONFIG.
+    let kubeconfig = d.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {}}]\ncontexts:\n- {name: prod-eu, context: {cluster: c, user: u}}\n- {name: staging, context: {cluster: c, user: u}}\n- {name: prod-us, context: {cluster: c, user: u}}\ncurrent-context: staging\n",
+    )
+    .unwrap();
+    let k = kubeconfig.to_str().unwrap();
+    assert_eq!(
+        complete(d, &["plan", "--kubeconfig", k, "--context", "prod"], &[]),
+        ["prod-eu", "prod-us"]
+    );
+    assert_eq!(
+        complete(d, &["observe", "--context", ""], &[("KUBECONFIG", k)]),
+        ["prod-eu", "prod-us", "staging"]
+    );
 }
 
 #[test]
