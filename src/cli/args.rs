@@ -111,8 +111,10 @@ pub enum FormatArg {
     Markdown,
 }
 
+/// What a plan is made from: the spec, an environment, and the live state
+/// (the cluster, or a snapshot).
 #[derive(Debug, Args)]
-pub struct PlanArgs {
+pub struct PlanInputArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
     #[command(flatten)]
@@ -122,6 +124,11 @@ pub struct PlanArgs {
     /// Plan against a saved snapshot instead of the live cluster and AWS.
     #[arg(long = "live-state", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub live_state: Option<PathBuf>,
+}
+
+/// How a plan is shown (`plan`, `show`).
+#[derive(Debug, Args)]
+pub struct RenderArgs {
     /// Output format.
     #[arg(
         short = 'o',
@@ -132,15 +139,23 @@ pub struct PlanArgs {
         default_value_t = FormatArg::Text
     )]
     pub format: FormatArg,
+    /// No ANSI colours (also NO_COLOR=1; colours are only used on terminals).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: PlanInputArgs,
+    #[command(flatten)]
+    pub render: RenderArgs,
     /// Save the plan to a file for `pgplan apply FILE` and `pgplan show FILE`.
     #[arg(long = "out", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub out: Option<PathBuf>,
     /// Exit 2 when the plan has changes (0 when none, 1 on error).
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// No ANSI colours (also NO_COLOR=1; colours are only used on terminals).
-    #[arg(long)]
-    pub no_color: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,32 +163,14 @@ pub struct ShowArgs {
     /// A plan saved with `pgplan plan --out FILE`.
     #[arg(value_name = "PLANFILE", value_hint = clap::ValueHint::FilePath)]
     pub plan_file: PathBuf,
-    /// Output format.
-    #[arg(
-        short = 'o',
-        long = "format",
-        visible_alias = "output",
-        value_name = "FORMAT",
-        value_enum,
-        default_value_t = FormatArg::Text
-    )]
-    pub format: FormatArg,
-    /// No ANSI colours (also NO_COLOR=1; colours are only used on terminals).
-    #[arg(long)]
-    pub no_color: bool,
+    #[command(flatten)]
+    pub render: RenderArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct GraphArgs {
     #[command(flatten)]
-    pub spec: SpecArgs,
-    #[command(flatten)]
-    pub env: EnvArgs,
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-    /// Plan against a saved snapshot instead of the live cluster and AWS.
-    #[arg(long = "live-state", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
-    pub live_state: Option<PathBuf>,
+    pub input: PlanInputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -101,6 +101,22 @@ fn format(f: FormatArg) -> Format {
     }
 }
 
+fn plan_options(
+    a: &args::PlanInputArgs,
+    format: Format,
+    out: Option<std::path::PathBuf>,
+) -> Result<ops::plan::PlanOptions, OpsError> {
+    Ok(ops::plan::PlanOptions {
+        source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+        environment: a.env.env.clone(),
+        live_state: a.live_state.clone(),
+        format,
+        out,
+        render: RenderOptions::default(),
+        cluster: cluster_options(&a.cluster),
+    })
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
     match cli.command {
         Command::Validate(a) => {
@@ -111,16 +127,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(a) => {
+            let opts = plan_options(&a.input, format(a.render.format), a.out.clone())?;
             let opts = ops::plan::PlanOptions {
-                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
-                environment: a.env.env.clone(),
-                live_state: a.live_state.clone(),
-                format: format(a.format),
-                out: a.out.clone(),
                 render: RenderOptions {
-                    color: a.format == FormatArg::Text && colour(a.no_color),
+                    color: a.render.format == FormatArg::Text && colour(a.render.no_color),
                 },
-                cluster: cluster_options(&a.cluster),
+                ..opts
             };
             let (text, changes) = ops::plan::run(&opts)?;
             print(&text);
@@ -132,22 +144,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
         }
         Command::Show(a) => {
             let render = RenderOptions {
-                color: a.format == FormatArg::Text && colour(a.no_color),
+                color: a.render.format == FormatArg::Text && colour(a.render.no_color),
             };
-            print(&ops::plan::show(&a.plan_file, format(a.format), &render)?);
+            print(&ops::plan::show(
+                &a.plan_file,
+                format(a.render.format),
+                &render,
+            )?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph(a) => {
-            let opts = ops::plan::PlanOptions {
-                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
-                environment: a.env.env.clone(),
-                live_state: a.live_state.clone(),
-                format: Format::Text,
-                out: None,
-                render: RenderOptions::default(),
-                cluster: cluster_options(&a.cluster),
-            };
-            print(&ops::plan::graph(&opts)?);
+            print(&ops::plan::graph(&plan_options(
+                &a.input,
+                Format::Text,
+                None,
+            )?)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {

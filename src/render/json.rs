@@ -208,22 +208,7 @@ fn from_value<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T,
 
 /// The inverse of [`snake_keys`].
 fn camel_keys(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let v = if VERBATIM.contains(&k.as_str()) {
-                        v.clone()
-                    } else {
-                        camel_keys(v)
-                    };
-                    (camel_case(k), v)
-                })
-                .collect::<Map<String, Value>>(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(camel_keys).collect()),
-        other => other.clone(),
-    }
+    rename_keys(v, camel_case)
 }
 
 /// `backup_step` → `backupStep`.
@@ -246,6 +231,12 @@ fn camel_case(key: &str) -> String {
 /// A copy with every object key in snake_case, except inside the values
 /// of [`VERBATIM`] keys.
 fn snake_keys(v: &Value) -> Value {
+    rename_keys(v, snake_case)
+}
+
+/// A copy with every object key renamed, except inside the values of
+/// [`VERBATIM`] keys (foreign objects keep their own keys).
+fn rename_keys(v: &Value, rename: fn(&str) -> String) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.iter()
@@ -253,13 +244,13 @@ fn snake_keys(v: &Value) -> Value {
                     let v = if VERBATIM.contains(&k.as_str()) {
                         v.clone()
                     } else {
-                        snake_keys(v)
+                        rename_keys(v, rename)
                     };
-                    (snake_case(k), v)
+                    (rename(k), v)
                 })
                 .collect::<Map<String, Value>>(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(snake_keys).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|x| rename_keys(x, rename)).collect()),
         other => other.clone(),
     }
 }
