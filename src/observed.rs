@@ -1,6 +1,6 @@
 //! What is live: Kubernetes objects, RDS instances and snapshots, and the
 //! inventory of each PostgreSQL server. Plain data, saved to and loaded from
-//! the snapshot file (`pgplan observe -o live.yaml`, `--live-state`).
+//! the snapshot file (`pgplan observe --out live.yaml`, `--live-state`).
 //!
 //! Kubernetes objects are kept as manifests (JSON values) rather than typed
 //! structs: the planner reads a handful of fields, and the renderers diff
@@ -383,7 +383,7 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
                 "the snapshot file is empty",
                 Span::new(0, 0),
             )
-            .help("write one with `pgplan observe -f pgplan.yaml -o live.yaml`")],
+            .help("write one with `pgplan observe -f pgplan.yaml --out live.yaml`")],
         ));
     };
     let value = doc.root.to_json();

@@ -491,18 +491,49 @@ impl Plan {
     }
 }
 
-/// A plan saved with `plan -o FILE`: the spec it came from (references
+/// The version of the saved-plan envelope below (the JSON plan inside it
+/// has its own, [`PLAN_FORMAT_VERSION`]). 2.0: keys in snake_case like the
+/// JSON plan's (1.0 wrote camelCase) and a checksum.
+pub const SAVED_PLAN_FORMAT_VERSION: &str = "2.0";
+
+/// A plan saved with `plan --out FILE`: the spec it came from (references
 /// only, never values) and the redacted plan. `apply FILE` reloads the spec,
-/// plans again against the live state and runs only if both plans match.
+/// plans again against the live state and runs only if both plans match;
+/// `show FILE` renders the plan again. Keys are snake_case, as in the JSON
+/// plan; docs/output.md describes the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct SavedPlan {
     pub format_version: String,
     pub pgplan_version: String,
     pub spec_file: String,
     pub spec_text: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
     /// The redacted plan, exactly as `plan --format json` prints it.
     pub plan: Value,
+    /// `sha256:HEX` of everything above (see [`SavedPlan::content_checksum`]).
+    pub checksum: String,
+}
+
+impl SavedPlan {
+    /// The checksum of the file's content: sha256 over the compact JSON of
+    /// `[format_version, pgplan_version, spec_file, spec_text, environment,
+    /// plan]` (key order as written). It tells a file changed since pgplan
+    /// wrote it (an edited step, a reordered list, another spec file) from a
+    /// live state that moved; it is not a signature — whoever can write the
+    /// file can recompute it.
+    pub fn content_checksum(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let content = serde_json::json!([
+            self.format_version,
+            self.pgplan_version,
+            self.spec_file,
+            self.spec_text,
+            self.environment,
+            self.plan,
+        ]);
+        // A JSON value with string keys always serialises.
+        let bytes = serde_json::to_vec(&content).unwrap_or_default();
+        format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    }
 }

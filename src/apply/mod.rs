@@ -87,22 +87,14 @@ pub enum ApplyError {
     },
 }
 
-/// Test hooks: `PGPLAN_TEST_CRASH=before:N|after:N` kills the process
-/// (SIGKILL) around step N, `undone:N` once step N's compensation acted and
-/// before the journal records it; `PGPLAN_TEST_FAIL=ADDRESS` makes that step fail
-/// after it acted. They exist so that crash recovery and rollback are tested
-/// on the real code path.
+/// Test hooks (see `crate::testhooks`, live only in builds with the
+/// `test-hooks` feature): a SIGKILL around step N, a failure after a step acted.
 fn crash_hook(when: &str, position: usize) {
-    if std::env::var("PGPLAN_TEST_CRASH").ok().as_deref() == Some(&format!("{when}:{position}")) {
-        // SAFETY: sending SIGKILL to ourselves; nothing runs after it.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
+    crate::testhooks::crash(when, position);
 }
 
 fn fail_hook(address: &str) -> Option<StepError> {
-    (std::env::var("PGPLAN_TEST_FAIL").ok().as_deref() == Some(address)).then(|| {
+    crate::testhooks::fail(address).then(|| {
         StepError(format!(
             "injected failure (PGPLAN_TEST_FAIL) after {address} acted"
         ))

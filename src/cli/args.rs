@@ -1,9 +1,19 @@
 //! Low-level arguments: what clap parses and checks, nothing more. The
 //! options each operation runs with are built from these in `cli::run`.
+//!
+//! Each command takes only the flags it honours. Across commands, `-o` /
+//! `--output` (alias of `--format`) is always an output *format* and exists
+//! only where there is a choice of format (`plan`, `show`); a file pgplan
+//! writes is always named with `--out FILE` (`plan --out` saves the plan,
+//! `observe --out` the snapshot), so `plan -o json` can never create a file
+//! named `json`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCompleter;
+
+use super::complete;
 
 /// Declarative plan/apply for PostgreSQL on Kubernetes and AWS RDS.
 #[derive(Debug, Parser)]
@@ -14,16 +24,18 @@ pub struct Cli {
 }
 
 pub const EXIT_CODES: &str =
-    "Exit codes: 0 success (or no changes), 1 error, 2 changes present (plan --detailed-exitcode).";
+    "Exit codes: 0 success (or no changes), 1 error (usage errors too), 2 changes present (plan --detailed-exitcode).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a spec file and report every error at once.
+    /// Check a spec file (the base and every environment) and report every error at once.
     Validate(ValidateArgs),
     /// Show what apply would do.
     Plan(PlanArgs),
+    /// Render a plan saved with `pgplan plan --out FILE` again (no cluster needed).
+    Show(ShowArgs),
     /// Print the plan's step graph in DOT.
-    Graph(PlanArgs),
+    Graph(GraphArgs),
     /// Write the live state the spec refers to as a snapshot file.
     Observe(ObserveArgs),
     /// Execute a plan (a saved plan file, or a fresh plan of a spec).
@@ -32,7 +44,7 @@ pub enum Command {
     ForceUnlock(ForceUnlockArgs),
     /// Print the JSON Schema of the spec file.
     Schema,
-    /// Print shell completions.
+    /// Print the shell code that completes pgplan's commands, flags and values.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -46,16 +58,30 @@ pub struct SpecArgs {
         short = 'f',
         long = "file",
         value_name = "FILE",
-        default_value = "pgplan.yaml"
+        default_value = "pgplan.yaml",
+        value_hint = clap::ValueHint::FilePath
     )]
     pub file: PathBuf,
-    /// Apply an environment overlay from `spec.environments`.
-    #[arg(long = "env", value_name = "NAME")]
-    pub env: Option<String>,
     /// Use an example shipped inside pgplan instead of a file (its saved live
     /// state too, unless --live-state is given): healthcare, backstage-to-rds, pyairtable.
-    #[arg(long = "example", value_name = "NAME", conflicts_with = "file")]
+    #[arg(
+        long = "example",
+        value_name = "NAME",
+        conflicts_with = "file",
+        add = ArgValueCompleter::new(complete::examples)
+    )]
     pub example: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Apply an environment overlay from `spec.environments`.
+    #[arg(
+        long = "env",
+        value_name = "NAME",
+        add = ArgValueCompleter::new(complete::environments)
+    )]
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -67,10 +93,14 @@ pub struct ValidateArgs {
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Path of the kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context to use.
-    #[arg(long, value_name = "NAME", global = true)]
+    #[arg(
+        long,
+        value_name = "NAME",
+        add = ArgValueCompleter::new(complete::contexts)
+    )]
     pub context: Option<String>,
     /// How long one request to the Kubernetes API server may take before it
     /// fails, connecting included, e.g. 30s, 2m (0: no limit). Exec sessions
@@ -96,27 +126,66 @@ pub enum FormatArg {
     Markdown,
 }
 
+/// What a plan is made from: the spec, an environment, and the live state
+/// (the cluster, or a snapshot).
 #[derive(Debug, Args)]
-pub struct PlanArgs {
+pub struct PlanInputArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
     #[command(flatten)]
+    pub env: EnvArgs,
+    #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Plan against a saved snapshot instead of the live cluster and AWS.
-    #[arg(long = "live-state", value_name = "FILE")]
+    #[arg(long = "live-state", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub live_state: Option<PathBuf>,
+}
+
+/// How a plan is shown (`plan`, `show`).
+#[derive(Debug, Args)]
+pub struct RenderArgs {
     /// Output format.
-    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    #[arg(
+        short = 'o',
+        long = "format",
+        visible_alias = "output",
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t = FormatArg::Text
+    )]
     pub format: FormatArg,
-    /// Save the plan to a file for `pgplan apply FILE`.
-    #[arg(short = 'o', long = "out", value_name = "PLANFILE")]
+    /// No ANSI colours (also NO_COLOR=1; colours are only used on terminals).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: PlanInputArgs,
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// Save the plan to a file for `pgplan apply FILE` and `pgplan show FILE`.
+    #[arg(long = "out", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub out: Option<PathBuf>,
     /// Exit 2 when the plan has changes (0 when none, 1 on error).
     #[arg(long)]
     pub detailed_exitcode: bool,
-    /// No ANSI colours (also NO_COLOR=1; colours are only used on terminals).
-    #[arg(long)]
-    pub no_color: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A plan saved with `pgplan plan --out FILE`.
+    #[arg(value_name = "PLANFILE", value_hint = clap::ValueHint::FilePath)]
+    pub plan_file: PathBuf,
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphArgs {
+    #[command(flatten)]
+    pub input: PlanInputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -124,19 +193,27 @@ pub struct ObserveArgs {
     #[command(flatten)]
     pub spec: SpecArgs,
     #[command(flatten)]
+    pub env: EnvArgs,
+    #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Where to write the snapshot (stdout when omitted).
-    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    #[arg(long = "out", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// A plan saved with `pgplan plan -o FILE`.
-    #[arg(value_name = "PLANFILE")]
+    /// A plan saved with `pgplan plan --out FILE` (it carries its spec and environment).
+    #[arg(
+        value_name = "PLANFILE",
+        value_hint = clap::ValueHint::FilePath,
+        conflicts_with_all = ["file", "example", "env"]
+    )]
     pub plan_file: Option<PathBuf>,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub env: EnvArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Skip the confirmation prompt.
@@ -152,7 +229,7 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s")]
     pub lock_timeout: String,
     /// Where journals and backups' bookkeeping live.
-    #[arg(long, value_name = "DIR", default_value = ".pgplan")]
+    #[arg(long, value_name = "DIR", default_value = ".pgplan", value_hint = clap::ValueHint::DirPath)]
     pub state_dir: PathBuf,
     /// Emit a JSON event per line instead of progress output.
     #[arg(long)]
@@ -168,6 +245,8 @@ pub struct ForceUnlockArgs {
     pub id: String,
     #[command(flatten)]
     pub spec: SpecArgs,
+    #[command(flatten)]
+    pub env: EnvArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }

@@ -1,14 +1,17 @@
 //! The command line: parse (`args`), build each operation's options, run it,
 //! print, and map the outcome to an exit code.
 //!
-//! Exit codes: 0 success or no changes, 1 error, 2 changes present (only
-//! with `plan --detailed-exitcode`).
+//! Exit codes: 0 success or no changes (and `--help`, `--version`), 1 error
+//! — usage errors too, so that a mistyped flag can never read as 2 — and 2
+//! changes present (only with `plan --detailed-exitcode`).
 
 pub mod args;
+pub mod complete;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
 use crate::ops::{self, OpsError, SpecSource};
@@ -17,10 +20,16 @@ use args::{Cli, Command, FormatArg};
 
 /// Parse the command line, run it, and return the process exit code.
 pub fn run() -> ExitCode {
+    // A shell asking for completions (`COMPLETE=bash pgplan -- …`) is
+    // answered and the process exits here, before anything else is printed.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     install_error_handler();
     // kube and the AWS SDK both bring rustls; one process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(&e),
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -28,6 +37,22 @@ pub fn run() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "{report:?}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// clap's own message, printed as clap prints it (help and version on
+/// stdout, errors on stderr), with pgplan's exit codes: 0 for help and
+/// version, 1 for every usage error (clap itself exits 2, which under
+/// `--detailed-exitcode` would mean "changes present").
+fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    usage_exit_code(e.kind())
+}
+
+fn usage_exit_code(kind: ErrorKind) -> ExitCode {
+    match kind {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     }
 }
 
@@ -69,6 +94,30 @@ fn cluster_options(a: &args::ClusterArgs) -> ops::observe::ClusterOptions {
     }
 }
 
+fn format(f: FormatArg) -> Format {
+    match f {
+        FormatArg::Text => Format::Text,
+        FormatArg::Json => Format::Json,
+        FormatArg::Markdown => Format::Markdown,
+    }
+}
+
+fn plan_options(
+    a: &args::PlanInputArgs,
+    format: Format,
+    out: Option<std::path::PathBuf>,
+) -> Result<ops::plan::PlanOptions, OpsError> {
+    Ok(ops::plan::PlanOptions {
+        source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+        environment: a.env.env.clone(),
+        live_state: a.live_state.clone(),
+        format,
+        out,
+        render: RenderOptions::default(),
+        cluster: cluster_options(&a.cluster),
+    })
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
     match cli.command {
         Command::Validate(a) => {
@@ -79,20 +128,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan(a) => {
+            let opts = plan_options(&a.input, format(a.render.format), a.out.clone())?;
             let opts = ops::plan::PlanOptions {
-                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
-                environment: a.spec.env.clone(),
-                live_state: a.live_state.clone(),
-                format: match a.format {
-                    FormatArg::Text => Format::Text,
-                    FormatArg::Json => Format::Json,
-                    FormatArg::Markdown => Format::Markdown,
-                },
-                out: a.out.clone(),
                 render: RenderOptions {
-                    color: a.format == FormatArg::Text && colour(a.no_color),
+                    color: a.render.format == FormatArg::Text && colour(a.render.no_color),
                 },
-                cluster: cluster_options(&a.cluster),
+                ..opts
             };
             let (text, changes) = ops::plan::run(&opts)?;
             print(&text);
@@ -102,17 +143,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Graph(a) => {
-            let opts = ops::plan::PlanOptions {
-                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
-                environment: a.spec.env.clone(),
-                live_state: a.live_state.clone(),
-                format: Format::Text,
-                out: None,
-                render: RenderOptions::default(),
-                cluster: cluster_options(&a.cluster),
+        Command::Show(a) => {
+            let render = RenderOptions {
+                color: a.render.format == FormatArg::Text && colour(a.render.no_color),
             };
-            print(&ops::plan::graph(&opts)?);
+            print(&ops::plan::show(
+                &a.plan_file,
+                format(a.render.format),
+                &render,
+            )?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph(a) => {
+            print(&ops::plan::graph(&plan_options(
+                &a.input,
+                Format::Text,
+                None,
+            )?)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
@@ -120,14 +167,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "pgplan", &mut std::io::stdout());
+            print(&completion_script(shell));
             Ok(ExitCode::SUCCESS)
         }
         Command::Observe(a) => {
             let opts = ops::observe::ObserveOptions {
                 source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
-                environment: a.spec.env.clone(),
+                environment: a.env.env.clone(),
                 cluster: cluster_options(&a.cluster),
                 out: a.out.clone(),
             };
@@ -142,7 +188,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             let opts = ops::apply::ApplyOptions {
                 source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
                 plan_file: a.plan_file.clone(),
-                environment: a.spec.env.clone(),
+                environment: a.env.env.clone(),
                 cluster: cluster_options(&a.cluster),
                 auto_approve: a.auto_approve,
                 resume: a.resume,
@@ -159,11 +205,58 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             let source = SpecSource::new(&a.spec.file, a.spec.example.as_deref())?;
             print(&ops::apply::force_unlock(
                 &source,
-                a.spec.env.as_deref(),
+                a.env.env.as_deref(),
                 &cluster_options(&a.cluster),
                 &a.id,
             )?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The shell code that registers pgplan's completions: it calls pgplan
+/// back with `COMPLETE=SHELL`, so values (examples, environments of the
+/// spec, kubeconfig contexts) are completed from what is there at the time.
+fn completion_script(shell: clap_complete::Shell) -> String {
+    use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Bash => &Bash,
+        clap_complete::Shell::Elvish => &Elvish,
+        clap_complete::Shell::Fish => &Fish,
+        clap_complete::Shell::PowerShell => &Powershell,
+        clap_complete::Shell::Zsh => &Zsh,
+        // `Shell` is non-exhaustive; a shell clap adds later gets bash's script.
+        _ => &Bash,
+    };
+    let mut buf = Vec::new();
+    let _ = completer.write_registration("COMPLETE", "pgplan", "pgplan", "pgplan", &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_exit_1_and_help_and_version_0() {
+        for (args, code) in [
+            (&["pgplan", "--help"][..], ExitCode::SUCCESS),
+            (&["pgplan", "--version"][..], ExitCode::SUCCESS),
+            (&["pgplan", "plan", "-h"][..], ExitCode::SUCCESS),
+            (&["pgplan", "frobnicate"][..], ExitCode::from(1)),
+            (&["pgplan"][..], ExitCode::from(1)),
+            (
+                &["pgplan", "plan", "--format", "yaml"][..],
+                ExitCode::from(1),
+            ),
+        ] {
+            let e = Cli::try_parse_from(args).expect_err("not a runnable command line");
+            assert_eq!(usage_exit_code(e.kind()), code, "{args:?}: {:?}", e.kind());
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -190,6 +190,14 @@ pub(super) fn secrets(
                 .as_deref()
                 .and_then(|v| (cx.inputs.env)(v));
             let port = conn.port.to_string();
+            // Passwords are read at apply: without the variable now, the
+            // live Secret cannot be compared, and the step says so.
+            let pending = match (&conn.host, conn.password_var.as_deref(), &password) {
+                (Some(_), Some(var), None) => Some(format!(
+                    "POSTGRES_PASSWORD is read from `${{{var}}}` at apply and the data compared then"
+                )),
+                _ => None,
+            };
             let desired = match (&conn.host, password) {
                 (Some(host), Some(pw)) => Some(crate::observed::secret_fingerprint([
                     ("POSTGRES_HOST", host.as_bytes()),
@@ -210,7 +218,14 @@ pub(super) fn secrets(
             };
             let reason = "consumers read the new server's address and login from this Secret";
             out.extend(secret_step(
-                cx, name, &ns, &keys, contents, desired, reason, deps,
+                cx,
+                name,
+                &ns,
+                &keys,
+                contents,
+                (desired, pending),
+                reason,
+                deps,
             ));
         }
         if let (Some(ca), Some((ca_file, content))) = (&r.ca_secret, &conn.ca) {
@@ -227,7 +242,7 @@ pub(super) fn secrets(
                 &ns,
                 &[ca.key.as_str()],
                 contents,
-                Some(desired),
+                (Some(desired), None),
                 reason,
                 &[],
             ));
@@ -284,7 +299,7 @@ fn secret_step(
     namespace: &str,
     keys: &[&str],
     contents: SecretContents,
-    desired: Option<String>,
+    (desired, pending): (Option<String>, Option<String>),
     reason: &str,
     deps: &[String],
 ) -> Option<String> {
@@ -338,6 +353,9 @@ fn secret_step(
         object.display(),
         keys.join(", ")
     );
+    if let (Action::Update, Some(pending)) = (action, &pending) {
+        s.summary = format!("{} if its data differs: {pending}", s.summary);
+    }
     s.reason = reason.into();
     s.depends_on = deps.to_vec();
     s.before = live.map(shown);

@@ -181,7 +181,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                 "the live state has no database inventory for {}",
                 src.locator()
             ),
-            "observe the databases too: `pgplan observe -f SPEC -o live.yaml` (or plan online)",
+            "observe the databases too: `pgplan observe -f SPEC --out live.yaml` (or plan online)",
         );
         return;
     };

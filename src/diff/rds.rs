@@ -295,7 +295,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                     "the live state has no database inventory for {}",
                     workload.address()
                 ),
-                "observe the databases too: `pgplan observe -f SPEC -o live.yaml` (or plan online)",
+                "observe the databases too: `pgplan observe -f SPEC --out live.yaml` (or plan online)",
             );
             return;
         }
@@ -304,7 +304,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 &["source"],
                 "pgplan::plan::no-inventory",
                 format!("the live state has no database inventory for {locator}"),
-                "observe the databases too: `pgplan observe -f SPEC -o live.yaml` (or plan online)",
+                "observe the databases too: `pgplan observe -f SPEC --out live.yaml` (or plan online)",
             );
             return;
         }

@@ -143,15 +143,7 @@ pub fn run(opts: &ApplyOptions) -> Result<(), OpsError> {
 async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     // The spec: from the saved plan, or the file.
     let saved: Option<SavedPlan> = match &opts.plan_file {
-        Some(path) => {
-            let bytes = ops::read(path)?;
-            Some(
-                serde_json::from_slice(&bytes).map_err(|e| OpsError::BadPlanFile {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?,
-            )
-        }
+        Some(path) => Some(planop::read_saved(path)?),
         None => None,
     };
     let (spec, spec_text, environment) = match &saved {
@@ -172,6 +164,9 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             (spec, text, opts.environment.clone())
         }
     };
+    // Passwords are read at apply, and only here: a missing one stops the
+    // apply before anything is touched.
+    spec.require_passwords(&ops::env_lookup)?;
     let redactor = Redactor::new(spec.secrets.iter().cloned());
     let base_dir = ops::spec_dir(&spec.file.name);
     let mode = if opts.json {

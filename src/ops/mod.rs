@@ -52,15 +52,27 @@ pub enum OpsError {
     #[error("apply needs approval, and there is no terminal to ask on")]
     #[diagnostic(
         code(pgplan::apply::approval),
-        help("review the plan (`pgplan plan`) and pass --auto-approve in pipelines, or apply a saved plan: `pgplan plan -o plan.json` then `pgplan apply plan.json`")
+        help("review the plan (`pgplan plan`) and pass --auto-approve in pipelines, or apply a saved plan: `pgplan plan --out plan.json` then `pgplan apply plan.json`")
     )]
     Approval,
     #[error("{path} is not a saved pgplan plan: {message}")]
     #[diagnostic(
         code(pgplan::apply::plan_file),
-        help("save plans with `pgplan plan -o FILE`")
+        help("save plans with `pgplan plan --out FILE`")
     )]
     BadPlanFile { path: String, message: String },
+    #[error("cannot use the saved plan {path}: {message}")]
+    #[diagnostic(
+        code(pgplan::apply::plan_version),
+        help("a saved plan is shown and applied only by the pgplan that made it, in the format it wrote; plan again with this pgplan (`pgplan plan --out FILE`)")
+    )]
+    PlanFileVersion { path: String, message: String },
+    #[error("the saved plan file {path} was modified after pgplan wrote it: its checksum does not match its content")]
+    #[diagnostic(
+        code(pgplan::apply::plan_modified),
+        help("a saved plan is applied exactly as it was written and reviewed, so nothing was applied; plan again (`pgplan plan --out FILE`) instead of editing the file")
+    )]
+    PlanFileModified { path: String },
     #[error("the live state has changed since {file} was planned; nothing was applied:\n  {differences}")]
     #[diagnostic(
         code(pgplan::apply::stale_plan),

@@ -1,7 +1,8 @@
-//! `pgplan plan` and `pgplan graph`: load, observe (or read a snapshot),
-//! diff, render; optionally save the plan for apply.
+//! `pgplan plan`, `pgplan graph` and `pgplan show`: load, observe (or read
+//! a snapshot), diff, render; optionally save the plan for apply. The saved
+//! plan file is written and read (versions and checksum checked) here only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cluster::{Cluster, ClusterError, Write};
 use crate::diff::{self, Inputs};
@@ -9,7 +10,7 @@ use crate::observed::Observed;
 use crate::ops::observe::{self, ClusterOptions};
 use crate::ops::{self, OpsError, SpecSource};
 use crate::plan::Operation;
-use crate::plan::{Plan, SavedPlan, PLAN_FORMAT_VERSION};
+use crate::plan::{Plan, SavedPlan, PLAN_FORMAT_VERSION, SAVED_PLAN_FORMAT_VERSION};
 use crate::redact::Redactor;
 use crate::render::{self, Format, RenderOptions};
 use crate::spec::Spec;
@@ -155,13 +156,112 @@ pub fn saved_plan(planned: &Planned, environment: Option<String>) -> Result<Stri
         &RenderOptions::default(),
     )?;
     let saved = SavedPlan {
-        format_version: PLAN_FORMAT_VERSION.into(),
-        pgplan_version: env!("CARGO_PKG_VERSION").into(),
+        format_version: SAVED_PLAN_FORMAT_VERSION.into(),
+        pgplan_version: PGPLAN_VERSION.into(),
         spec_file: planned.spec.file.name.clone(),
         spec_text: planned.spec_text.clone(),
         environment,
         plan: serde_json::from_str(&json).unwrap_or_default(),
+        checksum: String::new(),
     };
-    let text = serde_json::to_string_pretty(&saved).unwrap_or_default();
-    Ok(planned.redactor.text(&text))
+    // Redacted first (a last textual pass over everything), then
+    // checksummed: the checksum is over what the file holds.
+    let draft = serde_json::to_string(&saved).unwrap_or_default();
+    let mut saved: SavedPlan =
+        serde_json::from_str(&planned.redactor.text(&draft)).map_err(|e| OpsError::Write {
+            path: "the saved plan".into(),
+            source: std::io::Error::other(format!("redaction broke the saved plan: {e}")),
+        })?;
+    saved.checksum = saved.content_checksum();
+    Ok(serde_json::to_string_pretty(&saved).unwrap_or_default() + "\n")
+}
+
+const PGPLAN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Read a saved plan file and check it before anything trusts it: the
+/// envelope's format, the pgplan that wrote it, the JSON plan's own format
+/// and pgplan version (each refused when unknown, both versions named), and
+/// the checksum over its content ("the saved plan file was modified").
+/// Versions come first: another version may checksum differently.
+pub fn read_saved(path: &Path) -> Result<SavedPlan, OpsError> {
+    let shown = path.display().to_string();
+    let bad = |message: String| OpsError::BadPlanFile {
+        path: shown.clone(),
+        message,
+    };
+    let version = |message: String| OpsError::PlanFileVersion {
+        path: shown.clone(),
+        message,
+    };
+    let bytes = ops::read(path)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(bad("not a JSON object".into()));
+    };
+    let text = |key: &str| object.get(key).and_then(serde_json::Value::as_str);
+    match (text("format_version"), text("formatVersion")) {
+        (Some(v), _) if v == SAVED_PLAN_FORMAT_VERSION => {}
+        (Some(v), _) => {
+            return Err(version(format!(
+                "its saved-plan format is {v}, and this pgplan reads format {SAVED_PLAN_FORMAT_VERSION}"
+            )))
+        }
+        // pgplan 0.1's first saved plans: camelCase keys, no checksum.
+        (None, Some(v)) => {
+            return Err(version(format!(
+                "its saved-plan format is {v} (camelCase keys, no checksum), and this pgplan reads format {SAVED_PLAN_FORMAT_VERSION}"
+            )))
+        }
+        (None, None) => return Err(bad("it has no `format_version`".into())),
+    }
+    let saved: SavedPlan = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    if saved.pgplan_version != PGPLAN_VERSION {
+        return Err(version(format!(
+            "it was saved by pgplan {}, and this is pgplan {PGPLAN_VERSION}",
+            saved.pgplan_version
+        )));
+    }
+    let inner = |key: &str| saved.plan.get(key).and_then(serde_json::Value::as_str);
+    match inner("format_version") {
+        Some(v) if v == PLAN_FORMAT_VERSION => {}
+        Some(v) => {
+            return Err(version(format!(
+                "its JSON plan has format_version {v}, and this pgplan reads {PLAN_FORMAT_VERSION}"
+            )))
+        }
+        None => {
+            return Err(version(format!(
+                "its JSON plan has no format_version, and this pgplan reads {PLAN_FORMAT_VERSION}"
+            )))
+        }
+    }
+    match inner("pgplan_version") {
+        Some(v) if v == PGPLAN_VERSION => {}
+        Some(v) => {
+            return Err(version(format!(
+                "its JSON plan was made by pgplan {v}, and this is pgplan {PGPLAN_VERSION}"
+            )))
+        }
+        None => {
+            return Err(version(format!(
+                "its JSON plan names no pgplan_version, and this is pgplan {PGPLAN_VERSION}"
+            )))
+        }
+    }
+    if saved.checksum != saved.content_checksum() {
+        return Err(OpsError::PlanFileModified { path: shown });
+    }
+    Ok(saved)
+}
+
+/// `pgplan show FILE`: the saved plan rendered again from its JSON, with no
+/// spec file, cluster or AWS. The plan was redacted when it was saved.
+pub fn show(path: &Path, format: Format, opts: &RenderOptions) -> Result<String, OpsError> {
+    let saved = read_saved(path)?;
+    let plan = render::plan_from_json(&saved.plan).map_err(|message| OpsError::BadPlanFile {
+        path: path.display().to_string(),
+        message,
+    })?;
+    Ok(render::render(&plan, format, &Redactor::default(), opts)?)
 }

@@ -265,7 +265,7 @@ pub async fn backup(
         }
     };
 
-    if std::env::var("PGPLAN_TEST_CORRUPT_BACKUP").ok().as_deref() == Some(database) {
+    if crate::testhooks::corrupt_backup(database) {
         corrupt_for_test(&partial, format);
     }
     let checked = check_partial(runner, &partial, format, streamed, progress).await;
@@ -413,7 +413,7 @@ async fn check_partial(
     Ok((bytes, sha, archive::toc_entries(&listing)))
 }
 
-/// Test hook (`PGPLAN_TEST_CORRUPT_BACKUP=DATABASE`): damages the written
+/// Test hook (`PGPLAN_TEST_CORRUPT_BACKUP=DATABASE`, see `crate::testhooks`): damages the written
 /// archive before it is read back, as a bad disk or a truncated stream would,
 /// so tests see an unverifiable dump stop the apply. A custom archive gets a
 /// flipped byte in its middle (the re-read sha256 differs from the streamed

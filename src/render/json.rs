@@ -1,4 +1,4 @@
-//! The JSON plan, for machines and for saved plans (`plan -o FILE`).
+//! The JSON plan, for machines and for saved plans (`plan --out FILE`).
 //!
 //! The format is versioned (`format_version`) and documented in
 //! `docs/output.md`. Keys are snake_case, as in Terraform's JSON plan, and
@@ -133,9 +133,110 @@ fn step(position: usize, s: &Step) -> Value {
     })
 }
 
+/// The plan a JSON document describes: the inverse of [`render`], for
+/// `pgplan show FILE`. Derived fields (`position`, `summary`, the versions,
+/// which the caller checks) are dropped; the rest is read back through the
+/// plan's own serde types, every pgplan key in camelCase again.
+pub(super) fn read(doc: &Value) -> Result<Plan, String> {
+    let field = |key: &str| {
+        doc.get(key)
+            .ok_or_else(|| format!("the plan has no `{key}`"))
+    };
+    let placements = field("placements")?
+        .as_array()
+        .ok_or("`placements` is not a list")?
+        .iter()
+        .map(|pp| {
+            let mut v = camel_keys(pp);
+            if let Some(d) = v.get_mut("downtime") {
+                if !d.is_null() {
+                    *d = json!([d["firstStep"], d["lastStep"]]);
+                }
+            }
+            from_value(v, "a placement")
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let steps = field("steps")?
+        .as_array()
+        .ok_or("`steps` is not a list")?
+        .iter()
+        .map(read_step)
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Plan {
+        placements,
+        steps,
+        fingerprints: from_value(field("fingerprints")?.clone(), "`fingerprints`")?,
+        warnings: from_value(field("warnings")?.clone(), "`warnings`")?,
+    })
+}
+
+fn read_step(v: &Value) -> Result<Step, String> {
+    let Value::Object(fields) = v else {
+        return Err("a step is not an object".into());
+    };
+    let mut out = Map::with_capacity(fields.len());
+    for (k, v) in fields {
+        match k.as_str() {
+            "position" => {}
+            "actions" => {
+                let names: Vec<&str> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let action = match names.as_slice() {
+                    ["delete", "create"] => "replace",
+                    [one] => one,
+                    _ => return Err(format!("a step has the actions {v}")),
+                };
+                out.insert("action".into(), Value::String(action.into()));
+            }
+            _ if VERBATIM.contains(&k.as_str()) => {
+                out.insert(camel_case(k), v.clone());
+            }
+            _ => {
+                out.insert(camel_case(k), camel_keys(v));
+            }
+        }
+    }
+    let address = fields.get("address").cloned().unwrap_or(Value::Null);
+    from_value(Value::Object(out), &format!("step {address}"))
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, String> {
+    serde_json::from_value(v).map_err(|e| format!("{what} cannot be read: {e}"))
+}
+
+/// The inverse of [`snake_keys`].
+fn camel_keys(v: &Value) -> Value {
+    rename_keys(v, camel_case)
+}
+
+/// `backup_step` → `backupStep`.
+fn camel_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' && !out.is_empty() {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A copy with every object key in snake_case, except inside the values
 /// of [`VERBATIM`] keys.
 fn snake_keys(v: &Value) -> Value {
+    rename_keys(v, snake_case)
+}
+
+/// A copy with every object key renamed, except inside the values of
+/// [`VERBATIM`] keys (foreign objects keep their own keys).
+fn rename_keys(v: &Value, rename: fn(&str) -> String) -> Value {
     match v {
         Value::Object(map) => Value::Object(
             map.iter()
@@ -143,13 +244,13 @@ fn snake_keys(v: &Value) -> Value {
                     let v = if VERBATIM.contains(&k.as_str()) {
                         v.clone()
                     } else {
-                        snake_keys(v)
+                        rename_keys(v, rename)
                     };
-                    (snake_case(k), v)
+                    (rename(k), v)
                 })
                 .collect::<Map<String, Value>>(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(snake_keys).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|x| rename_keys(x, rename)).collect()),
         other => other.clone(),
     }
 }

@@ -67,6 +67,12 @@ pub fn dot(plan: &Plan, redactor: &Redactor) -> Result<String, RedactionError> {
     Ok(redact(plan.clone(), redactor)?.dot(redactor))
 }
 
+/// The plan a JSON plan document (`plan --format json`, the `plan` of a
+/// saved plan) describes, for rendering it again (`pgplan show`).
+pub fn plan_from_json(doc: &Value) -> Result<Plan, String> {
+    json::read(doc)
+}
+
 /// A plan with every secret value replaced (strings anywhere in steps,
 /// before/after, operations) and Secret data hidden. Renderers only take
 /// this type, so none of them can print an unredacted plan.

@@ -378,12 +378,18 @@ fn types_of(schema: &Value) -> Vec<&str> {
 }
 
 fn range_check(schema: &Value, i: i64, node: &Node, path: &[PathSeg], issues: &mut Vec<Issue>) {
-    let max = match schema.get("format").and_then(Value::as_str) {
-        Some("uint16") => Some(u16::MAX as i64),
-        Some("uint32") => Some(u32::MAX as i64),
-        _ => schema.get("maximum").and_then(Value::as_i64),
+    // Only the integer type's own range is checked here. The schema's
+    // tighter `minimum`/`maximum` (replicas ≥ 1, jobs ≤ 64) are for editors:
+    // `spec::validate` reports them with a reason, together with the other
+    // semantic errors of the document.
+    let (min, max) = match schema.get("format").and_then(Value::as_str) {
+        Some("uint16") => (Some(0), Some(u16::MAX as i64)),
+        Some("uint32") => (Some(0), Some(u32::MAX as i64)),
+        _ => (
+            schema.get("minimum").and_then(Value::as_i64),
+            schema.get("maximum").and_then(Value::as_i64),
+        ),
     };
-    let min = schema.get("minimum").and_then(Value::as_i64);
     if min.is_some_and(|m| i < m) || max.is_some_and(|m| i > m) {
         issues.push(Issue {
             code: "pgplan::spec::range",

@@ -73,6 +73,52 @@ pub struct Spec {
     pub expansions: Vec<(String, String)>,
 }
 
+impl Spec {
+    /// Every password variable the placements reference must be set: apply
+    /// calls this before it changes anything (validate and plan only record
+    /// the references). The errors point at the password in the file.
+    pub fn require_passwords(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), SpecErrors> {
+        let mut errors = Vec::new();
+        for p in &self.placements {
+            let credentials = &p.spec().credentials;
+            for (side, login) in [
+                ("source", &credentials.source),
+                ("target", &credentials.target),
+            ] {
+                let Some(login) = login else { continue };
+                let Ok(refs) = env::references(&login.password) else {
+                    continue;
+                };
+                for (_, var) in refs.into_iter().filter(|(_, v)| lookup(v).is_none()) {
+                    let span = p.span_of(&["spec", "credentials", side, "password"]);
+                    errors.push(
+                        SpecError::new(
+                            &self.file,
+                            "pgplan::spec::env-unset",
+                            format!(
+                                "environment variable `{var}` is not set; apply needs it for the {side} password of placement `{}`",
+                                p.name()
+                            ),
+                            span,
+                        )
+                        .help(format!(
+                            "export {var}=… before `pgplan apply`; nothing was changed (validate and plan only record the reference)"
+                        )),
+                    );
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecErrors::new(&self.file, errors))
+        }
+    }
+}
+
 /// How to load: which environment, and how to read variables.
 pub struct LoadOptions<'a> {
     pub environment: Option<&'a str>,
@@ -310,33 +356,20 @@ fn load_document(
     v.placement(&parsed);
     errors.append(&mut v.errors);
 
-    for side in ["source", "target"] {
-        let login = match side {
-            "source" => parsed.spec.credentials.source.as_ref(),
-            _ => parsed.spec.credentials.target.as_ref(),
-        };
-        let Some(login) = login else { continue };
+    // Passwords are only recorded here (as `${VAR}`); apply resolves them
+    // (`Spec::require_passwords`). A value that is set is still collected,
+    // so that it is redacted wherever it might appear.
+    for login in [
+        &parsed.spec.credentials.source,
+        &parsed.spec.credentials.target,
+    ]
+    .into_iter()
+    .flatten()
+    {
         if let Ok(refs) = env::references(&login.password) {
             for (_, var) in refs {
-                match (opts.lookup)(var) {
-                    Some(value) => secrets.push((var.to_string(), value)),
-                    None => {
-                        let span = node.span_at(&[
-                            PathSeg::Key("spec".into()),
-                            PathSeg::Key("credentials".into()),
-                            PathSeg::Key(side.into()),
-                            PathSeg::Key("password".into()),
-                        ]);
-                        errors.push(
-                            SpecError::new(
-                                file,
-                                "pgplan::spec::env-unset",
-                                format!("environment variable `{var}` is not set"),
-                                span,
-                            )
-                            .help(format!("export {var}=… before running pgplan")),
-                        );
-                    }
+                if let Some(value) = (opts.lookup)(var) {
+                    secrets.push((var.to_string(), value));
                 }
             }
         }

@@ -14,6 +14,61 @@ use serde::{Deserialize, Serialize};
 pub const API_VERSION: &str = "pgplan.dev/v1alpha1";
 pub const KIND: &str = "Placement";
 
+/// Patterns of the JSON Schema, for editors: they catch in the editor what
+/// `spec::validate` reports on load (with a reason; the structural check in
+/// `spec::check` does not read `pattern`, `format`, `minItems`, `minimum`
+/// beyond the integer type's own range, …). A value with a `${VAR}`
+/// reference is only checked once expanded, so each pattern also accepts
+/// any string containing `${` (the `|\$\{` alternative).
+pub mod patterns {
+    /// A DNS-1123 label (namespaces, StatefulSets, Services, placements).
+    pub const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$|\$\{";
+    /// A DNS-1123 subdomain (Deployments, Secrets, PVs, StorageClasses, nodes).
+    pub const DNS_SUBDOMAIN: &str =
+        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$|\$\{";
+    /// A Kubernetes quantity such as `5Gi`, `500Mi`, `10G`.
+    pub const QUANTITY: &str = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$|\$\{";
+    /// An absolute path.
+    pub const ABSOLUTE_PATH: &str = r"^/|\$\{";
+    /// Something other than blanks.
+    pub const NOT_BLANK: &str = r"\S";
+    /// One word (an image reference).
+    pub const WORD: &str = r"^\S+$|\$\{";
+    /// A whole `${VAR}` reference, nothing else (passwords).
+    pub const ENV_REFERENCE: &str = r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$";
+    /// An AWS region code such as `us-east-1`.
+    pub const AWS_REGION: &str = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$|\$\{";
+    /// An RDS instance identifier: a letter, then letters, digits and single hyphens.
+    pub const RDS_IDENTIFIER: &str = r"^[A-Za-z](-?[A-Za-z0-9])*$|\$\{";
+    /// A PostgreSQL engine version such as `15.4` or `16`.
+    pub const ENGINE_VERSION: &str = r"^[0-9]+(\.[0-9]+)?$|\$\{";
+    /// A DB instance class such as `db.t3.medium`.
+    pub const INSTANCE_CLASS: &str = r"^db\.[^.]+\.[^.]+$|\$\{";
+    /// A database name or glob.
+    pub const DATABASE: &str = r"^[A-Za-z0-9_$*?!\[\]-]+$|\$\{";
+    /// A Kubernetes kind (CamelCase).
+    pub const KIND: &str = r"^[A-Z]|\$\{";
+    /// `v1` or `group/version`.
+    pub const API_VERSION: &str = r"^(v1|.+/.+)$|\$\{";
+    /// A cron schedule of five fields.
+    pub const CRON: &str = r"^\s*\S+(\s+\S+){4}\s*$|\$\{";
+    /// An http(s) URL with a host.
+    pub const HTTP_URL: &str = r"^https?://[^\s/]+(/\S*)?$|\$\{";
+}
+
+use patterns as pat;
+
+/// An access mode of the data volumes' claims.
+// Only the schema's enum: the model keeps the strings it writes into manifests.
+#[derive(JsonSchema)]
+#[allow(dead_code, clippy::enum_variant_names)]
+enum AccessMode {
+    ReadWriteOnce,
+    ReadOnlyMany,
+    ReadWriteMany,
+    ReadWriteOncePod,
+}
+
 /// One placement: where one PostgreSQL server's databases should live.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -34,6 +89,7 @@ pub struct PlacementDoc {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Metadata {
     /// Unique name of the placement in the file (a DNS-1123 label).
+    #[schemars(pattern(pat::DNS_LABEL))]
     pub name: String,
     /// Free-form labels, copied onto the objects pgplan creates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -52,6 +108,7 @@ pub struct PlacementSpec {
     #[serde(default)]
     pub credentials: Credentials,
     /// Databases to move: exact names or globs (`backstage_plugin_*`).
+    #[schemars(length(min = 1), inner(pattern(pat::DATABASE)))]
     pub databases: Vec<String>,
     /// Applications that use the database: stopped during the move,
     /// reconfigured after it.
@@ -70,7 +127,10 @@ pub struct PlacementSpec {
     /// merge key by key, anything else replaces, `null` removes. Choosing a
     /// different kind of `source` or `target` replaces that section.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(with = "BTreeMap<String, BTreeMap<String, serde_json::Value>>")]
+    #[schemars(
+        with = "BTreeMap<String, BTreeMap<String, serde_json::Value>>",
+        extend("propertyNames" = {"pattern": pat::DNS_LABEL})
+    )]
     pub environments: BTreeMap<String, serde_json::Value>,
 }
 
@@ -90,6 +150,7 @@ pub enum Source {
 pub struct KubeSource {
     /// Namespace of the workload.
     #[serde(default = "default_namespace")]
+    #[schemars(pattern(pat::DNS_LABEL))]
     pub namespace: String,
     /// The Deployment or StatefulSet running Postgres.
     pub workload: WorkloadRef,
@@ -105,9 +166,11 @@ pub struct WorkloadRef {
     pub kind: WorkloadKind,
     /// Name of the workload. Give either this or `selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub name: Option<String>,
     /// Labels that select exactly one workload of this kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("minProperties" = 1))]
     pub selector: Option<BTreeMap<String, String>>,
 }
 
@@ -130,8 +193,10 @@ impl WorkloadKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExternalServer {
+    #[schemars(pattern(pat::NOT_BLANK))]
     pub host: String,
     #[serde(default = "default_pg_port")]
+    #[schemars(range(min = 1))]
     pub port: u16,
     #[serde(default)]
     pub tls: Tls,
@@ -156,6 +221,7 @@ pub enum Target {
 pub struct KubeTarget {
     /// Namespace of the StatefulSet; defaults to the source's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::DNS_LABEL))]
     pub namespace: Option<String>,
     pub stateful_set: StatefulSetTarget,
 }
@@ -165,14 +231,18 @@ pub struct KubeTarget {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct StatefulSetTarget {
     /// Name of the StatefulSet; pods are `{name}-{ordinal}`.
+    #[schemars(pattern(pat::DNS_LABEL))]
     pub name: String,
     /// Name of the headless Service; defaults to `name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::DNS_LABEL))]
     pub service_name: Option<String>,
     #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1))]
     pub replicas: u32,
     /// Container image; defaults to the source workload's image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::WORD))]
     pub image: Option<String>,
     pub storage: Storage,
     /// How the freshly created server is tuned while the databases are
@@ -207,17 +277,22 @@ pub enum LoadTuningMode {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Storage {
     /// Requested size, a Kubernetes quantity such as `5Gi`.
+    #[schemars(pattern(pat::QUANTITY))]
     pub size: String,
     /// StorageClass of the volumes; the cluster default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub storage_class_name: Option<String>,
     /// Name of the volumeClaimTemplate; PVCs are `{template}-{statefulset}-{ordinal}`.
     #[serde(default = "default_claim_template")]
+    #[schemars(pattern(pat::DNS_LABEL))]
     pub volume_claim_template: String,
     #[serde(default = "default_access_modes")]
+    #[schemars(with = "Vec<AccessMode>")]
     pub access_modes: Vec<String>,
     /// Mount path of the data volume in the Postgres container.
     #[serde(default = "default_data_path")]
+    #[schemars(pattern(pat::ABSOLUTE_PATH))]
     pub mount_path: String,
     /// Pre-created PersistentVolumes, one per replica (ordinal order), used
     /// when the StorageClass has no provisioner.
@@ -231,10 +306,13 @@ pub struct Storage {
 pub struct StaticVolume {
     /// PV name; defaults to `{statefulset}-pv-{ordinal}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub name: Option<String>,
     /// Node (`kubernetes.io/hostname`) holding the directory.
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub node: String,
     /// Directory on the node.
+    #[schemars(pattern(pat::ABSOLUTE_PATH))]
     pub path: String,
     #[serde(default = "default_retain")]
     pub reclaim_policy: ReclaimPolicy,
@@ -251,14 +329,19 @@ pub enum ReclaimPolicy {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RdsTarget {
     /// AWS region, e.g. `us-east-1`.
+    #[schemars(pattern(pat::AWS_REGION))]
     pub region: String,
     /// DB instance identifier.
+    #[schemars(pattern(pat::RDS_IDENTIFIER), length(max = 63))]
     pub instance_identifier: String,
     /// Engine version, e.g. `15.4`.
+    #[schemars(pattern(pat::ENGINE_VERSION))]
     pub engine_version: String,
     /// Instance class, e.g. `db.t3.medium`.
+    #[schemars(pattern(pat::INSTANCE_CLASS))]
     pub instance_class: String,
     /// Allocated storage in GiB.
+    #[schemars(range(min = 20, max = 65536))]
     pub allocated_storage: u32,
     #[serde(default = "default_true")]
     pub storage_encrypted: bool,
@@ -298,6 +381,7 @@ pub struct Tls {
     /// CA bundle used to verify the server (`verify-ca`/`verify-full`); it is
     /// also what the CA Secret for consumers holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::NOT_BLANK))]
     pub ca_file: Option<String>,
 }
 
@@ -336,7 +420,9 @@ impl SslMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Connect {
+    #[schemars(pattern(pat::NOT_BLANK))]
     pub host: String,
+    #[schemars(range(min = 1))]
     pub port: u16,
 }
 
@@ -357,8 +443,10 @@ pub struct Credentials {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Login {
+    #[schemars(pattern(pat::NOT_BLANK))]
     pub username: String,
     /// Must be a `${VAR}` reference: literal passwords would end up in plans.
+    #[schemars(pattern(pat::ENV_REFERENCE))]
     pub password: String,
 }
 
@@ -388,13 +476,17 @@ impl Consumer {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Consumer {
     /// `Deployment`, `StatefulSet`, or the kind of a custom resource.
+    #[schemars(pattern(pat::KIND))]
     pub kind: String,
     /// Needed for custom resources, e.g. `rhdh.redhat.com/v1alpha3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::API_VERSION))]
     pub api_version: Option<String>,
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub name: String,
     /// Defaults to the source's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::DNS_LABEL))]
     pub namespace: Option<String>,
     /// Scale to zero while data moves.
     #[serde(default = "default_true")]
@@ -414,6 +506,7 @@ pub struct Consumer {
 pub struct Reconfigure {
     /// Secret with POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER and POSTGRES_PASSWORD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub connection_secret: Option<String>,
     /// Secret holding the server's CA certificate (from `tls.caFile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -432,6 +525,7 @@ pub struct Reconfigure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SecretKey {
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub name: String,
     #[serde(default = "default_ca_key")]
     pub key: String,
@@ -478,6 +572,7 @@ impl Default for Verify {
 pub struct SqlProbe {
     pub name: String,
     pub database: String,
+    #[schemars(pattern(pat::NOT_BLANK))]
     pub query: String,
     pub expect: String,
 }
@@ -487,8 +582,10 @@ pub struct SqlProbe {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpCheck {
     pub name: String,
+    #[schemars(url, pattern(pat::HTTP_URL))]
     pub url: String,
     #[serde(default = "default_http_status")]
+    #[schemars(range(min = 100, max = 599))]
     pub expect_status: u16,
     /// Text the body must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -501,20 +598,24 @@ pub struct HttpCheck {
 pub struct Backup {
     /// Local directory for the move's dumps and manifests.
     #[serde(default = "default_backup_dir")]
+    #[schemars(pattern(pat::NOT_BLANK))]
     pub directory: String,
     #[serde(default)]
     pub format: DumpFormat,
     /// Parallel jobs for restore (and for dumps where the transport allows).
     #[serde(default = "default_jobs")]
+    #[schemars(range(min = 1, max = 64))]
     pub jobs: u32,
     /// Cron schedule of a backup CronJob next to the target (e.g. `0 2 * * *`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(pat::CRON))]
     pub schedule: Option<String>,
     /// Days a scheduled backup is kept.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     /// Size of the backup PVC used by the CronJob.
     #[serde(default = "default_backup_storage")]
+    #[schemars(pattern(pat::QUANTITY))]
     pub storage_size: String,
     /// VolumeSnapshots of the target's volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -550,6 +651,7 @@ pub enum DumpFormat {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Snapshots {
     /// VolumeSnapshotClass to use.
+    #[schemars(pattern(pat::DNS_SUBDOMAIN))]
     pub class_name: String,
     /// Snapshot each data PVC before a step changes it.
     #[serde(default = "default_true")]

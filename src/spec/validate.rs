@@ -154,6 +154,33 @@ impl<'a> Validator<'a> {
             );
         }
         self.tls(&p(&["spec", section, key, "tls"]), &e.tls);
+        if let Some(c) = &e.connect {
+            self.connect(&p(&["spec", section, key, "connect"]), c);
+        }
+    }
+
+    fn connect(&mut self, path: &[PathSeg], c: &Connect) {
+        let at = |f: &str| {
+            let mut v = path.to_vec();
+            v.push(PathSeg::Key(f.into()));
+            v
+        };
+        if c.host.trim().is_empty() {
+            self.err(
+                &at("host"),
+                "pgplan::spec::value",
+                "the host is empty".into(),
+                "give the local address of the tunnel or port-forward, e.g. `127.0.0.1`",
+            );
+        }
+        if c.port == 0 {
+            self.err(
+                &at("port"),
+                "pgplan::spec::range",
+                "port 0 is not a server port".into(),
+                "give the local port of the tunnel or port-forward",
+            );
+        }
     }
 
     fn tls(&mut self, path: &[PathSeg], tls: &Tls) {
@@ -390,14 +417,7 @@ impl<'a> Validator<'a> {
                     self.err(&p(&["spec", "target", "rds"]), "pgplan::spec::missing-field", "an RDS target needs `credentials.target` (the master user)".into(), "add `credentials: {target: {username: postgres, password: ${RDS_MASTER_PASSWORD}}}`");
                 }
                 if let Some(c) = &r.connect {
-                    if c.port == 0 {
-                        self.err(
-                            &p(&["spec", "target", "rds", "connect", "port"]),
-                            "pgplan::spec::range",
-                            "port 0 is not a server port".into(),
-                            "give the local port of the tunnel or port-forward",
-                        );
-                    }
+                    self.connect(&p(&["spec", "target", "rds", "connect"]), c);
                 }
             }
         }
@@ -475,6 +495,40 @@ impl<'a> Validator<'a> {
     }
 
     fn consumers(&mut self, s: &PlacementSpec) {
+        // A consumer is one object (kind, namespace, name): listed twice, it
+        // would be stopped and pointed at the target twice.
+        let default_ns = match &s.source {
+            Source::Kubernetes(k) => k.namespace.as_str(),
+            Source::External(_) => "default",
+        };
+        let mut seen: Vec<(&str, &str, &str, usize)> = Vec::with_capacity(s.consumers.len());
+        for (i, c) in s.consumers.iter().enumerate() {
+            let ns = c.namespace.as_deref().unwrap_or(default_ns);
+            match seen
+                .iter()
+                .find(|(k, n, m, _)| (*k, *n, *m) == (c.kind.as_str(), ns, c.name.as_str()))
+            {
+                Some(&(_, _, _, first)) => {
+                    let at = p(&["spec", "consumers", &i.to_string(), "name"]);
+                    let first_at =
+                        self.node
+                            .span_at(&p(&["spec", "consumers", &first.to_string(), "name"]));
+                    let span = self.node.span_at(&at);
+                    self.errors.push(
+                        SpecError::new(
+                            self.file,
+                            "pgplan::spec::duplicate",
+                            format!("the consumer {} {ns}/{} is listed twice", c.kind, c.name),
+                            span,
+                        )
+                        .label(path_string(&at))
+                        .related(first_at, "first listed here")
+                        .help("list each consumer once; merge the two entries' settings"),
+                    );
+                }
+                None => seen.push((c.kind.as_str(), ns, c.name.as_str(), i)),
+            }
+        }
         for (i, c) in s.consumers.iter().enumerate() {
             let idx = i.to_string();
             let cp = |f: &str| p(&["spec", "consumers", &idx, f]);
@@ -502,7 +556,10 @@ impl<'a> Validator<'a> {
                 );
             }
             if let Some(av) = &c.api_version {
-                if !av.contains('/') && av != "v1" {
+                let group_version = av
+                    .split_once('/')
+                    .is_some_and(|(g, v)| !g.is_empty() && !v.is_empty());
+                if !group_version && av != "v1" {
                     self.err(
                         &cp("apiVersion"),
                         "pgplan::spec::value",
@@ -633,8 +690,15 @@ impl<'a> Validator<'a> {
         }
         for (i, h) in v.http.iter().enumerate() {
             let idx = i.to_string();
-            if !(h.url.starts_with("http://") || h.url.starts_with("https://")) || h.url.len() < 10
-            {
+            // As the schema's pattern: http(s)://, a host, an optional path, no blanks.
+            let url_ok = ["http://", "https://"].iter().any(|scheme| {
+                h.url.strip_prefix(scheme).is_some_and(|rest| {
+                    !rest.starts_with('/')
+                        && !rest.is_empty()
+                        && !rest.contains(char::is_whitespace)
+                })
+            });
+            if !url_ok {
                 self.err(
                     &p(&["spec", "verify", "http", &idx, "url"]),
                     "pgplan::spec::value",

@@ -362,6 +362,10 @@ fn json_events_report_every_step() {
 /// `loadTuning: restart`, so that the restarts around the restore are
 /// among the steps rolled back.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test hooks: cargo test --features test-hooks (scripts/test enables them)"
+)]
 fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
     let planned = tempfile::tempdir().unwrap();
     let steps = step_addresses(Some(&restart_spec(planned.path())));
@@ -426,6 +430,10 @@ fn a_failure_at_any_step_rolls_back_and_a_second_apply_succeeds() {
 /// identical data (`loadTuning: restart`: a kill while postgres-0 runs with
 /// minimal WAL, or between the restarts, resumes too).
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test hooks: cargo test --features test-hooks (scripts/test enables them)"
+)]
 fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
     let planned = tempfile::tempdir().unwrap();
     let n = step_addresses(Some(&restart_spec(planned.path()))).len();
@@ -497,6 +505,10 @@ fn a_kill_at_every_step_boundary_resumes_with_identical_data() {
 /// - after the consumers were started again: going forward from there
 ///   would move data they have changed since the backup.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test hooks: cargo test --features test-hooks (scripts/test enables them)"
+)]
 fn a_kill_while_rolling_back_resumes_the_rollback_not_the_move() {
     let steps = step_addresses(None);
     let position = |address: &str| {
@@ -578,6 +590,10 @@ fn a_kill_while_rolling_back_resumes_the_rollback_not_the_move() {
 /// them: intact, it verifies and keeps them; torn (a row missing), it stops,
 /// says what to do, and after the database is dropped restores it again.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test hooks: cargo test --features test-hooks (scripts/test enables them)"
+)]
 fn a_source_with_its_data_in_the_pod_gets_it_back_from_the_backup() {
     for torn in [false, true] {
         let cluster = SimCluster::with_scenario(Scenario::HealthcareInPod);
@@ -863,7 +879,7 @@ fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
     ok(&pgplan_in(
         &cluster,
         state.path(),
-        &["plan", "-f", &spec(), "-o", plan_file.to_str().unwrap()],
+        &["plan", "-f", &spec(), "--out", plan_file.to_str().unwrap()],
         &[],
     ));
 
@@ -899,7 +915,7 @@ fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
     ok(&pgplan_in(
         &cluster,
         state.path(),
-        &["plan", "-f", &spec(), "-o", plan_file.to_str().unwrap()],
+        &["plan", "-f", &spec(), "--out", plan_file.to_str().unwrap()],
         &[],
     ));
     ok(&pgplan_in(
@@ -917,6 +933,10 @@ fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test hooks: cargo test --features test-hooks (scripts/test enables them)"
+)]
 fn a_dump_that_cannot_be_verified_stops_before_anything_destructive() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     let state = tempfile::tempdir().unwrap();
@@ -951,6 +971,32 @@ fn a_dump_that_cannot_be_verified_stops_before_anything_destructive() {
         ]
     );
     assert_original_topology(&cluster);
+    assert_eq!(patients(&cluster), before);
+}
+
+/// The other half of `a_dump_that_cannot_be_verified…`: a build without
+/// the `test-hooks` feature (what `cargo install` makes) ignores every hook
+/// variable and moves the data. It runs in `cargo test` without the feature
+/// (CI's run has the feature; there `testhooks`' unit tests cover this).
+#[test]
+#[cfg_attr(
+    feature = "test-hooks",
+    ignore = "checks a build without the test hooks: cargo test without --features test-hooks"
+)]
+fn a_build_without_the_test_hooks_ignores_them() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let before = patients(&cluster);
+    ok(&apply(
+        &cluster,
+        state.path(),
+        &[
+            ("PGPLAN_TEST_CORRUPT_BACKUP", "healthcare"),
+            ("PGPLAN_TEST_FAIL", "pg/healthcare/healthcare/restore"),
+            ("PGPLAN_TEST_CRASH", "before:5"),
+        ],
+    ));
+    assert_moved(&cluster);
     assert_eq!(patients(&cluster), before);
 }
 

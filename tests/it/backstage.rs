@@ -337,6 +337,10 @@ fn steps(w: &World, spec: &Path) -> Vec<String> {
 /// database with its data, what pgplan created on RDS dropped, the
 /// deletion-protected instance kept; a second apply then succeeds.
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test hooks: cargo test --features test-hooks (scripts/test enables them)"
+)]
 fn a_failure_at_each_step_rolls_back() {
     let addresses = {
         let w = World::new();
@@ -447,6 +451,10 @@ fn over_exec_v4_a_failure_rolls_back_and_a_second_apply_succeeds() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "test-hooks"),
+    ignore = "needs the test hooks: cargo test --features test-hooks (scripts/test enables them)"
+)]
 fn rollback_deletes_the_instance_only_when_allowed() {
     let w = World::new();
     let spec = w.spec(|s| {

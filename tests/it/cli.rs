@@ -372,9 +372,93 @@ fn schema_command_prints_the_checked_in_schema() {
 
 #[test]
 fn completions_are_generated() {
-    let out = pgplan(&["completions", "bash"], &[]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("pgplan"));
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = pgplan(&["completions", shell], &[]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        // The script calls pgplan back for the candidates.
+        assert!(
+            text(&out.stdout).contains("COMPLETE"),
+            "{shell}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+/// What the shell gets back when it asks pgplan to complete the last word
+/// of `line` (as the bash script registered by `pgplan completions bash` does).
+fn complete(dir: &Path, line: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
+    let mut cmd = Command::new(pgplan_bin());
+    cmd.arg("--")
+        .arg("pgplan")
+        .args(line)
+        .current_dir(dir)
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", line.len().to_string())
+        .env("_CLAP_IFS", "\n")
+        .env_remove("KUBECONFIG");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run pgplan");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn completion_offers_examples_environments_and_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(
+        complete(d, &["plan", "--example", ""], &[]),
+        ["backstage-to-rds", "healthcare", "pyairtable"]
+    );
+    assert_eq!(
+        complete(d, &["validate", "--example", "h"], &[]),
+        ["healthcare"]
+    );
+    // Environments of the spec the line names: an example, -f FILE, or ./pgplan.yaml.
+    assert_eq!(
+        complete(d, &["plan", "--example", "pyairtable", "--env", ""], &[]),
+        ["dev", "prod", "staging"]
+    );
+    assert_eq!(
+        complete(d, &["apply", "--example", "pyairtable", "--env", "st"], &[]),
+        ["staging"]
+    );
+    std::fs::write(
+        d.join("other.yaml"),
+        GOOD.replace(
+            "  databases:",
+            "  environments:\n    qa: {}\n    eu-live: {}\n  databases:",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        complete(d, &["plan", "-f", "other.yaml", "--env", ""], &[]),
+        ["eu-live", "qa"]
+    );
+    assert!(
+        complete(d, &["plan", "--env", ""], &[]).is_empty(),
+        "no ./pgplan.yaml here"
+    );
+    std::fs::copy(d.join("other.yaml"), d.join("pgplan.yaml")).unwrap();
+    assert_eq!(complete(d, &["graph", "--env", "q"], &[]), ["qa"]);
+    // Contexts of --kubeconfig FILE, else of $KUBECONFIG.
+    let kubeconfig = d.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\nusers: [{name: u, user: {}}]\ncontexts:\n- {name: prod-eu, context: {cluster: c, user: u}}\n- {name: staging, context: {cluster: c, user: u}}\n- {name: prod-us, context: {cluster: c, user: u}}\ncurrent-context: staging\n",
+    )
+    .unwrap();
+    let k = kubeconfig.to_str().unwrap();
+    assert_eq!(
+        complete(d, &["plan", "--kubeconfig", k, "--context", "prod"], &[]),
+        ["prod-eu", "prod-us"]
+    );
+    assert_eq!(
+        complete(d, &["observe", "--context", ""], &[("KUBECONFIG", k)]),
+        ["prod-eu", "prod-us", "staging"]
+    );
 }
 
 #[test]
@@ -404,4 +488,255 @@ fn the_readme_first_command_prints_steps_in_order_with_risk_and_the_summary() {
         "Plan: 3 to add, 3 to change, 2 to destroy, 5 to run; 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–12."
     ));
     assert!(!stdout.contains('\x1b'), "no colour when not on a terminal");
+}
+
+/// Run pgplan in `dir` (so that files it might write land there).
+fn pgplan_at(dir: &Path, args: &[&str]) -> Output {
+    Command::new(pgplan_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("NO_COLOR")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run pgplan")
+}
+
+#[test]
+fn usage_errors_exit_1_even_with_detailed_exitcode() {
+    // clap exits 2 for these, which under --detailed-exitcode reads as
+    // "changes present"; pgplan exits 1, with clap's own message.
+    for (args, says) in [
+        (
+            &[
+                "plan",
+                "--example",
+                "healthcare",
+                "--bogus",
+                "--detailed-exitcode",
+            ][..],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            &["plan", "-detailed-exitcode", "--example", "healthcare"][..],
+            "unexpected argument '-d'",
+        ),
+        (
+            &[
+                "plan",
+                "--example",
+                "healthcare",
+                "--format",
+                "yaml",
+                "--detailed-exitcode",
+            ][..],
+            "invalid value 'yaml'",
+        ),
+        (
+            &["frobnicate", "--detailed-exitcode"][..],
+            "unrecognized subcommand 'frobnicate'",
+        ),
+        (
+            &["plan", "--detailed-exitcode", "--parallelism", "3"][..],
+            "unexpected argument",
+        ),
+        (&[][..], "Usage: pgplan"),
+    ] {
+        let out = pgplan(args, &[]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}:\n{err}");
+        assert!(err.contains(says), "{args:?}: expected {says:?} in:\n{err}");
+        assert!(out.stdout.is_empty(), "{args:?} printed a plan");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0_on_stdout() {
+    for args in [
+        &["--help"][..],
+        &["plan", "--help"],
+        &["help", "show"],
+        &["--version"],
+    ] {
+        let out = pgplan(args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(
+        text(&pgplan(&["--version"], &[]).stdout).trim(),
+        format!("pgplan {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn dash_o_is_the_format_and_never_writes_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pgplan_at(
+        dir.path(),
+        &["plan", "--example", "healthcare", "-o", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON plan");
+    assert_eq!(plan["format_version"], "1.0");
+    for alias in [&["--output", "json"][..], &["--format", "json"]] {
+        let again = pgplan_at(
+            dir.path(),
+            &[&["plan", "--example", "healthcare"][..], alias].concat(),
+        );
+        assert_eq!(again.stdout, out.stdout, "{alias:?}");
+    }
+    // A file name where the format goes is refused, and nothing is written.
+    let out = pgplan_at(
+        dir.path(),
+        &["plan", "--example", "healthcare", "-o", "plan.json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("invalid value 'plan.json'"));
+    let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(written.is_empty(), "files written: {written:?}");
+    // The plan file is --out.
+    let out = pgplan_at(
+        dir.path(),
+        &["plan", "--example", "healthcare", "--out", "p.json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("p.json")).unwrap()).unwrap();
+    assert_eq!(saved["format_version"], "2.0");
+    assert_eq!(saved["plan"]["format_version"], "1.0");
+}
+
+#[test]
+fn each_command_takes_only_the_flags_it_honours() {
+    let refused: &[&[&str]] = &[
+        &["graph", "--example", "healthcare", "--format", "json"],
+        &["graph", "--example", "healthcare", "-o", "json"],
+        &["graph", "--example", "healthcare", "--out", "g.dot"],
+        &["graph", "--example", "healthcare", "--detailed-exitcode"],
+        &["validate", "--example", "pyairtable", "--env", "dev"],
+        &["observe", "--example", "healthcare", "-o", "live.yaml"],
+        &["apply", "plan.json", "-f", "pgplan.yaml"],
+        &["show", "plan.json", "--detailed-exitcode"],
+    ];
+    for args in refused {
+        let out = pgplan(args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let help = text(&pgplan(&["graph", "--help"], &[]).stdout);
+    for flag in ["--format", "-o", "--output", "--detailed-exitcode", "--out"] {
+        assert!(
+            !help
+                .split_whitespace()
+                .any(|w| w.trim_end_matches(',') == flag),
+            "graph --help advertises {flag}:\n{help}"
+        );
+    }
+    let out = pgplan(&["graph", "--example", "healthcare"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).starts_with("digraph"));
+}
+
+/// pgplan in the repository without RDS_MASTER_PASSWORD and without a cluster.
+fn without_password(args: &[&str]) -> Output {
+    Command::new(pgplan_bin())
+        .args(args)
+        .current_dir(repo())
+        .env_remove("RDS_MASTER_PASSWORD")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run pgplan")
+}
+
+#[test]
+fn validate_and_plan_need_no_password_and_apply_names_the_missing_one() {
+    let out = without_password(&["validate", "-f", "examples/backstage-to-rds/pgplan.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = without_password(&[
+        "plan",
+        "--example",
+        "backstage-to-rds",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let with = pgplan(
+        &["plan", "--example", "backstage-to-rds"],
+        &[("RDS_MASTER_PASSWORD", "anything-at-all")],
+    );
+    assert_eq!(
+        out.stdout, with.stdout,
+        "the plan records the reference only"
+    );
+    // Apply resolves it, before anything is contacted or changed.
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("p.json");
+    let out = without_password(&[
+        "plan",
+        "--example",
+        "backstage-to-rds",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for args in [
+        &[
+            "apply",
+            "-f",
+            "examples/backstage-to-rds/pgplan.yaml",
+            "--auto-approve",
+        ][..],
+        &["apply", saved.to_str().unwrap()],
+    ] {
+        let out = without_password(args);
+        assert_located(&out, "pgplan::spec::env-unset", "pgplan.yaml:34:17");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("environment variable `RDS_MASTER_PASSWORD` is not set; apply needs it for the target password"),
+            "{args:?}:\n{err}"
+        );
+        assert!(
+            !err.contains("kubeconfig"),
+            "{args:?} went on to the cluster:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_consumer_listed_twice_is_refused_at_the_second_entry() {
+    let spec = GOOD.to_string()
+        + "  consumers:\n    - kind: Deployment\n      name: healthcare-api\n    - kind: StatefulSet\n      name: healthcare-api\n    - kind: Deployment\n      namespace: default\n      name: healthcare-api\n";
+    let out = validate("consumers.yaml", spec.as_bytes());
+    // The third entry (line 26) repeats the first (line 21): same kind,
+    // namespace (the source's, `default`) and name. The StatefulSet of the
+    // same name is another object.
+    assert_located(&out, "pgplan::spec::duplicate", "consumers.yaml:26:13");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the consumer Deployment default/healthcare-api is listed twice"),
+        "{err}"
+    );
+    assert!(err.contains("first listed here"), "{err}");
+    assert!(err.contains("1 error"), "{err}");
+    assert!(!err.contains("pgplan::graph"), "{err}");
+    // And plan says the same, located, instead of the graph's unlocated error.
+    let (_dir, path) = file("consumers.yaml", spec.as_bytes());
+    let out = pgplan(
+        &[
+            "plan",
+            "-f",
+            path.to_str().unwrap(),
+            "--live-state",
+            "examples/healthcare/live.yaml",
+        ],
+        &[],
+    );
+    assert_located(&out, "pgplan::spec::duplicate", "consumers.yaml:26:13");
 }

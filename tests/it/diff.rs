@@ -775,3 +775,59 @@ pub fn generated(placements: usize, dbs: usize) -> (Spec, Observed) {
         observed::load_snapshot("live.yaml", live.as_bytes()).expect("generated snapshot"),
     )
 }
+
+/// Passwords are read at apply (issue 14.12): without the variable, the
+/// spec loads, the plan is the same on every run, and a connection Secret
+/// that exists is an update whose summary says its value is resolved and
+/// compared at apply; with the variable, the converged world plans nothing.
+#[test]
+fn a_plan_without_the_password_variable_is_deterministic_and_says_when_it_compares() {
+    let (s, l) = example_files("backstage-to-rds");
+    let unset = |_: &str| None::<String>;
+    let spec = spec::load(
+        spec::SourceFile::new("pgplan.yaml", s.as_str()),
+        &LoadOptions {
+            environment: None,
+            all_environments: false,
+            lookup: &unset,
+        },
+    )
+    .expect("loads without RDS_MASTER_PASSWORD");
+    let live = observed::load_snapshot("live.yaml", l.as_bytes()).unwrap();
+    let converged = simulate(
+        live,
+        &plan_of(
+            &spec,
+            &observed::load_snapshot("live.yaml", l.as_bytes()).unwrap(),
+        ),
+    );
+    assert!(plan_of(&spec, &converged).steps.is_empty());
+    let files = files();
+    let without = || {
+        diff::plan(
+            &spec,
+            &Inputs {
+                observed: &converged,
+                env: &unset,
+                files: &files,
+            },
+        )
+        .expect("plans without RDS_MASTER_PASSWORD")
+    };
+    let plan = without();
+    assert_eq!(plan, without(), "deterministic");
+    assert_eq!(
+        addresses(&plan),
+        ["k8s/backstage/Secret/backstage-rds-credentials"]
+    );
+    let step = &plan.steps[0];
+    assert_eq!(step.action, Action::Update);
+    assert_eq!(
+        step.summary,
+        "update Secret backstage/backstage-rds-credentials (keys POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD) if its data differs: POSTGRES_PASSWORD is read from `${RDS_MASTER_PASSWORD}` at apply and the data compared then"
+    );
+    let Operation::Secret { fingerprint, .. } = &step.operation else {
+        panic!("{:?}", step.operation)
+    };
+    assert_eq!(fingerprint, "resolved at apply");
+}

@@ -13,5 +13,6 @@ mod exec;
 mod observe;
 mod pgtools;
 mod render;
+mod saved_plan;
 mod schema;
 mod substrate;

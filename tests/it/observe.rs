@@ -42,7 +42,7 @@ fn healthcare_observe_then_offline_plan_equals_online_plan() {
     let snap = dir.path().join("live.yaml");
     ok(&run(
         &cluster,
-        &["observe", "-f", SPEC, "-o", snap.to_str().unwrap()],
+        &["observe", "-f", SPEC, "--out", snap.to_str().unwrap()],
     ));
     let snapshot = std::fs::read_to_string(&snap).unwrap();
 
@@ -382,7 +382,10 @@ mod backstage_to_rds {
         let spec = w.spec(|s| s);
         let spec = spec.to_str().unwrap();
         let snap = w.dir.path().join("live.yaml");
-        ok(&w.run(&["observe", "-f", spec, "-o", snap.to_str().unwrap()], &[]));
+        ok(&w.run(
+            &["observe", "-f", spec, "--out", snap.to_str().unwrap()],
+            &[],
+        ));
         let text_snap = std::fs::read_to_string(&snap).unwrap();
         assert!(!text_snap.contains(bs::PASSWORD) && !text_snap.contains(MASTER_PASSWORD));
         let observed = pgplan::observed::load_snapshot("live.yaml", text_snap.as_bytes()).unwrap();
