@@ -22,3 +22,4 @@ pub mod cluster;
 pub mod examples;
 pub mod ops;
 pub mod pgtools;
+pub mod private;

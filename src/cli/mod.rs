@@ -93,8 +93,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 },
                 cluster: cluster_options(&a.cluster),
             };
-            let (text, changes) = ops::plan::run(&opts)?;
+            let (text, changes, unfinished) = ops::plan::run(&opts)?;
             print(&text);
+            if let Some(e) = unfinished {
+                return Err(e);
+            }
             Ok(if changes && a.detailed_exitcode {
                 ExitCode::from(2)
             } else {

@@ -46,6 +46,17 @@ fn placement(
 ) {
     out.push_str(&p.bold(&format!("{}: {}", group.title(), group.journey())));
     out.push('\n');
+    if let Some(u) = plan.unfinished.iter().find(|u| u.placement == group.name) {
+        out.push_str(&format!(
+            "  {}\n",
+            p.red_bold(&super::unfinished_headline(u))
+        ));
+        for line in super::unfinished_details(u) {
+            out.push_str(&format!("    {line}\n"));
+        }
+        out.push('\n');
+        return;
+    }
     if group.steps.is_empty() {
         out.push_str("  No changes.\n\n");
         return;
