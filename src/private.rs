@@ -52,3 +52,19 @@ pub async fn create_async(path: &Path) -> io::Result<tokio::fs::File> {
         .open(path)
         .await
 }
+
+/// Take group and other bits off a file, or off a directory and all it
+/// holds (an archive a tool wrote by the umask): directories 0700, files 0600.
+pub fn restrict_tree(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))?;
+        for entry in std::fs::read_dir(path)? {
+            restrict_tree(&entry?.path())?;
+        }
+    } else if meta.is_file() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))?;
+    }
+    Ok(())
+}

@@ -524,7 +524,12 @@ impl Hints {
             Record::Begin { run, .. } => {
                 self.run.get_or_insert_with(|| run.clone());
             }
-            Record::RollbackStarted { .. } => {
+            // A compensation recorded (even on a line after the damage)
+            // means a rollback had begun, whatever hid its first record.
+            Record::RollbackStarted { .. }
+            | Record::Compensated { .. }
+            | Record::NotCompensated { .. }
+            | Record::RolledBack => {
                 self.rollback.get_or_insert(line);
             }
             Record::Started { step } if self.destructive.is_none() => {

@@ -30,6 +30,10 @@ pub const PHASE_ANNOTATION: &str = "pgplan.dev/phase";
 pub const JOURNAL_ANNOTATION: &str = "pgplan.dev/journal";
 /// The command that resumes the holder's apply.
 pub const RESUME_ANNOTATION: &str = "pgplan.dev/resume";
+/// When a rollback of the holder's apply began. Never removed while the
+/// Lease lives: whatever becomes of the journal, an apply taking the lock
+/// over then finishes the rollback and never goes forward.
+pub const ROLLBACK_ANNOTATION: &str = "pgplan.dev/rollback-begun";
 
 /// What an apply holding the lock is doing, as written on its Lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +125,8 @@ pub struct Lock {
     pub placement: String,
     pub id: String,
     lease: ObjectRef,
-    /// The phase the lease had when it was taken over (from a gone
-    /// holder): `rolling-back` means the journal must finish a rollback.
-    pub previous_phase: Option<String>,
+    /// The lease, taken over from a gone holder, says its rollback had begun.
+    pub rollback_begun: bool,
     /// The holder this apply waited for, if it waited.
     pub waited_for: Option<String>,
 }
@@ -255,7 +258,7 @@ pub async fn acquire(
     let lease = lease_ref(namespace, placement);
     let start = Instant::now();
     let mut waited_for = None;
-    let mut previous_phase = None;
+    let mut rollback_begun = false;
     loop {
         let manifest = json!({
             "apiVersion": "coordination.k8s.io/v1",
@@ -303,14 +306,11 @@ pub async fn acquire(
                     // Take it over, guarded by the resourceVersion we read.
                     let rv = str_at(&live, &["metadata", "resourceVersion"]).unwrap_or_default();
                     let patch = json!({"metadata": {"resourceVersion": rv,
-                                                    "annotations": {PHASE_ANNOTATION: Phase::Planning.as_str(),
-                                                                    JOURNAL_ANNOTATION: null, RESUME_ANNOTATION: null}},
+                                                    "annotations": {PHASE_ANNOTATION: Phase::Planning.as_str()}},
                                        "spec": manifest["spec"].clone()});
                     match cluster.merge_patch(&lease, &patch, Write::Apply).await {
                         Ok(_) => {
-                            if !mine {
-                                previous_phase = phase;
-                            }
+                            rollback_begun = annotation(&live, ROLLBACK_ANNOTATION).is_some();
                             break;
                         }
                         Err(ClusterError::Rejected { code: 409, .. }) => continue,
@@ -339,7 +339,7 @@ pub async fn acquire(
         placement: placement.into(),
         id: id.into(),
         lease,
-        previous_phase,
+        rollback_begun,
         waited_for,
     })
 }
@@ -366,6 +366,9 @@ impl Lock {
         }
         if let Some(r) = resume {
             annotations[RESUME_ANNOTATION] = json!(r);
+        }
+        if phase == Phase::RollingBack {
+            annotations[ROLLBACK_ANNOTATION] = json!(now_micro());
         }
         self.patch_if_mine(
             cluster,
@@ -462,9 +465,7 @@ impl Locks {
 
     /// Whether a lease this apply took over says a rollback had begun.
     pub fn rollback_recorded(&self) -> bool {
-        self.held
-            .iter()
-            .any(|l| l.previous_phase.as_deref() == Some(Phase::RollingBack.as_str()))
+        self.held.iter().any(|l| l.rollback_begun)
     }
 
     /// The holders this apply waited for.

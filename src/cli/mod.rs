@@ -157,6 +157,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
             ops::apply::run(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status(a) => {
+            let opts = ops::status::StatusOptions {
+                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+                environment: a.spec.env.clone(),
+                cluster: cluster_options(&a.cluster),
+                state_dir: a.state_dir.clone(),
+            };
+            print(&ops::status::run(&opts)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ForceUnlock(a) => {
             let source = SpecSource::new(&a.spec.file, a.spec.example.as_deref())?;
             print(&ops::apply::force_unlock(

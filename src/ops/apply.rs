@@ -189,11 +189,19 @@ fn resume_command(opts: &ApplyOptions, spec_file: &str) -> String {
         words.extend(["--context".into(), c.clone()]);
     }
     words.push("--resume".into());
-    words
-        .iter()
-        .map(|w| shell_word(w))
-        .collect::<Vec<_>>()
-        .join(" ")
+    // Backups are found relative to the directory the apply ran in.
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| ".".into());
+    format!(
+        "cd {} && {}",
+        shell_word(&cwd),
+        words
+            .iter()
+            .map(|w| shell_word(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
 }
 
 /// Observe the world and plan the spec against it. `own_lock` is this

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod observe;
 pub mod plan;
+pub mod status;
 pub mod unfinished;
 pub mod validate;
 

@@ -172,7 +172,7 @@ pub fn unfinished_headline(u: &UnfinishedApply) -> String {
             who(l)
         ),
         Some(l) => format!(
-            "an apply of {} was interrupted (its lock holder {} is gone)",
+            "an apply of {} was interrupted (lock held by {}; the holder is gone)",
             u.placement,
             who(l)
         ),

@@ -19,7 +19,7 @@ const FACTS_WIDTH: usize = 96;
 pub(super) fn render(plan: &Plan, opts: &RenderOptions) -> String {
     let p = Paint(opts.color);
     let mut out = String::new();
-    if plan.has_changes() {
+    if plan.has_changes() || plan.is_blocked() {
         let positions = Positions::new(plan);
         let width = plan.steps.len().to_string().len() + 1;
         for group in groups(plan) {

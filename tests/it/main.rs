@@ -12,5 +12,6 @@ mod diff;
 mod observe;
 mod pgtools;
 mod render;
+mod safety;
 mod schema;
 mod substrate;
