@@ -50,7 +50,10 @@ pub fn run(opts: &StatusOptions) -> Result<String, OpsError> {
     let path = journal::path_for(&opts.state_dir, &names);
     out.push_str(&format!("journal {}: ", path.display()));
     out.push_str(&match journal::read(&path) {
-        _ if !path.exists() => "none here (another machine or directory may hold it: see the lock's notes above)".into(),
+        _ if !path.exists() => {
+            "none here (another machine or directory may hold it: see the lock's notes above)"
+                .into()
+        }
         Ok(r) if r.unfinished() => format!(
             "an unfinished apply: {} step(s) done, {} started{}",
             r.done.len(),
@@ -91,9 +94,18 @@ fn placement(
                 l.lease,
                 l.holder,
                 l.state.as_str(),
-                l.phase.as_deref().map(|p| format!(", {p}")).unwrap_or_default(),
-                l.since.as_deref().map(|t| format!(", since {t}")).unwrap_or_default(),
-                l.renewed.as_deref().map(|t| format!(", renewed {t}")).unwrap_or_default(),
+                l.phase
+                    .as_deref()
+                    .map(|p| format!(", {p}"))
+                    .unwrap_or_default(),
+                l.since
+                    .as_deref()
+                    .map(|t| format!(", since {t}"))
+                    .unwrap_or_default(),
+                l.renewed
+                    .as_deref()
+                    .map(|t| format!(", renewed {t}"))
+                    .unwrap_or_default(),
             ));
             if let Some(j) = &l.journal {
                 out.push_str(&format!("    its journal: {j}\n"));
@@ -111,8 +123,12 @@ fn placement(
             Some(o) => out.push_str(&format!(
                 "  {role}: {} — present, {}/{} ready{}\n",
                 r.display(),
-                at(o, &["status", "readyReplicas"]).and_then(Value::as_u64).unwrap_or(0),
-                at(o, &["spec", "replicas"]).and_then(Value::as_u64).unwrap_or(1),
+                at(o, &["status", "readyReplicas"])
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                at(o, &["spec", "replicas"])
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1),
                 if o["metadata"]["deletionTimestamp"].is_string() {
                     ", being deleted"
                 } else {
@@ -230,7 +246,11 @@ fn placement(
     } else {
         out.push_str("  backups:\n");
         for (path, bytes) in backups {
-            out.push_str(&format!("    {} ({})\n", path.display(), human_bytes(bytes)));
+            out.push_str(&format!(
+                "    {} ({})\n",
+                path.display(),
+                human_bytes(bytes)
+            ));
         }
     }
 }

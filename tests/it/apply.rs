@@ -55,7 +55,12 @@ pub fn apply(cluster: &SimCluster, state: &Path, extra: &[(&str, &str)]) -> Outp
     apply_spec(cluster, state, &spec(), extra)
 }
 
-pub fn apply_spec(cluster: &SimCluster, state: &Path, spec: &str, extra: &[(&str, &str)]) -> Output {
+pub fn apply_spec(
+    cluster: &SimCluster,
+    state: &Path,
+    spec: &str,
+    extra: &[(&str, &str)],
+) -> Output {
     pgplan_in(
         cluster,
         state,
