@@ -2,8 +2,8 @@
 //! `spec.database.enableLocalDb: false` it deletes the local database StatefulSet
 //! `backstage-psql-X` and its Service (their PVCs stay behind, as seed 004 describes); with it
 //! true again (or unset) it creates them again when they are missing, as the real operator's
-//! reconcile does — from the backstage scenario's manifests, so the new pod mounts the claim the
-//! old one left. Nothing else: the CR is otherwise just stored, and the operator-made objects of a
+//! reconcile does — from the backstage scenario's manifests, once the claim the old pod left
+//! exists, so the new pod mounts it. Nothing else: the CR is otherwise just stored, and the operator-made objects of a
 //! scenario are created by the scenario itself.
 
 use serde_json::{json, Value};
@@ -40,8 +40,13 @@ pub fn reconcile(store: &Store) {
 }
 
 /// The local database's StatefulSet and Service, created again when the CR wants them and they
-/// are gone (not while the old ones are still terminating).
+/// are gone (not while the old ones are still terminating). Only once the database has existed
+/// (its claim is there): while a scenario is being loaded, the scenario creates them itself.
 fn recreate_local_db(store: &Store, cr: &Value, ns: &str, db: &str) {
+    let claim = format!("data-{db}-0");
+    if store.get(&kinds::PVC, ns, &claim).is_none() {
+        return;
+    }
     for kind in [&kinds::SERVICE, &kinds::STATEFUL_SET] {
         if store.get(kind, ns, db).is_some() {
             continue;
