@@ -674,6 +674,55 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_tail_is_cut_before_appending_and_any_other_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), &["a"]);
+        let mut j = Journal::create(&path, "a").unwrap();
+        j.record(&Record::Begin {
+            run: "h:1:x".into(),
+            spec_file: "pgplan.yaml".into(),
+            spec_text: String::new(),
+            environment: None,
+            plan: serde_json::json!({}),
+        })
+        .unwrap();
+        j.record(&Record::Started { step: "s1".into() }).unwrap();
+        drop(j);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"v\":2,\"seq\":3,\"rec")
+            .unwrap();
+        let (mut j, r) = Journal::reopen(&path, "a").unwrap();
+        assert_eq!(r.started, ["s1"]);
+        j.record(&Record::Done {
+            step: "s1".into(),
+            facts: serde_json::json!({}),
+        })
+        .unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(read(&path).unwrap().done.contains_key("s1"));
+
+        // Two records swapped: the sequence says so.
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1])).unwrap();
+        match read(&path) {
+            Err(JournalError::Damaged {
+                line: 2, problem, ..
+            }) => {
+                assert!(problem.contains("removed or reordered"), "{problem}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A first-format journal is named as such.
+        std::fs::write(&path, "{\"type\":\"started\",\"step\":\"s1\"}\n").unwrap();
+        assert!(matches!(read(&path), Err(JournalError::Version { .. })));
+    }
+
+    #[test]
     fn an_interrupted_rollback_is_remembered_with_what_it_undid() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), &["a"]);

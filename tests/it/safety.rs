@@ -19,6 +19,17 @@ use crate::cli::pgplan_bin;
 use crate::support::sim::scenario::healthcare as hc;
 use crate::support::{Scenario, SimCluster};
 
+/// `pgplan` (or `program`) against the cluster, with no test hook inherited.
+fn command(cluster: &SimCluster, program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("KUBECONFIG", cluster.kubeconfig_path())
+        .env("NO_COLOR", "1")
+        .env_remove("PGPLAN_TEST_FAIL")
+        .env_remove("PGPLAN_TEST_CRASH")
+        .env_remove("PGPLAN_TEST_HOLD");
+    cmd
+}
+
 /// A pgplan process running in the background, its output going to files.
 struct Running {
     child: Child,
@@ -34,16 +45,11 @@ impl Running {
             .unwrap()
             .keep();
         let (out, err) = (logs.join("stdout"), logs.join("stderr"));
-        let mut cmd = Command::new(pgplan_bin());
+        let mut cmd = command(cluster, pgplan_bin());
         cmd.args(args)
             .arg("--state-dir")
             .arg(state)
             .current_dir(state)
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .env("NO_COLOR", "1")
-            .env_remove("PGPLAN_TEST_FAIL")
-            .env_remove("PGPLAN_TEST_CRASH")
-            .env_remove("PGPLAN_TEST_HOLD")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap());
@@ -667,15 +673,10 @@ fn journals_and_backups_are_private_whatever_the_umask() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut cmd = Command::new(pgplan_bin());
+    let mut cmd = command(&cluster, pgplan_bin());
     cmd.args(["apply", "-f", &spec(), "--auto-approve", "--state-dir"])
         .arg(&state)
-        .current_dir(dir.path())
-        .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("NO_COLOR", "1")
-        .env_remove("PGPLAN_TEST_FAIL")
-        .env_remove("PGPLAN_TEST_CRASH")
-        .env_remove("PGPLAN_TEST_HOLD");
+        .current_dir(dir.path());
     // SAFETY: umask is async-signal-safe; nothing else runs in the child.
     unsafe {
         cmd.pre_exec(|| {
@@ -728,17 +729,9 @@ fn resume_line(out: &str) -> String {
         .to_string()
 }
 
-fn run_shell(cluster: &SimCluster, command: &str) -> std::process::Output {
-    let command = command.replacen("pgplan apply", &format!("{} apply", pgplan_bin()), 1);
-    Command::new("sh")
-        .args(["-c", &command])
-        .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("NO_COLOR", "1")
-        .env_remove("PGPLAN_TEST_FAIL")
-        .env_remove("PGPLAN_TEST_CRASH")
-        .env_remove("PGPLAN_TEST_HOLD")
-        .output()
-        .unwrap()
+fn run_shell(cluster: &SimCluster, resume: &str) -> std::process::Output {
+    let line = resume.replacen("pgplan apply", &format!("{} apply", pgplan_bin()), 1);
+    command(cluster, "sh").args(["-c", &line]).output().unwrap()
 }
 
 /// Issue 14.5: SIGINT (Ctrl-C) or SIGTERM (a CI cancel) during the restore:
