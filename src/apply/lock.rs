@@ -457,6 +457,16 @@ impl Locks {
         }
     }
 
+    /// Renew every lock and fail if one is no longer this apply's (it
+    /// expired while planning and another apply took it): checked once
+    /// before anything is changed.
+    pub async fn confirm(&self, cluster: &Cluster) -> Result<(), LockError> {
+        for l in &self.held {
+            l.renew(cluster).await?;
+        }
+        Ok(())
+    }
+
     pub async fn release(&self, cluster: &Cluster) {
         for l in &self.held {
             let _ = l.release(cluster).await;

@@ -389,6 +389,10 @@ impl Run<'_, '_> {
             self.path,
             self.label,
         );
+        // Still ours? (A lease can expire while a long plan is made under it.)
+        if let Some(c) = w.cluster {
+            self.locks.confirm(c).await?;
+        }
         let (mut journal, mut replay) = if opts.resume {
             Journal::reopen(path, label)?
         } else {
