@@ -23,3 +23,4 @@ pub mod examples;
 pub mod ops;
 pub mod pgtools;
 pub mod testhooks;
+pub mod private;

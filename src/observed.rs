@@ -56,6 +56,111 @@ pub struct Observed {
     /// One entry per PostgreSQL server pgplan looked into.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<ServerInventory>,
+    /// Applies the live state shows as running or left unfinished (their
+    /// Lease, pgplan's bookkeeping on objects); empty when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfinished: Vec<UnfinishedApply>,
+}
+
+/// What the live state shows of an apply of one placement that is running
+/// or did not finish: its lock and what pgplan's own bookkeeping says it
+/// left stopped or changed. A placement with one is not planned: a plan of
+/// a world in the middle of a change means nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnfinishedApply {
+    pub placement: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<ApplyLock>,
+    /// Consumers pgplan scaled down (they carry `pgplan.dev/quiesced-replicas`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped_consumers: Vec<StoppedConsumer>,
+    /// Servers still running on the loading settings (`ALTER SYSTEM`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tuned_servers: Vec<TunedServer>,
+}
+
+impl UnfinishedApply {
+    pub fn is_empty(&self) -> bool {
+        self.lock.is_none() && self.stopped_consumers.is_empty() && self.tuned_servers.is_empty()
+    }
+    /// True when another apply is running now (its lock is live): waiting
+    /// for it makes sense; anything else needs `--resume` or a person.
+    pub fn is_running(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|l| l.state == LockState::Running)
+    }
+}
+
+/// A placement's Lease (`pgplan-{placement}`), as an apply left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyLock {
+    /// The Lease's address.
+    pub lease: String,
+    /// The lock ID of the apply (`host:pid:random`).
+    pub holder: String,
+    pub state: LockState,
+    /// What the holder was doing: `planning`, `applying`, `rolling-back`
+    /// or `stopped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// When the lock was taken, as the Lease says (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed: Option<String>,
+    /// Where the holder's journal is (`host:path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<String>,
+    /// The command that continues it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+}
+
+/// Whether the holder of a lock is still at work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockState {
+    /// Renewed within its duration by a holder that may be alive.
+    Running,
+    /// The holder ended with the apply unfinished and said so.
+    Stopped,
+    /// Expired, or its holder's process is gone (killed).
+    Abandoned,
+}
+
+impl LockState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockState::Running => "running",
+            LockState::Stopped => "stopped",
+            LockState::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// A consumer an apply scaled down and has not started again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoppedConsumer {
+    /// Its address (`k8s/{ns}/{Kind}/{name}`).
+    pub object: String,
+    /// Replicas now.
+    pub replicas: u64,
+    /// Replicas before pgplan stopped it.
+    pub quiesced_from: u64,
+}
+
+/// A server still tuned for loading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TunedServer {
+    /// The pod's address.
+    pub pod: String,
+    /// `name=value` of each loading setting still in `postgresql.auto.conf`.
+    pub settings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -450,11 +450,22 @@ pub struct Plan {
     /// again before a saved plan is applied.
     pub fingerprints: BTreeMap<String, String>,
     pub warnings: Vec<String>,
+    /// Applies the live state shows running or left unfinished. Their
+    /// placements are not planned (no steps): the plan says so instead,
+    /// and neither `plan` nor `apply` reports "No changes" over them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfinished: Vec<crate::observed::UnfinishedApply>,
 }
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
         !self.steps.is_empty()
+    }
+
+    /// True when an apply of one of the plan's placements is running or
+    /// unfinished: nothing may be applied over it.
+    pub fn is_blocked(&self) -> bool {
+        !self.unfinished.is_empty()
     }
 
     pub fn summary(&self) -> Summary {

@@ -3,7 +3,12 @@
 //! (SIGKILL) around step N (`undone:N` once step N's compensation acted and
 //! before the journal records it), `PGPLAN_TEST_FAIL=ADDRESS` makes that
 //! step fail after it acted, `PGPLAN_TEST_CORRUPT_BACKUP=DATABASE` damages
-//! that database's archive before it is read back. They exist so that crash
+//! that database's archive before it is read back, `PGPLAN_TEST_HOLD=step:N:DIR`
+//! holds step N once it has started (journaled and reported) and before it
+//! acts — the file `DIR/held-N` says so, and the step goes on once
+//! `DIR/release-N` exists — and `lock:DIR` holds an apply the same way after
+//! its plan and before it takes its locks (`held-lock`, `release-lock`), so a
+//! test can interrupt a step, or run a second apply, at a known moment. They exist so that crash
 //! recovery, rollback and backup verification are tested on the real code
 //! path.
 //!
@@ -19,10 +24,11 @@ use std::sync::OnceLock;
 pub const ENABLED: bool = cfg!(feature = "test-hooks");
 
 /// The variables the hooks are read from.
-pub const VARIABLES: [&str; 3] = [
+pub const VARIABLES: [&str; 4] = [
     "PGPLAN_TEST_CRASH",
     "PGPLAN_TEST_FAIL",
     "PGPLAN_TEST_CORRUPT_BACKUP",
+    "PGPLAN_TEST_HOLD",
 ];
 
 /// The hooks in force for this process.
@@ -34,6 +40,8 @@ pub struct Hooks {
     pub fail: Option<String>,
     /// A database name.
     pub corrupt_backup: Option<String>,
+    /// `step:N:DIR` or `lock:DIR`.
+    pub hold: Option<String>,
 }
 
 /// The hooks given by `lookup`, or none at all when `enabled` is false (the
@@ -46,6 +54,7 @@ pub fn read(enabled: bool, lookup: &dyn Fn(&str) -> Option<String>) -> Hooks {
         crash: lookup("PGPLAN_TEST_CRASH"),
         fail: lookup("PGPLAN_TEST_FAIL"),
         corrupt_backup: lookup("PGPLAN_TEST_CORRUPT_BACKUP"),
+        hold: lookup("PGPLAN_TEST_HOLD"),
     }
 }
 
@@ -75,6 +84,13 @@ pub fn corrupt_backup(database: &str) -> bool {
     hooks().corrupt_backup.as_deref() == Some(database)
 }
 
+/// Where `PGPLAN_TEST_HOLD` holds `point` (`lock` or `step:N`): the
+/// directory of its `held-…`/`release-…` files, when it names that point.
+pub fn hold_dir(point: &str) -> Option<std::path::PathBuf> {
+    let (at, dir) = hooks().hold.as_deref()?.rsplit_once(':')?;
+    (at == point).then(|| std::path::PathBuf::from(dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +100,7 @@ mod tests {
             "PGPLAN_TEST_CRASH" => Some("before:3".into()),
             "PGPLAN_TEST_FAIL" => Some("pg/healthcare/healthcare/restore".into()),
             "PGPLAN_TEST_CORRUPT_BACKUP" => Some("healthcare".into()),
+            "PGPLAN_TEST_HOLD" => Some("lock:/tmp".into()),
             _ => None,
         }
     }
@@ -112,6 +129,7 @@ mod tests {
             Some("pg/healthcare/healthcare/restore")
         );
         assert_eq!(hooks.corrupt_backup.as_deref(), Some("healthcare"));
+        assert_eq!(hooks.hold.as_deref(), Some("lock:/tmp"));
         // Every variable the module documents is one it reads.
         for v in VARIABLES {
             assert!(every_hook_set(v).is_some(), "{v}");

@@ -47,6 +47,33 @@ pub(super) async fn runner<'a>(
     }
 }
 
+/// Waits until a server accepts sessions again (its workload back, a pod
+/// ready, PostgreSQL answering), for a rollback that brought it back.
+pub(super) async fn wait_serving(
+    w: &World<'_>,
+    server: &ServerRef,
+    timeout: std::time::Duration,
+) -> Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match runner(w, server).await {
+            Ok(r) => match r.query("postgres", "SELECT 1").await {
+                Ok(_) => return Ok(()),
+                Err(e) => StepError::from(e),
+            },
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError(format!(
+                "{} does not serve again within {} s: {last}",
+                server.locator(),
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// libpq settings for a server reached over the network.
 pub(super) async fn conn_info(w: &World<'_>, server: &ServerRef) -> Result<ConnInfo, StepError> {
     let ServerRef::Direct {

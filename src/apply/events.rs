@@ -135,6 +135,62 @@ impl Events {
         }
     }
 
+    /// The first interrupt: which steps are being finished.
+    pub fn interrupt_received(&self, signal: &str, running: &[(usize, &Step)]) {
+        let steps: Vec<String> = running
+            .iter()
+            .map(|(n, s)| format!("step {n} ({})", s.address))
+            .collect();
+        let what = if steps.is_empty() {
+            "no step is running".to_string()
+        } else {
+            format!("finishing {}", steps.join(", "))
+        };
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "interrupt_received", "signal": signal, "finishing": running.iter().map(|(n, s)| json!({"position": n, "address": s.address})).collect::<Vec<_>>()})),
+            Mode::Human { .. } => self.line(&self.paint("1;33", &format!(
+                "Interrupt received ({signal}): {what}; no new step starts. Interrupt again to stop at once."
+            ))),
+        }
+    }
+
+    /// A second interrupt: the running steps are abandoned.
+    pub fn stopping_at_once(&self, running: &[(usize, &Step)]) {
+        let steps: Vec<String> = running
+            .iter()
+            .map(|(n, s)| format!("step {n} ({})", s.address))
+            .collect();
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "stopping_at_once", "abandoned": running.iter().map(|(n, s)| json!({"position": n, "address": s.address})).collect::<Vec<_>>()})),
+            Mode::Human { .. } => self.line(&self.paint("1;33", &if steps.is_empty() {
+                "Second interrupt: stopping at once.".to_string()
+            } else {
+                format!("Second interrupt: stopping at once; {} did not finish and run(s) again on resume.", steps.join(", "))
+            })),
+        }
+    }
+
+    /// The apply stopped on an interrupt: the state of the world and how to resume.
+    pub fn interrupted(
+        &self,
+        signal: &str,
+        state: &[String],
+        resume: &str,
+        journal: &std::path::Path,
+    ) {
+        match self.mode {
+            Mode::Json => self.emit_json(json!({"event": "apply_interrupted", "signal": signal, "state": state, "resume": resume, "journal": journal.display().to_string()})),
+            Mode::Human { .. } => {
+                self.line(&self.paint("1;31", &format!("Apply interrupted ({signal}). The world is part-way:")));
+                for s in state {
+                    self.line(&format!("  {s}"));
+                }
+                self.line(&format!("  journal: {}", journal.display()));
+                self.line(&self.paint("1", &format!("Resume with: {resume}")));
+            }
+        }
+    }
+
     pub fn note(&self, text: &str) {
         match self.mode {
             Mode::Json => self.emit_json(json!({"event": "note", "text": text})),

@@ -4,19 +4,35 @@
 //! steps are not redone, and the plan comes from the journal, not from a new
 //! look at the (half-changed) world.
 //!
+//! Each line is sealed: `{"v":2,"seq":N,"record":{…},"sum":"…"}`, where
+//! `sum` is the SHA-256 of the previous line's sum and this line up to its
+//! sum. A changed, removed or reordered record breaks the chain, and a
+//! journal that fails the check is refused with the line and what to do —
+//! never trusted in part, since what it lost may be the record that a
+//! rollback had begun. Only a torn last line (a crash in the middle of a
+//! write: no newline yet) is dropped, since its record was never
+//! acknowledged. The file is 0600 in 0700 directories (`private`).
+//!
 //! The plan is stored with every environment value put back as its
 //! `${VAR}` reference, so the journal holds no secret and resuming needs
 //! the same variables set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::plan::Plan;
+
+/// The journal format this pgplan writes and reads.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// What the first line's sum chains from.
+const GENESIS: &str = "pgplan-journal-2";
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +69,12 @@ pub enum Record {
         step: String,
         reason: String,
     },
+    /// An interrupt (SIGINT, SIGTERM) stopped the apply; `running` are the
+    /// steps it did not let finish (they run again on resume).
+    Interrupted {
+        signal: String,
+        running: Vec<String>,
+    },
     /// The rollback finished: the original topology is back.
     RolledBack,
     /// Every step finished.
@@ -70,6 +92,20 @@ pub enum JournalError {
     #[error("cannot read the journal {path}: {message}")]
     #[diagnostic(code(pgplan::journal::read))]
     Read { path: String, message: String },
+    #[error("the journal {path} is damaged at line {line}: {problem}. It cannot be trusted, so nothing was changed")]
+    #[diagnostic(code(pgplan::journal::damaged), help("{help}"))]
+    Damaged {
+        path: String,
+        line: usize,
+        problem: String,
+        help: String,
+    },
+    #[error("the journal {path} is in format {found}; this pgplan reads format {FORMAT_VERSION}")]
+    #[diagnostic(
+        code(pgplan::journal::version),
+        help("finish it with the pgplan that wrote it (`pgplan apply --resume`), or see what it left with `pgplan status` and docs/recovery.md")
+    )]
+    Version { path: String, found: String },
     #[error("an interrupted apply of {placements} is recorded in {path}")]
     #[diagnostic(
         code(pgplan::journal::unfinished),
@@ -104,12 +140,44 @@ pub struct Replay {
     pub compensated: BTreeSet<String>,
     pub rolled_back: bool,
     pub finished: bool,
+    /// Where the next record goes.
+    chain: Chain,
+}
+
+impl Replay {
+    /// True when the journal records an apply that neither finished nor
+    /// rolled back.
+    pub fn unfinished(&self) -> bool {
+        self.begin.is_some() && !self.finished && !self.rolled_back
+    }
+}
+
+/// The end of the verified part of a journal.
+#[derive(Debug, Clone)]
+struct Chain {
+    /// Records read.
+    seq: u64,
+    /// The last record's sum.
+    sum: String,
+    /// Bytes up to and including the last complete line.
+    len: u64,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Chain {
+            seq: 0,
+            sum: GENESIS.into(),
+            len: 0,
+        }
+    }
 }
 
 /// An open journal.
 pub struct Journal {
     path: PathBuf,
     file: File,
+    chain: Chain,
 }
 
 /// The journal file of a set of placements in a state directory.
@@ -122,7 +190,7 @@ pub fn path_for(state_dir: &Path, placements: &[&str]) -> PathBuf {
 }
 
 impl Journal {
-    /// Start a new journal; refuses when an unfinished one exists.
+    /// Start a new journal; refuses when an unfinished (or unreadable) one exists.
     pub fn create(path: &Path, placements: &str) -> Result<Journal, JournalError> {
         if path.exists() {
             let replay = read(path)?;
@@ -135,28 +203,26 @@ impl Journal {
             archive(path)?;
         }
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| write_err(path, e))?;
+            crate::private::create_dir_all(dir).map_err(|e| write_err(path, e))?;
         }
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| write_err(path, e))?;
+        let file = crate::private::create_new(path).map_err(|e| write_err(path, e))?;
         sync_dir(path);
         Ok(Journal {
             path: path.to_path_buf(),
             file,
+            chain: Chain::default(),
         })
     }
 
-    /// Reopen an unfinished journal to continue it.
+    /// Reopen an unfinished journal to continue it. A torn last line is
+    /// cut off first, so that the next record starts a line of its own.
     pub fn reopen(path: &Path, placements: &str) -> Result<(Journal, Replay), JournalError> {
         let replay = if path.exists() {
             read(path)?
         } else {
             Replay::default()
         };
-        if replay.begin.is_none() || replay.finished || replay.rolled_back {
+        if !replay.unfinished() {
             return Err(JournalError::NothingToResume {
                 placements: placements.into(),
                 dir: path
@@ -169,10 +235,17 @@ impl Journal {
             .append(true)
             .open(path)
             .map_err(|e| write_err(path, e))?;
+        let len = file.metadata().map_err(|e| write_err(path, e))?.len();
+        if len > replay.chain.len {
+            file.set_len(replay.chain.len)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| write_err(path, e))?;
+        }
         Ok((
             Journal {
                 path: path.to_path_buf(),
                 file,
+                chain: replay.chain.clone(),
             },
             replay,
         ))
@@ -184,18 +257,130 @@ impl Journal {
 
     /// Append a record and make it durable before returning.
     pub fn record(&mut self, r: &Record) -> Result<(), JournalError> {
-        let mut line = serde_json::to_string(r).map_err(|e| write_err(&self.path, e))?;
+        let seq = self.chain.seq + 1;
+        let (mut line, sum) =
+            seal(&self.chain.sum, seq, r).map_err(|e| write_err(&self.path, e))?;
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
             .map_err(|e| write_err(&self.path, e))?;
-        self.file.sync_data().map_err(|e| write_err(&self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| write_err(&self.path, e))?;
+        self.chain = Chain {
+            seq,
+            sum,
+            len: self.chain.len + line.len() as u64,
+        };
+        Ok(())
     }
 
     /// Move a finished journal out of the way, into `history/`.
     pub fn close(self) -> Result<PathBuf, JournalError> {
         archive(&self.path)
     }
+}
+
+/// One line as written, before its sum.
+#[derive(Serialize)]
+struct Sealed<'a> {
+    v: u32,
+    seq: u64,
+    record: &'a Record,
+}
+
+/// One line as read.
+#[derive(Deserialize)]
+struct Unsealed {
+    v: u32,
+    seq: u64,
+    record: Record,
+}
+
+/// The sum of a line: the previous line's sum and this one's text up to its own.
+fn digest(prev: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(body.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The line for a record (without its newline), and its sum.
+fn seal(prev: &str, seq: u64, r: &Record) -> Result<(String, String), serde_json::Error> {
+    let text = serde_json::to_string(&Sealed {
+        v: FORMAT_VERSION,
+        seq,
+        record: r,
+    })?;
+    // An object always ends with its closing brace; the sum goes before it.
+    let body = text.strip_suffix('}').unwrap_or(&text);
+    let sum = digest(prev, body);
+    Ok((format!("{body},\"sum\":\"{sum}\"}}"), sum))
+}
+
+/// Why a line is not the record it should be.
+enum Problem {
+    /// Not a line pgplan wrote (cut, overwritten, edited by hand).
+    Unreadable,
+    /// A record of the first format (no checksums).
+    OldFormat(String),
+    Version(u32),
+    /// Another record than the next one: records were removed or reordered.
+    Sequence(u64),
+    /// The content or the chain does not match its sum.
+    Sum,
+}
+
+/// Check one line against the chain; the record and its sum.
+fn unseal(line: &str, prev: &str, seq: u64) -> Result<(Record, String), Problem> {
+    const MARK: &str = ",\"sum\":\"";
+    let Some(at) = line.rfind(MARK) else {
+        // A first-format journal's lines are bare records.
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            if v.get("type").is_some() && v.get("v").is_none() {
+                return Err(Problem::OldFormat("1".into()));
+            }
+        }
+        return Err(Problem::Unreadable);
+    };
+    let (body, tail) = line.split_at(at);
+    let sum = tail[MARK.len()..]
+        .strip_suffix("\"}")
+        .ok_or(Problem::Unreadable)?;
+    let parsed: Unsealed = serde_json::from_str(&format!("{body}}}")).map_err(|_| {
+        match serde_json::from_str::<Value>(&format!("{body}}}")) {
+            Ok(v)
+                if v["v"]
+                    .as_u64()
+                    .is_some_and(|v| v != u64::from(FORMAT_VERSION)) =>
+            {
+                Problem::Version(v["v"].as_u64().unwrap_or_default() as u32)
+            }
+            _ => Problem::Unreadable,
+        }
+    })?;
+    if parsed.v != FORMAT_VERSION {
+        return Err(Problem::Version(parsed.v));
+    }
+    if parsed.seq != seq {
+        return Err(Problem::Sequence(parsed.seq));
+    }
+    if digest(prev, body) != sum {
+        return Err(Problem::Sum);
+    }
+    Ok((parsed.record, sum.to_string()))
+}
+
+/// The record a damaged line would have been, when it still parses
+/// (whatever its sum): only to say what the damage may hide.
+fn loosely(line: &str) -> Option<Record> {
+    let body = line
+        .rfind(",\"sum\":\"")
+        .map_or(line.to_string(), |at| format!("{}}}", &line[..at]));
+    serde_json::from_str::<Unsealed>(&body)
+        .ok()
+        .map(|u| u.record)
 }
 
 fn archive(path: &Path) -> Result<PathBuf, JournalError> {
@@ -212,7 +397,7 @@ fn archive(path: &Path) -> Result<PathBuf, JournalError> {
         .and_then(Path::parent)
         .unwrap_or(Path::new("."))
         .join("history");
-    std::fs::create_dir_all(&dir).map_err(|e| write_err(&dir, e))?;
+    crate::private::create_dir_all(&dir).map_err(|e| write_err(&dir, e))?;
     let to = dir.join(format!("{name}-{stamp}.jsonl"));
     std::fs::rename(path, &to).map_err(|e| write_err(path, e))?;
     sync_dir(path);
@@ -234,48 +419,170 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
     }
 }
 
-/// Read a journal. A torn last line (a crash mid-write) is ignored: the
-/// record it would have been was never acknowledged.
+/// Read and check a journal. A torn last line (a crash mid-write) is
+/// ignored: the record it would have been was never acknowledged. Any
+/// other line that fails the check makes the whole journal refused.
 pub fn read(path: &Path) -> Result<Replay, JournalError> {
-    let file = File::open(path).map_err(|e| JournalError::Read {
+    let read_err = |e: std::io::Error| JournalError::Read {
         path: path.display().to_string(),
         message: e.to_string(),
-    })?;
+    };
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(read_err)?;
     let mut replay = Replay::default();
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(|e| JournalError::Read {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let Ok(r) = serde_json::from_str::<Record>(&line) else {
-            continue;
+    let mut offset = 0usize;
+    let mut number = 0usize;
+    // The first damaged line, and what the lines around it say.
+    let mut damage: Option<(usize, Problem)> = None;
+    let mut hints = Hints::default();
+    while offset < bytes.len() {
+        let Some(end) = bytes[offset..].iter().position(|&b| b == b'\n') else {
+            // No newline: the write of this record never completed.
+            break;
         };
-        match r {
-            Record::Begin {
-                run,
-                spec_file,
-                spec_text,
-                environment,
-                plan,
-            } => replay.begin = Some((run, spec_file, spec_text, environment, plan)),
-            Record::Started { step } => replay.started.push(step),
-            Record::Done { step, facts } => {
-                replay.done.insert(step, facts);
+        number += 1;
+        let raw = &bytes[offset..offset + end];
+        offset += end + 1;
+        let line = String::from_utf8_lossy(raw);
+        if damage.is_some() {
+            if let Some(r) = loosely(&line) {
+                hints.see(number, &r, &replay);
             }
-            Record::Failed { step, error } => replay.failed.push((step, error)),
-            Record::RolledBack => replay.rolled_back = true,
-            Record::Finished => replay.finished = true,
-            Record::RollbackStarted { reason } => {
-                replay.rollback.get_or_insert(reason);
+            continue;
+        }
+        match unseal(&line, &replay.chain.sum, replay.chain.seq + 1) {
+            Ok((r, sum)) => {
+                hints.see(number, &r, &replay);
+                replay.chain = Chain {
+                    seq: replay.chain.seq + 1,
+                    sum,
+                    len: offset as u64,
+                };
+                apply_record(&mut replay, r);
             }
-            Record::Compensated { step, .. } => {
-                replay.compensated.insert(step);
+            Err(Problem::OldFormat(found)) if number == 1 => {
+                return Err(JournalError::Version {
+                    path: path.display().to_string(),
+                    found,
+                })
             }
-            // Kept on purpose, or failed: looked at again by a resumed rollback.
-            Record::NotCompensated { .. } => {}
+            Err(p) => damage = Some((number, p)),
         }
     }
-    Ok(replay)
+    let Some((line, problem)) = damage else {
+        return Ok(replay);
+    };
+    Err(damaged(path, line, problem, &hints))
+}
+
+fn apply_record(replay: &mut Replay, r: Record) {
+    match r {
+        Record::Begin {
+            run,
+            spec_file,
+            spec_text,
+            environment,
+            plan,
+        } => replay.begin = Some((run, spec_file, spec_text, environment, plan)),
+        Record::Started { step } => replay.started.push(step),
+        Record::Done { step, facts } => {
+            replay.done.insert(step, facts);
+        }
+        Record::Failed { step, error } => replay.failed.push((step, error)),
+        Record::RolledBack => replay.rolled_back = true,
+        Record::Finished => replay.finished = true,
+        Record::RollbackStarted { reason } => {
+            replay.rollback.get_or_insert(reason);
+        }
+        Record::Compensated { step, .. } => {
+            replay.compensated.insert(step);
+        }
+        // Kept on purpose, or failed: looked at again by a resumed rollback.
+        Record::NotCompensated { .. } => {}
+        // The steps it stopped were started and not done: they run again.
+        Record::Interrupted { .. } => {}
+    }
+}
+
+/// What the readable lines of a damaged journal say about how far the
+/// apply got: the advice depends on it.
+#[derive(Default)]
+struct Hints {
+    /// The first line recording that a rollback began.
+    rollback: Option<usize>,
+    /// The first destructive step started, and its line.
+    destructive: Option<(usize, String)>,
+    /// The lock ID of the run (from its first record).
+    run: Option<String>,
+}
+
+impl Hints {
+    fn see(&mut self, line: usize, r: &Record, replay: &Replay) {
+        match r {
+            Record::Begin { run, .. } => {
+                self.run.get_or_insert_with(|| run.clone());
+            }
+            // A compensation recorded (even on a line after the damage)
+            // means a rollback had begun, whatever hid its first record.
+            Record::RollbackStarted { .. }
+            | Record::Compensated { .. }
+            | Record::NotCompensated { .. }
+            | Record::RolledBack => {
+                self.rollback.get_or_insert(line);
+            }
+            Record::Started { step } if self.destructive.is_none() => {
+                let destructive = replay.begin.as_ref().is_some_and(|(.., plan)| {
+                    plan["steps"].as_array().into_iter().flatten().any(|s| {
+                        s["address"].as_str() == Some(step.as_str())
+                            && s["risk"].as_str() == Some("destructive")
+                    })
+                });
+                if destructive {
+                    self.destructive = Some((line, step.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn damaged(path: &Path, line: usize, problem: Problem, hints: &Hints) -> JournalError {
+    let problem = match problem {
+        Problem::Unreadable => "the line is not a journal record pgplan wrote (cut, overwritten or edited)".to_string(),
+        Problem::OldFormat(v) => format!("the line is a record of journal format {v}, among format {FORMAT_VERSION} records"),
+        Problem::Version(v) => format!("the line is in journal format {v}; this pgplan reads format {FORMAT_VERSION}"),
+        Problem::Sequence(seq) => format!("the line holds record {seq} where record {line} belongs: records were removed or reordered"),
+        Problem::Sum => "its checksum does not match: the record was changed, or one before it was removed or reordered".to_string(),
+    };
+    let p = path.display();
+    let unlock = hints
+        .run
+        .as_ref()
+        .map(|id| format!("`pgplan force-unlock {id}`"))
+        .unwrap_or_else(|| "`pgplan force-unlock ID` (the ID `pgplan status` names)".into());
+    let mut help = String::new();
+    if let Some(at) = hints.rollback {
+        help.push_str(&format!(
+            "A rollback had begun (line {at}): finish the rollback, never the move — pgplan will not go forward from this journal. "
+        ));
+    } else if let Some((at, step)) = &hints.destructive {
+        help.push_str(&format!(
+            "The destructive step {step} had started (line {at}): the source may be gone; do not start a new apply. "
+        ));
+    } else if line == 1 {
+        help.push_str("Not even the plan it applied can be read. ");
+    }
+    help.push_str(&format!(
+        "`pgplan status` (same -f and --env) shows, from the cluster alone, what the apply left where: its lock, stopped consumers, the volumes, what pgplan created, the backups. docs/recovery.md says how to finish or undo it by hand; then move the journal aside (`mv {p} {p}.damaged`) and release the lock with {unlock}"
+    ));
+    JournalError::Damaged {
+        path: p.to_string(),
+        line,
+        problem,
+        help,
+    }
 }
 
 /// The plan as stored: each environment value replaced by `${VAR}`.
@@ -367,6 +674,55 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_tail_is_cut_before_appending_and_any_other_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), &["a"]);
+        let mut j = Journal::create(&path, "a").unwrap();
+        j.record(&Record::Begin {
+            run: "h:1:x".into(),
+            spec_file: "pgplan.yaml".into(),
+            spec_text: String::new(),
+            environment: None,
+            plan: serde_json::json!({}),
+        })
+        .unwrap();
+        j.record(&Record::Started { step: "s1".into() }).unwrap();
+        drop(j);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"v\":2,\"seq\":3,\"rec")
+            .unwrap();
+        let (mut j, r) = Journal::reopen(&path, "a").unwrap();
+        assert_eq!(r.started, ["s1"]);
+        j.record(&Record::Done {
+            step: "s1".into(),
+            facts: serde_json::json!({}),
+        })
+        .unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(read(&path).unwrap().done.contains_key("s1"));
+
+        // Two records swapped: the sequence says so.
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1])).unwrap();
+        match read(&path) {
+            Err(JournalError::Damaged {
+                line: 2, problem, ..
+            }) => {
+                assert!(problem.contains("removed or reordered"), "{problem}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A first-format journal is named as such.
+        std::fs::write(&path, "{\"type\":\"started\",\"step\":\"s1\"}\n").unwrap();
+        assert!(matches!(read(&path), Err(JournalError::Version { .. })));
+    }
+
+    #[test]
     fn an_interrupted_rollback_is_remembered_with_what_it_undid() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), &["a"]);
@@ -428,6 +784,7 @@ mod tests {
             )]
             .into(),
             warnings: Vec::new(),
+            unfinished: Vec::new(),
         };
         let stored = store_plan(&plan, &[("TAG".into(), "s3cr3t-tag".into())]);
         assert!(!stored.to_string().contains("s3cr3t"));

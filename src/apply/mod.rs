@@ -12,6 +12,7 @@
 pub mod act;
 pub mod data;
 pub mod events;
+pub mod interrupt;
 pub mod journal;
 pub mod lock;
 mod undo;
@@ -27,8 +28,9 @@ use crate::cluster::Cluster;
 use crate::plan::{Operation, Plan, ScalePurpose};
 use act::StepError;
 use events::Events;
+use interrupt::Interrupts;
 use journal::{Journal, JournalError, Record};
-use lock::{Lock, LockError};
+use lock::{LockError, Locks, Phase};
 
 /// What the steps reach the world through.
 pub struct World<'a> {
@@ -46,9 +48,11 @@ pub struct World<'a> {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub parallelism: usize,
-    pub lock_timeout: Duration,
     pub state_dir: PathBuf,
     pub resume: bool,
+    /// The exact command that resumes this apply (spec, environment, state
+    /// directory, cluster): told on an interrupt and written on the Lease.
+    pub resume_command: String,
 }
 
 /// What was applied.
@@ -65,8 +69,6 @@ pub struct Origin<'a> {
     pub spec_text: &'a str,
     pub environment: Option<&'a str>,
     pub expansions: &'a [(String, String)],
-    /// Namespace of each placement's lock.
-    pub lock_namespaces: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -84,6 +86,21 @@ pub enum ApplyError {
         message: String,
         outcome: String,
         help: String,
+        /// The original topology is back (the lock can be given back).
+        rolled_back: bool,
+    },
+    #[error(
+        "the apply was interrupted ({signal}) and stopped {how}; the world is part-way:\n  {state}"
+    )]
+    #[diagnostic(
+        code(pgplan::apply::interrupted),
+        help("resume it with `{resume}` (the lock stays held by this apply until then)")
+    )]
+    Interrupted {
+        signal: String,
+        how: String,
+        state: String,
+        resume: String,
     },
 }
 
@@ -91,6 +108,24 @@ pub enum ApplyError {
 /// `test-hooks` feature): a SIGKILL around step N, a failure after a step acted.
 fn crash_hook(when: &str, position: usize) {
     crate::testhooks::crash(when, position);
+}
+
+/// Test hook (see `crate::testhooks`): hold at `point` (`lock` or
+/// `step:N`) until the test releases it.
+async fn hold_hook(point: &str) {
+    let Some(dir) = crate::testhooks::hold_dir(point) else {
+        return;
+    };
+    let name = point.rsplit(':').next().unwrap_or(point);
+    let _ = std::fs::write(dir.join(format!("held-{name}")), b"");
+    while !dir.join(format!("release-{name}")).exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Hold before taking the locks (see [`hold_hook`]).
+pub async fn hold_before_lock() {
+    hold_hook("lock").await;
 }
 
 fn fail_hook(address: &str) -> Option<StepError> {
@@ -239,401 +274,684 @@ impl<'p> Downtime<'p> {
     }
 }
 
-/// Execute a plan. `journal` is new, or reopened with `done` steps.
+/// How an apply ended, for its Lease: given back only when the world is
+/// whole (finished, rolled back, or never touched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Nothing was changed: the lock is released.
+    Untouched,
+    /// Finished or rolled back: the lock is released.
+    Ended,
+    /// Anything else: the lock stays, marked stopped, for `--resume`.
+    Unfinished,
+}
+
+/// Execute a plan under locks the caller holds. `journal` is new, or
+/// reopened with `done` steps.
 pub async fn execute(
     plan: &Plan,
     origin: &Origin<'_>,
     w: &World<'_>,
     opts: &Options,
+    locks: &Locks,
+    interrupts: &Interrupts,
 ) -> Result<Report, ApplyError> {
     let names: Vec<&str> = plan.placements.iter().map(|p| p.name.as_str()).collect();
     let label = names.join(", ");
     let path = journal::path_for(&opts.state_dir, &names);
-
-    // Locks first: nothing, not even the journal, before we own the placements.
-    let lock_id = w.run.clone();
-    let mut locks: Vec<Lock> = Vec::new();
+    // A resumed apply holds a lock that already marks an unfinished apply:
+    // it must never be given back unless the apply ends.
+    let mut ending = if opts.resume {
+        Ending::Unfinished
+    } else {
+        Ending::Untouched
+    };
+    let cx = Run {
+        plan,
+        origin,
+        w,
+        opts,
+        path: &path,
+        label: &label,
+        locks,
+        interrupts,
+    };
+    let result = cx.run(&mut ending).await;
     if let Some(c) = w.cluster {
-        for p in &names {
-            let ns = origin
-                .lock_namespaces
-                .get(*p)
-                .cloned()
-                .unwrap_or_else(|| "default".into());
-            match lock::acquire(c, &ns, p, &lock_id, opts.lock_timeout).await {
-                Ok(l) => locks.push(l),
-                Err(e) => {
-                    for l in &locks {
-                        let _ = l.release(c).await;
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-    }
-    let result = run(plan, origin, w, opts, &path, &label).await;
-    if let Some(c) = w.cluster {
-        for l in &locks {
-            let _ = l.release(c).await;
+        match ending {
+            Ending::Untouched | Ending::Ended => locks.release(c).await,
+            Ending::Unfinished => locks.mark(c, Phase::Stopped, None, None).await,
         }
     }
     result
 }
 
-async fn run(
-    plan: &Plan,
-    origin: &Origin<'_>,
-    w: &World<'_>,
-    opts: &Options,
-    path: &Path,
-    label: &str,
-) -> Result<Report, ApplyError> {
-    let (mut journal, replay) = if opts.resume {
-        Journal::reopen(path, label)?
-    } else {
-        let mut j = Journal::create(path, label)?;
-        j.record(&Record::Begin {
-            run: w.run.clone(),
-            spec_file: origin.spec_file.into(),
-            spec_text: origin.spec_text.into(),
-            environment: origin.environment.map(str::to_string),
-            plan: journal::store_plan(plan, origin.expansions),
-        })?;
-        (j, journal::Replay::default())
-    };
-    let mut done: BTreeMap<String, Value> = replay.done.clone();
-    if let Some(reason) = &replay.rollback {
-        // The apply was rolling back when it stopped: finish that, and never
-        // go forward again over steps the rollback may already have undone.
-        return resume_rollback(plan, w, journal, &replay, reason).await;
-    }
-    w.events
-        .begin(&w.run, std::slice::from_ref(&w.run), done.len());
-    for (i, s) in plan.steps.iter().enumerate() {
-        if done.contains_key(&s.address) {
-            w.events.skipped(i + 1, s);
+/// Where a journal is, for another machine's user: `host:/absolute/path`.
+fn journal_location(path: &Path) -> String {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    format!("{}:{}", lock::hostname(), abs.display())
+}
+
+/// What one apply works with.
+struct Run<'r, 'w> {
+    plan: &'r Plan,
+    origin: &'r Origin<'r>,
+    w: &'r World<'w>,
+    opts: &'r Options,
+    path: &'r Path,
+    label: &'r str,
+    locks: &'r Locks,
+    interrupts: &'r Interrupts,
+}
+
+/// What the walk of the steps waits for next.
+enum Next {
+    Step(Option<(usize, Result<Value, StepError>, Duration)>),
+    Renew,
+    Interrupt,
+}
+
+impl Run<'_, '_> {
+    async fn mark(&self, phase: Phase) {
+        if let Some(c) = self.w.cluster {
+            let journal = journal_location(self.path);
+            self.locks
+                .mark(c, phase, Some(&journal), Some(&self.opts.resume_command))
+                .await;
         }
     }
-    let commits = commit_positions(plan);
-    let mut running: HashSet<usize> = HashSet::new();
-    // Every step that failed in this run; the first is the one reported.
-    let mut failures: Vec<(usize, StepError)> = Vec::new();
-    let mut futs = FuturesUnordered::new();
-    let mut applied = 0usize;
-    let mut clock = Downtime::new(plan);
-    let mut renew = tokio::time::interval(Duration::from_secs((lock::LEASE_SECONDS / 3) as u64));
-    renew.tick().await;
 
-    loop {
-        if failures.is_empty() {
-            for (i, s) in plan.steps.iter().enumerate() {
-                if running.len() >= opts.parallelism.max(1) {
+    async fn run(&self, ending: &mut Ending) -> Result<Report, ApplyError> {
+        let (plan, origin, w, opts, path, label) = (
+            self.plan,
+            self.origin,
+            self.w,
+            self.opts,
+            self.path,
+            self.label,
+        );
+        // Still ours? (A lease can expire while a long plan is made under it.)
+        if let Some(c) = w.cluster {
+            self.locks.confirm(c).await?;
+        }
+        let (mut journal, mut replay) = if opts.resume {
+            Journal::reopen(path, label)?
+        } else {
+            let mut j = Journal::create(path, label)?;
+            *ending = Ending::Unfinished;
+            j.record(&Record::Begin {
+                run: w.run.clone(),
+                spec_file: origin.spec_file.into(),
+                spec_text: origin.spec_text.into(),
+                environment: origin.environment.map(str::to_string),
+                plan: journal::store_plan(plan, origin.expansions),
+            })?;
+            (j, journal::Replay::default())
+        };
+        if replay.rollback.is_none() && self.locks.rollback_recorded() {
+            // The Lease says a rollback began, the journal does not: its end
+            // was lost. Never go forward from it.
+            replay.rollback = Some(
+                "the lock records that a rollback had begun, which the journal has lost".into(),
+            );
+        }
+        let mut done: BTreeMap<String, Value> = replay.done.clone();
+        if let Some(reason) = replay.rollback.clone() {
+            // The apply was rolling back when it stopped: finish that, and never
+            // go forward again over steps the rollback may already have undone.
+            self.mark(Phase::RollingBack).await;
+            let r = self.resume_rollback(journal, &replay, &reason).await;
+            if r.as_ref().err().is_some_and(rolled_back) {
+                *ending = Ending::Ended;
+            }
+            return r;
+        }
+        self.mark(Phase::Applying).await;
+        w.events
+            .begin(&w.run, std::slice::from_ref(&w.run), done.len());
+        for (i, s) in plan.steps.iter().enumerate() {
+            if done.contains_key(&s.address) {
+                w.events.skipped(i + 1, s);
+            }
+        }
+        let commits = commit_positions(plan);
+        let mut running: HashSet<usize> = HashSet::new();
+        // Every step that failed in this run; the first is the one reported.
+        let mut failures: Vec<(usize, StepError)> = Vec::new();
+        let mut futs = FuturesUnordered::new();
+        let mut applied = 0usize;
+        let mut clock = Downtime::new(plan);
+        let mut renew =
+            tokio::time::interval(Duration::from_secs((lock::LEASE_SECONDS / 3) as u64));
+        renew.tick().await;
+        // Interrupts handled so far; the signal once the apply is stopping.
+        let mut seen = self.interrupts.count();
+        let mut stopping: Option<&'static str> = None;
+        let mut abandoned: Vec<usize> = Vec::new();
+
+        loop {
+            if failures.is_empty() && stopping.is_none() {
+                for (i, s) in plan.steps.iter().enumerate() {
+                    if running.len() >= opts.parallelism.max(1) {
+                        break;
+                    }
+                    if done.contains_key(&s.address) || running.contains(&i) {
+                        continue;
+                    }
+                    if !s.depends_on.iter().all(|d| done.contains_key(d)) {
+                        continue;
+                    }
+                    crash_hook("before", i + 1);
+                    journal.record(&Record::Started {
+                        step: s.address.clone(),
+                    })?;
+                    w.events.started(i + 1, s);
+                    clock.started(i);
+                    running.insert(i);
+                    let deps: BTreeMap<String, Value> = s
+                        .depends_on
+                        .iter()
+                        .chain(backup_ancestors(s).iter())
+                        .filter_map(|d| done.get(d).map(|f| (d.clone(), f.clone())))
+                        .collect();
+                    futs.push(async move {
+                        hold_hook(&format!("step:{}", i + 1)).await;
+                        let t = Instant::now();
+                        let mut r = act::act(w, s, &deps).await;
+                        if r.is_ok() {
+                            if let Some(e) = fail_hook(&s.address) {
+                                r = Err(e);
+                            }
+                        }
+                        (i, r, t.elapsed())
+                    });
+                }
+            }
+            if futs.is_empty() {
+                break;
+            }
+            let next = tokio::select! {
+                n = futs.next() => Next::Step(n),
+                _ = renew.tick() => Next::Renew,
+                _ = self.interrupts.reached(seen + 1) => Next::Interrupt,
+            };
+            let (i, result, took) = match next {
+                Next::Step(Some(n)) => n,
+                Next::Step(None) => break,
+                Next::Renew => {
+                    if let Some(c) = w.cluster {
+                        self.locks.renew(c).await;
+                    }
+                    continue;
+                }
+                Next::Interrupt => {
+                    seen = self.interrupts.count();
+                    let mut now: Vec<usize> = running.iter().copied().collect();
+                    now.sort_unstable();
+                    if stopping.is_none() && seen < 2 {
+                        stopping = Some(self.interrupts.signal());
+                        w.events.interrupt_received(
+                            self.interrupts.signal(),
+                            &now.iter()
+                                .map(|&i| (i + 1, &plan.steps[i]))
+                                .collect::<Vec<_>>(),
+                        );
+                        continue;
+                    }
+                    // Again: stop at once. The running steps are dropped
+                    // mid-way; each is idempotent and runs again on resume.
+                    stopping.get_or_insert(self.interrupts.signal());
+                    futs.clear();
+                    w.events.progress_done();
+                    w.events.stopping_at_once(
+                        &now.iter()
+                            .map(|&i| (i + 1, &plan.steps[i]))
+                            .collect::<Vec<_>>(),
+                    );
+                    abandoned = now;
                     break;
                 }
-                if done.contains_key(&s.address) || running.contains(&i) {
-                    continue;
+            };
+            running.remove(&i);
+            let s = &plan.steps[i];
+            w.events.progress_done();
+            clock.ended(i, took);
+            match result {
+                Ok(facts) => {
+                    journal.record(&Record::Done {
+                        step: s.address.clone(),
+                        facts: facts.clone(),
+                    })?;
+                    let note = facts
+                        .get("note")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    done.insert(s.address.clone(), facts);
+                    applied += 1;
+                    w.events.done(i + 1, s, took, &note);
+                    crash_hook("after", i + 1);
                 }
-                if !s.depends_on.iter().all(|d| done.contains_key(d)) {
-                    continue;
+                Err(e) => {
+                    journal.record(&Record::Failed {
+                        step: s.address.clone(),
+                        error: e.0.clone(),
+                    })?;
+                    w.events.failed(i + 1, s, &e.0);
+                    failures.push((i, e));
                 }
-                crash_hook("before", i + 1);
-                journal.record(&Record::Started {
-                    step: s.address.clone(),
-                })?;
-                w.events.started(i + 1, s);
-                clock.started(i);
-                running.insert(i);
-                let deps: BTreeMap<String, Value> = s
-                    .depends_on
+            }
+        }
+
+        let all_done = plan.steps.iter().all(|s| done.contains_key(&s.address));
+        if failures.is_empty() && !all_done {
+            if let Some(signal) = stopping {
+                let running: Vec<String> = abandoned
                     .iter()
-                    .chain(backup_ancestors(s).iter())
-                    .filter_map(|d| done.get(d).map(|f| (d.clone(), f.clone())))
+                    .map(|&i| plan.steps[i].address.clone())
                     .collect();
-                futs.push(async move {
-                    let t = Instant::now();
-                    let mut r = act::act(w, s, &deps).await;
-                    if r.is_ok() {
-                        if let Some(e) = fail_hook(&s.address) {
-                            r = Err(e);
-                        }
-                    }
-                    (i, r, t.elapsed())
+                journal.record(&Record::Interrupted {
+                    signal: signal.into(),
+                    running,
+                })?;
+                let state = world_state(plan, &done, &abandoned);
+                w.events
+                    .interrupted(signal, &state, &opts.resume_command, journal.path());
+                return Err(ApplyError::Interrupted {
+                    signal: signal.into(),
+                    how: if abandoned.is_empty() {
+                        "after the steps it was running".into()
+                    } else {
+                        "at once (a second interrupt)".into()
+                    },
+                    state: state.join("\n  "),
+                    resume: opts.resume_command.clone(),
                 });
             }
         }
-        if futs.is_empty() {
-            break;
+        if failures.is_empty() {
+            journal.record(&Record::Finished)?;
+            let archived = journal.close()?;
+            *ending = Ending::Ended;
+            for m in clock.measured() {
+                w.events.downtime(&m);
+            }
+            w.events.finished(
+                &format!(
+                    "Apply complete: {applied} step(s) done, {} already done before.",
+                    replay.done.len()
+                ),
+                true,
+            );
+            return Ok(Report {
+                done: applied,
+                skipped: replay.done.len(),
+                journal: archived,
+            });
+        };
+
+        let (failed, error) = &failures[0];
+        let step = &plan.steps[*failed];
+        if post_commit(plan, &commits, *failed) {
+            w.events.finished(
+                "Apply stopped after the commit point; nothing was rolled back.",
+                false,
+            );
+            return Err(ApplyError::Failed {
+                address: step.address.clone(),
+                message: error.0.clone(),
+                outcome: "The data is verified on the target and consumers use it; nothing was rolled back.".into(),
+                help: format!(
+                    "fix the cause and run `{}` to finish the remaining steps (journal: {})",
+                    opts.resume_command,
+                    journal.path().display()
+                ),
+                rolled_back: false,
+            });
         }
-        let next = tokio::select! {
-            n = futs.next() => n,
-            _ = renew.tick() => {
-                if let Some(c) = w.cluster {
-                    for p in plan.placements.iter() {
-                        let ns = origin.lock_namespaces.get(&p.name).cloned().unwrap_or_else(|| "default".into());
-                        // A lost lease is reported by the next acquire; keep going.
-                        let _ = lock::acquire(c, &ns, &p.name, &w.run, Duration::from_secs(0)).await;
-                    }
-                }
+        journal.record(&Record::RollbackStarted {
+            reason: error.0.clone(),
+        })?;
+        self.mark(Phase::RollingBack).await;
+        w.events.note("Rolling back:");
+        let failed: Vec<usize> = failures.iter().map(|(i, _)| *i).collect();
+        let r = self
+            .roll_back(
+                journal,
+                &done,
+                &failed,
+                (&step.address, &error.0),
+                &BTreeSet::new(),
+            )
+            .await;
+        if r.as_ref().err().is_some_and(rolled_back) {
+            *ending = Ending::Ended;
+        }
+        r
+    }
+
+    /// `apply --resume` of a journal whose rollback had begun: the failed
+    /// steps and every compensation not recorded as done are run (again; each
+    /// is idempotent), then the apply ends as a rolled-back one.
+    async fn resume_rollback(
+        &self,
+        mut journal: Journal,
+        replay: &journal::Replay,
+        reason: &str,
+    ) -> Result<Report, ApplyError> {
+        let (plan, w) = (self.plan, self.w);
+        let index: BTreeMap<&str, usize> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.address.as_str(), i))
+            .collect();
+        // Failed and never done since (a failure resumed past is undone as a
+        // done step).
+        let failed: Vec<usize> = replay
+            .failed
+            .iter()
+            .filter(|(a, _)| !replay.done.contains_key(a))
+            .filter_map(|(a, _)| index.get(a.as_str()).copied())
+            .collect();
+        // The failure that started the rollback.
+        let (address, message) = replay
+            .failed
+            .iter()
+            .rev()
+            .find(|(_, e)| e == reason)
+            .or(replay.failed.last())
+            .map(|(a, e)| (a.as_str(), e.as_str()))
+            .unwrap_or(("(unknown step)", reason));
+        w.events.begin(&w.run, std::slice::from_ref(&w.run), 0);
+        w.events.note(&format!(
+            "Resuming the rollback of {address} ({} compensation(s) already done): the apply failed with: {message}",
+            replay.compensated.len()
+        ));
+        journal.record(&Record::RollbackStarted {
+            reason: reason.to_string(),
+        })?;
+        self.roll_back(
+            journal,
+            &replay.done,
+            &failed,
+            (address, message),
+            &replay.compensated,
+        )
+        .await
+    }
+
+    /// Roll back: the failed steps (they may have half-acted; none of them is
+    /// in `done`), then every step done before its placement's commit point,
+    /// newest first; compensations in
+    /// `already` are recorded as done and not run again. Always ends in
+    /// [`ApplyError::Failed`], carrying the first failure and what the
+    /// rollback did — or, stopped by a second interrupt, in
+    /// [`ApplyError::Interrupted`] (`--resume` finishes the rollback).
+    async fn roll_back(
+        &self,
+        mut journal: Journal,
+        done: &BTreeMap<String, Value>,
+        failed: &[usize],
+        (address, message): (&str, &str),
+        already: &BTreeSet<String>,
+    ) -> Result<Report, ApplyError> {
+        let (plan, w) = (self.plan, self.w);
+        let commits = commit_positions(plan);
+        let mut order: Vec<usize> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(i, s)| done.contains_key(&s.address) && !post_commit(plan, &commits, *i))
+            .map(|(i, _)| i)
+            .collect();
+        let mut first: Vec<usize> = failed
+            .iter()
+            .copied()
+            .filter(|&i| !post_commit(plan, &commits, i))
+            .collect();
+        first.sort_unstable_by(|a, b| b.cmp(a));
+        first.dedup();
+        first.append(&mut order);
+        let mut undone = Vec::new();
+        let mut kept = Vec::new();
+        let mut broken = Vec::new();
+        // An interrupt lets the rollback finish; the second after the
+        // apply's first stops it at once.
+        let mut seen = self.interrupts.count();
+        let stop_at = (seen + 1).max(2);
+        for i in first {
+            let s = &plan.steps[i];
+            if already.contains(&s.address) {
                 continue;
             }
-        };
-        let Some((i, result, took)) = next else { break };
-        running.remove(&i);
-        let s = &plan.steps[i];
-        w.events.progress_done();
-        clock.ended(i, took);
-        match result {
-            Ok(facts) => {
-                journal.record(&Record::Done {
-                    step: s.address.clone(),
-                    facts: facts.clone(),
-                })?;
-                let note = facts
-                    .get("note")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                done.insert(s.address.clone(), facts);
-                applied += 1;
-                w.events.done(i + 1, s, took, &note);
-                crash_hook("after", i + 1);
-            }
-            Err(e) => {
-                journal.record(&Record::Failed {
-                    step: s.address.clone(),
-                    error: e.0.clone(),
-                })?;
-                w.events.failed(i + 1, s, &e.0);
-                failures.push((i, e));
-            }
-        }
-    }
-
-    if failures.is_empty() {
-        journal.record(&Record::Finished)?;
-        let archived = journal.close()?;
-        for m in clock.measured() {
-            w.events.downtime(&m);
-        }
-        w.events.finished(
-            &format!(
-                "Apply complete: {applied} step(s) done, {} already done before.",
-                replay.done.len()
-            ),
-            true,
-        );
-        return Ok(Report {
-            done: applied,
-            skipped: replay.done.len(),
-            journal: archived,
-        });
-    };
-
-    let (failed, error) = &failures[0];
-    let step = &plan.steps[*failed];
-    if post_commit(plan, &commits, *failed) {
-        w.events.finished(
-            "Apply stopped after the commit point; nothing was rolled back.",
-            false,
-        );
-        return Err(ApplyError::Failed {
-            address: step.address.clone(),
-            message: error.0.clone(),
-            outcome: "The data is verified on the target and consumers use it; nothing was rolled back.".into(),
-            help: format!(
-                "fix the cause and run `pgplan apply --resume` to finish the remaining steps (journal: {})",
-                journal.path().display()
-            ),
-        });
-    }
-    journal.record(&Record::RollbackStarted {
-        reason: error.0.clone(),
-    })?;
-    w.events.note("Rolling back:");
-    let failed: Vec<usize> = failures.iter().map(|(i, _)| *i).collect();
-    roll_back(
-        plan,
-        w,
-        journal,
-        &done,
-        &failed,
-        (&step.address, &error.0),
-        &BTreeSet::new(),
-    )
-    .await
-}
-
-/// `apply --resume` of a journal whose rollback had begun: the failed
-/// steps and every compensation not recorded as done are run (again; each
-/// is idempotent), then the apply ends as a rolled-back one.
-async fn resume_rollback(
-    plan: &Plan,
-    w: &World<'_>,
-    mut journal: Journal,
-    replay: &journal::Replay,
-    reason: &str,
-) -> Result<Report, ApplyError> {
-    let index: BTreeMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.address.as_str(), i))
-        .collect();
-    // Failed and never done since (a failure resumed past is undone as a
-    // done step).
-    let failed: Vec<usize> = replay
-        .failed
-        .iter()
-        .filter(|(a, _)| !replay.done.contains_key(a))
-        .filter_map(|(a, _)| index.get(a.as_str()).copied())
-        .collect();
-    // The failure that started the rollback.
-    let (address, message) = replay
-        .failed
-        .iter()
-        .rev()
-        .find(|(_, e)| e == reason)
-        .or(replay.failed.last())
-        .map(|(a, e)| (a.as_str(), e.as_str()))
-        .unwrap_or(("(unknown step)", reason));
-    w.events.begin(&w.run, std::slice::from_ref(&w.run), 0);
-    w.events.note(&format!(
-        "Resuming the rollback of {address} ({} compensation(s) already done): the apply failed with: {message}",
-        replay.compensated.len()
-    ));
-    journal.record(&Record::RollbackStarted {
-        reason: reason.to_string(),
-    })?;
-    roll_back(
-        plan,
-        w,
-        journal,
-        &replay.done,
-        &failed,
-        (address, message),
-        &replay.compensated,
-    )
-    .await
-}
-
-/// Roll back: the failed steps (they may have half-acted; none of them is
-/// in `done`), then every step done before its placement's commit point,
-/// newest first; compensations in
-/// `already` are recorded as done and not run again. Always ends in
-/// [`ApplyError::Failed`], carrying the first failure and what the
-/// rollback did.
-async fn roll_back(
-    plan: &Plan,
-    w: &World<'_>,
-    mut journal: Journal,
-    done: &BTreeMap<String, Value>,
-    failed: &[usize],
-    (address, message): (&str, &str),
-    already: &BTreeSet<String>,
-) -> Result<Report, ApplyError> {
-    let commits = commit_positions(plan);
-    let mut order: Vec<usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(i, s)| done.contains_key(&s.address) && !post_commit(plan, &commits, *i))
-        .map(|(i, _)| i)
-        .collect();
-    let mut first: Vec<usize> = failed
-        .iter()
-        .copied()
-        .filter(|&i| !post_commit(plan, &commits, i))
-        .collect();
-    first.sort_unstable_by(|a, b| b.cmp(a));
-    first.dedup();
-    first.append(&mut order);
-    let mut undone = Vec::new();
-    let mut kept = Vec::new();
-    let mut broken = Vec::new();
-    for i in first {
-        let s = &plan.steps[i];
-        if already.contains(&s.address) {
-            continue;
-        }
-        let result = undo::undo(w, s, done.get(&s.address), done).await;
-        crash_hook("undone", i + 1);
-        match result {
-            Ok(undo::Undo::Undone(detail)) => {
-                journal.record(&Record::Compensated {
-                    step: s.address.clone(),
-                    detail: detail.clone(),
-                })?;
-                w.events.rollback("undone", &s.address, &detail);
-                undone.push(detail);
-            }
-            Ok(undo::Undo::Kept(reason)) => {
-                journal.record(&Record::NotCompensated {
-                    step: s.address.clone(),
-                    reason: reason.clone(),
-                })?;
-                w.events.rollback("kept", &s.address, &reason);
-                kept.push(reason);
-            }
-            Ok(undo::Undo::Nothing) => {}
-            Err(e) => {
-                journal.record(&Record::NotCompensated {
-                    step: s.address.clone(),
-                    reason: e.0.clone(),
+            let source = source_of(plan, &s.placement);
+            let mut compensation =
+                std::pin::pin!(undo::undo(w, s, done.get(&s.address), done, source));
+            let result = loop {
+                tokio::select! {
+                    r = &mut compensation => break Some(r),
+                    _ = self.interrupts.reached(seen + 1) => {
+                        seen = self.interrupts.count();
+                        if seen >= stop_at {
+                            break None;
+                        }
+                        w.events.note(&format!(
+                            "Interrupt received ({}): finishing the rollback (undoing {}); interrupt again to stop at once.",
+                            self.interrupts.signal(),
+                            s.address
+                        ));
+                    }
+                }
+            };
+            let Some(result) = result else {
+                let left = vec![format!(
+                    "rolling back: stopped while undoing {} (step {}); the rollback has begun and `--resume` finishes it, never the move",
+                    s.address,
+                    i + 1
+                )];
+                let signal = self.interrupts.signal();
+                journal.record(&Record::Interrupted {
+                    signal: signal.into(),
+                    running: vec![s.address.clone()],
                 })?;
                 w.events
-                    .rollback("kept", &s.address, &format!("could not be undone: {}", e.0));
-                broken.push(format!("{}: {}", s.address, e.0));
+                    .interrupted(signal, &left, &self.opts.resume_command, journal.path());
+                return Err(ApplyError::Interrupted {
+                    signal: signal.into(),
+                    how: "in the middle of its rollback".into(),
+                    state: left.join("\n  "),
+                    resume: self.opts.resume_command.clone(),
+                });
+            };
+            crash_hook("undone", i + 1);
+            match result {
+                Ok(undo::Undo::Undone(detail)) => {
+                    journal.record(&Record::Compensated {
+                        step: s.address.clone(),
+                        detail: detail.clone(),
+                    })?;
+                    w.events.rollback("undone", &s.address, &detail);
+                    undone.push(detail);
+                }
+                Ok(undo::Undo::Kept(reason)) => {
+                    journal.record(&Record::NotCompensated {
+                        step: s.address.clone(),
+                        reason: reason.clone(),
+                    })?;
+                    w.events.rollback("kept", &s.address, &reason);
+                    kept.push(reason);
+                }
+                Ok(undo::Undo::Nothing) => {}
+                Err(e) => {
+                    journal.record(&Record::NotCompensated {
+                        step: s.address.clone(),
+                        reason: e.0.clone(),
+                    })?;
+                    w.events
+                        .rollback("kept", &s.address, &format!("could not be undone: {}", e.0));
+                    broken.push(format!("{}: {}", s.address, e.0));
+                }
             }
         }
+        let mut outcome = String::new();
+        if broken.is_empty() {
+            journal.record(&Record::RolledBack)?;
+            let archived = journal.close()?;
+            outcome.push_str("Rolled back to the original topology.");
+            if !already.is_empty() {
+                outcome.push_str(&format!(
+                    "\n  undone before the interruption: {} step(s)",
+                    already.len()
+                ));
+            }
+            for u in &undone {
+                outcome.push_str(&format!("\n  undone: {u}"));
+            }
+            for k in &kept {
+                outcome.push_str(&format!("\n  kept: {k}"));
+            }
+            outcome.push_str(&format!("\n  journal: {}", archived.display()));
+            w.events
+                .finished("Apply failed and was rolled back.", false);
+            Err(ApplyError::Failed {
+                address: address.to_string(),
+                message: message.to_string(),
+                outcome,
+                help: "the plan can be applied again once the cause is fixed".into(),
+                rolled_back: true,
+            })
+        } else {
+            outcome.push_str("The rollback did not finish:");
+            for b in &broken {
+                outcome.push_str(&format!("\n  NOT undone: {b}"));
+            }
+            for u in &undone {
+                outcome.push_str(&format!("\n  undone: {u}"));
+            }
+            for k in &kept {
+                outcome.push_str(&format!("\n  kept: {k}"));
+            }
+            w.events
+                .finished("Apply failed; the rollback needs attention.", false);
+            Err(ApplyError::Failed {
+                address: address.to_string(),
+                message: message.to_string(),
+                outcome,
+                help: format!(
+                    "the journal {} says what was and was not undone; fix the cause, then `{}` rolls back the rest",
+                    journal.path().display(),
+                    self.opts.resume_command
+                ),
+                rolled_back: false,
+            })
+        }
     }
-    let mut outcome = String::new();
-    if broken.is_empty() {
-        journal.record(&Record::RolledBack)?;
-        let archived = journal.close()?;
-        outcome.push_str("Rolled back to the original topology.");
-        if !already.is_empty() {
-            outcome.push_str(&format!(
-                "\n  undone before the interruption: {} step(s)",
-                already.len()
-            ));
+}
+
+/// True for the error of an apply that rolled back completely.
+fn rolled_back(e: &ApplyError) -> bool {
+    matches!(
+        e,
+        ApplyError::Failed {
+            rolled_back: true,
+            ..
         }
-        for u in &undone {
-            outcome.push_str(&format!("\n  undone: {u}"));
+    )
+}
+
+/// The source server of a placement (what its backups read), which a
+/// rollback must see serving again.
+fn source_of<'p>(plan: &'p Plan, placement: &str) -> Option<&'p crate::plan::ServerRef> {
+    plan.steps.iter().find_map(|s| match &s.operation {
+        Operation::Backup { server, .. } if s.placement == placement => Some(server),
+        _ => None,
+    })
+}
+
+/// What the world is like after an apply stopped part-way, one fact a
+/// line: what is stopped, deleted, created or tuned, where the backups
+/// are, and which steps did not finish.
+fn world_state(plan: &Plan, done: &BTreeMap<String, Value>, abandoned: &[usize]) -> Vec<String> {
+    let is_done = |a: &str| done.contains_key(a);
+    let commits = commit_positions(plan);
+    let mut out = Vec::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        if !is_done(&s.address) {
+            continue;
         }
-        for k in &kept {
-            outcome.push_str(&format!("\n  kept: {k}"));
+        let n = i + 1;
+        match &s.operation {
+            Operation::Scale {
+                object,
+                from,
+                to,
+                purpose: ScalePurpose::Quiesce,
+                ..
+            } => {
+                let resumed = plan.steps.iter().any(|r| {
+                    matches!(&r.operation, Operation::Scale { object: o, purpose: ScalePurpose::Resume, .. } if o == object)
+                        && is_done(&r.address)
+                });
+                if !resumed {
+                    out.push(format!(
+                        "consumer stopped: {} at {to} replicas, {from} before (step {n})",
+                        object.display()
+                    ));
+                }
+            }
+            Operation::Delete { object, .. } => {
+                let committed = commits
+                    .get(&s.placement)
+                    .is_some_and(|&c| is_done(&plan.steps[c].address));
+                if matches!(object.kind.as_str(), "Deployment" | "StatefulSet") && !committed {
+                    out.push(format!(
+                        "database down: {} is deleted (step {n}) and its data is not verified on the target yet",
+                        object.display()
+                    ));
+                } else {
+                    out.push(format!("deleted: {} (step {n})", object.display()));
+                }
+            }
+            Operation::Replace { object, .. } => {
+                out.push(format!("replaced: {} (step {n})", object.display()))
+            }
+            Operation::Create { object, .. } => {
+                out.push(format!("created: {} (step {n})", object.display()))
+            }
+            Operation::ProtectVolume { volume, from } => out.push(format!(
+                "{} kept on reclaim policy Retain, {from} before (step {n})",
+                volume.display()
+            )),
+            Operation::TuneForLoading { pod, .. } => {
+                let untuned = plan.steps.iter().any(|u| {
+                    matches!(&u.operation, Operation::UntuneAfterLoading { pod: p, .. } if p == pod)
+                        && is_done(&u.address)
+                });
+                if !untuned {
+                    out.push(format!(
+                        "tuned for loading: {} runs with fsync off (step {n}); it must not serve like this",
+                        pod.display()
+                    ));
+                }
+            }
+            Operation::Backup { .. } => {
+                if let Some(a) = done[&s.address]["archive"].as_str() {
+                    out.push(format!("backup: {a} (step {n})"));
+                }
+            }
+            _ => {}
         }
-        outcome.push_str(&format!("\n  journal: {}", archived.display()));
-        w.events
-            .finished("Apply failed and was rolled back.", false);
-        Err(ApplyError::Failed {
-            address: address.to_string(),
-            message: message.to_string(),
-            outcome,
-            help: "the plan can be applied again once the cause is fixed".into(),
-        })
-    } else {
-        outcome.push_str("The rollback did not finish:");
-        for b in &broken {
-            outcome.push_str(&format!("\n  NOT undone: {b}"));
-        }
-        for u in &undone {
-            outcome.push_str(&format!("\n  undone: {u}"));
-        }
-        for k in &kept {
-            outcome.push_str(&format!("\n  kept: {k}"));
-        }
-        w.events
-            .finished("Apply failed; the rollback needs attention.", false);
-        Err(ApplyError::Failed {
-            address: address.to_string(),
-            message: message.to_string(),
-            outcome,
-            help: format!(
-                "the journal {} says what was and was not undone; fix the cause, then `pgplan apply --resume` rolls back the rest",
-                journal.path().display()
-            ),
-        })
     }
+    for &i in abandoned {
+        out.push(format!(
+            "not finished: step {} {} (stopped mid-way; it runs again on resume)",
+            i + 1,
+            plan.steps[i].address
+        ));
+    }
+    let left = plan.steps.iter().filter(|s| !is_done(&s.address)).count();
+    out.push(format!("{left} of {} steps not done yet", plan.steps.len()));
+    out
 }

@@ -12,7 +12,7 @@ use super::act::{self, cluster, recreatable, StepError};
 use super::World;
 use crate::cluster::{ClusterError, Write};
 use crate::diff::manifests::{covers, diff_patch};
-use crate::plan::{ObjectRef, Operation, Risk, ScalePurpose, Step, Wait};
+use crate::plan::{ObjectRef, Operation, Risk, ScalePurpose, ServerRef, Step, Wait};
 
 /// What a compensation did.
 pub enum Undo {
@@ -25,11 +25,14 @@ pub enum Undo {
 }
 
 /// Undo one step, given the facts its act recorded (if it got that far).
+/// `source` is the placement's source server, which a compensation that
+/// brings it back waits for.
 pub(super) async fn undo(
     w: &World<'_>,
     step: &Step,
     facts: Option<&Value>,
     done: &std::collections::BTreeMap<String, Value>,
+    source: Option<&ServerRef>,
 ) -> Result<Undo, StepError> {
     match &step.operation {
         Operation::Scale {
@@ -206,6 +209,22 @@ pub(super) async fn undo(
             cluster(w)?
                 .merge_patch(object, &reverse, Write::Apply)
                 .await?;
+            // Pointing a consumer back at its local database (a Backstage CR's
+            // `enableLocalDb`) makes its operator recreate that database:
+            // the compensation is done when the source serves again, not
+            // when the patch is accepted. A source pgplan deleted itself is
+            // brought back (and waited for) by that step's compensation.
+            if let Some(server @ ServerRef::Pod { workload, .. }) = source {
+                if step.address.ends_with(":reconfigure") && !done.contains_key(&workload.address())
+                {
+                    super::data::wait_serving(w, server, act::READY_TIMEOUT).await?;
+                    return Ok(Undo::Undone(format!(
+                        "{} changed back, and {} serves again",
+                        object.display(),
+                        workload.display()
+                    )));
+                }
+            }
             Ok(Undo::Undone(format!("{} changed back", object.display())))
         }
         Operation::Secret { object, .. } => {

@@ -42,6 +42,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Release the apply lock of a placement held by a crashed run.
     ForceUnlock(ForceUnlockArgs),
+    /// Show what an apply left in the cluster (lock, stopped consumers,
+    /// volumes, created objects, backups), read from the cluster alone.
+    Status(StatusArgs),
     /// Print the JSON Schema of the spec file.
     Schema,
     /// Print the shell code that completes pgplan's commands, flags and values.
@@ -249,4 +252,17 @@ pub struct ForceUnlockArgs {
     pub env: EnvArgs,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    #[command(flatten)]
+    pub env: EnvArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Where the journal would be (as given to apply).
+    #[arg(long, value_name = "DIR", default_value = ".pgplan")]
+    pub state_dir: PathBuf,
 }

@@ -135,8 +135,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 },
                 ..opts
             };
-            let (text, changes) = ops::plan::run(&opts)?;
+            let (text, changes, unfinished) = ops::plan::run(&opts)?;
             print(&text);
+            if let Some(e) = unfinished {
+                return Err(e);
+            }
             Ok(if changes && a.detailed_exitcode {
                 ExitCode::from(2)
             } else {
@@ -199,6 +202,16 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 color: colour(a.no_color),
             };
             ops::apply::run(&opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status(a) => {
+            let opts = ops::status::StatusOptions {
+                source: SpecSource::new(&a.spec.file, a.spec.example.as_deref())?,
+                environment: a.env.env.clone(),
+                cluster: cluster_options(&a.cluster),
+                state_dir: a.state_dir.clone(),
+            };
+            print(&ops::status::run(&opts)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::ForceUnlock(a) => {

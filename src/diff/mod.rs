@@ -58,7 +58,26 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut fingerprints = BTreeMap::new();
+    let mut unfinished = Vec::new();
     for p in &spec.placements {
+        // An apply in progress or interrupted: the world is mid-change, and
+        // a plan of it would mean nothing (or say "No changes" over it).
+        if let Some(u) = inputs
+            .observed
+            .unfinished
+            .iter()
+            .find(|u| u.placement == p.name() && !u.is_empty())
+        {
+            unfinished.push(u.clone());
+            placements.push(PlacementPlan {
+                name: p.name().to_string(),
+                environment: p.environment.clone(),
+                journey: "unfinished".into(),
+                databases: Vec::new(),
+                downtime: None,
+            });
+            continue;
+        }
         let mut cx = Ctx::new(p, &idx, &spec.file, inputs);
         match &p.spec().target {
             Target::Kubernetes(kt) => kube::plan(&mut cx, kt),
@@ -95,6 +114,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
         steps,
         fingerprints,
         warnings,
+        unfinished,
     };
     mark_downtime(&mut plan);
     Ok(plan)

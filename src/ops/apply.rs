@@ -10,6 +10,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::apply::interrupt::Interrupts;
+use crate::apply::lock::{Locks, Phase, Takeover};
 use crate::apply::{self, events, journal, Options, Origin, World};
 use crate::ops::observe::{self, ClusterOptions};
 use crate::ops::plan as planop;
@@ -17,7 +19,7 @@ use crate::ops::{self, OpsError, SpecSource};
 use crate::plan::SavedPlan;
 use crate::redact::Redactor;
 use crate::render::{self, Format, RenderOptions};
-use crate::spec::{Source, Spec, Target};
+use crate::spec::{Spec, Target};
 
 pub struct ApplyOptions {
     pub source: SpecSource,
@@ -49,24 +51,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// The namespace holding each placement's lock.
-fn lock_namespaces(spec: &Spec) -> BTreeMap<String, String> {
+pub fn lock_namespaces(spec: &Spec) -> BTreeMap<String, String> {
     spec.placements
         .iter()
-        .map(|p| {
-            let s = p.spec();
-            let ns = match (&s.source, &s.target) {
-                (Source::Kubernetes(k), _) => k.namespace.clone(),
-                (_, Target::Kubernetes(k)) => {
-                    k.namespace.clone().unwrap_or_else(|| "default".into())
-                }
-                _ => s
-                    .consumers
-                    .iter()
-                    .find_map(|c| c.namespace.clone())
-                    .unwrap_or_else(|| "default".into()),
-            };
-            (p.name().to_string(), ns)
-        })
+        .map(|p| (p.name().to_string(), apply::lock::namespace(p)))
         .collect()
 }
 
@@ -78,7 +66,7 @@ fn approve(plan_text: &str) -> Result<bool, OpsError> {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{plan_text}\nDo you want to apply this plan? Only 'yes' will be accepted."
+        "{plan_text}\nDo you want to apply this plan? Only 'yes' will be accepted.\n(pgplan takes the lock once you answer, plans again under it, and applies only if nothing moved meanwhile.)"
     );
     let _ = write!(out, "  Enter a value: ");
     let _ = out.flush();
@@ -87,8 +75,9 @@ fn approve(plan_text: &str) -> Result<bool, OpsError> {
     Ok(line.trim() == "yes")
 }
 
-/// Compare a fresh plan with a saved one; the differences, in words.
-fn drift(saved: &serde_json::Value, fresh: &serde_json::Value) -> Vec<String> {
+/// Compare a fresh plan with an approved (or saved) one, both as the JSON
+/// plan: the differences, in words. Empty when they are the same plan.
+pub fn drift(saved: &serde_json::Value, fresh: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     let fp = |v: &serde_json::Value| -> BTreeMap<String, String> {
         v["fingerprints"]
@@ -110,6 +99,27 @@ fn drift(saved: &serde_json::Value, fresh: &serde_json::Value) -> Vec<String> {
     }
     for k in b.keys().filter(|k| !a.contains_key(*k)) {
         out.push(format!("{k} is new"));
+    }
+    // Applies the plans saw running or unfinished.
+    let applies = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["unfinished_applies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|u| {
+                (
+                    u["placement"].as_str().unwrap_or("").to_string(),
+                    u["summary"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let (ua, ub) = (applies(saved), applies(fresh));
+    for (p, summary) in ua.iter().filter(|x| !ub.contains(x)) {
+        out.push(format!("{summary} — no longer (placement {p})"));
+    }
+    for (_, summary) in ub.iter().filter(|x| !ua.contains(x)) {
+        out.push(format!("{summary} — now"));
     }
     let steps = |v: &serde_json::Value| -> Vec<serde_json::Value> {
         v["steps"].as_array().cloned().unwrap_or_default()
@@ -133,6 +143,101 @@ fn drift(saved: &serde_json::Value, fresh: &serde_json::Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// A word of the shell, quoted when it needs to be.
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+/// The exact command that resumes this apply: the same spec (absolute),
+/// environment, state directory and cluster.
+fn resume_command(opts: &ApplyOptions, spec_file: &str) -> String {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let mut words: Vec<String> = vec!["pgplan".into(), "apply".into()];
+    match &opts.source {
+        SpecSource::Example(e) => words.extend(["--example".into(), e.name.to_string()]),
+        SpecSource::File(f) => {
+            let file = if opts.plan_file.is_some() {
+                PathBuf::from(spec_file)
+            } else {
+                f.clone()
+            };
+            words.extend(["-f".into(), abs(&file)]);
+        }
+    }
+    if let Some(e) = &opts.environment {
+        words.extend(["--env".into(), e.clone()]);
+    }
+    words.extend(["--state-dir".into(), abs(&opts.state_dir)]);
+    if let Some(k) = &opts.cluster.kubeconfig {
+        words.extend(["--kubeconfig".into(), abs(k)]);
+    }
+    if let Some(c) = &opts.cluster.context {
+        words.extend(["--context".into(), c.clone()]);
+    }
+    words.push("--resume".into());
+    // Backups are found relative to the directory the apply ran in.
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| ".".into());
+    format!(
+        "cd {} && {}",
+        shell_word(&cwd),
+        words
+            .iter()
+            .map(|w| shell_word(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Observe the world and plan the spec against it. `own_lock` is this
+/// apply's lock ID once it holds the locks: its own Lease is not an
+/// apply in progress.
+async fn plan_now(
+    spec: &Spec,
+    opts: &ApplyOptions,
+    own_lock: Option<&str>,
+) -> Result<crate::plan::Plan, OpsError> {
+    let files = opts.source.files(spec);
+    let (observed, _) = observe::observe_as(spec, &opts.cluster, own_lock).await?;
+    Ok(crate::diff::plan(
+        spec,
+        &crate::diff::Inputs {
+            observed: &observed,
+            env: &ops::env_lookup,
+            files: &files,
+        },
+    )?)
+}
+
+/// The refusal of a plan that shows applies running or unfinished.
+pub fn unfinished_error(plan: &crate::plan::Plan) -> OpsError {
+    let mut lines = Vec::new();
+    for u in &plan.unfinished {
+        lines.push(render::unfinished_headline(u));
+        lines.extend(
+            render::unfinished_details(u)
+                .into_iter()
+                .map(|l| format!("  {l}")),
+        );
+    }
+    OpsError::Unfinished {
+        details: lines.join("\n  "),
+    }
 }
 
 pub fn run(opts: &ApplyOptions) -> Result<(), OpsError> {
@@ -179,35 +284,54 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     };
     let cluster = opts.cluster.connect().await?;
     let names: Vec<&str> = spec.placements.iter().map(|p| p.name()).collect();
+    let namespaces = lock_namespaces(&spec);
+    let placements: Vec<(String, String)> = namespaces.clone().into_iter().collect();
+    let run_id = crate::apply::lock::new_id();
 
     // A half-finished apply is resumed, never planned over: the world is
-    // mid-change and a fresh plan of it means nothing.
+    // mid-change and a fresh plan of it means nothing. A journal that
+    // cannot be read is not taken for a finished one.
     let journal_path = journal::path_for(&opts.state_dir, &names);
     if !opts.resume && journal_path.exists() {
-        if let Ok(r) = journal::read(&journal_path) {
-            if r.begin.is_some() && !r.finished && !r.rolled_back {
-                return Err(
-                    apply::ApplyError::Journal(journal::JournalError::Unfinished {
-                        placements: names.join(", "),
-                        path: journal_path.display().to_string(),
-                    })
-                    .into(),
-                );
-            }
+        let r = journal::read(&journal_path).map_err(apply::ApplyError::from)?;
+        if r.unfinished() {
+            return Err(
+                apply::ApplyError::Journal(journal::JournalError::Unfinished {
+                    placements: names.join(", "),
+                    path: journal_path.display().to_string(),
+                })
+                .into(),
+            );
         }
     }
 
-    let plan = if opts.resume {
-        let path = journal::path_for(&opts.state_dir, &names);
-        let replay = journal::read(&path).map_err(|_| {
-            OpsError::from(apply::ApplyError::Journal(
-                journal::JournalError::NothingToResume {
-                    placements: names.join(", "),
-                    dir: opts.state_dir.display().to_string(),
-                },
-            ))
-        })?;
-        let Some((_, _, _, _, stored)) = replay.begin else {
+    let rds_region = spec.placements.iter().find_map(|p| match &p.spec().target {
+        Target::Rds(r) => Some(r.region.clone()),
+        Target::Kubernetes(_) => None,
+    });
+    let origin = Origin {
+        spec_file: &spec.file.name,
+        spec_text: &spec_text,
+        environment: environment.as_deref(),
+        expansions: &spec.expansions,
+    };
+    let options = Options {
+        parallelism: opts.parallelism,
+        state_dir: opts.state_dir.clone(),
+        resume: opts.resume,
+        resume_command: resume_command(opts, &spec.file.name),
+    };
+
+    let (plan, events, locks, interrupts) = if opts.resume {
+        let replay = match journal::read(&journal_path) {
+            Ok(r) => r,
+            Err(journal::JournalError::Read { .. }) if !journal_path.exists() => {
+                journal::Replay::default()
+            }
+            Err(e) => return Err(apply::ApplyError::from(e).into()),
+        };
+        let Some((_, _, _, _, stored)) = replay.begin.clone().filter(|_| replay.unfinished())
+        else {
             return Err(
                 apply::ApplyError::Journal(journal::JournalError::NothingToResume {
                     placements: names.join(", "),
@@ -217,36 +341,55 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             );
         };
         let vars: Vec<String> = spec.expansions.iter().map(|(v, _)| v.clone()).collect();
-        journal::load_plan(&stored, &vars, &ops::env_lookup).map_err(apply::ApplyError::from)?
+        let plan = journal::load_plan(&stored, &vars, &ops::env_lookup)
+            .map_err(apply::ApplyError::from)?;
+        let events = events::Events::new(mode, redactor.clone(), plan.steps.len());
+        let interrupts = Interrupts::install();
+        let locks = take_locks(
+            &cluster,
+            &placements,
+            &run_id,
+            opts.lock_timeout,
+            Takeover::Resume,
+            &events,
+            &interrupts,
+        )
+        .await?;
+        (plan, events, locks, interrupts)
     } else {
-        let files = opts.source.files(&spec);
-        let (observed, _) = observe::observe(&spec, &opts.cluster).await?;
-        let plan = crate::diff::plan(
-            &spec,
-            &crate::diff::Inputs {
-                observed: &observed,
-                env: &ops::env_lookup,
-                files: &files,
-            },
-        )?;
+        let plan = plan_now(&spec, opts, None).await?;
         planop::dry_run(&cluster, &plan).await?;
-        if let Some(s) = &saved {
-            let fresh_json =
-                render::render(&plan, Format::Json, &redactor, &RenderOptions::default())?;
-            let fresh: serde_json::Value = serde_json::from_str(&fresh_json).unwrap_or_default();
-            let differences = drift(&s.plan, &fresh);
-            if !differences.is_empty() {
-                return Err(OpsError::StalePlan {
-                    file: opts
-                        .plan_file
-                        .clone()
-                        .unwrap_or_default()
-                        .display()
-                        .to_string(),
-                    differences: differences.join("\n  "),
-                });
+        // An apply that is not running (killed, stopped, or only its
+        // bookkeeping left) is for `--resume` or a person, not for a plan
+        // made over it. A running one is waited for at the lock.
+        if plan.unfinished.iter().any(|u| !u.is_running()) {
+            return Err(unfinished_error(&plan));
+        }
+        let fresh_json = render::render(&plan, Format::Json, &redactor, &RenderOptions::default())?;
+        let fresh: serde_json::Value = serde_json::from_str(&fresh_json).unwrap_or_default();
+        let approved = match &saved {
+            Some(s) => {
+                let differences = drift(&s.plan, &fresh);
+                if !differences.is_empty() {
+                    return Err(OpsError::StalePlan {
+                        file: opts
+                            .plan_file
+                            .clone()
+                            .unwrap_or_default()
+                            .display()
+                            .to_string(),
+                        differences: differences.join("\n  "),
+                    });
+                }
+                s.plan.clone()
             }
-        } else if !opts.auto_approve {
+            None => fresh,
+        };
+        if !plan.has_changes() && !plan.is_blocked() {
+            println!("No changes. The live state matches the spec.");
+            return Ok(());
+        }
+        if saved.is_none() && !opts.auto_approve {
             let text = render::render(
                 &plan,
                 Format::Text,
@@ -258,20 +401,73 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
                 return Ok(());
             }
         }
-        plan
+        apply::hold_before_lock().await;
+        let events = events::Events::new(mode, redactor.clone(), plan.steps.len());
+        let interrupts = Interrupts::install();
+        let locks = take_locks(
+            &cluster,
+            &placements,
+            &run_id,
+            opts.lock_timeout,
+            Takeover::Fresh,
+            &events,
+            &interrupts,
+        )
+        .await?;
+        // The plan that runs is made under the lock, and must be the one
+        // approved: another apply may have moved the world while this one
+        // waited for the lock, or someone while a person read the plan.
+        let again = tokio::select! {
+            p = plan_now(&spec, opts, Some(&run_id)) => Some(p),
+            _ = interrupts.reached(1) => None,
+        };
+        let checked = match again {
+            None => Err(OpsError::InterruptedBeforeChanges {
+                signal: interrupts.signal().into(),
+            }),
+            Some(Err(e)) => Err(e),
+            Some(Ok(p)) if p.is_blocked() => Err(unfinished_error(&p)),
+            Some(Ok(p)) => {
+                let json = render::render(&p, Format::Json, &redactor, &RenderOptions::default())?;
+                let now: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                let differences = drift(&approved, &now);
+                if differences.is_empty() {
+                    Ok(p)
+                } else {
+                    let waited = locks.waited_for();
+                    Err(OpsError::Moved {
+                        when: if waited.is_empty() {
+                            "after the plan was made".into()
+                        } else {
+                            format!("while waiting for the lock (held by {})", waited.join(", "))
+                        },
+                        differences: differences.join("\n  "),
+                    })
+                }
+            }
+        };
+        let plan = match checked {
+            Ok(p) => p,
+            Err(e) => {
+                locks.release(&cluster).await;
+                return Err(e);
+            }
+        };
+        (plan, events, locks, interrupts)
     };
-    if plan.steps.is_empty() {
-        println!("No changes. The live state matches the spec.");
-        return Ok(());
-    }
 
-    let events = events::Events::new(mode, redactor.clone(), plan.steps.len());
-    let rds_region = spec.placements.iter().find_map(|p| match &p.spec().target {
-        Target::Rds(r) => Some(r.region.clone()),
-        Target::Kubernetes(_) => None,
-    });
     let rds = match rds_region {
-        Some(region) => Some(crate::aws::Rds::connect(&region).await?),
+        Some(region) => match crate::aws::Rds::connect(&region).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if !opts.resume {
+                    locks.release(&cluster).await;
+                } else {
+                    locks.mark(&cluster, Phase::Stopped, None, None).await;
+                }
+                return Err(e.into());
+            }
+        },
         None => None,
     };
     let world = World {
@@ -280,23 +476,51 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         lookup: &|v: &str| std::env::var(v).ok(),
         base_dir,
         events: &events,
-        run: crate::apply::lock::new_id(),
+        run: run_id.clone(),
     };
-    let origin = Origin {
-        spec_file: &spec.file.name,
-        spec_text: &spec_text,
-        environment: environment.as_deref(),
-        expansions: &spec.expansions,
-        lock_namespaces: lock_namespaces(&spec),
-    };
-    let options = Options {
-        parallelism: opts.parallelism,
-        lock_timeout: opts.lock_timeout,
-        state_dir: opts.state_dir.clone(),
-        resume: opts.resume,
-    };
-    apply::execute(&plan, &origin, &world, &options).await?;
+    apply::execute(&plan, &origin, &world, &options, &locks, &interrupts).await?;
     Ok(())
+}
+
+/// Take every placement's lock, saying when another apply holds one and
+/// this one waits; an interrupt while waiting gives up (nothing changed).
+async fn take_locks(
+    cluster: &crate::cluster::Cluster,
+    placements: &[(String, String)],
+    id: &str,
+    timeout: Duration,
+    takeover: Takeover,
+    events: &events::Events,
+    interrupts: &Interrupts,
+) -> Result<Locks, OpsError> {
+    let waiting = |placement: &str, holder: &str| {
+        events.note(&format!(
+            "Waiting for the lock of {placement}, held by {holder} (up to {} s, --lock-timeout)…",
+            timeout.as_secs()
+        ));
+    };
+    let taken = tokio::select! {
+        l = Locks::acquire(cluster, placements, id, timeout, takeover, &waiting) => Some(l),
+        _ = interrupts.reached(1) => None,
+    };
+    match taken {
+        Some(l) => Ok(l.map_err(apply::ApplyError::from)?),
+        None => {
+            // Dropped mid-acquire: a lease this apply may just have created
+            // is its own, and changed nothing.
+            for (placement, ns) in placements {
+                let r = crate::apply::lock::lease_ref(ns, placement);
+                if let Ok(Some(l)) = cluster.get(&r).await {
+                    if l["spec"]["holderIdentity"].as_str() == Some(id) {
+                        let _ = cluster.delete(&r, crate::cluster::Write::Apply).await;
+                    }
+                }
+            }
+            Err(OpsError::InterruptedBeforeChanges {
+                signal: interrupts.signal().into(),
+            })
+        }
+    }
 }
 
 /// `pgplan force-unlock ID`.

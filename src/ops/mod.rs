@@ -5,6 +5,8 @@
 pub mod apply;
 pub mod observe;
 pub mod plan;
+pub mod status;
+pub mod unfinished;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -79,6 +81,24 @@ pub enum OpsError {
         help("plan again, review, and apply the new plan")
     )]
     StalePlan { file: String, differences: String },
+    #[error("the live state changed {when}; nothing was applied:\n  {differences}")]
+    #[diagnostic(
+        code(pgplan::apply::moved),
+        help("plan again, review, and apply the new plan")
+    )]
+    Moved { when: String, differences: String },
+    #[error("not planned: {details}")]
+    #[diagnostic(
+        code(pgplan::plan::unfinished),
+        help("an apply of this placement is running or did not finish: wait for it, or resume it where its journal is (`pgplan apply --resume`, the command named above); `pgplan status` shows what it left, docs/recovery.md what to do without its journal")
+    )]
+    Unfinished { details: String },
+    #[error("interrupted ({signal}) before anything was changed")]
+    #[diagnostic(
+        code(pgplan::apply::interrupted),
+        help("nothing to resume; apply again when ready")
+    )]
+    InterruptedBeforeChanges { signal: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Apply(Box<crate::apply::ApplyError>),

@@ -64,6 +64,16 @@ pub async fn observe(
     spec: &Spec,
     opts: &ClusterOptions,
 ) -> Result<(Observed, Option<Cluster>), OpsError> {
+    observe_as(spec, opts, None).await
+}
+
+/// [`observe`], by the apply holding the lock `own_lock`: its own Lease is
+/// not an apply in progress.
+pub async fn observe_as(
+    spec: &Spec,
+    opts: &ClusterOptions,
+    own_lock: Option<&str>,
+) -> Result<(Observed, Option<Cluster>), OpsError> {
     let base_dir = crate::ops::spec_dir(&spec.file.name);
     let needs_cluster = spec.placements.iter().any(|p| {
         matches!(p.spec().source, Source::Kubernetes(_))
@@ -79,13 +89,26 @@ pub async fn observe(
     let mut servers = Vec::new();
     let mut rds = crate::observed::RdsState::default();
     let mut region = None;
-    for p in &spec.placements {
-        if let Some(c) = &cluster {
+    if let Some(c) = &cluster {
+        for p in &spec.placements {
             for o in cluster::observe::placement(c, p).await? {
                 if let Some(k) = ObjectKey::of(&o) {
                     objects.entry(k).or_insert(o);
                 }
             }
+        }
+    }
+    // Applies running or unfinished, before any server is asked: such a
+    // placement is not planned, and its servers may be down mid-change.
+    let listed: Vec<serde_json::Value> = objects.values().cloned().collect();
+    let unfinished = match &cluster {
+        Some(c) => super::unfinished::observe(c, spec, &listed, own_lock).await?,
+        None => Vec::new(),
+    };
+    drop(listed);
+    for p in &spec.placements {
+        if unfinished.iter().any(|u| u.placement == p.name()) {
+            continue;
         }
         // The source server's inventory.
         match &p.spec().source {
@@ -194,20 +217,20 @@ pub async fn observe(
         server: Some(c.server.clone()),
         aws_region: region.clone(),
     });
+    let objects: Vec<serde_json::Value> = objects.into_values().collect();
     let observed = Observed {
         format_version: SNAPSHOT_FORMAT_VERSION,
         origin,
-        kubernetes: crate::observed::KubeState {
-            objects: objects.into_values().collect(),
-        },
+        kubernetes: crate::observed::KubeState { objects },
         rds,
         servers,
+        unfinished,
     };
     Ok((observed, cluster))
 }
 
 /// The container running Postgres in a workload's pod template.
-fn postgres_container(workload: &serde_json::Value) -> Option<String> {
+pub(crate) fn postgres_container(workload: &serde_json::Value) -> Option<String> {
     let cs =
         crate::observed::at(workload, &["spec", "template", "spec", "containers"])?.as_array()?;
     cs.iter()

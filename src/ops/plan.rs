@@ -130,15 +130,25 @@ pub async fn dry_run(cluster: &Cluster, plan: &Plan) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// `pgplan plan`: the rendered plan, and whether it has changes.
-pub fn run(opts: &PlanOptions) -> Result<(String, bool), OpsError> {
+/// `pgplan plan`: the rendered plan, whether it has changes, and the
+/// refusal to print after it when an apply of one of its placements is
+/// running or unfinished (exit 1, whatever `--detailed-exitcode` says; such
+/// a plan is not saved).
+pub fn run(opts: &PlanOptions) -> Result<(String, bool, Option<OpsError>), OpsError> {
     let planned = compute(opts)?;
     let out = render::render(&planned.plan, opts.format, &planned.redactor, &opts.render)?;
+    if planned.plan.is_blocked() {
+        return Ok((
+            out,
+            planned.plan.has_changes(),
+            Some(ops::apply::unfinished_error(&planned.plan)),
+        ));
+    }
     if let Some(path) = &opts.out {
         let saved = saved_plan(&planned, opts.environment.clone())?;
         ops::write(path, &saved)?;
     }
-    Ok((out, planned.plan.has_changes()))
+    Ok((out, planned.plan.has_changes(), None))
 }
 
 /// `pgplan graph`: the DOT graph.

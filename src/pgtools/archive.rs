@@ -50,7 +50,7 @@ fn parent(path: &Path) -> &Path {
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), PgError> {
     use std::io::Write;
     let tmp = with_suffix(path, ".tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| PgError::io("create", &tmp, e))?;
+    let mut f = crate::private::create(&tmp).map_err(|e| PgError::io("create", &tmp, e))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| PgError::io("write", &tmp, e))?;
@@ -136,7 +136,7 @@ impl<'p> HashingWriter<'p> {
         phase: Phase,
         progress: ProgressFn<'p>,
     ) -> Result<HashingWriter<'p>, PgError> {
-        let f = tokio::fs::File::create(path)
+        let f = crate::private::create_async(path)
             .await
             .map_err(|e| PgError::io("create", path, e))?;
         Ok(HashingWriter {

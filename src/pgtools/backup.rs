@@ -125,7 +125,8 @@ pub async fn backup(
         }
     }
     let paths = backup_paths(directory, placement, database);
-    std::fs::create_dir_all(&paths.dir).map_err(|e| PgError::io("create", &paths.dir, e))?;
+    // 0700 whatever the umask: the archive holds every row (crate::private).
+    crate::private::create_dir_all(&paths.dir).map_err(|e| PgError::io("create", &paths.dir, e))?;
     archive::sync_dir(directory)?;
     archive::remove(&paths.manifest)?;
     archive::sync_dir(&paths.dir)?;
@@ -281,6 +282,8 @@ pub async fn backup(
         ms = started.elapsed().as_millis() as u64,
         "archive read back and listed"
     );
+    // pg_dump creates a directory archive's files itself, by the umask.
+    crate::private::restrict_tree(&partial).map_err(|e| PgError::io("restrict", &partial, e))?;
     archive::commit(&partial, &paths.archive)?;
     let manifest = Manifest {
         manifest_version: MANIFEST_VERSION,

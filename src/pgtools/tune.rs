@@ -188,6 +188,44 @@ pub async fn pending_restart(runner: &Runner<'_>) -> Result<Vec<String>, PgError
     settings_where(runner, &format!("pending_restart AND {}", name_in(&TUNED))).await
 }
 
+/// The loading settings [`tune_for_loading`] left in `postgresql.auto.conf`
+/// (`name=value`, in name order): only those set to their loading value,
+/// so that a person's own `ALTER SYSTEM` is not taken for pgplan's. What
+/// a plan reads to tell a target still tuned by an interrupted apply.
+pub async fn still_tuned(runner: &Runner<'_>) -> Result<Vec<String>, PgError> {
+    let loading = LoadTuning {
+        minimal_wal: true,
+        ..LoadTuning::default()
+    }
+    .settings();
+    // The ones that make a server unsafe to serve from.
+    let telling = [
+        "fsync",
+        "full_page_writes",
+        "synchronous_commit",
+        "autovacuum",
+        "wal_level",
+    ];
+    let out = runner
+        .query(
+            "postgres",
+            &format!(
+                "SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_file_settings \
+                 WHERE sourcefile LIKE '%postgresql.auto.conf' AND {}",
+                name_in(&telling)
+            ),
+        )
+        .await?;
+    Ok(split_names(&out)
+        .into_iter()
+        .filter(|kv| {
+            loading
+                .iter()
+                .any(|(n, v)| kv.split_once('=') == Some((n, v.as_str())))
+        })
+        .collect())
+}
+
 /// The server's running `wal_level`.
 pub async fn wal_level(runner: &Runner<'_>) -> Result<String, PgError> {
     Ok(runner

@@ -53,6 +53,7 @@ impl serde::Serialize for Streamed<'_> {
             steps: Vec::new(),
             fingerprints: self.0.fingerprints.clone(),
             warnings: self.0.warnings.clone(),
+            unfinished: self.0.unfinished.clone(),
         });
         let mut map = ser.serialize_map(None)?;
         if let Value::Object(fields) = &head {
@@ -72,7 +73,7 @@ impl serde::Serialize for Streamed<'_> {
 
 /// The JSON plan as a value.
 pub(super) fn document(plan: &Plan) -> Value {
-    json!({
+    let mut doc = json!({
         "format_version": PLAN_FORMAT_VERSION,
         "pgplan_version": env!("CARGO_PKG_VERSION"),
         "placements": plan.placements.iter().map(|pp| json!({
@@ -96,7 +97,32 @@ pub(super) fn document(plan: &Plan) -> Value {
         "summary": summary(plan),
         "fingerprints": plan.fingerprints,
         "warnings": plan.warnings,
-    })
+    });
+    // Only present when there is one, so that plans of a quiet world keep
+    // their exact bytes.
+    if !plan.unfinished.is_empty() {
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("unfinished_applies".into(), unfinished(plan));
+        }
+    }
+    doc
+}
+
+fn unfinished(plan: &Plan) -> Value {
+    plan.unfinished
+        .iter()
+        .map(|u| {
+            let v = serde_json::to_value(u)
+                .map(|v| snake_keys(&v))
+                .unwrap_or(Value::Null);
+            let mut v = v;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("summary".into(), json!(super::unfinished_headline(u)));
+                o.insert("details".into(), json!(super::unfinished_details(u)));
+            }
+            v
+        })
+        .collect()
 }
 
 fn summary(plan: &Plan) -> Value {
@@ -167,6 +193,9 @@ pub(super) fn read(doc: &Value) -> Result<Plan, String> {
         steps,
         fingerprints: from_value(field("fingerprints")?.clone(), "`fingerprints`")?,
         warnings: from_value(field("warnings")?.clone(), "`warnings`")?,
+        // A plan blocked by an unfinished apply is never saved, so a saved
+        // plan has none to read back.
+        unfinished: Vec::new(),
     })
 }
 

@@ -238,6 +238,16 @@ fn head(plan: &Plan) -> String {
             short_list(&refs, ATTENTION_ROWS)
         ));
     }
+    for u in &plan.unfinished {
+        out.push_str(&format!(
+            "> [!CAUTION]\n> Not planned: {}.\n",
+            md_text(&super::unfinished_headline(u))
+        ));
+        for line in super::unfinished_details(u) {
+            out.push_str(&format!("> - {}\n", md_text(&line)));
+        }
+        out.push('\n');
+    }
     if !plan.warnings.is_empty() {
         out.push_str("> [!WARNING]\n");
         for w in &plan.warnings {

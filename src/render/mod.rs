@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 use similar::{ChangeTag, TextDiff};
 
+use crate::observed::{ApplyLock, LockState, UnfinishedApply};
 use crate::plan::{Action, ObjectRef, Operation, PlacementPlan, Plan, ScalePurpose, Step};
 use crate::quantity::human_bytes;
 use crate::redact::Redactor;
@@ -111,8 +112,15 @@ impl Redacted {
 
 /// The closing line: `Plan: 3 to add, 2 to change, 1 to destroy, 5 to run;
 /// 1 database (7.4 MiB) to copy; downtime: consumers stopped during steps 3–12.`
+/// A placement whose apply is running or unfinished is named instead
+/// ("Not planned: …"), never reported as "No changes".
 pub(crate) fn summary_line(plan: &Plan) -> String {
+    let blocked: Vec<String> = plan.unfinished.iter().map(unfinished_headline).collect();
+    let not_planned = format!("Not planned: {}.", blocked.join("; "));
     if !plan.has_changes() {
+        if plan.is_blocked() {
+            return not_planned;
+        }
         return "No changes. The live state matches the spec.".into();
     }
     let s = plan.summary();
@@ -144,6 +152,95 @@ pub(crate) fn summary_line(plan: &Plan) -> String {
         out.push_str(&windows.join(", "));
     }
     out.push('.');
+    if plan.is_blocked() {
+        out.push(' ');
+        out.push_str(&not_planned);
+    }
+    out
+}
+
+/// One phrase for an apply the live state shows running or unfinished:
+/// `an apply of healthcare is in progress (lock held by host:1:ab since …)`.
+pub fn unfinished_headline(u: &UnfinishedApply) -> String {
+    let who = |l: &ApplyLock| match &l.since {
+        Some(t) => format!("{} since {t}", l.holder),
+        None => l.holder.clone(),
+    };
+    match &u.lock {
+        Some(l) if l.state == LockState::Running => format!(
+            "an apply of {} is in progress (lock held by {})",
+            u.placement,
+            who(l)
+        ),
+        Some(l) if l.state == LockState::Stopped => format!(
+            "an apply of {} stopped unfinished (lock held by {})",
+            u.placement,
+            who(l)
+        ),
+        Some(l) => format!(
+            "an apply of {} was interrupted (lock held by {}; the holder is gone)",
+            u.placement,
+            who(l)
+        ),
+        None => format!(
+            "an apply of {} did not finish (pgplan's bookkeeping is still on the cluster)",
+            u.placement
+        ),
+    }
+}
+
+/// What an unfinished apply left, one fact a line, and what to do about it.
+pub fn unfinished_details(u: &UnfinishedApply) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(l) = &u.lock {
+        let mut line = format!(
+            "lock: {} held by {} ({}",
+            l.lease,
+            l.holder,
+            l.state.as_str()
+        );
+        if let Some(p) = &l.phase {
+            line.push_str(&format!(", {p}"));
+        }
+        if let Some(t) = &l.since {
+            line.push_str(&format!(", since {t}"));
+        }
+        if let Some(t) = &l.renewed {
+            line.push_str(&format!(", renewed {t}"));
+        }
+        line.push(')');
+        out.push(line);
+        if let Some(j) = &l.journal {
+            out.push(format!("journal: {j}"));
+        }
+    }
+    for c in &u.stopped_consumers {
+        out.push(format!(
+            "stopped: {} at {} replicas ({} before pgplan stopped it)",
+            c.object, c.replicas, c.quiesced_from
+        ));
+    }
+    for t in &u.tuned_servers {
+        out.push(format!(
+            "tuned for loading: {} still runs with {}",
+            t.pod,
+            t.settings.join(", ")
+        ));
+    }
+    let resume = u
+        .lock
+        .as_ref()
+        .and_then(|l| l.resume.clone())
+        .unwrap_or_else(|| "pgplan apply --resume".into());
+    if u.is_running() {
+        out.push(format!(
+            "what to do: wait for it to finish (`pgplan apply --lock-timeout 10m` waits for its lock), then plan again; if its process is gone, resume it: `{resume}`"
+        ));
+    } else {
+        out.push(format!(
+            "what to do: resume it where its journal is: `{resume}`; `pgplan status` shows what it left; without its journal, docs/recovery.md"
+        ));
+    }
     out
 }
 
@@ -190,6 +287,7 @@ pub(crate) fn journey_label(journey: &str) -> String {
         "statefulset-to-statefulset" => "StatefulSet → StatefulSet".into(),
         "to-rds" => "Kubernetes → RDS".into(),
         "day-2" => "day-2 changes".into(),
+        "unfinished" => "not planned: an apply is unfinished".into(),
         "none" => "no changes".into(),
         other => other.into(),
     }

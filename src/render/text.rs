@@ -19,7 +19,7 @@ const FACTS_WIDTH: usize = 96;
 pub(super) fn render(plan: &Plan, opts: &RenderOptions) -> String {
     let p = Paint(opts.color);
     let mut out = String::new();
-    if plan.has_changes() {
+    if plan.has_changes() || plan.is_blocked() {
         let positions = Positions::new(plan);
         let width = plan.steps.len().to_string().len() + 1;
         for group in groups(plan) {
@@ -46,6 +46,17 @@ fn placement(
 ) {
     out.push_str(&p.bold(&format!("{}: {}", group.title(), group.journey())));
     out.push('\n');
+    if let Some(u) = plan.unfinished.iter().find(|u| u.placement == group.name) {
+        out.push_str(&format!(
+            "  {}\n",
+            p.red_bold(&super::unfinished_headline(u))
+        ));
+        for line in super::unfinished_details(u) {
+            out.push_str(&format!("    {line}\n"));
+        }
+        out.push('\n');
+        return;
+    }
     if group.steps.is_empty() {
         out.push_str("  No changes.\n\n");
         return;

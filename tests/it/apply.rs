@@ -40,6 +40,7 @@ pub fn pgplan_in(
         .env_remove("PGPLAN_TEST_FAIL")
         .env_remove("PGPLAN_TEST_CRASH")
         .env_remove("PGPLAN_TEST_CORRUPT_BACKUP")
+        .env_remove("PGPLAN_TEST_HOLD")
         .env("NO_COLOR", "1");
     for (k, v) in extra {
         cmd.env(k, v);
@@ -50,11 +51,16 @@ pub fn pgplan_in(
     cmd.output().expect("run pgplan")
 }
 
-fn apply(cluster: &SimCluster, state: &Path, extra: &[(&str, &str)]) -> Output {
+pub fn apply(cluster: &SimCluster, state: &Path, extra: &[(&str, &str)]) -> Output {
     apply_spec(cluster, state, &spec(), extra)
 }
 
-fn apply_spec(cluster: &SimCluster, state: &Path, spec: &str, extra: &[(&str, &str)]) -> Output {
+pub fn apply_spec(
+    cluster: &SimCluster,
+    state: &Path,
+    spec: &str,
+    extra: &[(&str, &str)],
+) -> Output {
     pgplan_in(
         cluster,
         state,
@@ -66,7 +72,7 @@ fn apply_spec(cluster: &SimCluster, state: &Path, spec: &str, extra: &[(&str, &s
 /// The example with `loadTuning: restart`, written into `dir`: postgres-0 is
 /// restarted for minimal WAL before the restore and again after it. The
 /// step addresses are the example's.
-fn restart_spec(dir: &Path) -> String {
+pub fn restart_spec(dir: &Path) -> String {
     let text = std::fs::read_to_string(spec()).unwrap();
     let changed = text.replace(
         "        replicas: 1\n",
@@ -80,7 +86,7 @@ fn restart_spec(dir: &Path) -> String {
 
 /// postgres-0's settings after the move: pgplan's ALTER SYSTEM entries are
 /// gone and nothing waits for a restart, so it serves on its own settings.
-fn assert_settings_back(cluster: &SimCluster) {
+pub fn assert_settings_back(cluster: &SimCluster) {
     let q = |sql: &str| cluster.psql(hc::NAMESPACE, "postgres-0", "postgres", sql);
     assert_eq!(q("SHOW wal_level").trim(), "replica");
     assert_eq!(q("SHOW autovacuum").trim(), "on");
@@ -109,7 +115,7 @@ pub fn ok(out: &Output) -> String {
 }
 
 /// The postgres pod serving the data now (Deployment or StatefulSet).
-fn db_pod(cluster: &SimCluster) -> String {
+pub fn db_pod(cluster: &SimCluster) -> String {
     let pods = cluster.pod_names(hc::NAMESPACE, "app=postgres");
     assert_eq!(
         pods.len(),
@@ -138,12 +144,12 @@ pub fn patients(cluster: &SimCluster) -> (String, String) {
     (names.trim().to_string(), sum.trim().to_string())
 }
 
-fn json_of(cluster: &SimCluster, resource: &str, name: &str) -> Option<Value> {
+pub fn json_of(cluster: &SimCluster, resource: &str, name: &str) -> Option<Value> {
     cluster.get_json(resource, hc::NAMESPACE, name)
 }
 
 /// The topology before any apply: Deployment on its claim, ClusterIP Service, API at 2.
-fn assert_original_topology(cluster: &SimCluster) {
+pub fn assert_original_topology(cluster: &SimCluster) {
     let dep =
         json_of(cluster, "deployments", hc::DEPLOYMENT).expect("the postgres Deployment is back");
     assert_eq!(
@@ -182,7 +188,7 @@ fn assert_original_topology(cluster: &SimCluster) {
 }
 
 /// The topology after the move (seed 002's "after").
-fn assert_moved(cluster: &SimCluster) {
+pub fn assert_moved(cluster: &SimCluster) {
     assert!(
         json_of(cluster, "deployments", hc::DEPLOYMENT).is_none(),
         "the Deployment is gone"
@@ -708,7 +714,7 @@ fn scale(cluster: &SimCluster, name: &str, replicas: i32) {
 
 /// The addresses of the example's steps, in plan order; with `spec`, of
 /// that spec's plan against the example's saved live state.
-fn step_addresses(spec: Option<&str>) -> Vec<String> {
+pub fn step_addresses(spec: Option<&str>) -> Vec<String> {
     let live = format!(
         "{}/examples/healthcare/live.yaml",
         env!("CARGO_MANIFEST_DIR")

@@ -479,3 +479,52 @@ fn rollback_deletes_the_instance_only_when_allowed() {
         "the instance this apply created is gone"
     );
 }
+
+/// The cutover turns the operator's local database off; its rollback turns
+/// it back on, and the operator recreates the database's StatefulSet. The
+/// rollback is done when that database serves again, not when the CR patch
+/// is accepted: right after "Rolled back", the source answers queries.
+/// Latency on the CR's patches makes the race that failed once on main
+/// certain: the operator has deleted the database before the reverse
+/// patch lands.
+#[test]
+fn a_rolled_back_cutover_ends_with_the_local_database_serving() {
+    let w = World::new();
+    let spec = w.spec(|s| s);
+    let before = fingerprint(|db, sql| w.source(db, sql));
+    w.cluster.faults().add_latency(
+        Some("patch"),
+        Some("backstages"),
+        std::time::Duration::from_millis(1500),
+    );
+    let out = w.apply(
+        &spec,
+        &[(
+            "PGPLAN_TEST_FAIL",
+            "k8s/backstage/Backstage/developer-hub:reconfigure",
+        )],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Rolled back to the original topology"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "StatefulSet backstage/{} serves again",
+            bs::STATEFUL_SET
+        )),
+        "{err}"
+    );
+    // At once: no wait for the operator here.
+    let served = w
+        .cluster
+        .try_psql(bs::NAMESPACE, bs::POD, "postgres", "select 1");
+    assert!(
+        served.is_ok(),
+        "{served:?}\n{}",
+        w.cluster.describe(bs::NAMESPACE)
+    );
+    assert_eq!(fingerprint(|db, sql| w.source(db, sql)), before);
+}

@@ -14,5 +14,6 @@ mod observe;
 mod pgtools;
 mod render;
 mod saved_plan;
+mod safety;
 mod schema;
 mod substrate;

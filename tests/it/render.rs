@@ -876,5 +876,6 @@ fn synthetic_plan(n: usize, risky: usize) -> Plan {
         steps,
         fingerprints: BTreeMap::new(),
         warnings: vec![],
+        unfinished: vec![],
     }
 }

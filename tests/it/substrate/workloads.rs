@@ -351,4 +351,29 @@ fn backstage_operator_drops_the_local_database_but_keeps_its_pvc() {
         c.get::<Deployment>(ns, backstage::APP_DEPLOYMENT).is_some(),
         "the app stays"
     );
+
+    // Turned on again, the operator recreates the database on its old claim.
+    let marker = "select count(*) from pg_database where datname like 'backstage_plugin_%'";
+    rt.block_on(async {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rhdh.redhat.com", "v1alpha3", "Backstage"),
+            "backstages",
+        );
+        let crs: Api<DynamicObject> = Api::namespaced_with(c.client().await, ns, &ar);
+        crs.patch(
+            backstage::CR,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"database": {"enableLocalDb": true}}})),
+        )
+        .await
+        .unwrap();
+    });
+    c.wait_until(CONVERGE, "the operator recreated the local DB", |c| {
+        c.pod_ready(ns, backstage::POD)
+    });
+    assert_eq!(
+        c.psql(ns, backstage::POD, "postgres", marker).trim(),
+        backstage::DATABASES.len().to_string(),
+        "the data on the retained claim"
+    );
 }
