@@ -14,6 +14,7 @@
 
 mod consumers;
 mod data;
+pub mod gitops;
 mod kube;
 pub mod manifests;
 mod rds;
@@ -64,6 +65,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
             Target::Kubernetes(kt) => kube::plan(&mut cx, kt),
             Target::Rds(rt) => rds::plan(&mut cx, rt),
         }
+        gitops::warn(&mut cx);
         errors.append(&mut cx.errors);
         warnings.extend(
             cx.warnings
@@ -255,6 +257,7 @@ impl<'a> Ctx<'a> {
             before: None,
             after: None,
             operation,
+            warnings: Vec::new(),
         }
     }
 
