@@ -88,6 +88,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                     FormatArg::Markdown => Format::Markdown,
                 },
                 out: a.out.clone(),
+                export_manifests: a.export_manifests.clone(),
                 render: RenderOptions {
                     color: a.format == FormatArg::Text && colour(a.no_color),
                 },
@@ -108,6 +109,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 live_state: a.live_state.clone(),
                 format: Format::Text,
                 out: None,
+                export_manifests: None,
                 render: RenderOptions::default(),
                 cluster: cluster_options(&a.cluster),
             };

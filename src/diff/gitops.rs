@@ -244,13 +244,19 @@ mod tests {
             "labels": {"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": "billing"},
             "annotations": {"meta.helm.sh/release-name": "billing", "meta.helm.sh/release-namespace": "db"}}});
         let m = management(&helm).unwrap();
-        assert_eq!((m.tool, m.owner.as_deref()), (GitOpsTool::Helm, Some("billing")));
+        assert_eq!(
+            (m.tool, m.owner.as_deref()),
+            (GitOpsTool::Helm, Some("billing"))
+        );
 
         let argo = json!({"metadata": {
             "labels": {"app.kubernetes.io/managed-by": "Helm"},
             "annotations": {"argocd.argoproj.io/tracking-id": "billing-db:apps/Deployment:db/postgres"}}});
         let m = management(&argo).unwrap();
-        assert_eq!((m.tool, m.owner.as_deref()), (GitOpsTool::Argocd, Some("billing-db")));
+        assert_eq!(
+            (m.tool, m.owner.as_deref()),
+            (GitOpsTool::Argocd, Some("billing-db"))
+        );
 
         let flux = json!({"metadata": {"labels": {"kustomize.toolkit.fluxcd.io/name": "apps"}}});
         assert_eq!(management(&flux).unwrap().tool, GitOpsTool::Flux);
@@ -267,13 +273,21 @@ mod tests {
             "annotations": {"deployment.kubernetes.io/revision": "3", "meta.helm.sh/release-name": "billing",
                             "owner": "team-billing@example.com", "pgplan.dev/quiesced-replicas": "2"}}});
         let (labels, annotations) = carried(&src);
-        assert_eq!(labels, *json!({"app": "postgres", "team": "billing"}).as_object().unwrap());
+        assert_eq!(
+            labels,
+            *json!({"app": "postgres", "team": "billing"})
+                .as_object()
+                .unwrap()
+        );
         assert_eq!(
             annotations,
-            *json!({"owner": "team-billing@example.com"}).as_object().unwrap()
+            *json!({"owner": "team-billing@example.com"})
+                .as_object()
+                .unwrap()
         );
         // Unmanaged, the instance label is an ordinary recommended label.
-        let (labels, _) = carried(&json!({"metadata": {"labels": {"app.kubernetes.io/instance": "x"}}}));
+        let (labels, _) =
+            carried(&json!({"metadata": {"labels": {"app.kubernetes.io/instance": "x"}}}));
         assert_eq!(labels["app.kubernetes.io/instance"], "x");
     }
 }

@@ -534,9 +534,10 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
 fn selects(svc: &Value, pod_labels: &BTreeMap<String, String>) -> Option<Map<String, Value>> {
     let sel = at(svc, &["spec", "selector"]).and_then(Value::as_object)?;
     let fits = !sel.is_empty()
-        && sel
-            .iter()
-            .all(|(k, v)| v.as_str().is_some_and(|v| pod_labels.get(k).map(String::as_str) == Some(v)));
+        && sel.iter().all(|(k, v)| {
+            v.as_str()
+                .is_some_and(|v| pod_labels.get(k).map(String::as_str) == Some(v))
+        });
     fits.then(|| sel.clone())
 }
 

@@ -135,6 +135,25 @@ fn drift(saved: &serde_json::Value, fresh: &serde_json::Value) -> Vec<String> {
     out
 }
 
+/// Apply refuses a plan with warnings the spec does not acknowledge
+/// (objects a GitOps tool would put back), before asking for approval.
+fn unacknowledged(plan: &crate::plan::Plan) -> Result<(), OpsError> {
+    let blocking = plan.blocking_warnings();
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    let findings: Vec<String> = blocking
+        .iter()
+        .map(|(n, s, w)| format!("#{n} {} [{}]: {}", s.address, w.code, w.message))
+        .collect();
+    let mut helps: Vec<&str> = blocking.iter().map(|(_, _, w)| w.help.as_str()).collect();
+    helps.dedup();
+    Err(OpsError::Unacknowledged {
+        findings: findings.join("\n  "),
+        help: helps.join("; "),
+    })
+}
+
 pub fn run(opts: &ApplyOptions) -> Result<(), OpsError> {
     let rt = observe::runtime()?;
     rt.block_on(run_async(opts))
@@ -239,6 +258,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             },
         )?;
         planop::dry_run(&cluster, &plan).await?;
+        unacknowledged(&plan)?;
         if let Some(s) = &saved {
             let fresh_json =
                 render::render(&plan, Format::Json, &redactor, &RenderOptions::default())?;

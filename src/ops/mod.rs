@@ -67,6 +67,9 @@ pub enum OpsError {
         help("plan again, review, and apply the new plan")
     )]
     StalePlan { file: String, differences: String },
+    #[error("the plan changes objects a GitOps tool keeps in sync, and the spec does not acknowledge it; nothing was applied:\n  {findings}")]
+    #[diagnostic(code(pgplan::apply::gitops_unacknowledged), help("{help}"))]
+    Unacknowledged { findings: String, help: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Apply(Box<crate::apply::ApplyError>),

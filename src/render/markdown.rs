@@ -12,8 +12,8 @@
 //! names the first 50 risky steps and counts the rest).
 
 use super::{
-    blocking_line, count, databases_phrase, detail, downtime_phrase, groups, journey_label, summary_line, Detail,
-    DiffLine, Positions,
+    blocking_line, count, databases_phrase, detail, downtime_phrase, groups, journey_label,
+    summary_line, Detail, DiffLine, Positions,
 };
 use crate::plan::{Plan, Risk, Step, Warning};
 

@@ -7,8 +7,8 @@
 //! no escape code at all, so it can be pasted, grepped and snapshotted.
 
 use super::{
-    blocking_line, count, databases_phrase, detail, downtime_phrase, groups, summary_line, Detail, DiffLine,
-    Group, Positions,
+    blocking_line, count, databases_phrase, detail, downtime_phrase, groups, summary_line, Detail,
+    DiffLine, Group, Positions,
 };
 use crate::plan::{Action, Plan, Risk, Step};
 use crate::render::RenderOptions;
