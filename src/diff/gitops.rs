@@ -135,7 +135,7 @@ pub fn carried(manifest: &Value) -> (Map<String, Value>, Map<String, Value>) {
                         v.is_string()
                             && !dropped.contains(&k.as_str())
                             && !bookkeeping(k)
-                            && !(managed && k.as_str() == INSTANCE)
+                            && (!managed || k.as_str() != INSTANCE)
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
