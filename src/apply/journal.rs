@@ -4,9 +4,10 @@
 //! steps are not redone, and the plan comes from the journal, not from a new
 //! look at the (half-changed) world.
 //!
-//! The plan is stored with every environment value put back as its
-//! `${VAR}` reference, so the journal holds no secret and resuming needs
-//! the same variables set.
+//! Every record is written with each environment value put back as its
+//! `${VAR}` reference (the plan, step facts, failures, rollback reasons),
+//! so the journal holds no secret, and resuming needs the same variables
+//! set: a reopened journal reads the references back as values.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::plan::Plan;
+use crate::redact::Redactor;
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,6 +112,8 @@ pub struct Replay {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Every record passes it on its way to the file.
+    redactor: Redactor,
 }
 
 /// The journal file of a set of placements in a state directory.
@@ -123,7 +127,12 @@ pub fn path_for(state_dir: &Path, placements: &[&str]) -> PathBuf {
 
 impl Journal {
     /// Start a new journal; refuses when an unfinished one exists.
-    pub fn create(path: &Path, placements: &str) -> Result<Journal, JournalError> {
+    /// `expansions` are the spec's `(VAR, value)` pairs, written as `${VAR}`.
+    pub fn create(
+        path: &Path,
+        placements: &str,
+        expansions: &[(String, String)],
+    ) -> Result<Journal, JournalError> {
         if path.exists() {
             let replay = read(path)?;
             if !replay.finished && !replay.rolled_back {
@@ -146,13 +155,19 @@ impl Journal {
         Ok(Journal {
             path: path.to_path_buf(),
             file,
+            redactor: Redactor::referencing(expansions),
         })
     }
 
-    /// Reopen an unfinished journal to continue it.
-    pub fn reopen(path: &Path, placements: &str) -> Result<(Journal, Replay), JournalError> {
+    /// Reopen an unfinished journal to continue it; the replay has the
+    /// `${VAR}` references of `expansions` read back as their values.
+    pub fn reopen(
+        path: &Path,
+        placements: &str,
+        expansions: &[(String, String)],
+    ) -> Result<(Journal, Replay), JournalError> {
         let replay = if path.exists() {
-            read(path)?
+            read_resolved(path, expansions)?
         } else {
             Replay::default()
         };
@@ -173,6 +188,7 @@ impl Journal {
             Journal {
                 path: path.to_path_buf(),
                 file,
+                redactor: Redactor::referencing(expansions),
             },
             replay,
         ))
@@ -182,9 +198,12 @@ impl Journal {
         &self.path
     }
 
-    /// Append a record and make it durable before returning.
+    /// Append a record and make it durable before returning. This is the
+    /// one place records are written: each goes through the redactor.
     pub fn record(&mut self, r: &Record) -> Result<(), JournalError> {
-        let mut line = serde_json::to_string(r).map_err(|e| write_err(&self.path, e))?;
+        let mut v = serde_json::to_value(r).map_err(|e| write_err(&self.path, e))?;
+        self.redactor.strings_in_place(&mut v);
+        let mut line = v.to_string();
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
@@ -235,8 +254,27 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
 }
 
 /// Read a journal. A torn last line (a crash mid-write) is ignored: the
-/// record it would have been was never acknowledged.
+/// record it would have been was never acknowledged. References stay as
+/// written (see [`Journal::reopen`]).
 pub fn read(path: &Path) -> Result<Replay, JournalError> {
+    read_resolved(path, &[])
+}
+
+/// Read a journal with each `${VAR}` of `expansions` read back as its value.
+fn read_resolved(path: &Path, expansions: &[(String, String)]) -> Result<Replay, JournalError> {
+    let values: Vec<(String, &str)> = expansions
+        .iter()
+        .map(|(var, value)| (format!("${{{var}}}"), value.as_str()))
+        .collect();
+    let resolve = |s: &str| {
+        let mut out = s.to_string();
+        for (placeholder, value) in &values {
+            if out.contains(placeholder.as_str()) {
+                out = out.replace(placeholder.as_str(), value);
+            }
+        }
+        out
+    };
     let file = File::open(path).map_err(|e| JournalError::Read {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -247,7 +285,13 @@ pub fn read(path: &Path) -> Result<Replay, JournalError> {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let Ok(r) = serde_json::from_str::<Record>(&line) else {
+        let Ok(mut v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if !values.is_empty() {
+            map_strings(&mut v, &resolve);
+        }
+        let Ok(r) = serde_json::from_value::<Record>(v) else {
             continue;
         };
         match r {
@@ -343,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), &["b", "a"]);
         assert!(path.ends_with("journal/a+b.jsonl"));
-        let mut j = Journal::create(&path, "a+b").unwrap();
+        let mut j = Journal::create(&path, "a+b", &[]).unwrap();
         j.record(&Record::Started { step: "s1".into() }).unwrap();
         j.record(&Record::Done {
             step: "s1".into(),
@@ -361,7 +405,7 @@ mod tests {
         let r = read(&path).unwrap();
         assert_eq!(r.done["s1"]["replicas"], 2);
         assert!(matches!(
-            Journal::create(&path, "a+b"),
+            Journal::create(&path, "a+b", &[]),
             Err(JournalError::Unfinished { .. })
         ));
     }
@@ -370,7 +414,7 @@ mod tests {
     fn an_interrupted_rollback_is_remembered_with_what_it_undid() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), &["a"]);
-        let mut j = Journal::create(&path, "a").unwrap();
+        let mut j = Journal::create(&path, "a", &[]).unwrap();
         for r in [
             Record::Begin {
                 run: "r".into(),
@@ -410,11 +454,57 @@ mod tests {
             j.record(&r).unwrap();
         }
         drop(j);
-        let (_, r) = Journal::reopen(&path, "a").unwrap();
+        let (_, r) = Journal::reopen(&path, "a", &[]).unwrap();
         assert_eq!(r.rollback.as_deref(), Some("boom"));
         assert_eq!(r.compensated, BTreeSet::from(["s3".to_string()]));
         assert_eq!(r.failed, vec![("s3".to_string(), "boom".to_string())]);
         assert_eq!(r.done.len(), 2);
+    }
+
+    #[test]
+    fn every_record_holds_references_and_a_reopened_journal_the_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), &["a"]);
+        let env = [("NS".to_string(), "team-s3cr3t".to_string())];
+        let step = "k8s/team-s3cr3t/Deployment/postgres".to_string();
+        let mut j = Journal::create(&path, "a", &env).unwrap();
+        for r in [
+            Record::Begin {
+                run: "r".into(),
+                spec_file: "pgplan.yaml".into(),
+                spec_text: "namespace: ${NS}".into(),
+                environment: None,
+                plan: serde_json::json!({}),
+            },
+            Record::Started { step: step.clone() },
+            Record::Done {
+                step: step.clone(),
+                facts: serde_json::json!({"note": "deleted in team-s3cr3t"}),
+            },
+            Record::Failed {
+                step: step.clone(),
+                error: "probe returned team-s3cr3t".into(),
+            },
+            Record::RollbackStarted {
+                reason: "probe returned team-s3cr3t".into(),
+            },
+            Record::Compensated {
+                step: step.clone(),
+                detail: "recreated in team-s3cr3t".into(),
+            },
+        ] {
+            j.record(&r).unwrap();
+        }
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert_eq!(text.lines().count(), 6);
+        assert!(text.contains("k8s/${NS}/Deployment/postgres"), "{text}");
+        let (_, r) = Journal::reopen(&path, "a", &env).unwrap();
+        assert_eq!(r.done[&step]["note"], "deleted in team-s3cr3t");
+        assert_eq!(r.started, vec![step.clone()]);
+        assert_eq!(r.rollback.as_deref(), Some("probe returned team-s3cr3t"));
+        assert!(r.compensated.contains(&step));
     }
 
     #[test]

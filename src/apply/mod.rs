@@ -297,9 +297,9 @@ async fn run(
     label: &str,
 ) -> Result<Report, ApplyError> {
     let (mut journal, replay) = if opts.resume {
-        Journal::reopen(path, label)?
+        Journal::reopen(path, label, origin.expansions)?
     } else {
-        let mut j = Journal::create(path, label)?;
+        let mut j = Journal::create(path, label, origin.expansions)?;
         j.record(&Record::Begin {
             run: w.run.clone(),
             spec_file: origin.spec_file.into(),

@@ -89,6 +89,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
     if !errors.is_empty() {
         return Err(SpecErrors::new(&spec.file, errors)
             .with_title(format!("cannot plan {}", spec.file.name))
+            .redacted(&crate::redact::Redactor::referencing(&spec.expansions))
             .into());
     }
     let steps = graph::order_steps(steps)?;

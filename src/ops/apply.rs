@@ -184,6 +184,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
                 crate::spec::SourceFile::new(s.spec_file.clone(), s.spec_text.as_str()),
                 &opts_load,
             )?;
+            ops::remember(&spec);
             (spec, s.spec_text.clone(), s.environment.clone())
         }
         None => {

@@ -121,6 +121,12 @@ pub fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// Register a loaded spec's values with the process's redactor, so that
+/// the final error and everything printed are redacted whatever raised them.
+pub fn remember(spec: &Spec) {
+    crate::redact::remember(&crate::redact::Redactor::new(spec.secrets.iter().cloned()));
+}
+
 /// Where a spec comes from.
 pub enum SpecSource {
     File(PathBuf),
@@ -164,6 +170,7 @@ impl SpecSource {
             lookup: &env_lookup,
         };
         let spec = spec::load_bytes(&self.name(), &bytes, &opts)?;
+        remember(&spec);
         Ok((spec, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
