@@ -11,6 +11,7 @@ mod cli;
 mod diff;
 mod observe;
 mod pgtools;
+mod redaction;
 mod render;
 mod schema;
 mod substrate;
