@@ -184,6 +184,7 @@ mod tests {
                 expect_status: 200,
                 contains: None,
             },
+            warnings: Vec::new(),
         }
     }
 

@@ -409,6 +409,57 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Value>,
     pub operation: Operation,
+    /// What the reviewer must know before approving this step (an object
+    /// another tool keeps in sync). Absent from the JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+}
+
+/// A warning attached to a step: a stable code to match on, the message,
+/// and what to do about it. `blocks_apply` is set when apply refuses the
+/// plan until the spec acknowledges the warning.
+///
+/// Plan-wide preflight findings are meant to grow from this type (a
+/// severity, the object concerned); for now it belongs to one step, whose
+/// address and object say what it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Warning {
+    pub code: WarningCode,
+    pub message: String,
+    pub help: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocks_apply: bool,
+}
+
+/// The stable codes of step warnings, written as `pgplan::…` strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WarningCode {
+    /// The object belongs to a Helm release.
+    #[serde(rename = "pgplan::gitops::helm_managed")]
+    HelmManaged,
+    /// The object is tracked by an Argo CD application.
+    #[serde(rename = "pgplan::gitops::argocd_managed")]
+    ArgoCdManaged,
+    /// The object is reconciled by a Flux Kustomization or HelmRelease.
+    #[serde(rename = "pgplan::gitops::flux_managed")]
+    FluxManaged,
+}
+
+impl WarningCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningCode::HelmManaged => "pgplan::gitops::helm_managed",
+            WarningCode::ArgoCdManaged => "pgplan::gitops::argocd_managed",
+            WarningCode::FluxManaged => "pgplan::gitops::flux_managed",
+        }
+    }
+}
+
+impl std::fmt::Display for WarningCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Per-placement facts for the summary and the renderers.
@@ -487,6 +538,20 @@ impl Plan {
             }
         }
         s
+    }
+
+    /// Warnings apply refuses to go past, with the step each is on.
+    pub fn blocking_warnings(&self) -> Vec<(usize, &Step, &Warning)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.warnings
+                    .iter()
+                    .filter(|w| w.blocks_apply)
+                    .map(move |w| (i + 1, s, w))
+            })
+            .collect()
     }
 
     pub fn step(&self, address: &str) -> Option<&Step> {

@@ -13,9 +13,11 @@
 //! write: no newline yet) is dropped, since its record was never
 //! acknowledged. The file is 0600 in 0700 directories (`private`).
 //!
-//! The plan is stored with every environment value put back as its
-//! `${VAR}` reference, so the journal holds no secret and resuming needs
-//! the same variables set.
+//! Every record is written with each environment value put back as its
+//! `${VAR}` reference (the plan, step facts, failures, rollback reasons),
+//! so the journal holds no secret, and resuming needs the same variables
+//! set: a reopened journal reads the references back as values. The seal
+//! covers the line as written, references and all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -27,6 +29,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::plan::Plan;
+use crate::redact::Redactor;
 
 /// The journal format this pgplan writes and reads.
 pub const FORMAT_VERSION: u32 = 2;
@@ -178,6 +181,8 @@ pub struct Journal {
     path: PathBuf,
     file: File,
     chain: Chain,
+    /// Every record passes it on its way to the file.
+    redactor: Redactor,
 }
 
 /// The journal file of a set of placements in a state directory.
@@ -191,7 +196,12 @@ pub fn path_for(state_dir: &Path, placements: &[&str]) -> PathBuf {
 
 impl Journal {
     /// Start a new journal; refuses when an unfinished (or unreadable) one exists.
-    pub fn create(path: &Path, placements: &str) -> Result<Journal, JournalError> {
+    /// `expansions` are the spec's `(VAR, value)` pairs, written as `${VAR}`.
+    pub fn create(
+        path: &Path,
+        placements: &str,
+        expansions: &[(String, String)],
+    ) -> Result<Journal, JournalError> {
         if path.exists() {
             let replay = read(path)?;
             if !replay.finished && !replay.rolled_back {
@@ -211,14 +221,20 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             chain: Chain::default(),
+            redactor: Redactor::referencing(expansions),
         })
     }
 
     /// Reopen an unfinished journal to continue it. A torn last line is
-    /// cut off first, so that the next record starts a line of its own.
-    pub fn reopen(path: &Path, placements: &str) -> Result<(Journal, Replay), JournalError> {
+    /// cut off first, so that the next record starts a line of its own. The
+    /// replay has the `${VAR}` references of `expansions` read back as values.
+    pub fn reopen(
+        path: &Path,
+        placements: &str,
+        expansions: &[(String, String)],
+    ) -> Result<(Journal, Replay), JournalError> {
         let replay = if path.exists() {
-            read(path)?
+            read_resolved(path, expansions)?
         } else {
             Replay::default()
         };
@@ -246,6 +262,7 @@ impl Journal {
                 path: path.to_path_buf(),
                 file,
                 chain: replay.chain.clone(),
+                redactor: Redactor::referencing(expansions),
             },
             replay,
         ))
@@ -255,11 +272,15 @@ impl Journal {
         &self.path
     }
 
-    /// Append a record and make it durable before returning.
+    /// Append a record and make it durable before returning. This is the
+    /// one place records are written: each goes through the redactor.
     pub fn record(&mut self, r: &Record) -> Result<(), JournalError> {
         let seq = self.chain.seq + 1;
+        let mut v = serde_json::to_value(r).map_err(|e| write_err(&self.path, e))?;
+        self.redactor.strings_in_place(&mut v);
+        let r: Record = serde_json::from_value(v).map_err(|e| write_err(&self.path, e))?;
         let (mut line, sum) =
-            seal(&self.chain.sum, seq, r).map_err(|e| write_err(&self.path, e))?;
+            seal(&self.chain.sum, seq, &r).map_err(|e| write_err(&self.path, e))?;
         line.push('\n');
         self.file
             .write_all(line.as_bytes())
@@ -422,7 +443,26 @@ fn write_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
 /// Read and check a journal. A torn last line (a crash mid-write) is
 /// ignored: the record it would have been was never acknowledged. Any
 /// other line that fails the check makes the whole journal refused.
+/// References stay as written (see [`Journal::reopen`]).
 pub fn read(path: &Path) -> Result<Replay, JournalError> {
+    read_resolved(path, &[])
+}
+
+/// Read and check a journal, each `${VAR}` of `expansions` read back as its value.
+fn read_resolved(path: &Path, expansions: &[(String, String)]) -> Result<Replay, JournalError> {
+    let values: Vec<(String, &str)> = expansions
+        .iter()
+        .map(|(var, value)| (format!("${{{var}}}"), value.as_str()))
+        .collect();
+    let resolve = |s: &str| {
+        let mut out = s.to_string();
+        for (placeholder, value) in &values {
+            if out.contains(placeholder.as_str()) {
+                out = out.replace(placeholder.as_str(), value);
+            }
+        }
+        out
+    };
     let read_err = |e: std::io::Error| JournalError::Read {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -460,6 +500,11 @@ pub fn read(path: &Path) -> Result<Replay, JournalError> {
                     sum,
                     len: offset as u64,
                 };
+                let r = if values.is_empty() {
+                    r
+                } else {
+                    resolved(r, &resolve)
+                };
                 apply_record(&mut replay, r);
             }
             Err(Problem::OldFormat(found)) if number == 1 => {
@@ -475,6 +520,15 @@ pub fn read(path: &Path) -> Result<Replay, JournalError> {
         return Ok(replay);
     };
     Err(damaged(path, line, problem, &hints))
+}
+
+/// A record with `f` applied to every string in it.
+fn resolved(r: Record, f: &dyn Fn(&str) -> String) -> Record {
+    let Ok(mut v) = serde_json::to_value(&r) else {
+        return r;
+    };
+    map_strings(&mut v, f);
+    serde_json::from_value(v).unwrap_or(r)
 }
 
 fn apply_record(replay: &mut Replay, r: Record) {
@@ -650,7 +704,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), &["b", "a"]);
         assert!(path.ends_with("journal/a+b.jsonl"));
-        let mut j = Journal::create(&path, "a+b").unwrap();
+        let mut j = Journal::create(&path, "a+b", &[]).unwrap();
         j.record(&Record::Started { step: "s1".into() }).unwrap();
         j.record(&Record::Done {
             step: "s1".into(),
@@ -668,7 +722,7 @@ mod tests {
         let r = read(&path).unwrap();
         assert_eq!(r.done["s1"]["replicas"], 2);
         assert!(matches!(
-            Journal::create(&path, "a+b"),
+            Journal::create(&path, "a+b", &[]),
             Err(JournalError::Unfinished { .. })
         ));
     }
@@ -677,7 +731,7 @@ mod tests {
     fn a_torn_tail_is_cut_before_appending_and_any_other_damage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), &["a"]);
-        let mut j = Journal::create(&path, "a").unwrap();
+        let mut j = Journal::create(&path, "a", &[]).unwrap();
         j.record(&Record::Begin {
             run: "h:1:x".into(),
             spec_file: "pgplan.yaml".into(),
@@ -694,7 +748,7 @@ mod tests {
             .unwrap()
             .write_all(b"{\"v\":2,\"seq\":3,\"rec")
             .unwrap();
-        let (mut j, r) = Journal::reopen(&path, "a").unwrap();
+        let (mut j, r) = Journal::reopen(&path, "a", &[]).unwrap();
         assert_eq!(r.started, ["s1"]);
         j.record(&Record::Done {
             step: "s1".into(),
@@ -726,7 +780,7 @@ mod tests {
     fn an_interrupted_rollback_is_remembered_with_what_it_undid() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), &["a"]);
-        let mut j = Journal::create(&path, "a").unwrap();
+        let mut j = Journal::create(&path, "a", &[]).unwrap();
         for r in [
             Record::Begin {
                 run: "r".into(),
@@ -766,11 +820,57 @@ mod tests {
             j.record(&r).unwrap();
         }
         drop(j);
-        let (_, r) = Journal::reopen(&path, "a").unwrap();
+        let (_, r) = Journal::reopen(&path, "a", &[]).unwrap();
         assert_eq!(r.rollback.as_deref(), Some("boom"));
         assert_eq!(r.compensated, BTreeSet::from(["s3".to_string()]));
         assert_eq!(r.failed, vec![("s3".to_string(), "boom".to_string())]);
         assert_eq!(r.done.len(), 2);
+    }
+
+    #[test]
+    fn every_record_holds_references_and_a_reopened_journal_the_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), &["a"]);
+        let env = [("NS".to_string(), "team-s3cr3t".to_string())];
+        let step = "k8s/team-s3cr3t/Deployment/postgres".to_string();
+        let mut j = Journal::create(&path, "a", &env).unwrap();
+        for r in [
+            Record::Begin {
+                run: "r".into(),
+                spec_file: "pgplan.yaml".into(),
+                spec_text: "namespace: ${NS}".into(),
+                environment: None,
+                plan: serde_json::json!({}),
+            },
+            Record::Started { step: step.clone() },
+            Record::Done {
+                step: step.clone(),
+                facts: serde_json::json!({"note": "deleted in team-s3cr3t"}),
+            },
+            Record::Failed {
+                step: step.clone(),
+                error: "probe returned team-s3cr3t".into(),
+            },
+            Record::RollbackStarted {
+                reason: "probe returned team-s3cr3t".into(),
+            },
+            Record::Compensated {
+                step: step.clone(),
+                detail: "recreated in team-s3cr3t".into(),
+            },
+        ] {
+            j.record(&r).unwrap();
+        }
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert_eq!(text.lines().count(), 6);
+        assert!(text.contains("k8s/${NS}/Deployment/postgres"), "{text}");
+        let (_, r) = Journal::reopen(&path, "a", &env).unwrap();
+        assert_eq!(r.done[&step]["note"], "deleted in team-s3cr3t");
+        assert_eq!(r.started, vec![step.clone()]);
+        assert_eq!(r.rollback.as_deref(), Some("probe returned team-s3cr3t"));
+        assert!(r.compensated.contains(&step));
     }
 
     #[test]

@@ -375,9 +375,9 @@ impl Run<'_, '_> {
             self.locks.confirm(c).await?;
         }
         let (mut journal, mut replay) = if opts.resume {
-            Journal::reopen(path, label)?
+            Journal::reopen(path, label, origin.expansions)?
         } else {
-            let mut j = Journal::create(path, label)?;
+            let mut j = Journal::create(path, label, origin.expansions)?;
             *ending = Ending::Unfinished;
             j.record(&Record::Begin {
                 run: w.run.clone(),

@@ -171,6 +171,10 @@ pub struct PlanArgs {
     /// Save the plan to a file for `pgplan apply FILE` and `pgplan show FILE`.
     #[arg(long = "out", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub out: Option<PathBuf>,
+    /// Write the manifests the plan creates, and what it deletes and changes,
+    /// into DIR (for a Helm chart or GitOps repository).
+    #[arg(long = "export-manifests", value_name = "DIR")]
+    pub export_manifests: Option<PathBuf>,
     /// Exit 2 when the plan has changes (0 when none, 1 on error).
     #[arg(long)]
     pub detailed_exitcode: bool,

@@ -33,8 +33,13 @@ pub fn run() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            let report: miette::Report = e.into();
-            let _ = writeln!(std::io::stderr(), "{report:?}");
+            // Redacted before it is laid out (a wrapped line could split a
+            // value), and the text once more after: the error may come from
+            // anywhere, and every value of every spec loaded is known here.
+            let redactor = crate::redact::remembered();
+            let shown = Shown(&redactor.diagnostic(&e), &error_handler());
+            let text = redactor.text(&format!("{shown:?}"));
+            let _ = writeln!(std::io::stderr(), "{text}");
             ExitCode::from(1)
         }
     }
@@ -58,18 +63,27 @@ fn usage_exit_code(kind: ErrorKind) -> ExitCode {
 
 /// Diagnostics on a terminal wrap to its width and may use colour; in CI
 /// logs and pipes each message stays on one line, so it can be searched.
-fn install_error_handler() {
+fn error_handler() -> miette::MietteHandler {
     let tty = std::io::stderr().is_terminal();
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let _ = miette::set_hook(Box::new(move |_| {
-        Box::new(
-            miette::MietteHandlerOpts::new()
-                .wrap_lines(tty)
-                .color(tty && !no_color)
-                .terminal_links(false)
-                .build(),
-        )
-    }));
+    miette::MietteHandlerOpts::new()
+        .wrap_lines(tty)
+        .color(tty && !no_color)
+        .terminal_links(false)
+        .build()
+}
+
+fn install_error_handler() {
+    let _ = miette::set_hook(Box::new(|_| Box::new(error_handler())));
+}
+
+/// A diagnostic laid out by a handler, as `{:?}` of a report would be.
+struct Shown<'a>(&'a dyn miette::Diagnostic, &'a dyn miette::ReportHandler);
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.1.debug(self.0, f)
+    }
 }
 
 fn colour(no_color: bool) -> bool {
@@ -78,7 +92,10 @@ fn colour(no_color: bool) -> bool {
         && std::io::stdout().is_terminal()
 }
 
+/// Everything printed passes the values of the specs loaded (plans are
+/// redacted already; this is the net under what is not).
 fn print(text: &str) {
+    let text = crate::redact::remembered().text(text);
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     if !text.ends_with('\n') {
@@ -113,6 +130,7 @@ fn plan_options(
         live_state: a.live_state.clone(),
         format,
         out,
+        export_manifests: None,
         render: RenderOptions::default(),
         cluster: cluster_options(&a.cluster),
     })
@@ -133,6 +151,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 render: RenderOptions {
                     color: a.render.format == FormatArg::Text && colour(a.render.no_color),
                 },
+                export_manifests: a.export_manifests.clone(),
                 ..opts
             };
             let (text, changes, unfinished) = ops::plan::run(&opts)?;

@@ -3,7 +3,9 @@
 //! StatefulSet that already exists (seed 003: volume expansion, image,
 //! replicas, backup CronJob, snapshots).
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
 
 use super::consumers;
 use super::data::{self, Chain};
@@ -327,18 +329,34 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     let del_addr = cx.push(del);
 
     // Services: the one named like the target's headless Service is replaced
-    // (clusterIP is immutable); others keep selecting the same labels.
-    let ports = src.services.first().and_then(|s| at(s, &["spec", "ports"]));
-    let desired_svc = manifests::headless_service(cx.p, &svc_name, ns, &src.pod_labels, ports);
+    // (clusterIP is immutable) and keeps its labels, annotations, ports and
+    // selector, so that whatever selects it (ServiceMonitors, policies,
+    // runbooks) still does; others keep selecting the same labels.
     let live_svc = cx.idx.get("Service", ns, &svc_name);
+    let selector = match live_svc.and_then(|l| selects(l, &src.pod_labels)) {
+        Some(kept) => kept,
+        None => workload_selector(src),
+    };
+    let ports = live_svc
+        .or(src.services.first().copied())
+        .and_then(|s| at(s, &["spec", "ports"]));
+    let desired_svc = manifests::headless_service(
+        cx.p,
+        &svc_name,
+        ns,
+        &selector,
+        ports,
+        Some(live_svc.unwrap_or(src.manifest)),
+    );
     let svc_obj = ObjectRef::new("v1", "Service", ns, &svc_name);
+    let pod_dns = format!("{}-0.{svc_name}", t.name);
     let svc_step = match live_svc {
         Some(live) => {
             cx.read(live);
             if str_at(live, &["spec", "clusterIP"]) == Some("None")
                 && covers(
                     live,
-                    &json!({"spec": desired_svc["spec"]["selector"].clone()}),
+                    &json!({"spec": {"selector": desired_svc["spec"]["selector"].clone()}}),
                 )
             {
                 None
@@ -356,7 +374,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                     "replace {} with a headless Service (clusterIP: None)",
                     svc_obj.display()
                 );
-                s.reason = "a StatefulSet's pods get stable DNS names (postgres-0.postgres) only through a headless Service, and clusterIP cannot be changed in place".into();
+                s.reason = format!("a StatefulSet's pods get stable DNS names ({pod_dns}) only through a headless Service, and clusterIP cannot be changed in place; its labels, annotations and selector are kept");
                 s.depends_on = backups.clone();
                 s.before = Some(shown(live));
                 s.after = Some(desired_svc.clone());
@@ -375,7 +393,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                 },
             );
             s.summary = format!("create headless {}", svc_obj.display());
-            s.reason = "the StatefulSet's serviceName must name a headless Service".into();
+            s.reason = format!("the StatefulSet's serviceName must name a headless Service, which gives its pod the stable name {pod_dns}");
             s.after = Some(desired_svc.clone());
             Some(cx.push(s))
         }
@@ -392,6 +410,8 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             target: t,
             service_name: &svc_name,
             pod_labels: &src.pod_labels,
+            selector: at(src.manifest, &["spec", "selector"]),
+            metadata_from: Some(src.manifest),
             template: &template,
             container_name: &src.container_name,
             data_volume: src.data_volume_name.as_deref(),
@@ -507,6 +527,34 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     if spec.cleanup.old_volume {
         cleanup_old_volumes(cx, &old_volumes, &verifies, &resumed);
     }
+}
+
+/// The selector of a live Service when it selects the source's pods (every
+/// key it names has the pods' value): it is kept as it is.
+fn selects(svc: &Value, pod_labels: &BTreeMap<String, String>) -> Option<Map<String, Value>> {
+    let sel = at(svc, &["spec", "selector"]).and_then(Value::as_object)?;
+    let fits = !sel.is_empty()
+        && sel.iter().all(|(k, v)| {
+            v.as_str()
+                .is_some_and(|v| pod_labels.get(k).map(String::as_str) == Some(v))
+        });
+    fits.then(|| sel.clone())
+}
+
+/// What a new Service in front of the StatefulSet selects: the source
+/// workload's `matchLabels` (what its pods were chosen by), or all of the
+/// pods' labels when it has none.
+fn workload_selector(src: &SourceFacts<'_>) -> Map<String, Value> {
+    at(src.manifest, &["spec", "selector", "matchLabels"])
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .unwrap_or_else(|| {
+            src.pod_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect()
+        })
 }
 
 /// Static PVs for ordinals `from..replicas`.
@@ -877,14 +925,6 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
         }
     }
     let sts_obj = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
-    let pod_labels = at(sts, &["spec", "selector", "matchLabels"])
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
     let template = at(sts, &["spec", "template"])
         .cloned()
         .unwrap_or(Value::Null);
@@ -1097,7 +1137,12 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     match live_svc {
         Some(l) => cx.read(l),
         None => {
-            let desired = manifests::headless_service(cx.p, &svc_name, ns, &pod_labels, None);
+            let selector = at(sts, &["spec", "selector", "matchLabels"])
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let desired =
+                manifests::headless_service(cx.p, &svc_name, ns, &selector, None, Some(sts));
             let obj = ObjectRef::new("v1", "Service", ns, &svc_name);
             cx.read_absent(obj.address());
             let mut s = cx.new_step(

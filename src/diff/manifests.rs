@@ -19,6 +19,20 @@ pub fn managed_labels(p: &Placement) -> Map<String, Value> {
     m
 }
 
+/// The metadata of an object pgplan writes in place of (or next to) a live
+/// one: the labels and annotations carried over from `from` (less what the
+/// server and GitOps tools set, see `gitops::carried`), then pgplan's own
+/// labels, which win.
+fn metadata(p: &Placement, name: &str, namespace: &str, from: Option<&Value>) -> Value {
+    let (mut labels, annotations) = from.map(super::gitops::carried).unwrap_or_default();
+    labels.extend(managed_labels(p));
+    let mut md = json!({"name": name, "namespace": namespace, "labels": Value::Object(labels)});
+    if !annotations.is_empty() {
+        md["annotations"] = Value::Object(annotations);
+    }
+    md
+}
+
 fn labels_value(labels: &BTreeMap<String, String>) -> Value {
     Value::Object(
         labels
@@ -35,6 +49,11 @@ pub struct StatefulSetInput<'a> {
     pub target: &'a StatefulSetTarget,
     pub service_name: &'a str,
     pub pod_labels: &'a BTreeMap<String, String>,
+    /// The source workload's selector, kept as it is (the pod labels when
+    /// it has none).
+    pub selector: Option<&'a Value>,
+    /// The object whose labels and annotations the StatefulSet keeps.
+    pub metadata_from: Option<&'a Value>,
     /// The pod template to start from (source's, or the live target's).
     pub template: &'a Value,
     pub container_name: &'a str,
@@ -99,19 +118,20 @@ pub fn statefulset(p: &Placement, input: &StatefulSetInput<'_>) -> Value {
     if let Some(class) = input.storage_class {
         claim_spec["storageClassName"] = Value::String(class.to_string());
     }
+    let selector = input
+        .selector
+        .filter(|s| s.as_object().is_some_and(|o| !o.is_empty()))
+        .cloned()
+        .unwrap_or_else(|| json!({"matchLabels": labels_value(input.pod_labels)}));
     json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {
-            "name": t.name,
-            "namespace": input.namespace,
-            "labels": Value::Object(managed_labels(p)),
-        },
+        "metadata": metadata(p, &t.name, input.namespace, input.metadata_from),
         "spec": {
             "serviceName": input.service_name,
             "replicas": t.replicas,
             "podManagementPolicy": "OrderedReady",
-            "selector": {"matchLabels": labels_value(input.pod_labels)},
+            "selector": selector,
             "template": template,
             "volumeClaimTemplates": [{
                 "metadata": {"name": st.volume_claim_template},
@@ -121,13 +141,16 @@ pub fn statefulset(p: &Placement, input: &StatefulSetInput<'_>) -> Value {
     })
 }
 
-/// The headless Service giving pods `{sts}-{ordinal}.{service}` names.
+/// The headless Service giving pods `{sts}-{ordinal}.{service}` names,
+/// with the labels and annotations of `metadata_from` (the Service it
+/// replaces, or the source workload).
 pub fn headless_service(
     p: &Placement,
     name: &str,
     namespace: &str,
-    selector: &BTreeMap<String, String>,
+    selector: &Map<String, Value>,
     ports: Option<&Value>,
+    metadata_from: Option<&Value>,
 ) -> Value {
     let ports = ports
         .and_then(Value::as_array)
@@ -152,8 +175,8 @@ pub fn headless_service(
     json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "labels": Value::Object(managed_labels(p))},
-        "spec": {"clusterIP": "None", "selector": labels_value(selector), "ports": ports},
+        "metadata": metadata(p, name, namespace, metadata_from),
+        "spec": {"clusterIP": "None", "selector": Value::Object(selector.clone()), "ports": ports},
     })
 }
 

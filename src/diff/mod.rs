@@ -14,6 +14,7 @@
 
 mod consumers;
 mod data;
+pub mod gitops;
 mod kube;
 pub mod manifests;
 mod rds;
@@ -83,6 +84,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
             Target::Kubernetes(kt) => kube::plan(&mut cx, kt),
             Target::Rds(rt) => rds::plan(&mut cx, rt),
         }
+        gitops::warn(&mut cx);
         errors.append(&mut cx.errors);
         warnings.extend(
             cx.warnings
@@ -106,6 +108,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
     if !errors.is_empty() {
         return Err(SpecErrors::new(&spec.file, errors)
             .with_title(format!("cannot plan {}", spec.file.name))
+            .redacted(&crate::redact::Redactor::referencing(&spec.expansions))
             .into());
     }
     let steps = graph::order_steps(steps)?;
@@ -275,6 +278,7 @@ impl<'a> Ctx<'a> {
             before: None,
             after: None,
             operation,
+            warnings: Vec::new(),
         }
     }
 

@@ -240,6 +240,25 @@ pub fn unfinished_error(plan: &crate::plan::Plan) -> OpsError {
     }
 }
 
+/// Apply refuses a plan with warnings the spec does not acknowledge
+/// (objects a GitOps tool would put back), before asking for approval.
+fn unacknowledged(plan: &crate::plan::Plan) -> Result<(), OpsError> {
+    let blocking = plan.blocking_warnings();
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    let findings: Vec<String> = blocking
+        .iter()
+        .map(|(n, s, w)| format!("#{n} {} [{}]: {}", s.address, w.code, w.message))
+        .collect();
+    let mut helps: Vec<&str> = blocking.iter().map(|(_, _, w)| w.help.as_str()).collect();
+    helps.dedup();
+    Err(OpsError::Unacknowledged {
+        findings: findings.join("\n  "),
+        help: helps.join("; "),
+    })
+}
+
 pub fn run(opts: &ApplyOptions) -> Result<(), OpsError> {
     let rt = observe::runtime()?;
     rt.block_on(run_async(opts))
@@ -262,6 +281,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
                 crate::spec::SourceFile::new(s.spec_file.clone(), s.spec_text.as_str()),
                 &opts_load,
             )?;
+            ops::remember(&spec);
             (spec, s.spec_text.clone(), s.environment.clone())
         }
         None => {
@@ -365,6 +385,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         if plan.unfinished.iter().any(|u| !u.is_running()) {
             return Err(unfinished_error(&plan));
         }
+        unacknowledged(&plan)?;
         let fresh_json = render::render(&plan, Format::Json, &redactor, &RenderOptions::default())?;
         let fresh: serde_json::Value = serde_json::from_str(&fresh_json).unwrap_or_default();
         let approved = match &saved {

@@ -99,6 +99,9 @@ pub enum OpsError {
         help("nothing to resume; apply again when ready")
     )]
     InterruptedBeforeChanges { signal: String },
+    #[error("the plan changes objects a GitOps tool keeps in sync, and the spec does not acknowledge it; nothing was applied:\n  {findings}")]
+    #[diagnostic(code(pgplan::apply::gitops_unacknowledged), help("{help}"))]
+    Unacknowledged { findings: String, help: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Apply(Box<crate::apply::ApplyError>),
@@ -150,6 +153,12 @@ pub fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// Register a loaded spec's values with the process's redactor, so that
+/// the final error and everything printed are redacted whatever raised them.
+pub fn remember(spec: &Spec) {
+    crate::redact::remember(&crate::redact::Redactor::new(spec.secrets.iter().cloned()));
+}
+
 /// Where a spec comes from.
 pub enum SpecSource {
     File(PathBuf),
@@ -193,6 +202,7 @@ impl SpecSource {
             lookup: &env_lookup,
         };
         let spec = spec::load_bytes(&self.name(), &bytes, &opts)?;
+        remember(&spec);
         Ok((spec, String::from_utf8_lossy(&bytes).into_owned()))
     }
 

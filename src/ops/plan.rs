@@ -21,6 +21,8 @@ pub struct PlanOptions {
     pub live_state: Option<PathBuf>,
     pub format: Format,
     pub out: Option<PathBuf>,
+    /// `--export-manifests DIR`.
+    pub export_manifests: Option<PathBuf>,
     pub render: RenderOptions,
     pub cluster: ClusterOptions,
 }
@@ -148,7 +150,90 @@ pub fn run(opts: &PlanOptions) -> Result<(String, bool, Option<OpsError>), OpsEr
         let saved = saved_plan(&planned, opts.environment.clone())?;
         ops::write(path, &saved)?;
     }
+    if let Some(dir) = &opts.export_manifests {
+        export_manifests(&planned, dir)?;
+    }
     Ok((out, planned.plan.has_changes(), None))
+}
+
+/// The index file `--export-manifests` writes next to the manifests.
+pub const EXPORT_INDEX: &str = "pgplan-export.txt";
+
+/// `plan --export-manifests DIR`: what a chart or GitOps repository must
+/// change to agree with the plan once it is applied. One YAML file per
+/// object the plan creates or replaces (`KIND-NAMESPACE-NAME.yaml`, as
+/// apply writes it), and an index naming those, the objects it deletes and
+/// the changes it patches in. Consumers' scaling is left out (apply puts
+/// the replicas back), and so are the Secrets pgplan writes, whose values
+/// are resolved only at apply. Everything written is redacted.
+pub fn export_manifests(planned: &Planned, dir: &Path) -> Result<Vec<PathBuf>, OpsError> {
+    let redacted = render::redact(planned.plan.clone(), &planned.redactor)?;
+    let write_err = |path: &Path, source: std::io::Error| OpsError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    let mut written = Vec::new();
+    let (mut add, mut remove, mut change, mut secrets) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for step in &redacted.plan().steps {
+        match (&step.operation, &step.after) {
+            (Operation::Create { object, .. } | Operation::Replace { object, .. }, Some(m)) => {
+                let mut file = format!("{}-", object.kind.to_ascii_lowercase());
+                if !object.namespace.is_empty() {
+                    file.push_str(&object.namespace);
+                    file.push('-');
+                }
+                file.push_str(&object.name);
+                file.push_str(".yaml");
+                let path = dir.join(&file);
+                let text = crate::yaml::to_string(m).unwrap_or_default();
+                std::fs::write(&path, planned.redactor.text(&text))
+                    .map_err(|e| write_err(&path, e))?;
+                add.push(format!(
+                    "{file}  ({} {})",
+                    step.action.verb(),
+                    object.display()
+                ));
+                written.push(path);
+            }
+            (Operation::Delete { object, .. }, _) => remove.push(object.display()),
+            (Operation::Patch { object, patch }, _) => {
+                change.push(format!("{}: {}", object.display(), patch));
+            }
+            (Operation::ProtectVolume { volume, .. }, _) => change.push(format!(
+                "{}: {{\"spec\":{{\"persistentVolumeReclaimPolicy\":\"Retain\"}}}}",
+                volume.display()
+            )),
+            (Operation::Secret { object, .. }, _) => secrets.push(object.display()),
+            _ => {}
+        }
+    }
+    let mut index = format!(
+        "# What `pgplan apply` leaves in the cluster for {}: make the chart or\n# repository agree before applying, so that its next sync does not undo it.\n",
+        planned.spec.file.name
+    );
+    for (title, items) in [
+        ("Add (the manifests in this directory)", &add),
+        ("Remove", &remove),
+        ("Change (JSON merge patches)", &change),
+        (
+            "Secrets pgplan writes at apply (values from the environment; not exported)",
+            &secrets,
+        ),
+    ] {
+        if items.is_empty() {
+            continue;
+        }
+        index.push_str(&format!("\n{title}:\n"));
+        for i in items {
+            index.push_str(&format!("  {i}\n"));
+        }
+    }
+    let path = dir.join(EXPORT_INDEX);
+    std::fs::write(&path, planned.redactor.text(&index)).map_err(|e| write_err(&path, e))?;
+    written.push(path);
+    Ok(written)
 }
 
 /// `pgplan graph`: the DOT graph.

@@ -143,7 +143,7 @@ fn step(position: usize, s: &Step) -> Value {
     let operation = serde_json::to_value(&s.operation)
         .map(|v| snake_keys(&v))
         .unwrap_or(Value::Null);
-    json!({
+    let mut out = json!({
         "position": position,
         "address": s.address,
         "placement": s.placement,
@@ -156,7 +156,25 @@ fn step(position: usize, s: &Step) -> Value {
         "before": s.before,
         "after": s.after,
         "operation": operation,
-    })
+    });
+    // Only steps with warnings have the key, so plans without any keep
+    // the shape they always had.
+    if !s.warnings.is_empty() {
+        out["warnings"] = Value::Array(
+            s.warnings
+                .iter()
+                .map(|w| {
+                    json!({
+                        "code": w.code.as_str(),
+                        "message": w.message,
+                        "help": w.help,
+                        "blocks_apply": w.blocks_apply,
+                    })
+                })
+                .collect(),
+        );
+    }
+    out
 }
 
 /// The plan a JSON document describes: the inverse of [`render`], for

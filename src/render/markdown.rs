@@ -12,10 +12,10 @@
 //! names the first 50 risky steps and counts the rest).
 
 use super::{
-    count, databases_phrase, detail, downtime_phrase, groups, journey_label, summary_line, Detail,
-    DiffLine, Positions,
+    blocking_line, count, databases_phrase, detail, downtime_phrase, groups, journey_label,
+    summary_line, Detail, DiffLine, Positions,
 };
-use crate::plan::{Plan, Risk, Step};
+use crate::plan::{Plan, Risk, Step, Warning};
 
 /// GitHub rejects comments longer than this many characters.
 pub const GITHUB_COMMENT_LIMIT: usize = 65_535;
@@ -248,10 +248,32 @@ fn head(plan: &Plan) -> String {
         }
         out.push('\n');
     }
-    if !plan.warnings.is_empty() {
+    let step_warnings: Vec<(usize, &Warning)> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.warnings.iter().map(move |w| (i + 1, w)))
+        .collect();
+    if !plan.warnings.is_empty() || !step_warnings.is_empty() {
         out.push_str("> [!WARNING]\n");
         for w in &plan.warnings {
             out.push_str(&format!("> - {}\n", md_text(w)));
+        }
+        for (n, w) in step_warnings.iter().take(ATTENTION_ROWS) {
+            out.push_str(&format!(
+                "> - `#{n}` {} {}\n",
+                code_span(w.code.as_str()),
+                md_text(&w.message)
+            ));
+        }
+        if step_warnings.len() > ATTENTION_ROWS {
+            out.push_str(&format!(
+                "> - … and {} more step warnings\n",
+                step_warnings.len() - ATTENTION_ROWS
+            ));
+        }
+        if let Some(line) = blocking_line(plan) {
+            out.push_str(&format!("> - **{}.**\n", md_text(&line)));
         }
         out.push('\n');
     }
@@ -354,6 +376,9 @@ fn section(s: &Section<'_>, positions: &Positions<'_>) -> String {
         if step.in_downtime {
             tags.push("⏸ downtime");
         }
+        if !step.warnings.is_empty() {
+            tags.push("⚠️ warning");
+        }
         tags.iter().map(|t| format!(" · {t}")).collect::<String>()
     };
     match s.shown {
@@ -386,6 +411,14 @@ fn section(s: &Section<'_>, positions: &Positions<'_>) -> String {
         lines.push(format!(
             "**Depends on:** {}",
             positions.refs(&step.depends_on)
+        ));
+    }
+    for w in &step.warnings {
+        lines.push(format!(
+            "⚠️ **Warning** {}: {} **Help:** {}",
+            code_span(w.code.as_str()),
+            md_text(&w.message),
+            md_text(&w.help)
         ));
     }
     match &s.detail {

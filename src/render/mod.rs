@@ -244,6 +244,27 @@ pub fn unfinished_details(u: &UnfinishedApply) -> Vec<String> {
     out
 }
 
+/// Said after the plan when it has warnings apply will not go past.
+pub(crate) fn blocking_line(plan: &Plan) -> Option<String> {
+    let blocking = plan.blocking_warnings();
+    if blocking.is_empty() {
+        return None;
+    }
+    let mut codes: Vec<&str> = blocking.iter().map(|(_, _, w)| w.code.as_str()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let mut steps: Vec<String> = blocking.iter().map(|(n, _, _)| format!("#{n}")).collect();
+    steps.dedup();
+    let one = steps.len() == 1;
+    Some(format!(
+        "apply will refuse this plan: {} {} {} that `spec.gitops.acknowledge` does not acknowledge ({})",
+        if one { "step" } else { "steps" },
+        steps.join(", "),
+        if one { "has a warning" } else { "have warnings" },
+        codes.join(", ")
+    ))
+}
+
 /// `consumers stopped during steps 3–12`, or `database unavailable during
 /// steps 5–9` when the window does not start by stopping a consumer.
 pub(crate) fn downtime_phrase(plan: &Plan, pp: &PlacementPlan) -> Option<String> {
@@ -487,10 +508,14 @@ pub(crate) fn yaml_lines(v: &Value) -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
-/// A unified diff of two values rendered as YAML.
+/// A unified diff of two values rendered as YAML, both written in one key
+/// order (sorted, as `kubectl diff` writes them): a live object comes in
+/// the server's order and a desired one in pgplan's, and diffing those
+/// orders shows moved keys as removed and added, and a removed key next to
+/// its unchanged twin elsewhere as if it were kept.
 pub(crate) fn manifest_diff(before: &Value, after: &Value) -> Vec<DiffLine> {
-    let old = yaml_lines(before).join("\n") + "\n";
-    let new = yaml_lines(after).join("\n") + "\n";
+    let old = yaml_lines(&sorted(before)).join("\n") + "\n";
+    let new = yaml_lines(&sorted(after)).join("\n") + "\n";
     let diff = TextDiff::from_lines(old.as_str(), new.as_str());
     let mut out = Vec::new();
     for group in diff.grouped_ops(DIFF_CONTEXT) {
@@ -512,6 +537,24 @@ pub(crate) fn manifest_diff(before: &Value, after: &Value) -> Vec<DiffLine> {
         }
     }
     out
+}
+
+/// A copy with the keys of every mapping sorted (lists keep their order).
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// One fact of a run step: `sizeBytes: 7725551` → `size = 7.4 MiB`.
@@ -596,6 +639,22 @@ mod tests {
                 "  i: 9"
             ]
         );
+    }
+
+    #[test]
+    fn both_sides_are_diffed_in_one_key_order() {
+        // The live object in the server's order, the desired one in pgplan's:
+        // only the removed label may show as a change.
+        let live = json!({"metadata": {"labels": {"team": "billing", "app": "pg"}, "name": "pg"},
+                          "spec": {"type": "ClusterIP", "selector": {"app": "pg"}}});
+        let desired = json!({"spec": {"selector": {"app": "pg"}, "type": "ClusterIP"},
+                             "metadata": {"name": "pg", "labels": {"app": "pg"}}});
+        let changed: Vec<String> = manifest_diff(&live, &desired)
+            .iter()
+            .filter(|l| matches!(l, DiffLine::Insert(_) | DiffLine::Delete(_)))
+            .map(DiffLine::unified)
+            .collect();
+        assert_eq!(changed, ["-     team: billing"]);
     }
 
     #[test]

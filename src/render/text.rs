@@ -7,8 +7,8 @@
 //! no escape code at all, so it can be pasted, grepped and snapshotted.
 
 use super::{
-    count, databases_phrase, detail, downtime_phrase, groups, summary_line, Detail, DiffLine,
-    Group, Positions,
+    blocking_line, count, databases_phrase, detail, downtime_phrase, groups, summary_line, Detail,
+    DiffLine, Group, Positions,
 };
 use crate::plan::{Action, Plan, Risk, Step};
 use crate::render::RenderOptions;
@@ -31,6 +31,11 @@ pub(super) fn render(plan: &Plan, opts: &RenderOptions) -> String {
     for w in &plan.warnings {
         out.push('\n');
         out.push_str(&p.yellow(&format!("Warning: {w}")));
+        out.push('\n');
+    }
+    if let Some(line) = blocking_line(plan) {
+        out.push('\n');
+        out.push_str(&p.yellow(&format!("Warning: {line}.")));
         out.push('\n');
     }
     out
@@ -130,6 +135,13 @@ fn step_block(
             "{indent}{}",
             p.dim(&format!("depends on {}", positions.refs(&step.depends_on)))
         ));
+    }
+    for w in &step.warnings {
+        lines.push(format!(
+            "{indent}{}",
+            p.yellow(&format!("⚠ warning[{}]: {}", w.code, w.message))
+        ));
+        lines.push(format!("{indent}  {}", p.dim(&format!("help: {}", w.help))));
     }
     match detail(step) {
         Detail::None => {}

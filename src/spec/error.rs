@@ -159,6 +159,26 @@ impl SpecErrors {
         self.title = title.into();
         self
     }
+
+    /// Every text of every error with the redactor's values replaced: a
+    /// message about an expanded value names its `${VAR}` (or says
+    /// `(sensitive)`), never the value. The file they point into is the
+    /// user's own text, with the references as written.
+    pub fn redacted(mut self, r: &crate::redact::Redactor) -> Self {
+        if r.is_empty() {
+            return self;
+        }
+        self.title = r.text(&self.title);
+        for e in &mut self.errors {
+            e.message = r.text(&e.message);
+            e.label = r.text(&e.label);
+            e.help = e.help.as_deref().map(|h| r.text(h));
+            if let Some((_, label)) = &mut e.related {
+                *label = r.text(label);
+            }
+        }
+        self
+    }
 }
 
 impl fmt::Display for SpecErrors {

@@ -279,7 +279,10 @@ pub fn load(file: SourceFile, opts: &LoadOptions<'_>) -> Result<Spec, SpecErrors
             expansions: secrets,
         })
     } else {
-        Err(SpecErrors::new(&file, errors))
+        // Messages may quote an expanded value (a name from `${VAR}` that is
+        // not a valid name): they name the reference instead.
+        Err(SpecErrors::new(&file, errors)
+            .redacted(&crate::redact::Redactor::referencing(&secrets)))
     }
 }
 

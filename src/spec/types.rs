@@ -123,6 +123,9 @@ pub struct PlacementSpec {
     /// What may be removed once the target is verified.
     #[serde(default)]
     pub cleanup: Cleanup,
+    /// Objects that Helm, Argo CD or Flux keep in sync with a repository.
+    #[serde(default, skip_serializing_if = "GitOps::is_empty")]
+    pub gitops: GitOps,
     /// Per-environment overrides (`--env NAME`), merged over this spec: mappings
     /// merge key by key, anything else replaces, `null` removes. Choosing a
     /// different kind of `source` or `target` replaces that section.
@@ -673,6 +676,52 @@ pub struct Cleanup {
     /// protection is lifted first). Off: the instance is kept and reported.
     #[serde(default)]
     pub rds_instance_on_rollback: bool,
+}
+
+/// What the spec acknowledges about objects managed by GitOps tools.
+///
+/// A plan that deletes, replaces or changes an object a tool keeps in sync
+/// warns on that step (`pgplan::gitops::*`), because the tool's next sync
+/// would undo it (recreate the old Deployment beside the StatefulSet).
+/// Apply refuses such a plan until the tool is listed here, which says the
+/// chart or repository has been changed to match.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitOps {
+    /// Tools whose objects this placement may delete, replace or change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledge: Vec<GitOpsTool>,
+}
+
+impl GitOps {
+    pub fn is_empty(&self) -> bool {
+        self.acknowledge.is_empty()
+    }
+    pub fn acknowledges(&self, tool: GitOpsTool) -> bool {
+        self.acknowledge.contains(&tool)
+    }
+}
+
+/// A tool that keeps Kubernetes objects in sync with a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GitOpsTool {
+    /// Helm (`meta.helm.sh/release-name`, `app.kubernetes.io/managed-by: Helm`).
+    Helm,
+    /// Argo CD (`argocd.argoproj.io/*` tracking annotations and labels).
+    Argocd,
+    /// Flux (`kustomize.toolkit.fluxcd.io/*`, `helm.toolkit.fluxcd.io/*` labels).
+    Flux,
+}
+
+impl GitOpsTool {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitOpsTool::Helm => "helm",
+            GitOpsTool::Argocd => "argocd",
+            GitOpsTool::Flux => "flux",
+        }
+    }
 }
 
 fn default_namespace() -> String {

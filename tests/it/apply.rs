@@ -1020,3 +1020,179 @@ fn apply_without_a_terminal_asks_for_auto_approve_and_changes_nothing() {
     assert!(json_of(&cluster, "deployments", hc::DEPLOYMENT).is_some());
     assert!(json_of(&cluster, "statefulsets", "postgres").is_none());
 }
+
+/// Merge-patch an object's metadata through the API, as `kubectl label`
+/// and `kubectl annotate` would (the pod template is left alone, so no
+/// rollout starts).
+fn patch_metadata(cluster: &SimCluster, kind: &str, name: &str, metadata: Value) {
+    use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+    use kube::api::{Api, Patch, PatchParams};
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let client = cluster.client().await;
+        let patch = Patch::Merge(json!({ "metadata": metadata }));
+        let pp = PatchParams::default();
+        match kind {
+            "Deployment" => {
+                let api: Api<Deployment> = Api::namespaced(client, hc::NAMESPACE);
+                api.patch(name, &pp, &patch).await.map(drop)
+            }
+            _ => {
+                let api: Api<Service> = Api::namespaced(client, hc::NAMESPACE);
+                api.patch(name, &pp, &patch).await.map(drop)
+            }
+        }
+        .expect("patch metadata");
+    });
+}
+
+/// Issue 14, items 4 and 10, end to end: the postgres Deployment is
+/// labelled as teams label theirs and was installed by Helm. apply refuses
+/// and changes nothing until the spec acknowledges Helm; then the move
+/// runs, and the StatefulSet and the replaced Service carry the source's
+/// labels and annotations (not Helm's), and the Service its selector.
+#[test]
+fn a_helm_installed_labelled_source_is_refused_until_acknowledged_then_keeps_its_labels() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let before = patients(&cluster);
+    patch_metadata(
+        &cluster,
+        "Deployment",
+        hc::DEPLOYMENT,
+        json!({
+            "labels": {
+                "app.kubernetes.io/name": "postgres",
+                "app.kubernetes.io/component": "database",
+                "app.kubernetes.io/part-of": "healthcare",
+                "app.kubernetes.io/managed-by": "Helm",
+                "app.kubernetes.io/instance": "clinic",
+                "team": "clinical-data",
+            },
+            "annotations": {
+                "meta.helm.sh/release-name": "clinic",
+                "meta.helm.sh/release-namespace": "default",
+                "owner": "clinical-data@example.com",
+            },
+        }),
+    );
+    patch_metadata(
+        &cluster,
+        "Service",
+        hc::SERVICE,
+        json!({
+            "labels": {"app.kubernetes.io/name": "postgres", "team": "clinical-data"},
+            "annotations": {"prometheus.io/scrape": "true"},
+        }),
+    );
+
+    let out = apply(&cluster, state.path(), &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pgplan::apply::gitops_unacknowledged"),
+        "{err}"
+    );
+    assert!(
+        err.contains("#5 k8s/default/Deployment/postgres [pgplan::gitops::helm_managed]"),
+        "{err}"
+    );
+    assert!(err.contains("Helm release `clinic`"), "{err}");
+    assert!(err.contains("spec.gitops.acknowledge"), "{err}");
+    assert!(json_of(&cluster, "deployments", hc::DEPLOYMENT).is_some());
+    assert!(json_of(&cluster, "statefulsets", "postgres").is_none());
+    assert!(cluster
+        .get_json("leases", hc::NAMESPACE, "pgplan-healthcare")
+        .is_none());
+
+    // What to put in the chart.
+    let export = state.path().join("manifests");
+    let out = pgplan_in(
+        &cluster,
+        state.path(),
+        &[
+            "plan",
+            "-f",
+            &spec(),
+            "--export-manifests",
+            export.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let plan_text = ok(&out);
+    assert!(
+        plan_text.contains("⚠ warning[pgplan::gitops::helm_managed]"),
+        "{plan_text}"
+    );
+    let sts_file = std::fs::read_to_string(export.join("statefulset-default-postgres.yaml"))
+        .expect("the StatefulSet's manifest");
+    assert!(sts_file.contains("team: clinical-data"), "{sts_file}");
+    assert!(!sts_file.contains("meta.helm.sh"), "{sts_file}");
+    let index = std::fs::read_to_string(export.join("pgplan-export.txt")).unwrap();
+    assert!(
+        index.contains("Remove:\n  Deployment default/postgres\n"),
+        "{index}"
+    );
+    assert!(
+        index.contains("service-default-postgres.yaml  (replace Service default/postgres)"),
+        "{index}"
+    );
+
+    // Acknowledged: the move runs.
+    let acknowledged = state.path().join("pgplan-helm.yaml");
+    let text_spec = std::fs::read_to_string(spec()).unwrap();
+    let changed = text_spec.replace(
+        "  cleanup:\n",
+        "  gitops:\n    acknowledge: [helm]\n  cleanup:\n",
+    );
+    assert_ne!(changed, text_spec);
+    std::fs::write(&acknowledged, changed).unwrap();
+    ok(&apply_spec(
+        &cluster,
+        state.path(),
+        acknowledged.to_str().unwrap(),
+        &[],
+    ));
+    assert_moved(&cluster);
+    assert_eq!(patients(&cluster), before);
+
+    let sts = json_of(&cluster, "statefulsets", "postgres").unwrap();
+    let labels = &sts["metadata"]["labels"];
+    for (k, v) in [
+        ("app", "postgres"),
+        ("app.kubernetes.io/name", "postgres"),
+        ("app.kubernetes.io/component", "database"),
+        ("app.kubernetes.io/part-of", "healthcare"),
+        ("team", "clinical-data"),
+        ("app.kubernetes.io/managed-by", "pgplan"),
+        ("pgplan.dev/placement", "healthcare"),
+    ] {
+        assert_eq!(labels[k], v, "StatefulSet label {k}: {labels}");
+    }
+    assert!(
+        labels.get("app.kubernetes.io/instance").is_none(),
+        "{labels}"
+    );
+    let annotations = &sts["metadata"]["annotations"];
+    assert_eq!(annotations["owner"], "clinical-data@example.com");
+    assert!(
+        annotations.get("meta.helm.sh/release-name").is_none(),
+        "{annotations}"
+    );
+    assert_eq!(
+        sts["spec"]["selector"],
+        json!({"matchLabels": {"app": "postgres"}})
+    );
+
+    let svc = json_of(&cluster, "services", hc::SERVICE).unwrap();
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(svc["spec"]["selector"], json!({"app": "postgres"}));
+    assert_eq!(svc["metadata"]["labels"]["team"], "clinical-data");
+    assert_eq!(
+        svc["metadata"]["labels"]["app.kubernetes.io/name"],
+        "postgres"
+    );
+    assert_eq!(
+        svc["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+}

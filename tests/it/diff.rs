@@ -831,3 +831,347 @@ fn a_plan_without_the_password_variable_is_deterministic_and_says_when_it_compar
     };
     assert_eq!(fingerprint, "resolved at apply");
 }
+
+// ---------------------------------------------------------------------------
+// Labels, selectors and objects other tools keep in sync (issue 14, items 4,
+// 10 and 19).
+
+/// The live object of a kind and name in the observed state.
+fn live_object<'o>(o: &'o mut Observed, kind: &str, name: &str) -> &'o mut Value {
+    o.kubernetes
+        .objects
+        .iter_mut()
+        .find(|m| m["kind"] == kind && m["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind} {name} in the live state"))
+}
+
+/// The healthcare example's live state with a source labelled as teams
+/// label theirs: recommended `app.kubernetes.io/*` labels, a team label and
+/// an annotation, plus what the server and kubectl set; the pods carry more
+/// labels than the Deployment selects on.
+fn labelled_healthcare() -> (Spec, Observed) {
+    let (spec, mut live) = example("healthcare", None);
+    let dep = live_object(&mut live, "Deployment", "postgres");
+    dep["metadata"]["labels"] = json!({
+        "app": "postgres",
+        "app.kubernetes.io/name": "postgres",
+        "app.kubernetes.io/component": "database",
+        "app.kubernetes.io/part-of": "healthcare",
+        "team": "clinical-data",
+    });
+    dep["metadata"]["annotations"] = json!({
+        "owner": "clinical-data@example.com",
+        "deployment.kubernetes.io/revision": "3",
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Deployment\"}",
+    });
+    dep["spec"]["template"]["metadata"]["labels"] = json!({
+        "app": "postgres",
+        "app.kubernetes.io/name": "postgres",
+        "team": "clinical-data",
+    });
+    let svc = live_object(&mut live, "Service", "postgres");
+    svc["metadata"]["labels"] = json!({
+        "app": "postgres",
+        "app.kubernetes.io/name": "postgres",
+        "team": "clinical-data",
+    });
+    svc["metadata"]["annotations"] = json!({"prometheus.io/scrape": "true"});
+    (spec, live)
+}
+
+fn text_of(plan: &Plan) -> String {
+    pgplan::render::render(
+        plan,
+        pgplan::render::Format::Text,
+        &pgplan::redact::Redactor::default(),
+        &Default::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_statefulset_and_service_keep_the_sources_labels_and_selectors() {
+    let (spec, live) = labelled_healthcare();
+    let plan = plan_of(&spec, &live);
+    assert_safe(&plan);
+    let sts = plan
+        .step("k8s/default/StatefulSet/postgres")
+        .unwrap()
+        .after
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        sts["metadata"]["labels"],
+        json!({
+            "app": "postgres",
+            "app.kubernetes.io/name": "postgres",
+            "app.kubernetes.io/component": "database",
+            "app.kubernetes.io/part-of": "healthcare",
+            "team": "clinical-data",
+            "app.kubernetes.io/managed-by": "pgplan",
+            "pgplan.dev/placement": "healthcare",
+        })
+    );
+    assert_eq!(
+        sts["metadata"]["annotations"],
+        json!({"owner": "clinical-data@example.com"}),
+        "server-set and kubectl annotations are not carried"
+    );
+    // The Deployment's selector, not every label of its pods; the pods
+    // carry the source pods' labels.
+    assert_eq!(
+        sts["spec"]["selector"],
+        json!({"matchLabels": {"app": "postgres"}})
+    );
+    assert_eq!(
+        sts["spec"]["template"]["metadata"]["labels"],
+        json!({"app": "postgres", "app.kubernetes.io/name": "postgres", "team": "clinical-data"})
+    );
+
+    let step = plan.step("k8s/default/Service/postgres").unwrap();
+    assert_eq!(step.action, Action::Replace);
+    let svc = step.after.as_ref().unwrap();
+    assert_eq!(
+        svc["metadata"]["labels"],
+        json!({
+            "app": "postgres",
+            "app.kubernetes.io/name": "postgres",
+            "team": "clinical-data",
+            "app.kubernetes.io/managed-by": "pgplan",
+            "pgplan.dev/placement": "healthcare",
+        })
+    );
+    assert_eq!(
+        svc["metadata"]["annotations"],
+        json!({"prometheus.io/scrape": "true"})
+    );
+    assert_eq!(svc["spec"]["selector"], json!({"app": "postgres"}));
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+
+    // The diff of the Service shows what changes and only that: no label
+    // and no selector is removed, pgplan's two labels are added.
+    let text = text_of(&plan);
+    let at = text.find("-/+ #6  k8s/default/Service/postgres").unwrap();
+    let block = &text[at..at + text[at..].find("#7  k8s/default/StatefulSet").unwrap()];
+    // Each line is the window's gutter (`│ `) and the step's indent (8).
+    let changed: Vec<String> = block
+        .lines()
+        .map(|l| l.chars().skip(10).collect::<String>())
+        .filter(|l| l.starts_with("+ ") || l.starts_with("- "))
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "+     app.kubernetes.io/managed-by: pgplan",
+            "+     pgplan.dev/placement: healthcare",
+            "-   clusterIP: 10.96.146.248",
+            "-   clusterIPs:",
+            "-   - 10.96.146.248",
+            "-   internalTrafficPolicy: Cluster",
+            "-   ipFamilies:",
+            "-   - IPv4",
+            "-   ipFamilyPolicy: SingleStack",
+            "+   clusterIP: None",
+            "-   sessionAffinity: None",
+            "-   type: ClusterIP",
+        ],
+        "{block}"
+    );
+    assert!(
+        block.contains("      app.kubernetes.io/name: postgres\n"),
+        "{block}"
+    );
+    assert!(
+        block.contains("    prometheus.io/scrape: 'true'\n")
+            || block.contains("    prometheus.io/scrape: \"true\"\n"),
+        "{block}"
+    );
+
+    // Applied, it converges.
+    let after = simulate(live, &plan);
+    let again = plan_of(&spec, &after);
+    assert!(again.steps.is_empty(), "{:?}", addresses(&again));
+}
+
+#[test]
+fn plan_prose_names_the_real_statefulset_and_service() {
+    let (s, l) = example_files("healthcare");
+    let s = s.replace(
+        "        name: postgres\n        serviceName: postgres\n",
+        "        name: pg\n        serviceName: postgres\n",
+    );
+    let spec = load_spec(&s, None);
+    let live = observed::load_snapshot("live.yaml", l.as_bytes()).unwrap();
+    let plan = plan_of(&spec, &live);
+    let svc = plan.step("k8s/default/Service/postgres").unwrap();
+    assert!(svc.reason.contains("(pg-0.postgres)"), "{}", svc.reason);
+    let text = text_of(&plan);
+    assert!(!text.contains("postgres-0.postgres"), "{text}");
+}
+
+/// The healthcare source as Helm installs it.
+fn helm_healthcare(acknowledge: bool) -> (Spec, Observed, String) {
+    let (s, l) = example_files("healthcare");
+    let s = if acknowledge {
+        s.replace(
+            "  cleanup:\n",
+            "  gitops:\n    acknowledge: [helm]\n  cleanup:\n",
+        )
+    } else {
+        s
+    };
+    let spec = load_spec(&s, None);
+    let mut live = observed::load_snapshot("live.yaml", l.as_bytes()).unwrap();
+    let dep = live_object(&mut live, "Deployment", "postgres");
+    dep["metadata"]["labels"] = json!({
+        "app": "postgres",
+        "app.kubernetes.io/managed-by": "Helm",
+        "app.kubernetes.io/instance": "clinic",
+        "helm.sh/chart": "postgres-1.2.0",
+        "team": "clinical-data",
+    });
+    dep["metadata"]["annotations"] = json!({
+        "meta.helm.sh/release-name": "clinic",
+        "meta.helm.sh/release-namespace": "default",
+    });
+    (spec, live, s)
+}
+
+#[test]
+fn a_helm_managed_source_is_flagged_on_its_step_in_every_rendering() {
+    let (spec, live, _) = helm_healthcare(false);
+    let plan = plan_of(&spec, &live);
+    let del = plan.step("k8s/default/Deployment/postgres").unwrap();
+    assert_eq!(del.warnings.len(), 1, "{:?}", del.warnings);
+    let w = &del.warnings[0];
+    assert_eq!(w.code, pgplan::plan::WarningCode::HelmManaged);
+    assert!(w.blocks_apply);
+    assert!(
+        w.message
+            .contains("Deployment default/postgres is managed by Helm release `clinic`"),
+        "{}",
+        w.message
+    );
+    assert!(w.message.contains("recreates it"), "{}", w.message);
+    assert!(
+        w.help.contains("pgplan plan --export-manifests DIR"),
+        "{}",
+        w.help
+    );
+    assert!(w.help.contains("spec.gitops.acknowledge"), "{}", w.help);
+    // Only the Helm-managed object's step warns.
+    let warned: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| !s.warnings.is_empty())
+        .map(|s| s.address.as_str())
+        .collect();
+    assert_eq!(warned, ["k8s/default/Deployment/postgres"]);
+    assert_eq!(plan.blocking_warnings().len(), 1);
+
+    // The StatefulSet takes the team label, not Helm's tracking.
+    let sts = plan
+        .step("k8s/default/StatefulSet/postgres")
+        .unwrap()
+        .after
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        sts["metadata"]["labels"],
+        json!({"app": "postgres", "team": "clinical-data",
+               "app.kubernetes.io/managed-by": "pgplan", "pgplan.dev/placement": "healthcare"})
+    );
+    assert!(sts["metadata"].get("annotations").is_none());
+
+    let r = pgplan::redact::Redactor::default();
+    let render = |f| pgplan::render::render(&plan, f, &r, &Default::default()).unwrap();
+    let text = render(pgplan::render::Format::Text);
+    assert!(
+        text.contains("⚠ warning[pgplan::gitops::helm_managed]: Deployment default/postgres is managed by Helm release `clinic`"),
+        "{text}"
+    );
+    assert!(text.contains("help: change the chart"), "{text}");
+    assert!(
+        text.contains("Warning: apply will refuse this plan: step #5 has a warning"),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&render(pgplan::render::Format::Json)).unwrap();
+    let step = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == "k8s/default/Deployment/postgres")
+        .unwrap();
+    assert_eq!(step["warnings"][0]["code"], "pgplan::gitops::helm_managed");
+    assert_eq!(step["warnings"][0]["blocks_apply"], true);
+    let others = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.get("warnings").is_some())
+        .count();
+    assert_eq!(others, 1, "steps without warnings have no key");
+    let md = render(pgplan::render::Format::Markdown);
+    assert!(
+        md.contains("> - `#5` `pgplan::gitops::helm_managed` Deployment default/postgres is managed by Helm release `clinic`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("⚠️ **Warning** `pgplan::gitops::helm_managed`"),
+        "{md}"
+    );
+
+    // Acknowledged: still said, no longer blocking.
+    let (spec, live, _) = helm_healthcare(true);
+    let plan = plan_of(&spec, &live);
+    let w = &plan
+        .step("k8s/default/Deployment/postgres")
+        .unwrap()
+        .warnings[0];
+    assert!(!w.blocks_apply);
+    assert!(
+        w.message.contains("acknowledged in spec.gitops: `helm`"),
+        "{}",
+        w.message
+    );
+    assert!(plan.blocking_warnings().is_empty());
+    assert!(!text_of(&plan).contains("apply will refuse"));
+}
+
+#[test]
+fn argo_cd_and_flux_tracking_is_recognised_on_the_replaced_service() {
+    for (key, value, code) in [
+        (
+            "argocd.argoproj.io/tracking-id",
+            "clinic:/Service:default/postgres",
+            "pgplan::gitops::argocd_managed",
+        ),
+        (
+            "kustomize.toolkit.fluxcd.io/name",
+            "apps",
+            "pgplan::gitops::flux_managed",
+        ),
+    ] {
+        let (spec, mut live) = example("healthcare", None);
+        let svc = live_object(&mut live, "Service", "postgres");
+        if key.starts_with("argocd") {
+            svc["metadata"]["annotations"] = json!({key: value});
+        } else {
+            svc["metadata"]["labels"][key] = json!(value);
+        }
+        svc["metadata"]["labels"]["app.kubernetes.io/instance"] = json!("clinic");
+        let plan = plan_of(&spec, &live);
+        let step = plan.step("k8s/default/Service/postgres").unwrap();
+        let codes: Vec<&str> = step.warnings.iter().map(|w| w.code.as_str()).collect();
+        assert_eq!(codes, [code]);
+        assert!(step.warnings[0]
+            .message
+            .contains("puts its old version back"));
+        // The new Service keeps none of the tool's tracking keys.
+        let after = step.after.as_ref().unwrap().to_string();
+        assert!(
+            !after.contains(key) && !after.contains("app.kubernetes.io/instance"),
+            "{after}"
+        );
+    }
+}

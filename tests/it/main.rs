@@ -12,6 +12,7 @@ mod diff;
 mod exec;
 mod observe;
 mod pgtools;
+mod redaction;
 mod render;
 mod saved_plan;
 mod safety;

@@ -863,6 +863,7 @@ fn synthetic_plan(n: usize, risky: usize) -> Plan {
             before,
             after: Some(manifest(1)),
             operation,
+            warnings: Vec::new(),
         });
     }
     Plan {
