@@ -34,6 +34,12 @@ pub fn defaults(kind: &Kind, o: &mut Value, old: Option<&Value>, store: &Store) 
             }
             pod_spec_defaults(o.pointer_mut("/spec/template/spec"));
         }
+        "ReplicaSet" => {
+            obj::map_at(o, &["spec"])
+                .entry("replicas")
+                .or_insert(json!(1));
+            pod_spec_defaults(o.pointer_mut("/spec/template/spec"));
+        }
         "StatefulSet" => {
             let spec = obj::map_at(o, &["spec"]);
             spec.entry("replicas").or_insert(json!(1));
@@ -234,7 +240,7 @@ pub fn validate(
                 pod_update(o, old, &mut causes);
             }
         }
-        "Deployment" => {
+        "Deployment" | "ReplicaSet" => {
             validate_workload(o, &mut causes, &["Always"]);
             if let Some(old) = old {
                 immutable(o, old, "/spec/selector", "spec.selector", &mut causes);

@@ -37,6 +37,9 @@ pub struct ApiState {
     pub kubelet: Arc<Kubelet>,
     pub token: String,
     pub server_addr: String,
+    /// API groups not served (their CRDs are not installed): requests under them get the plain
+    /// `404 page not found` of a real server's fallback handler.
+    pub absent_api_groups: Vec<String>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -53,6 +56,8 @@ enum Route {
         sub: Option<String>,
     },
     NotFound,
+    /// A path no API serves: Go's `http.NotFound`, plain text, as a real server answers.
+    PageNotFound,
 }
 
 fn version_info() -> Value {
@@ -98,13 +103,14 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
     }
 }
 
-fn parse_route(path: &str, addr: &str) -> Route {
+fn parse_route(path: &str, addr: &str, absent: &[String]) -> Route {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let json_or_404 = |v: Option<Value>| v.map(Route::Json).unwrap_or(Route::NotFound);
     match segs.as_slice() {
+        ["apis", g, ..] if absent.iter().any(|a| a == g) => Route::PageNotFound,
         ["api"] => Route::Json(kinds::core_versions(addr)),
         ["api", "v1"] => json_or_404(kinds::resource_list("", "v1")),
-        ["apis"] => Route::Json(kinds::group_list()),
+        ["apis"] => Route::Json(kinds::group_list(absent)),
         ["apis", g] => json_or_404(kinds::group(g)),
         ["apis", g, v] => json_or_404(kinds::resource_list(g, v)),
         ["version"] => Route::Json(version_info()),
@@ -185,7 +191,7 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
             .map(|q| q.0)
             .unwrap_or_default(),
     );
-    let route = parse_route(parts.uri.path(), &st.server_addr);
+    let route = parse_route(parts.uri.path(), &st.server_addr, &st.absent_api_groups);
     let (verb, resource, ns, name) = match &route {
         Route::Resource {
             kind,
@@ -224,6 +230,15 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
             (Some(e), _) => error_response(&e),
             (None, Route::Json(v)) => json_response(200, &v),
             (None, Route::Text(t)) => (StatusCode::OK, t).into_response(),
+            (None, Route::PageNotFound) => (
+                StatusCode::NOT_FOUND,
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                "404 page not found\n",
+            )
+                .into_response(),
             (None, Route::NotFound) => error_response(&ApiError::new(
                 404,
                 "NotFound",

@@ -55,6 +55,18 @@ pub struct SimOptions {
     pub scenario: Option<Scenario>,
     /// How long to wait for a scenario's pods.
     pub ready_timeout: Duration,
+    /// API groups of custom resources whose CRDs are not installed (from [`kinds::CRD_GROUPS`]:
+    /// `snapshot.storage.k8s.io`, `rhdh.redhat.com`): discovery leaves them out and every path
+    /// under them answers a plain-text `404 page not found`, as a real server does. A scenario's
+    /// objects of those kinds are not created (and owner references to them are dropped).
+    pub absent_api_groups: Vec<String>,
+    /// Whether a snapshot controller runs. Without one (the CRDs installed, the controller not)
+    /// VolumeSnapshots are stored and nothing ever sets their status.
+    pub snapshot_controller: bool,
+    /// StorageClasses whose volume expansions never finish: the controller side grows the PV and
+    /// the claim gets the `FileSystemResizePending` condition, but its `status.capacity` stays,
+    /// as when the file system resize needs a pod restart the kubelet never gets.
+    pub stalled_resize_classes: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -63,6 +75,9 @@ impl Default for SimOptions {
             nodes: vec!["node1".into(), "node2".into()],
             scenario: None,
             ready_timeout: Duration::from_secs(90),
+            absent_api_groups: Vec::new(),
+            snapshot_controller: true,
+            stalled_resize_classes: Vec::new(),
         }
     }
 }
@@ -79,6 +94,7 @@ pub struct SimCluster {
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     scenario: Option<Scenario>,
+    absent_api_groups: Vec<String>,
     // Last: removed after the thread (and every postgres) is gone.
     dir: Scratch,
 }
@@ -102,6 +118,16 @@ impl SimCluster {
     }
 
     pub fn start_with(opts: SimOptions) -> Result<SimCluster, String> {
+        if let Some(g) = opts
+            .absent_api_groups
+            .iter()
+            .find(|g| !kinds::CRD_GROUPS.contains(&g.as_str()))
+        {
+            return Err(format!(
+                "`{g}` is not a custom resource group; only {:?} can be left out",
+                kinds::CRD_GROUPS
+            ));
+        }
         let dir = Scratch::new("sim").map_err(|e| e.to_string())?;
         let store = Store::new();
         let log = Arc::new(RequestLog::default());
@@ -148,9 +174,16 @@ impl SimCluster {
                 kubelet.clone(),
                 shutdown.clone(),
             );
+            let served = Served {
+                absent_api_groups: opts.absent_api_groups.clone(),
+                controllers: controllers::Options {
+                    snapshot_controller: opts.snapshot_controller,
+                    stalled_resize_classes: opts.stalled_resize_classes.clone(),
+                },
+            };
             std::thread::Builder::new()
                 .name("simcluster".into())
-                .spawn(move || serve(store, log, faults, kubelet, shutdown, ready_tx))
+                .spawn(move || serve(store, log, faults, kubelet, served, shutdown, ready_tx))
                 .map_err(|e| e.to_string())?
         };
         let addr = ready_rx
@@ -168,12 +201,18 @@ impl SimCluster {
             shutdown,
             thread: Some(thread),
             scenario: opts.scenario,
+            absent_api_groups: opts.absent_api_groups,
             dir,
         };
         if let Some(s) = opts.scenario {
             cluster.load_scenario(s, opts.ready_timeout)?;
         }
         Ok(cluster)
+    }
+
+    /// Whether the cluster serves `kind` (its CRD is installed, or it is built in).
+    pub fn serves(&self, kind: &Kind) -> bool {
+        !self.absent_api_groups.iter().any(|g| g == kind.group)
     }
 
     fn load_scenario(&self, s: Scenario, timeout: Duration) -> Result<(), String> {
@@ -183,6 +222,22 @@ impl SimCluster {
                 obj::str_at(&o, "/kind").unwrap_or(""),
             )
             .ok_or("scenario object of an unserved kind")?;
+            if !self.serves(kind) {
+                continue;
+            }
+            // Objects an absent operator would have owned are kept, without the owner.
+            if let Some(Value::Array(refs)) = o.pointer_mut("/metadata/ownerReferences") {
+                refs.retain(|r| {
+                    kinds::by_kind(
+                        obj::str_at(r, "/apiVersion").unwrap_or(""),
+                        obj::str_at(r, "/kind").unwrap_or(""),
+                    )
+                    .is_some_and(|k| self.serves(k))
+                });
+                if refs.is_empty() {
+                    obj::map_at(&mut o, &["metadata"]).remove("ownerReferences");
+                }
+            }
             let ns = if kind.namespaced {
                 obj::namespace(&o).to_string()
             } else {
@@ -392,6 +447,7 @@ impl SimCluster {
             obj::str_at(&o, "/apiVersion").unwrap_or(""),
             obj::str_at(&o, "/kind").unwrap_or(""),
         )
+        .filter(|k| self.serves(k))
         .ok_or_else(|| ApiError::bad_request("unserved kind"))?;
         let ns = if kind.namespaced {
             match obj::namespace(&o) {
@@ -550,11 +606,18 @@ fn kubeconfig_yaml(addr: SocketAddr) -> String {
     )
 }
 
+/// What the cluster serves and runs, beyond the defaults.
+struct Served {
+    absent_api_groups: Vec<String>,
+    controllers: controllers::Options,
+}
+
 fn serve(
     store: Store,
     log: Arc<RequestLog>,
     faults: Arc<FaultState>,
     kubelet: Arc<Kubelet>,
+    served: Served,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 ) {
@@ -592,11 +655,13 @@ fn serve(
             kubelet: kubelet.clone(),
             token: TOKEN.into(),
             server_addr: addr.to_string(),
+            absent_api_groups: served.absent_api_groups,
         });
         let ctl = Arc::new(controllers::Controllers::new(
             store,
             kubelet.clone(),
             faults,
+            served.controllers,
         ));
         let ctl_task = tokio::spawn(ctl.run(shutdown.clone()));
         let server = axum::serve(listener, api::router(state));
