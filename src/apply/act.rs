@@ -322,7 +322,58 @@ async fn scale(
             }
         }
     }
+    if purpose == ScalePurpose::Resume {
+        forget_quiesce_on_replica_sets(c, object).await?;
+    }
     Ok(json!({"replicasBefore": current}))
+}
+
+/// The Deployment controller copies a Deployment's annotations onto its
+/// ReplicaSet and never removes them (`SetNewReplicaSetAnnotations`), so
+/// [`QUIESCED_ANNOTATION`], once taken off a Deployment, is taken off the
+/// ReplicaSets it owns too: no copy outlives the apply, and `kubectl rollout
+/// undo`, which copies a ReplicaSet's annotations back onto the Deployment,
+/// cannot bring it back. Called once the Deployment is ready at its count
+/// again, i.e. once its controller has seen the Deployment without the
+/// annotation and will not copy it again.
+pub(super) async fn forget_quiesce_on_replica_sets(
+    c: &Cluster,
+    deployment: &ObjectRef,
+) -> Result<(), StepError> {
+    if deployment.kind != "Deployment" {
+        return Ok(());
+    }
+    let Some(live) = c.get(deployment).await? else {
+        return Ok(());
+    };
+    let uid = str_at(&live, &["metadata", "uid"]).unwrap_or_default();
+    let sel = selector_of(&live);
+    let sets = c
+        .list(
+            "apps/v1",
+            "ReplicaSet",
+            &deployment.namespace,
+            (!sel.is_empty()).then_some(sel.as_str()),
+        )
+        .await?;
+    let clear = json!({"metadata": {"annotations": {QUIESCED_ANNOTATION: null}}});
+    for rs in sets {
+        let owned = at(&rs, &["metadata", "ownerReferences"])
+            .and_then(Value::as_array)
+            .is_some_and(|refs| refs.iter().any(|r| str_at(r, &["uid"]) == Some(uid)));
+        let marked = at(&rs, &["metadata", "annotations", QUIESCED_ANNOTATION]).is_some();
+        if !(owned && marked) {
+            continue;
+        }
+        let Some(r) = ObjectRef::of(&rs) else {
+            continue;
+        };
+        match c.merge_patch(&r, &clear, Write::Apply).await {
+            Ok(_) | Err(ClusterError::Rejected { code: 404, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 async fn self_heal(

@@ -53,6 +53,7 @@ pub(super) async fn undo(
             if field.is_none() {
                 act::wait_ready(c, object, &json!({"spec": {"replicas": from}})).await?;
             }
+            act::forget_quiesce_on_replica_sets(c, object).await?;
             Ok(Undo::Undone(format!(
                 "{} back at {from} replicas",
                 object.display()

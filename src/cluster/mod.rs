@@ -120,6 +120,7 @@ const BUILTIN: &[(&str, &str, &str, bool)] = &[
     ),
     ("storage.k8s.io/v1", "StorageClass", "storageclasses", false),
     ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "ReplicaSet", "replicasets", true),
     ("apps/v1", "StatefulSet", "statefulsets", true),
     ("batch/v1", "Job", "jobs", true),
     ("batch/v1", "CronJob", "cronjobs", true),

@@ -106,8 +106,9 @@ fn replica_set_annotations(
         .into_iter()
         .filter(|r| {
             r.metadata.owner_references.as_ref().is_some_and(|o| {
-                o.iter()
-                    .any(|o| o.kind == "Deployment" && o.name == deploy && o.controller == Some(true))
+                o.iter().any(|o| {
+                    o.kind == "Deployment" && o.name == deploy && o.controller == Some(true)
+                })
             })
         })
         .map(|r| {
@@ -153,22 +154,40 @@ async fn deployments_run_their_pods_through_replica_sets_that_keep_copied_annota
     assert_eq!(rs.status.as_ref().unwrap().ready_replicas, Some(2));
     for p in c.list::<Pod>(Some("default")) {
         let owners = p.metadata.owner_references.unwrap();
-        assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("ReplicaSet", rs_name.as_str()));
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].name.as_str()),
+            ("ReplicaSet", rs_name.as_str())
+        );
         assert!(p.metadata.name.unwrap().starts_with(&format!("{rs_name}-")));
     }
     let ann = &replica_set_annotations(&c, "web")[&rs_name];
     assert_eq!(ann.get("team").map(String::as_str), Some("db"));
-    assert_eq!(ann.get("deployment.kubernetes.io/revision").map(String::as_str), Some("1"));
-    assert_eq!(ann.get("deployment.kubernetes.io/desired-replicas").map(String::as_str), Some("2"));
+    assert_eq!(
+        ann.get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        ann.get("deployment.kubernetes.io/desired-replicas")
+            .map(String::as_str),
+        Some("2")
+    );
     assert!(
         !ann.contains_key("kubectl.kubernetes.io/last-applied-configuration"),
         "skipCopyAnnotation: not copied"
     );
-    let revision = deploys.get("web").await.unwrap().metadata.annotations.unwrap();
+    let revision = deploys
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
     assert_eq!(revision["deployment.kubernetes.io/revision"], "1");
 
     // An annotation added to the Deployment reaches the ReplicaSet; removed, it stays there.
-    let add = json!({"metadata": {"annotations": {"example.com/paused": "3"}}, "spec": {"replicas": 0}});
+    let add =
+        json!({"metadata": {"annotations": {"example.com/paused": "3"}}, "spec": {"replicas": 0}});
     deploys
         .patch("web", &PatchParams::default(), &Patch::Merge(&add))
         .await
@@ -177,7 +196,8 @@ async fn deployments_run_their_pods_through_replica_sets_that_keep_copied_annota
         replica_set_annotations(c, "web")[&rs_name].contains_key("example.com/paused")
     })
     .await;
-    let remove = json!({"metadata": {"annotations": {"example.com/paused": null}}, "spec": {"replicas": 2}});
+    let remove =
+        json!({"metadata": {"annotations": {"example.com/paused": null}}, "spec": {"replicas": 2}});
     deploys
         .patch("web", &PatchParams::default(), &Patch::Merge(&remove))
         .await
@@ -204,7 +224,11 @@ async fn deployments_run_their_pods_through_replica_sets_that_keep_copied_annota
         let sets = c.list::<ReplicaSet>(Some("default"));
         sets.len() == 2
             && sets.iter().all(|r| {
-                let want = if r.metadata.name.as_deref() == Some(rs_name.as_str()) { 0 } else { 2 };
+                let want = if r.metadata.name.as_deref() == Some(rs_name.as_str()) {
+                    0
+                } else {
+                    2
+                };
                 r.spec.as_ref().and_then(|s| s.replicas) == Some(want)
                     && r.status.as_ref().map(|s| s.replicas) == Some(want)
             })
@@ -213,11 +237,21 @@ async fn deployments_run_their_pods_through_replica_sets_that_keep_copied_annota
     let anns = replica_set_annotations(&c, "web");
     let (new_name, new_ann) = anns.iter().find(|(n, _)| **n != rs_name).unwrap();
     assert_eq!(new_ann["deployment.kubernetes.io/revision"], "2");
-    assert!(!new_ann.contains_key("example.com/paused"), "removed before the new ReplicaSet was made");
+    assert!(
+        !new_ann.contains_key("example.com/paused"),
+        "removed before the new ReplicaSet was made"
+    );
     let d = deploys.get("web").await.unwrap();
-    assert_eq!(d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(
+        d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"],
+        "2"
+    );
     for p in c.list::<Pod>(Some("default")) {
-        assert!(p.metadata.name.unwrap().starts_with(&format!("{new_name}-")));
+        assert!(p
+            .metadata
+            .name
+            .unwrap()
+            .starts_with(&format!("{new_name}-")));
     }
 }
 
@@ -404,15 +438,34 @@ async fn deletion_propagation_background_foreground_and_orphan() {
     let sets = c.list::<ReplicaSet>(Some("default"));
     let rs = sets
         .iter()
-        .find(|r| r.metadata.name.as_deref().unwrap_or("").starts_with("orphaned-"))
+        .find(|r| {
+            r.metadata
+                .name
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("orphaned-")
+        })
         .expect("the orphaned Deployment's ReplicaSet stays");
-    assert!(rs.metadata.owner_references.clone().unwrap_or_default().is_empty());
+    assert!(rs
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()
+        .is_empty());
     let pod = c.get::<Pod>("default", &orphans[0]).unwrap();
     let owners = pod.metadata.owner_references.unwrap_or_default();
     assert_eq!(owners.len(), 1);
-    assert_eq!((owners[0].kind.as_str(), Some(&owners[0].name)), ("ReplicaSet", rs.metadata.name.as_ref()));
+    assert_eq!(
+        (owners[0].kind.as_str(), Some(&owners[0].name)),
+        ("ReplicaSet", rs.metadata.name.as_ref())
+    );
     assert!(
-        !sets.iter().any(|r| r.metadata.name.as_deref().unwrap_or("").starts_with("foreground-")),
+        !sets.iter().any(|r| r
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("foreground-")),
         "the foreground owner's ReplicaSet went before it"
     );
 }

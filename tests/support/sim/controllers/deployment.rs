@@ -48,9 +48,12 @@ fn copy_annotations(d: &Value, rs: &mut Value) {
 }
 
 fn revision(o: &Value) -> i64 {
-    obj::str_at(o, &format!("/metadata/annotations/{}", REVISION.replace('/', "~1")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    obj::str_at(
+        o,
+        &format!("/metadata/annotations/{}", REVISION.replace('/', "~1")),
+    )
+    .and_then(|v| v.parse().ok())
+    .unwrap_or(0)
 }
 
 fn rs_replicas(rs: &Value) -> i64 {
@@ -217,10 +220,7 @@ pub fn reconcile(store: &Store) {
         put_count(
             &mut status,
             "unavailableReplicas",
-            all_pods
-                .len()
-                .max(replicas as usize)
-                .saturating_sub(ready),
+            all_pods.len().max(replicas as usize).saturating_sub(ready),
         );
         let now = obj::now();
         let available = ready as i64 >= replicas;

@@ -608,7 +608,11 @@ pub fn reconcile(ctl: &Controllers) {
                 obj::namespace(pvc),
                 obj::name(pvc),
                 |c| {
-                    obj::set(c, &["status", "allocatedResources", "storage"], size.clone());
+                    obj::set(
+                        c,
+                        &["status", "allocatedResources", "storage"],
+                        size.clone(),
+                    );
                     if stalled {
                         if !pending_before {
                             obj::set(
