@@ -72,9 +72,28 @@ pub struct Origin {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubeState {
+    /// The API group versions the cluster serves (`v1`, `apps/v1`,
+    /// `snapshot.storage.k8s.io/v1`, …), from discovery. `None` when not
+    /// known (a snapshot written before pgplan recorded them, or discovery
+    /// refused): nothing is then concluded from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_apis: Option<Vec<String>>,
     /// Manifests as the API server returned them (managedFields dropped).
     #[serde(default)]
     pub objects: Vec<Value>,
+}
+
+impl KubeState {
+    /// Whether the cluster serves `api_version` (`apps/v1`); `None` when
+    /// unknown. The core group (`v1`) is always served.
+    pub fn serves(&self, api_version: &str) -> Option<bool> {
+        if api_version == "v1" {
+            return Some(true);
+        }
+        self.served_apis
+            .as_ref()
+            .map(|s| s.iter().any(|a| a == api_version))
+    }
 }
 
 /// Identifies one Kubernetes object.

@@ -78,10 +78,10 @@ pub enum ClusterError {
         seconds: u64,
         state: String,
     },
-    #[error("kind `{kind}` ({api_version}) is not served by this cluster")]
+    #[error("{kind} ({api_version}) is not served by this cluster")]
     #[diagnostic(
         code(pgplan::cluster::unknown_kind),
-        help("is the operator that defines it installed?")
+        help("install its CustomResourceDefinition (with the controller or operator that acts on it); `kubectl api-resources` lists what the cluster serves")
     )]
     UnknownKind { api_version: String, kind: String },
     #[error("{what}: {message}")]
@@ -102,6 +102,9 @@ pub struct Cluster {
     pub context: String,
     pub server: String,
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+    /// The served API group versions, discovered once per run (`None`
+    /// inside: discovery was refused, so nothing is known).
+    served: tokio::sync::OnceCell<Option<Vec<String>>>,
 }
 
 /// Built-in kinds pgplan touches: (apiVersion, kind, plural, namespaced).
@@ -191,11 +194,38 @@ impl Cluster {
             context: context_name,
             server,
             resources: Mutex::new(HashMap::new()),
+            served: tokio::sync::OnceCell::new(),
         })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The API group versions the cluster serves (`v1`, `apps/v1`, …), as
+    /// kubectl discovers them: one `GET /apis` per run, cached. `None` when
+    /// the server refuses discovery (then nothing is concluded from it).
+    pub async fn served_apis(&self) -> Result<Option<Vec<String>>, ClusterError> {
+        self.served
+            .get_or_try_init(|| async {
+                match self.client.list_api_groups().await {
+                    Ok(list) => {
+                        let mut served: Vec<String> = list
+                            .groups
+                            .iter()
+                            .flat_map(|g| g.versions.iter().map(|v| v.group_version.clone()))
+                            .collect();
+                        served.push("v1".into());
+                        served.sort();
+                        served.dedup();
+                        Ok(Some(served))
+                    }
+                    Err(kube::Error::Api(_)) => Ok(None),
+                    Err(e) => Err(self.classify(e, "discover", "APIs", "", "the served APIs")),
+                }
+            })
+            .await
+            .cloned()
     }
 
     /// The API resource of a kind (built-in table, or discovery once per kind).
@@ -212,6 +242,19 @@ impl Cluster {
             .and_then(|m| m.get(&key).cloned())
         {
             return Ok(r);
+        }
+        // A kind whose API group the cluster does not serve (a CRD not
+        // installed) is said so, instead of the plain `404 page not found`
+        // the server would answer for its paths.
+        if api_version != "v1" {
+            if let Some(served) = self.served_apis().await? {
+                if !served.iter().any(|a| a == api_version) {
+                    return Err(ClusterError::UnknownKind {
+                        api_version: api_version.into(),
+                        kind: kind.into(),
+                    });
+                }
+            }
         }
         let found = match BUILTIN.iter().find(|b| b.0 == api_version && b.1 == kind) {
             Some(b) => (
@@ -301,8 +344,13 @@ impl Cluster {
     /// Read an object; `None` when it does not exist.
     pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>, ClusterError> {
         let (api, ar) = self.api(&r.api_version, &r.kind, &r.namespace).await?;
-        match api.get_opt(&r.name).await {
-            Ok(o) => Ok(o.map(|o| to_value(o, &ar))),
+        match api.get(&r.name).await {
+            Ok(o) => Ok(Some(to_value(o, &ar))),
+            Err(kube::Error::Api(s)) if page_not_found(&s) => Err(ClusterError::UnknownKind {
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+            }),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
             Err(e) => Err(self.classify(e, "get", &ar.plural, &r.namespace, &r.display())),
         }
     }
@@ -322,6 +370,10 @@ impl Cluster {
         }
         match api.list(&lp).await {
             Ok(list) => Ok(list.items.into_iter().map(|o| to_value(o, &ar)).collect()),
+            Err(kube::Error::Api(s)) if page_not_found(&s) => Err(ClusterError::UnknownKind {
+                api_version: api_version.into(),
+                kind: kind.into(),
+            }),
             Err(e) => Err(self.classify(
                 e,
                 "list",
@@ -417,6 +469,13 @@ impl Cluster {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// A 404 that is not an API `Status` but the server's plain-text `404 page
+/// not found`: no API serves the path (a CRD that is not installed). A
+/// missing object is a JSON `Status` with reason `NotFound`.
+fn page_not_found(s: &kube::core::Status) -> bool {
+    s.code == 404 && s.reason != "NotFound" && s.message.contains("page not found")
 }
 
 fn current_context(kubeconfig: Option<&Path>) -> Option<String> {

@@ -2,8 +2,9 @@
 //! requests however many unrelated objects share the namespace: objects
 //! the spec names are fetched by name, the few collections the planner
 //! scans (Services of a namespace, StorageClasses, PersistentVolumes,
-//! VolumeSnapshots) with one list each, and independent reads run
-//! concurrently.
+//! VolumeSnapshots when the cluster serves them) with one list each, and
+//! independent reads run concurrently. Kinds the cluster does not serve are
+//! not read; the planner reports them against the spec field that needs them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -94,12 +95,24 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
     );
     let classes = cluster.list("storage.k8s.io/v1", "StorageClass", "", None);
     let volumes = cluster.list("v1", "PersistentVolume", "", None);
-    let snapshots = cluster.list(
-        "snapshot.storage.k8s.io/v1",
-        "VolumeSnapshot",
-        &tgt_ns,
-        None,
-    );
+    // Only when the cluster serves them (the CRDs are installed).
+    let snapshots = async {
+        match cluster.served_apis().await? {
+            Some(served) if !served.iter().any(|a| a == "snapshot.storage.k8s.io/v1") => {
+                Ok(Vec::new())
+            }
+            _ => {
+                cluster
+                    .list(
+                        "snapshot.storage.k8s.io/v1",
+                        "VolumeSnapshot",
+                        &tgt_ns,
+                        None,
+                    )
+                    .await
+            }
+        }
+    };
     let source_by_selector = async {
         match src {
             Some(k) if k.workload.name.is_none() => {
@@ -131,12 +144,13 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
     );
 
     let mut objects: Vec<Value> = Vec::new();
-    for (r, got) in named.iter().zip(gets) {
+    for got in gets {
         match got {
             Ok(Some(o)) => objects.push(o),
             Ok(None) => {}
-            // A consumer kind the cluster does not serve is the planner's to report.
-            Err(ClusterError::UnknownKind { .. }) if r.api_version.contains('.') => {}
+            // A kind the cluster does not serve is the planner's to report
+            // (it knows the served APIs and which spec field needs them).
+            Err(ClusterError::UnknownKind { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -147,7 +161,6 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
         Ok(s) => objects.extend(s),
         // Clusters without the snapshot CRDs have no snapshots.
         Err(ClusterError::UnknownKind { .. }) => {}
-        Err(ClusterError::Rejected { code: 404, .. }) => {}
         Err(e) => return Err(e),
     }
     objects.extend(selected?);

@@ -171,10 +171,15 @@ pub async fn observe(
         server: Some(c.server.clone()),
         aws_region: region.clone(),
     });
+    let served_apis = match &cluster {
+        Some(c) => c.served_apis().await?,
+        None => None,
+    };
     let observed = Observed {
         format_version: SNAPSHOT_FORMAT_VERSION,
         origin,
         kubernetes: crate::observed::KubeState {
+            served_apis,
             objects: objects.into_values().collect(),
         },
         rds,

@@ -9,6 +9,7 @@ mod aws;
 mod backstage;
 mod cli;
 mod diff;
+mod effects;
 mod observe;
 mod pgtools;
 mod render;
