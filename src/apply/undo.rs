@@ -159,6 +159,23 @@ pub(super) async fn undo(
         }
         Operation::Create { object, .. } => {
             if object.kind == "VolumeSnapshot" {
+                let c = cluster(w)?;
+                // One that never became usable is no restore point.
+                let ready = c
+                    .get(object)
+                    .await?
+                    .is_some_and(|s| s["status"]["readyToUse"] == json!(true));
+                if !ready {
+                    let existed = c.delete(object, Write::Apply).await?;
+                    return Ok(if existed {
+                        Undo::Undone(format!(
+                            "{} deleted: it never became ready to use",
+                            object.display()
+                        ))
+                    } else {
+                        Undo::Nothing
+                    });
+                }
                 return Ok(Undo::Kept(format!(
                     "{} kept as a restore point",
                     object.display()

@@ -930,6 +930,13 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
         cx.read(pvc);
         let have_q = str_at(pvc, &["spec", "resources", "requests", "storage"]).unwrap_or("0");
         let have = parse_bytes(have_q).unwrap_or(0);
+        // A claim has the size its capacity says: a resize asked for but not
+        // finished (e.g. FileSystemResizePending) is not converged.
+        let capacity_q = str_at(pvc, &["status", "capacity", "storage"]);
+        let pending = want == have
+            && capacity_q
+                .and_then(|c| parse_bytes(c).ok())
+                .is_some_and(|c| c < want);
         if want < have {
             cx.error(
                 &["target", "kubernetes", "statefulSet", "storage", "size"],
@@ -942,10 +949,10 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             );
             continue;
         }
-        if want == have {
+        if want == have && !pending {
             continue;
         }
-        if !expandable {
+        if !expandable && !pending {
             cx.error(
                 &["target", "kubernetes", "statefulSet", "storage", "size"],
                 "pgplan::plan::not-expandable",
@@ -970,8 +977,27 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 patch,
             },
         );
-        s.summary = format!("grow {} from {have_q} to {}", obj.display(), t.storage.size);
-        s.reason = "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template".into();
+        if pending {
+            let fs_pending = at(pvc, &["status", "conditions"])
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "FileSystemResizePending" && c["status"] == "True")
+                });
+            s.summary = format!(
+                "finish growing {}: it asks for {have_q} and has {}",
+                obj.display(),
+                capacity_q.unwrap_or("less")
+            );
+            s.reason = if fs_pending {
+                "the volume has grown but its file system resize is pending (FileSystemResizePending): the kubelet finishes it when a pod mounts the claim, so restart the pod that uses it if it does not".into()
+            } else {
+                "an earlier resize has not finished: the claim's capacity is still below its request".into()
+            };
+        } else {
+            s.summary = format!("grow {} from {have_q} to {}", obj.display(), t.storage.size);
+            s.reason = "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template".into();
+        }
         s.before = Some(shown(pvc));
         s.after = Some(after);
         expansions.push(s);
@@ -1034,12 +1060,18 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                     .take(8)
                     .collect::<String>();
                 let name = format!("{claim}-pgplan-{short}");
-                if cx.idx.get("VolumeSnapshot", ns, &name).is_some() {
+                let existing = cx.idx.get("VolumeSnapshot", ns, &name);
+                // Only a snapshot that is ready to use is a point to return to;
+                // one that exists and is not ready is waited for again.
+                if existing.is_some_and(|e| e["status"]["readyToUse"] == json!(true)) {
                     continue;
                 }
                 let desired = manifests::volume_snapshot(cx.p, &name, ns, &sn.class_name, claim);
                 let obj = ObjectRef::new("snapshot.storage.k8s.io/v1", "VolumeSnapshot", ns, &name);
-                cx.read_absent(obj.address());
+                match existing {
+                    Some(e) => cx.read(e),
+                    None => cx.read_absent(obj.address()),
+                }
                 let mut s = cx.new_step(
                     obj.address(),
                     Action::Create,

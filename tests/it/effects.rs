@@ -218,3 +218,197 @@ mod missing_apis {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
 }
+
+/// A database StatefulSet `pg` in `default` with a 10Gi claim on the
+/// expandable class `expandable`, ready, for day-2 changes.
+mod day2 {
+    use super::*;
+    use std::time::Duration;
+
+    pub const CLASS: &str = "expandable";
+    pub const CLAIM: &str = "data-pg-0";
+
+    pub fn cluster(opts: SimOptions) -> SimCluster {
+        let cluster = SimCluster::start_with(opts).expect("start the cluster");
+        for o in [
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                   "metadata": {"name": CLASS}, "provisioner": "rancher.io/local-path",
+                   "allowVolumeExpansion": true, "reclaimPolicy": "Delete",
+                   "volumeBindingMode": "WaitForFirstConsumer"}),
+            json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+                   "metadata": {"name": "csi-snapclass"}, "driver": "rancher.io/local-path",
+                   "deletionPolicy": "Delete"}),
+            json!({"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "pg", "namespace": "default"},
+                   "spec": {"clusterIP": "None", "selector": {"app": "pg"}, "ports": [{"port": 5432}]}}),
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                   "metadata": {"name": "pg", "namespace": "default"},
+                   "spec": {"serviceName": "pg", "replicas": 1,
+                     "selector": {"matchLabels": {"app": "pg"}},
+                     "template": {"metadata": {"labels": {"app": "pg"}}, "spec": {"containers": [{
+                       "name": "postgres", "image": "postgres:15",
+                       "env": [{"name": "POSTGRES_PASSWORD", "value": "day2-pw-81f3"}],
+                       "ports": [{"containerPort": 5432}],
+                       "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                       "accessModes": ["ReadWriteOnce"], "storageClassName": CLASS,
+                       "resources": {"requests": {"storage": "10Gi"}}}}]}}),
+        ] {
+            cluster.create_json(o).expect("create a day-2 object");
+        }
+        cluster.wait_until(Duration::from_secs(90), "pg-0 is ready", |c| {
+            c.pod_ready("default", "pg-0")
+        });
+        cluster
+    }
+
+    pub fn spec(dir: &Path, snapshots: bool) -> PathBuf {
+        let mut text = "apiVersion: pgplan.dev/v1alpha1
+kind: Placement
+metadata:
+  name: pg
+spec:
+  source:
+    kubernetes:
+      namespace: default
+      workload:
+        kind: StatefulSet
+        name: pg
+  target:
+    kubernetes:
+      statefulSet:
+        name: pg
+        serviceName: pg
+        storage:
+          size: 20Gi
+          storageClassName: expandable
+          volumeClaimTemplate: data
+  databases:
+    - postgres
+"
+        .to_string();
+        if snapshots {
+            text.push_str("  backup:\n    snapshots:\n      className: csi-snapclass\n");
+        }
+        let path = dir.join("pgplan.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The claim's requested size and capacity.
+    pub fn claim_sizes(cluster: &SimCluster) -> (String, String) {
+        let pvc = cluster
+            .get_json("persistentvolumeclaims", "default", CLAIM)
+            .expect("the claim");
+        (
+            pvc["spec"]["resources"]["requests"]["storage"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            pvc["status"]["capacity"]["storage"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    }
+
+    /// `plan --detailed-exitcode`: its exit code and output.
+    pub fn replan(cluster: &SimCluster, dir: &Path, spec: &Path) -> (Option<i32>, String) {
+        let out = run(
+            cluster,
+            dir,
+            &["plan", "-f", spec.to_str().unwrap(), "--detailed-exitcode"],
+        );
+        (
+            out.status.code(),
+            format!("{}{}", text(&out.stdout), text(&out.stderr)),
+        )
+    }
+
+    /// With every controller there: snapshot, grow, and then nothing to do.
+    #[test]
+    fn a_claim_grows_after_a_ready_snapshot_and_then_the_plan_is_empty() {
+        let cluster = cluster(SimOptions::default());
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), true);
+        let out = run(
+            &cluster,
+            dir.path(),
+            &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_eq!(claim_sizes(&cluster), ("20Gi".into(), "20Gi".into()));
+        let snaps = cluster.list_json("volumesnapshots", Some("default"));
+        assert_eq!(snaps.len(), 1, "{snaps:?}");
+        assert_eq!(snaps[0]["status"]["readyToUse"], true);
+        assert_eq!(replan(&cluster, dir.path(), &spec).0, Some(0));
+    }
+
+    /// The CRDs are there, the snapshot controller is not: the snapshot
+    /// step fails naming it, the claim is not grown, the unready snapshot
+    /// is not kept as a "restore point", and the next plan still has work.
+    #[test]
+    fn a_snapshot_nothing_acts_on_fails_naming_the_missing_snapshot_controller() {
+        let cluster = cluster(SimOptions {
+            snapshot_controller: false,
+            ..SimOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), true);
+        let out = run(
+            &cluster,
+            dir.path(),
+            &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+        assert!(err.contains("no snapshot controller acted on it"), "{err}");
+        assert!(err.contains("install the CSI snapshot controller"), "{err}");
+        assert_eq!(claim_sizes(&cluster).0, "10Gi", "grown without a snapshot");
+        assert!(
+            cluster
+                .list_json("volumesnapshots", Some("default"))
+                .is_empty(),
+            "an unready snapshot was left as a restore point"
+        );
+        let (code, plan) = replan(&cluster, dir.path(), &spec);
+        assert_eq!(code, Some(2), "{plan}");
+        assert!(plan.contains("snapshot claim default/data-pg-0"), "{plan}");
+    }
+
+    /// The volume grows but its file system resize never finishes: the step
+    /// is not done, says what is pending and what to do, and the next plan
+    /// is not "No changes".
+    #[test]
+    fn a_resize_that_stays_pending_is_never_reported_done() {
+        let cluster = cluster(SimOptions {
+            stalled_resize_classes: vec![CLASS.into()],
+            ..SimOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), false);
+        let out = run(
+            &cluster,
+            dir.path(),
+            &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
+        assert!(err.contains("asks for 20Gi and still has 10Gi"), "{err}");
+        assert!(err.contains("FileSystemResizePending"), "{err}");
+        assert!(err.contains("kubectl delete pod -n default pg-0"), "{err}");
+        assert_eq!(claim_sizes(&cluster), ("20Gi".into(), "10Gi".into()));
+        let (code, plan) = replan(&cluster, dir.path(), &spec);
+        assert_eq!(code, Some(2), "{plan}");
+        assert!(
+            plan.contains("finish growing PersistentVolumeClaim default/data-pg-0: it asks for 20Gi and has 10Gi"),
+            "{plan}"
+        );
+    }
+}

@@ -441,6 +441,18 @@ impl SimCluster {
         self.store.get(kind, ns, name).map(|o| (*o).clone())
     }
 
+    /// Objects as JSON by resource, straight from the store; `ns` `None` for all namespaces.
+    pub fn list_json(&self, resource: &str, ns: Option<&str>) -> Vec<Value> {
+        let Some(kind) = kinds::by_resource(resource) else {
+            return Vec::new();
+        };
+        self.store
+            .list(kind, ns.filter(|_| kind.namespaced))
+            .into_iter()
+            .map(|o| (*o).clone())
+            .collect()
+    }
+
     /// Creates an object directly (no request logged), with the API's defaulting and validation.
     pub fn create_json(&self, o: Value) -> Result<Value, ApiError> {
         let kind = kinds::by_kind(
