@@ -3,10 +3,8 @@
 //! the exit status as the kubelet reports it. This is how pgplan runs
 //! `pg_dump`, `pg_restore` and `psql` next to an in-cluster server.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, AttachParams, ListParams};
+use kube::api::{Api, AttachParams};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Cluster, ClusterError};
@@ -47,52 +45,6 @@ pub(crate) async fn stderr_tail<R: AsyncRead + Unpin>(err: &mut R) -> String {
 const BUF: usize = 1 << 20;
 
 impl Cluster {
-    /// A running, ready pod matching the labels (the newest, when several).
-    pub async fn ready_pod(
-        &self,
-        namespace: &str,
-        selector: &BTreeMap<String, String>,
-    ) -> Result<String, ClusterError> {
-        let labels = selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let pods: Api<Pod> = Api::namespaced(self.client().clone(), namespace);
-        let list = pods
-            .list(&ListParams::default().labels(&labels))
-            .await
-            .map_err(|e| self.classify(e, "list", "pods", namespace, &format!("pods {labels}")))?;
-        let mut ready: Vec<&Pod> = list
-            .items
-            .iter()
-            .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.status.as_ref().is_some_and(|s| {
-                        s.phase.as_deref() == Some("Running")
-                            && s.conditions.as_ref().is_some_and(|c| {
-                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
-            })
-            .collect();
-        ready.sort_by(|a, b| {
-            b.metadata
-                .creation_timestamp
-                .cmp(&a.metadata.creation_timestamp)
-        });
-        ready
-            .first()
-            .and_then(|p| p.metadata.name.clone())
-            .ok_or_else(|| ClusterError::Exec {
-                what: format!("no ready pod with labels {labels} in namespace `{namespace}`"),
-                message: format!(
-                    "{} pod(s) match, none is running and ready",
-                    list.items.len()
-                ),
-            })
-    }
-
     /// Run `argv` in a pod's container, streaming stdin and stdout.
     pub async fn exec<R, W>(
         &self,

@@ -9,6 +9,7 @@
 
 pub mod exec;
 pub mod observe;
+pub mod pods;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -87,6 +88,14 @@ pub enum ClusterError {
     #[error("{what}: {message}")]
     #[diagnostic(code(pgplan::cluster::exec))]
     Exec { what: String, message: String },
+    #[error("no ready pod with labels {selector} in namespace `{namespace}`: {details}")]
+    #[diagnostic(code(pgplan::cluster::no_ready_pod), help("{help}"))]
+    NoReadyPod {
+        namespace: String,
+        selector: String,
+        details: String,
+        help: String,
+    },
 }
 
 /// Whether a write is real or a server-side dry run (`dryRun=All`).

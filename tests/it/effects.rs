@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::apply::{pgplan_in, text};
 use crate::cli::repo;
@@ -409,6 +409,183 @@ spec:
         assert!(
             plan.contains("finish growing PersistentVolumeClaim default/data-pg-0: it asks for 20Gi and has 10Gi"),
             "{plan}"
+        );
+    }
+}
+
+/// Pods that are not running and Ready: observe, plan and apply name each
+/// one, its phase and the reason the cluster gives, with what to do.
+mod no_ready_pod {
+    use super::*;
+    use crate::support::sim::scenario::healthcare as hc;
+    use std::time::Duration;
+
+    const SPEC: &str = "examples/healthcare/pgplan.yaml";
+
+    /// The healthcare cluster with the postgres Deployment's template
+    /// changed by `patch` (Recreate, so the old pod goes first); returns
+    /// the one postgres pod once its status shows `want`.
+    fn broken(patch: Value, want: &str) -> (SimCluster, String) {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let mut full = json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}});
+        merge(&mut full, &patch);
+        patch_deployment(&cluster, &full);
+        wait_for_pod(cluster, want)
+    }
+
+    fn merge(a: &mut Value, b: &Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b.clone(),
+        }
+    }
+
+    fn patch_deployment(cluster: &SimCluster, patch: &Value) {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use kube::api::{Api, Patch, PatchParams};
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let api: Api<Deployment> = Api::namespaced(cluster.client().await, hc::NAMESPACE);
+            api.patch(
+                hc::DEPLOYMENT,
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+            .expect("patch the postgres Deployment");
+        });
+    }
+
+    fn wait_for_pod(cluster: SimCluster, want: &str) -> (SimCluster, String) {
+        let mut name = String::new();
+        cluster.wait_until(Duration::from_secs(60), want, |c| {
+            let pods = c.pod_names(hc::NAMESPACE, "app=postgres");
+            let all = c.list_json("pods", Some(hc::NAMESPACE));
+            match pods.as_slice() {
+                [one] if all.len() == 3 => {
+                    let pod = c.get_json("pods", hc::NAMESPACE, one).unwrap_or_default();
+                    name = one.clone();
+                    pod["status"].to_string().contains(want)
+                }
+                _ => false,
+            }
+        });
+        (cluster, name)
+    }
+
+    fn observe(cluster: &SimCluster) -> Output {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = repo().join(SPEC);
+        run(
+            cluster,
+            dir.path(),
+            &["observe", "-f", spec.to_str().unwrap()],
+        )
+    }
+
+    #[test]
+    fn an_unschedulable_pod_is_named_with_the_schedulers_reason() {
+        let (cluster, pod) = broken(
+            json!({"spec": {"template": {"spec": {"nodeSelector": {"kubernetes.io/hostname": "node9"}}}}}),
+            "Unschedulable",
+        );
+        fails_with(
+            &observe(&cluster),
+            "pgplan::cluster::no_ready_pod",
+            &[
+                "no ready pod with labels app=postgres in namespace `default`",
+                &format!("pod {pod} is Pending: Unschedulable (0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector"),
+                "no node can run it",
+                &format!("kubectl describe pod -n default {pod}"),
+            ],
+        );
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_named() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        cluster.faults().unpullable_image("postgres:99");
+        patch_deployment(
+            &cluster,
+            &json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
+                "template": {"spec": {"containers": [{"name": "postgres", "image": "postgres:99"}]}}}}),
+        );
+        let (cluster, pod) = wait_for_pod(cluster, "ImagePullBackOff");
+        fails_with(
+            &observe(&cluster),
+            "pgplan::cluster::no_ready_pod",
+            &[
+                &format!("pod {pod} is Pending: container postgres is waiting: ImagePullBackOff (Back-off pulling image \"postgres:99\")"),
+                "its image cannot be pulled",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_crashing_server_is_named_with_its_exit_code() {
+        // A fresh data directory and no POSTGRES_PASSWORD: the official
+        // image's entrypoint refuses to initialise it and exits 1.
+        let (cluster, pod) = broken(
+            json!({"spec": {"template": {"spec": {
+                "containers": [{"name": "postgres", "image": hc::IMAGE,
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/var/lib/postgresql/data"}]}],
+                "volumes": [{"name": "scratch", "emptyDir": {}}]}}}}),
+            "CrashLoopBackOff",
+        );
+        fails_with(
+            &observe(&cluster),
+            "pgplan::cluster::no_ready_pod",
+            &[
+                &format!("pod {pod} is Running: container postgres is waiting: CrashLoopBackOff"),
+                "it last exited with code 1 (Error)",
+                &format!("kubectl logs -n default {pod} --previous"),
+            ],
+        );
+    }
+
+    /// A failing readiness probe: the pod is Running, the reason is the
+    /// probe's last failure (from its Events); apply stops before taking
+    /// the lock, so nothing changed.
+    #[test]
+    fn a_failing_readiness_probe_is_quoted_and_apply_changes_nothing() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let pod = cluster.pod_names(hc::NAMESPACE, "app=postgres").remove(0);
+        cluster.faults().fail_readiness(
+            hc::NAMESPACE,
+            &pod,
+            "/var/run/postgresql:5432 - no response",
+        );
+        cluster.wait_until(Duration::from_secs(30), "the pod is not ready", |c| {
+            !c.pod_ready(hc::NAMESPACE, &pod)
+        });
+        let reason = format!(
+            "pod {pod} is Running: container postgres is running but not ready (Readiness probe failed: /var/run/postgresql:5432 - no response)"
+        );
+        fails_with(
+            &observe(&cluster),
+            "pgplan::cluster::no_ready_pod",
+            &[&reason, "its readiness probe fails"],
+        );
+
+        cluster.requests().clear();
+        let dir = tempfile::tempdir().unwrap();
+        let spec = repo().join(SPEC);
+        fails_with(
+            &run(
+                &cluster,
+                dir.path(),
+                &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
+            ),
+            "pgplan::cluster::no_ready_pod",
+            &[&reason],
+        );
+        nothing_written(&cluster);
+        assert!(
+            cluster.list_json("leases", Some(hc::NAMESPACE)).is_empty(),
+            "the lock was taken"
         );
     }
 }

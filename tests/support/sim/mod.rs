@@ -764,6 +764,24 @@ impl Faults<'_> {
         .is_ok()
     }
 
+    /// Makes `image` unpullable: containers with it stay Pending in `ErrImagePull`, then
+    /// `ImagePullBackOff`, as when a tag does not exist in the registry.
+    pub fn unpullable_image(&self, image: &str) {
+        self.cluster.faults.set_unpullable(image, true)
+    }
+
+    /// Makes a pod's readiness probe fail with `output` (the probe's message): the pod stays
+    /// Running with its PostgreSQL container not ready, and an `Unhealthy` Event says
+    /// `Readiness probe failed: {output}`.
+    pub fn fail_readiness(&self, ns: &str, pod: &str, output: &str) {
+        self.cluster.faults.set_readiness(ns, pod, Some(output))
+    }
+
+    /// Lets a pod's readiness probe pass again.
+    pub fn pass_readiness(&self, ns: &str, pod: &str) {
+        self.cluster.faults.set_readiness(ns, pod, None)
+    }
+
     /// Kills a pod's PostgreSQL hard; the kubelet restarts it on the same volume. Returns
     /// whether a server was running.
     pub fn crash_pod(&self, ns: &str, name: &str) -> bool {
