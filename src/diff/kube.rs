@@ -107,12 +107,11 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
             format!("the selector matches several workloads: {}", names.join(", ")),
             "add labels to the selector, or name the workload",
         ),
-        Err(SourceProblem::NoContainer(name)) => cx.error(
-            &["source", "kubernetes", "container"],
-            "pgplan::plan::no-container",
-            format!("workload `{name}` has no container named as the spec says"),
-            "set `container` to the Postgres container's name",
-        ),
+        Err(p @ SourceProblem::NoContainer { .. }) => {
+            if let Some(d) = p.container_diagnosis() {
+                cx.error(d.path, d.code, d.message, d.help);
+            }
+        }
     }
 }
 
@@ -888,22 +887,26 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     let template = at(sts, &["spec", "template"])
         .cloned()
         .unwrap_or(Value::Null);
-    let container_name = match &spec.source {
-        Source::Kubernetes(k) => k.container.clone(),
+    let wanted = match &spec.source {
+        Source::Kubernetes(k) => k.container.as_deref(),
         _ => None,
-    }
-    .or_else(|| {
-        at(&template, &["spec", "containers"])
-            .and_then(Value::as_array)
-            .and_then(|cs| {
-                cs.iter()
-                    .find(|c| str_at(c, &["image"]).is_some_and(|i| i.contains("postgres")))
-                    .or(cs.first())
-            })
-            .and_then(|c| str_at(c, &["name"]))
-            .map(str::to_string)
-    })
-    .unwrap_or_else(|| "postgres".into());
+    };
+    let container_name = match source::postgres_container(
+        at(&template, &["spec"]).unwrap_or(&Value::Null),
+        wanted,
+    ) {
+        Ok(c) => c.name,
+        Err(problem) => {
+            let p = SourceProblem::NoContainer {
+                workload: format!("StatefulSet {}", t.name),
+                problem,
+            };
+            if let Some(d) = p.container_diagnosis() {
+                cx.error(d.path, d.code, d.message, d.help);
+            }
+            return;
+        }
+    };
 
     // Volume expansion of each existing claim.
     let want = parse_bytes(&t.storage.size).unwrap_or(0);

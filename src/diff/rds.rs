@@ -180,13 +180,10 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 );
                 return;
             }
-            Err(SourceProblem::NoContainer(name)) => {
-                cx.error(
-                    &["source", "kubernetes", "container"],
-                    "pgplan::plan::no-container",
-                    format!("workload `{name}` has no container named as the spec says"),
-                    "set `container` to the Postgres container's name",
-                );
+            Err(p @ SourceProblem::NoContainer { .. }) => {
+                if let Some(d) = p.container_diagnosis() {
+                    cx.error(d.path, d.code, d.message, d.help);
+                }
                 return;
             }
         },

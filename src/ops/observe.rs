@@ -93,18 +93,35 @@ pub async fn observe(
                                     .collect()
                             })
                             .unwrap_or_default();
-                    let pod = c.ready_pod(&key.namespace, &selector).await?;
-                    let container = src
-                        .container
-                        .clone()
-                        .or_else(|| postgres_container(workload));
-                    let runner = Runner::Pod {
-                        cluster: c,
-                        namespace: key.namespace.clone(),
-                        pod,
-                        container,
-                    };
-                    servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
+                    // The same container the planner takes; without one, the
+                    // planner reports it against the spec.
+                    let pod_spec = crate::observed::at(workload, &["spec", "template", "spec"])
+                        .unwrap_or(&serde_json::Value::Null);
+                    if let Ok(choice) =
+                        crate::diff::source::postgres_container(pod_spec, src.container.as_deref())
+                    {
+                        let pod = c.ready_pod(&key.namespace, &selector).await?;
+                        let runner = Runner::Pod {
+                            cluster: c,
+                            namespace: key.namespace.clone(),
+                            pod: pod.clone(),
+                            container: Some(choice.name.clone()),
+                        };
+                        match pgtools::inventory::server(&runner, &locator, &wants(p)).await {
+                            Ok(s) => servers.push(s),
+                            // On thin evidence, say which container was tried.
+                            Err(e) if choice.unsure => {
+                                return Err(OpsError::InContainer {
+                                    namespace: key.namespace.clone(),
+                                    pod,
+                                    container: choice.name.clone(),
+                                    why: choice.evidence.join(", "),
+                                    source: Box::new(e),
+                                })
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                 }
             }
             Source::External(e) => {
@@ -186,17 +203,6 @@ pub async fn observe(
         servers,
     };
     Ok((observed, cluster))
-}
-
-/// The container running Postgres in a workload's pod template.
-fn postgres_container(workload: &serde_json::Value) -> Option<String> {
-    let cs =
-        crate::observed::at(workload, &["spec", "template", "spec", "containers"])?.as_array()?;
-    cs.iter()
-        .find(|c| crate::observed::str_at(c, &["image"]).is_some_and(|i| i.contains("postgres")))
-        .or(cs.first())
-        .and_then(|c| crate::observed::str_at(c, &["name"]))
-        .map(str::to_string)
 }
 
 /// `pgplan observe`: the snapshot as YAML (secrets redacted), written to

@@ -589,3 +589,210 @@ mod no_ready_pod {
         );
     }
 }
+
+/// Which container is the database: a sidecar listed first (an exporter
+/// whose image name contains "postgres") is never it; a selector that
+/// matches the application is told so; on thin evidence a failure names
+/// the container that was tried.
+mod containers {
+    use super::*;
+    use crate::support::sim::scenario::healthcare as hc;
+    use std::time::Duration;
+
+    fn patch(cluster: &SimCluster, name: &str, patch: &Value) {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use kube::api::{Api, Patch, PatchParams};
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let api: Api<Deployment> = Api::namespaced(cluster.client().await, hc::NAMESPACE);
+            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .expect("patch the Deployment");
+        });
+    }
+
+    /// The `container` of every step that runs tools in a pod.
+    fn pod_containers(plan: &Value) -> Vec<String> {
+        fn walk(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if m.get("via") == Some(&json!("pod")) {
+                        out.push(
+                            m.get("container")
+                                .and_then(Value::as_str)
+                                .unwrap_or("(none)")
+                                .into(),
+                        );
+                    }
+                    m.values().for_each(|x| walk(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&plan["steps"], &mut out);
+        out
+    }
+
+    /// A busybox-like exporter listed before the server: observe inventories
+    /// the server, the plan runs every tool in `postgres`, and the move
+    /// completes with the patients.
+    #[test]
+    fn an_exporter_sidecar_listed_first_is_not_taken_for_the_server() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let dep = cluster
+            .get_json("deployments", hc::NAMESPACE, hc::DEPLOYMENT)
+            .unwrap();
+        let mut containers = dep["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .clone();
+        containers.insert(
+            0,
+            json!({"name": "postgres-exporter",
+                   "image": "quay.io/prometheuscommunity/postgres-exporter:v0.15.0",
+                   "ports": [{"containerPort": 9187, "name": "metrics"}],
+                   "env": [{"name": "DATA_SOURCE_NAME",
+                            "value": "postgresql://localhost:5432/postgres?sslmode=disable"}]}),
+        );
+        patch(
+            &cluster,
+            hc::DEPLOYMENT,
+            &json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
+                "template": {"spec": {"containers": containers}}}}),
+        );
+        cluster.wait_until(
+            Duration::from_secs(60),
+            "the two-container pod is ready",
+            |c| {
+                let pods = c.pod_names(hc::NAMESPACE, "app=postgres");
+                pods.len() == 1
+                    && c.list_json("pods", Some(hc::NAMESPACE)).len() == 3
+                    && c.pod_ready(hc::NAMESPACE, &pods[0])
+                    && c.get_json("pods", hc::NAMESPACE, &pods[0]).unwrap()["spec"]["containers"]
+                        .as_array()
+                        .is_some_and(|cs| cs.len() == 2)
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let spec = repo().join("examples/healthcare/pgplan.yaml");
+        let spec = spec.to_str().unwrap();
+        let live = dir.path().join("live.yaml");
+        let out = run(
+            &cluster,
+            dir.path(),
+            &["observe", "-f", spec, "-o", live.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let observed = pgplan::observed::load_snapshot(
+            "live.yaml",
+            std::fs::read_to_string(&live).unwrap().as_bytes(),
+        )
+        .unwrap();
+        let db = observed.servers[0]
+            .databases
+            .iter()
+            .find(|d| d.name == hc::DATABASE)
+            .expect("the healthcare database is inventoried");
+        assert_eq!(db.total_rows(), 3);
+
+        let out = run(
+            &cluster,
+            dir.path(),
+            &["plan", "-f", spec, "--format", "json"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let used = pod_containers(&plan);
+        assert!(!used.is_empty());
+        assert!(used.iter().all(|c| c == "postgres"), "{used:?}");
+
+        let out = run(
+            &cluster,
+            dir.path(),
+            &["apply", "-f", spec, "--auto-approve"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let names = cluster.psql(
+            hc::NAMESPACE,
+            "postgres-0",
+            hc::DATABASE,
+            "select string_agg(name, ',' order by registered_at, id) from patients",
+        );
+        assert_eq!(names.trim(), "Alice,Bob,Ibrahim");
+    }
+
+    /// A selector that matches the application's Deployment, not the
+    /// database's.
+    #[test]
+    fn a_selector_that_matches_the_application_is_told_it_has_no_postgres_container() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_in(dir.path(), |s| {
+            replaced(
+                &s,
+                "        kind: Deployment\n        name: postgres\n",
+                "        kind: Deployment\n        selector:\n          app: healthcare-api\n",
+            )
+        });
+        let location = format!("pgplan.yaml:{}:7", line_of(&spec, "      workload:"));
+        fails_with(
+            &run(
+                &cluster,
+                dir.path(),
+                &["plan", "-f", spec.to_str().unwrap()],
+            ),
+            "pgplan::plan::no-container",
+            &[
+                "Deployment healthcare-api has no PostgreSQL container",
+                "api (ghcr.io/example/healthcare-api:1.4)",
+                &location,
+            ],
+        );
+    }
+
+    /// A container taken on thin evidence (a port and a data volume, no
+    /// server image or command) that turns out not to run the server: the
+    /// error says which container was tried and how to name the right one.
+    #[test]
+    fn a_container_taken_on_thin_evidence_is_named_when_it_fails() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        patch(
+            &cluster,
+            hc::DEPLOYMENT,
+            &json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
+                "template": {"spec": {
+                    "containers": [{"name": "db", "image": "mycorp/legacy-db:3",
+                        "ports": [{"containerPort": 5432}],
+                        "volumeMounts": [{"name": "scratch", "mountPath": "/var/lib/postgresql/data"}]}],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}]}}}}),
+        );
+        cluster.wait_until(Duration::from_secs(60), "the legacy pod is ready", |c| {
+            let pods = c.pod_names(hc::NAMESPACE, "app=postgres");
+            pods.len() == 1
+                && c.list_json("pods", Some(hc::NAMESPACE)).len() == 3
+                && c.pod_ready(hc::NAMESPACE, &pods[0])
+                && c.get_json("pods", hc::NAMESPACE, &pods[0]).unwrap()["spec"]["containers"][0]
+                    ["name"]
+                    == "db"
+        });
+        let pod = cluster.pod_names(hc::NAMESPACE, "app=postgres").remove(0);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = repo().join("examples/healthcare/pgplan.yaml");
+        fails_with(
+            &run(&cluster, dir.path(), &["observe", "-f", spec.to_str().unwrap()]),
+            "pgplan::source::container",
+            &[
+                &format!("in container `db` of pod default/{pod}"),
+                "pgplan took `db` for the PostgreSQL container (port 5432, data volume at /var/lib/postgresql/data)",
+                "set `source.kubernetes.container`",
+            ],
+        );
+    }
+}
