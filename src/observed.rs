@@ -78,6 +78,10 @@ pub struct KubeState {
     /// refused): nothing is then concluded from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served_apis: Option<Vec<String>>,
+    /// Namespaces the spec names that the cluster says do not exist (a
+    /// namespace pgplan may not read is not listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_namespaces: Vec<String>,
     /// Manifests as the API server returned them (managedFields dropped).
     #[serde(default)]
     pub objects: Vec<Value>,

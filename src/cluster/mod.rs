@@ -35,6 +35,16 @@ pub enum ClusterError {
         help("set KUBECONFIG or pass --kubeconfig FILE (and --context NAME); inside a pod, pgplan uses the service account")
     )]
     Config { message: String },
+    #[error("context `{context}` is not in the kubeconfig ({file}); it has: {have}")]
+    #[diagnostic(
+        code(pgplan::cluster::context),
+        help("pass one of those with --context (`kubectl config get-contexts` lists them), or point --kubeconfig (or KUBECONFIG) at the file that has `{context}`")
+    )]
+    UnknownContext {
+        context: String,
+        file: String,
+        have: String,
+    },
     #[error(
         "the Kubernetes API server of context `{context}` ({server}) is unreachable: {message}"
     )]
@@ -164,6 +174,9 @@ impl Cluster {
         kubeconfig: Option<&Path>,
         context: Option<&str>,
     ) -> Result<Self, ClusterError> {
+        if let Some(wanted) = context {
+            check_context(kubeconfig, wanted)?;
+        }
         let options = KubeConfigOptions {
             context: context.map(str::to_string),
             ..Default::default()
@@ -485,6 +498,35 @@ impl Cluster {
 /// missing object is a JSON `Status` with reason `NotFound`.
 fn page_not_found(s: &kube::core::Status) -> bool {
     s.code == 404 && s.reason != "NotFound" && s.message.contains("page not found")
+}
+
+/// A `--context` the kubeconfig does not have is named with the contexts it
+/// does have (kube's own error says only that it is missing). A kubeconfig
+/// that cannot be read is left for the client to report.
+fn check_context(kubeconfig: Option<&Path>, wanted: &str) -> Result<(), ClusterError> {
+    let (kc, file) = match kubeconfig {
+        Some(p) => (Kubeconfig::read_from(p), p.display().to_string()),
+        None => (
+            Kubeconfig::read(),
+            std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".into()),
+        ),
+    };
+    let Ok(kc) = kc else {
+        return Ok(());
+    };
+    if kc.contexts.iter().any(|c| c.name == wanted) {
+        return Ok(());
+    }
+    let have: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+    Err(ClusterError::UnknownContext {
+        context: wanted.into(),
+        file,
+        have: if have.is_empty() {
+            "no contexts".into()
+        } else {
+            have.join(", ")
+        },
+    })
 }
 
 fn current_context(kubeconfig: Option<&Path>) -> Option<String> {

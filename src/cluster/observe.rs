@@ -16,8 +16,16 @@ use crate::observed::{at, keys_only, str_at, ObjectKey};
 use crate::plan::ObjectRef;
 use crate::spec::{Placement, Source, Target};
 
+/// What one placement's plan may read: objects, and the namespaces the spec
+/// names that do not exist.
+#[derive(Debug, Default)]
+pub struct Reads {
+    pub objects: Vec<Value>,
+    pub missing_namespaces: Vec<String>,
+}
+
 /// Every object the plan of `p` may read.
-pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, ClusterError> {
+pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Reads, ClusterError> {
     let spec = p.spec();
     let src = match &spec.source {
         Source::Kubernetes(k) => Some(k),
@@ -86,6 +94,13 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
     let mut namespaces: BTreeSet<String> = BTreeSet::new();
     namespaces.insert(src_ns.clone());
     namespaces.insert(tgt_ns.clone());
+    // Whether each namespace exists, so that "not found" can say why; a
+    // namespace pgplan may not read (403) is simply not known.
+    let namespace_refs: Vec<ObjectRef> = namespaces
+        .iter()
+        .map(|ns| ObjectRef::new("v1", "Namespace", "", ns))
+        .collect();
+    let namespace_checks = join_all(namespace_refs.iter().map(|r| cluster.get(r)));
 
     let gets = join_all(named.iter().map(|r| cluster.get(r)));
     let services = try_join_all(
@@ -134,14 +149,23 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
             _ => Ok(Vec::new()),
         }
     };
-    let (gets, services, classes, volumes, snapshots, selected) = tokio::join!(
+    let (gets, services, classes, volumes, snapshots, selected, namespace_checks) = tokio::join!(
         gets,
         services,
         classes,
         volumes,
         snapshots,
-        source_by_selector
+        source_by_selector,
+        namespace_checks
     );
+    let mut missing_namespaces = Vec::new();
+    for (ns, got) in namespaces.iter().zip(namespace_checks) {
+        match got {
+            Ok(None) => missing_namespaces.push(ns.clone()),
+            Ok(Some(_)) | Err(ClusterError::Forbidden { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
 
     let mut objects: Vec<Value> = Vec::new();
     for got in gets {
@@ -250,5 +274,8 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
             seen.entry(k).or_insert(o);
         }
     }
-    Ok(seen.into_values().collect())
+    Ok(Reads {
+        objects: seen.into_values().collect(),
+        missing_namespaces,
+    })
 }

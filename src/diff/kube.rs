@@ -47,12 +47,15 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
     if same_object {
         match live_sts {
             Some(sts) => day2(cx, kt, &ns, sts),
-            None => cx.error(
-                &["source", "kubernetes", "workload"],
-                "pgplan::plan::source-missing",
-                format!("StatefulSet {ns}/{} was not found", t.name),
-                "check the name and namespace; pgplan manages an existing StatefulSet in place when source and target name it",
-            ),
+            None => {
+                let (missing, help) = source::describe_missing(cx.idx, src);
+                cx.error(
+                    &["source", "kubernetes", "workload"],
+                    "pgplan::plan::source-missing",
+                    format!("the source {missing}"),
+                    format!("{help}; pgplan manages an existing StatefulSet in place when source and target name it"),
+                )
+            }
         }
         return;
     }
@@ -89,22 +92,26 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
                 ));
                 day2(cx, kt, &ns, sts)
             }
-            None => cx.error(
-                &["source", "kubernetes", "workload"],
-                "pgplan::plan::source-missing",
-                format!(
-                    "the source {} was not found in namespace `{}`, and the target StatefulSet {ns}/{} does not exist either: there is nothing to move",
-                    src.workload.kind.as_str(),
-                    src.namespace,
-                    t.name
-                ),
-                "check the workload's name and namespace (`kubectl get deploy,sts -n NAMESPACE`)",
-            ),
+            None => {
+                let (missing, help) = source::describe_missing(cx.idx, src);
+                cx.error(
+                    &["source", "kubernetes", "workload"],
+                    "pgplan::plan::source-missing",
+                    format!(
+                        "the source {missing}, and the target StatefulSet {ns}/{} does not exist either: there is nothing to move",
+                        t.name
+                    ),
+                    help,
+                )
+            }
         },
         Err(SourceProblem::Ambiguous(names)) => cx.error(
             &["source", "kubernetes", "workload", "selector"],
             "pgplan::plan::source-ambiguous",
-            format!("the selector matches several workloads: {}", names.join(", ")),
+            format!(
+                "the selector matches several workloads: {}",
+                names.join(", ")
+            ),
             "add labels to the selector, or name the workload",
         ),
         Err(p @ SourceProblem::NoContainer { .. }) => {

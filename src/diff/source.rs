@@ -293,6 +293,42 @@ pub fn postgres_container<'a>(
     }
 }
 
+/// How a source that was not found is worded, after "the source …": the
+/// workload by kind and name (or selector) and its namespace, or that the
+/// namespace itself does not exist; with the matching help line.
+pub fn describe_missing(idx: &Index<'_>, src: &KubeSource) -> (String, String) {
+    let kind = src.workload.kind.as_str();
+    let workload = match (&src.workload.name, &src.workload.selector) {
+        (Some(name), _) => format!("{kind} `{name}`"),
+        (None, Some(sel)) => format!(
+            "{kind} matching {}",
+            sel.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        (None, None) => kind.to_string(),
+    };
+    let ns = &src.namespace;
+    if idx
+        .observed
+        .kubernetes
+        .missing_namespaces
+        .iter()
+        .any(|m| m == ns)
+    {
+        (
+            format!("{workload} cannot be there: namespace `{ns}` does not exist"),
+            format!("correct `source.kubernetes.namespace` (`kubectl get namespaces` lists them), or create namespace `{ns}`"),
+        )
+    } else {
+        (
+            format!("{workload} was not found in namespace `{ns}`"),
+            format!("check the workload's name and namespace (`kubectl get deploy,sts -n {ns}`)"),
+        )
+    }
+}
+
 pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>, SourceProblem> {
     let kind = src.workload.kind.as_str();
     let manifest = match (&src.workload.name, &src.workload.selector) {

@@ -53,16 +53,19 @@ pub async fn observe(
         None
     };
     let mut objects = BTreeMap::new();
+    let mut missing_namespaces = std::collections::BTreeSet::new();
     let mut servers = Vec::new();
     let mut rds = crate::observed::RdsState::default();
     let mut region = None;
     for p in &spec.placements {
         if let Some(c) = &cluster {
-            for o in cluster::observe::placement(c, p).await? {
+            let reads = cluster::observe::placement(c, p).await?;
+            for o in reads.objects {
                 if let Some(k) = ObjectKey::of(&o) {
                     objects.entry(k).or_insert(o);
                 }
             }
+            missing_namespaces.extend(reads.missing_namespaces);
         }
         // The source server's inventory.
         match &p.spec().source {
@@ -197,6 +200,7 @@ pub async fn observe(
         origin,
         kubernetes: crate::observed::KubeState {
             served_apis,
+            missing_namespaces: missing_namespaces.into_iter().collect(),
             objects: objects.into_values().collect(),
         },
         rds,

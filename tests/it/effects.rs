@@ -796,3 +796,78 @@ mod containers {
         );
     }
 }
+
+/// Messages for what does not exist: a context, a workload, a namespace.
+mod messages {
+    use super::*;
+
+    #[test]
+    fn a_wrong_context_lists_the_contexts_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:9'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: dev\n  context: {cluster: c, user: u}\n- name: prod-eu\n  context: {cluster: c, user: u}\n",
+        )
+        .unwrap();
+        let spec = repo().join("examples/healthcare/pgplan.yaml");
+        let spec = spec.to_str().unwrap();
+        let kc = kubeconfig.to_str().unwrap();
+        let by_flag = crate::cli::pgplan(
+            &["plan", "-f", spec, "--kubeconfig", kc, "--context", "prod"],
+            &[],
+        );
+        fails_with(
+            &by_flag,
+            "pgplan::cluster::context",
+            &[
+                "context `prod` is not in the kubeconfig",
+                "it has: dev, prod-eu",
+            ],
+        );
+        let by_env = crate::cli::pgplan(
+            &["plan", "-f", spec, "--context", "prod"],
+            &[("KUBECONFIG", kc)],
+        );
+        fails_with(
+            &by_env,
+            "pgplan::cluster::context",
+            &["it has: dev, prod-eu", kc],
+        );
+    }
+
+    #[test]
+    fn a_missing_deployment_is_named() {
+        let cluster = SimCluster::start();
+        let dir = tempfile::tempdir().unwrap();
+        let spec = repo().join("examples/healthcare/pgplan.yaml");
+        fails_with(
+            &run(&cluster, dir.path(), &["plan", "-f", spec.to_str().unwrap()]),
+            "pgplan::plan::source-missing",
+            &["the source Deployment `postgres` was not found in namespace `default`, and the target StatefulSet default/postgres does not exist either"],
+        );
+    }
+
+    #[test]
+    fn a_missing_namespace_is_said_to_be_missing() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec_in(dir.path(), |s| {
+            replaced(&s, "      namespace: default\n", "      namespace: prod\n")
+        });
+        let location = format!("pgplan.yaml:{}:7", line_of(&spec, "      workload:"));
+        fails_with(
+            &run(
+                &cluster,
+                dir.path(),
+                &["plan", "-f", spec.to_str().unwrap()],
+            ),
+            "pgplan::plan::source-missing",
+            &[
+                "the source Deployment `postgres` cannot be there: namespace `prod` does not exist",
+                "correct `source.kubernetes.namespace`",
+                &location,
+            ],
+        );
+    }
+}
