@@ -456,9 +456,28 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
     Ok(observed)
 }
 
-/// Save a snapshot as YAML.
+/// What a snapshot file holds in place of each value of a Secret's `data`:
+/// base64 of the marker `(sensitive)`. It is valid base64, as a real API
+/// server and kubectl insist, decodes to the marker (recognisable, and no
+/// value pgplan ever read: it never reads them), and loads back as the
+/// marker, so plans from a snapshot equal plans online.
+pub const SNAPSHOT_PLACEHOLDER: &str = "KHNlbnNpdGl2ZSk=";
+
+/// Save a snapshot as YAML. Snapshots are for planning: the Secrets in
+/// them hold keys, a fingerprint and [`SNAPSHOT_PLACEHOLDER`] values.
 pub fn to_yaml(observed: &Observed) -> Result<String, serde_yaml_ng::Error> {
-    yaml::to_string(observed)
+    let mut written = observed.clone();
+    for o in written.kubernetes.objects.iter_mut() {
+        crate::redact::hide_secret_data(o);
+        if o["kind"] == "Secret" {
+            if let Some(Value::Object(data)) = o.get_mut("data") {
+                for v in data.values_mut() {
+                    *v = Value::String(SNAPSHOT_PLACEHOLDER.into());
+                }
+            }
+        }
+    }
+    yaml::to_string(&written)
 }
 
 /// Reduce a live Secret to what pgplan may keep: its keys, with values

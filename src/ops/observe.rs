@@ -224,8 +224,9 @@ pub fn run(opts: &ObserveOptions) -> Result<Option<String>, OpsError> {
     let redactor = crate::redact::Redactor::new(spec.secrets.iter().cloned());
     let yaml = crate::observed::to_yaml(&observed).map_err(|e| OpsError::Runtime(e.to_string()))?;
     let text = format!(
-        "# Written by `pgplan observe` from {}; Secrets are keys and fingerprints only.\n{}",
+        "# Written by `pgplan observe` from {}; Secrets are keys and fingerprints only\n# (each value is the placeholder {}, base64 of `(sensitive)`).\n# For planning (`--live-state`), not for `kubectl apply`.\n{}",
         spec.file.name,
+        crate::observed::SNAPSHOT_PLACEHOLDER,
         redactor.text(&yaml)
     );
     match &opts.out {

@@ -871,3 +871,97 @@ mod messages {
         );
     }
 }
+
+/// Secrets in snapshots: placeholders a real server accepts (valid base64,
+/// decoding to the marker), loaded back as the marker.
+mod snapshot_secrets {
+    use super::*;
+    use crate::support::sim::scenario::healthcare as hc;
+    use base64::Engine;
+
+    fn secrets(yaml: &str) -> Vec<Value> {
+        let v: Value = serde_yaml_ng::from_str(yaml).expect("the snapshot is YAML");
+        v["kubernetes"]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "Secret")
+            .cloned()
+            .collect()
+    }
+
+    fn assert_placeholders(secret: &Value) {
+        let data = secret["data"].as_object().expect("data keys are kept");
+        assert!(!data.is_empty());
+        for (k, v) in data {
+            let v = v.as_str().unwrap();
+            assert_eq!(v, pgplan::observed::SNAPSHOT_PLACEHOLDER, "{k}");
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .unwrap_or_else(|e| panic!("{k}: {v} is not base64: {e}"));
+            assert_eq!(decoded, b"(sensitive)");
+        }
+    }
+
+    #[test]
+    fn a_snapshots_secrets_hold_valid_base64_that_a_server_accepts() {
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        let dir = tempfile::tempdir().unwrap();
+        let spec = repo().join("examples/healthcare/pgplan.yaml");
+        let live = dir.path().join("live.yaml");
+        let out = run(
+            &cluster,
+            dir.path(),
+            &[
+                "observe",
+                "-f",
+                spec.to_str().unwrap(),
+                "-o",
+                live.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let yaml = std::fs::read_to_string(&live).unwrap();
+        assert!(yaml.contains("not for `kubectl apply`"), "{yaml}");
+        let found = secrets(&yaml);
+        let secret = found
+            .iter()
+            .find(|s| s["metadata"]["name"] == hc::SECRET)
+            .expect("the credentials Secret");
+        assert_placeholders(secret);
+        assert!(!yaml.contains(hc::PASSWORD));
+
+        // What a real server does with the manifest (`kubectl apply -f`): it decodes.
+        let mut copy = secret.clone();
+        let md = copy["metadata"].as_object_mut().unwrap();
+        for f in ["uid", "resourceVersion", "creationTimestamp"] {
+            md.remove(f);
+        }
+        md.insert("name".into(), json!("credentials-from-snapshot"));
+        cluster
+            .create_json(copy)
+            .expect("the server accepts the snapshot's Secret");
+
+        // Loaded, the placeholders are the marker again.
+        let observed = pgplan::observed::load_snapshot("live.yaml", yaml.as_bytes()).unwrap();
+        let loaded = observed
+            .kubernetes
+            .objects
+            .iter()
+            .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == hc::SECRET)
+            .unwrap();
+        assert_eq!(loaded["data"]["POSTGRES_PASSWORD"], "(sensitive)");
+    }
+
+    #[test]
+    fn the_examples_snapshots_hold_the_same_placeholders() {
+        for example in ["healthcare", "backstage-to-rds"] {
+            let yaml =
+                std::fs::read_to_string(repo().join(format!("examples/{example}/live.yaml")))
+                    .unwrap();
+            let found = secrets(&yaml);
+            assert!(!found.is_empty(), "{example}");
+            found.iter().for_each(assert_placeholders);
+        }
+    }
+}

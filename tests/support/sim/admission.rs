@@ -303,6 +303,31 @@ pub fn validate(
             }
         }
         "Secret" | "ConfigMap" => {
+            // Bytes fields are base64 in JSON: the real server fails to decode anything else
+            // (400, before validation).
+            let bytes_field = if kind.kind == "Secret" {
+                "data"
+            } else {
+                "binaryData"
+            };
+            if let Some(Value::Object(m)) = o.get(bytes_field) {
+                for v in m.values() {
+                    let text = v.as_str().unwrap_or("");
+                    if base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .is_err()
+                    {
+                        let at = text
+                            .bytes()
+                            .position(|b| !(b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
+                            .unwrap_or(text.len());
+                        return Err(ApiError::bad_request(format!(
+                            "{} in version \"v1\" cannot be handled as a {}: illegal base64 data at input byte {at}",
+                            kind.kind, kind.kind
+                        )));
+                    }
+                }
+            }
             for field in ["data", "binaryData"] {
                 if let Some(Value::Object(m)) = o.get(field) {
                     for k in m.keys() {
