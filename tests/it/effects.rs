@@ -81,6 +81,21 @@ fn nothing_written(cluster: &SimCluster) {
     assert!(written.is_empty(), "written: {written:?}");
 }
 
+/// A JSON merge patch of Deployment `name` in the healthcare namespace.
+fn patch_deployment(cluster: &SimCluster, name: &str, patch: &Value) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, Patch, PatchParams};
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let api: Api<Deployment> = Api::namespaced(
+            cluster.client().await,
+            crate::support::sim::scenario::healthcare::NAMESPACE,
+        );
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .expect("patch the Deployment");
+    });
+}
+
 mod missing_apis {
     use super::*;
 
@@ -312,6 +327,14 @@ spec:
         )
     }
 
+    pub fn apply(cluster: &SimCluster, dir: &Path, spec: &Path) -> Output {
+        run(
+            cluster,
+            dir,
+            &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
+        )
+    }
+
     /// `plan --detailed-exitcode`: its exit code and output.
     pub fn replan(cluster: &SimCluster, dir: &Path, spec: &Path) -> (Option<i32>, String) {
         let out = run(
@@ -331,11 +354,7 @@ spec:
         let cluster = cluster(SimOptions::default());
         let dir = tempfile::tempdir().unwrap();
         let spec = spec(dir.path(), true);
-        let out = run(
-            &cluster,
-            dir.path(),
-            &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
-        );
+        let out = apply(&cluster, dir.path(), &spec);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -361,15 +380,14 @@ spec:
         });
         let dir = tempfile::tempdir().unwrap();
         let spec = spec(dir.path(), true);
-        let out = run(
-            &cluster,
-            dir.path(),
-            &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
+        fails_with(
+            &apply(&cluster, dir.path(), &spec),
+            "pgplan::apply::failed",
+            &[
+                "no snapshot controller acted on it",
+                "install the CSI snapshot controller",
+            ],
         );
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
-        assert!(err.contains("no snapshot controller acted on it"), "{err}");
-        assert!(err.contains("install the CSI snapshot controller"), "{err}");
         assert_eq!(claim_sizes(&cluster).0, "10Gi", "grown without a snapshot");
         assert!(
             cluster
@@ -393,16 +411,15 @@ spec:
         });
         let dir = tempfile::tempdir().unwrap();
         let spec = spec(dir.path(), false);
-        let out = run(
-            &cluster,
-            dir.path(),
-            &["apply", "-f", spec.to_str().unwrap(), "--auto-approve"],
+        fails_with(
+            &apply(&cluster, dir.path(), &spec),
+            "pgplan::apply::failed",
+            &[
+                "asks for 20Gi and still has 10Gi",
+                "FileSystemResizePending",
+                "kubectl delete pod -n default pg-0",
+            ],
         );
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{}{err}", text(&out.stdout));
-        assert!(err.contains("asks for 20Gi and still has 10Gi"), "{err}");
-        assert!(err.contains("FileSystemResizePending"), "{err}");
-        assert!(err.contains("kubectl delete pod -n default pg-0"), "{err}");
         assert_eq!(claim_sizes(&cluster), ("20Gi".into(), "10Gi".into()));
         let (code, plan) = replan(&cluster, dir.path(), &spec);
         assert_eq!(code, Some(2), "{plan}");
@@ -429,7 +446,7 @@ mod no_ready_pod {
         let cluster = SimCluster::with_scenario(Scenario::Healthcare);
         let mut full = json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}});
         merge(&mut full, &patch);
-        patch_deployment(&cluster, &full);
+        patch_deployment(&cluster, hc::DEPLOYMENT, &full);
         wait_for_pod(cluster, want)
     }
 
@@ -442,21 +459,6 @@ mod no_ready_pod {
             }
             (a, b) => *a = b.clone(),
         }
-    }
-
-    fn patch_deployment(cluster: &SimCluster, patch: &Value) {
-        use k8s_openapi::api::apps::v1::Deployment;
-        use kube::api::{Api, Patch, PatchParams};
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let api: Api<Deployment> = Api::namespaced(cluster.client().await, hc::NAMESPACE);
-            api.patch(
-                hc::DEPLOYMENT,
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-            .expect("patch the postgres Deployment");
-        });
     }
 
     fn wait_for_pod(cluster: SimCluster, want: &str) -> (SimCluster, String) {
@@ -510,6 +512,7 @@ mod no_ready_pod {
         cluster.faults().unpullable_image("postgres:99");
         patch_deployment(
             &cluster,
+            hc::DEPLOYMENT,
             &json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
                 "template": {"spec": {"containers": [{"name": "postgres", "image": "postgres:99"}]}}}}),
         );
@@ -599,17 +602,6 @@ mod containers {
     use crate::support::sim::scenario::healthcare as hc;
     use std::time::Duration;
 
-    fn patch(cluster: &SimCluster, name: &str, patch: &Value) {
-        use k8s_openapi::api::apps::v1::Deployment;
-        use kube::api::{Api, Patch, PatchParams};
-        tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let api: Api<Deployment> = Api::namespaced(cluster.client().await, hc::NAMESPACE);
-            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .expect("patch the Deployment");
-        });
-    }
-
     /// The `container` of every step that runs tools in a pod.
     fn pod_containers(plan: &Value) -> Vec<String> {
         fn walk(v: &Value, out: &mut Vec<String>) {
@@ -655,7 +647,7 @@ mod containers {
                    "env": [{"name": "DATA_SOURCE_NAME",
                             "value": "postgresql://localhost:5432/postgres?sslmode=disable"}]}),
         );
-        patch(
+        patch_deployment(
             &cluster,
             hc::DEPLOYMENT,
             &json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
@@ -763,7 +755,7 @@ mod containers {
     #[test]
     fn a_container_taken_on_thin_evidence_is_named_when_it_fails() {
         let cluster = SimCluster::with_scenario(Scenario::Healthcare);
-        patch(
+        patch_deployment(
             &cluster,
             hc::DEPLOYMENT,
             &json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null},
