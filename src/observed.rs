@@ -177,9 +177,32 @@ pub struct Origin {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KubeState {
+    /// The API group versions the cluster serves (`v1`, `apps/v1`,
+    /// `snapshot.storage.k8s.io/v1`, …), from discovery. `None` when not
+    /// known (a snapshot written before pgplan recorded them, or discovery
+    /// refused): nothing is then concluded from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_apis: Option<Vec<String>>,
+    /// Namespaces the spec names that the cluster says do not exist (a
+    /// namespace pgplan may not read is not listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_namespaces: Vec<String>,
     /// Manifests as the API server returned them (managedFields dropped).
     #[serde(default)]
     pub objects: Vec<Value>,
+}
+
+impl KubeState {
+    /// Whether the cluster serves `api_version` (`apps/v1`); `None` when
+    /// unknown. The core group (`v1`) is always served.
+    pub fn serves(&self, api_version: &str) -> Option<bool> {
+        if api_version == "v1" {
+            return Some(true);
+        }
+        self.served_apis
+            .as_ref()
+            .map(|s| s.iter().any(|a| a == api_version))
+    }
 }
 
 /// Identifies one Kubernetes object.
@@ -538,9 +561,28 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
     Ok(observed)
 }
 
-/// Save a snapshot as YAML.
+/// What a snapshot file holds in place of each value of a Secret's `data`:
+/// base64 of the marker `(sensitive)`. It is valid base64, as a real API
+/// server and kubectl insist, decodes to the marker (recognisable, and no
+/// value pgplan ever read: it never reads them), and loads back as the
+/// marker, so plans from a snapshot equal plans online.
+pub const SNAPSHOT_PLACEHOLDER: &str = "KHNlbnNpdGl2ZSk=";
+
+/// Save a snapshot as YAML. Snapshots are for planning: the Secrets in
+/// them hold keys, a fingerprint and [`SNAPSHOT_PLACEHOLDER`] values.
 pub fn to_yaml(observed: &Observed) -> Result<String, serde_yaml_ng::Error> {
-    yaml::to_string(observed)
+    let mut written = observed.clone();
+    for o in written.kubernetes.objects.iter_mut() {
+        crate::redact::hide_secret_data(o);
+        if o["kind"] == "Secret" {
+            if let Some(Value::Object(data)) = o.get_mut("data") {
+                for v in data.values_mut() {
+                    *v = Value::String(SNAPSHOT_PLACEHOLDER.into());
+                }
+            }
+        }
+    }
+    yaml::to_string(&written)
 }
 
 /// Reduce a live Secret to what pgplan may keep: its keys, with values

@@ -85,11 +85,25 @@ pub(super) async fn act(
                 .ok_or_else(|| StepError(format!("{} does not exist", object.display())))?;
             let mut merged = live.clone();
             merge_patch(&mut merged, patch);
-            if covers(&live, &merged) && covers(&merged, &live) {
-                return Ok(json!({"already": true}));
+            let already = covers(&live, &merged) && covers(&merged, &live);
+            if !already {
+                c.merge_patch(object, patch, Write::Apply).await?;
             }
-            c.merge_patch(object, patch, Write::Apply).await?;
-            Ok(json!({}))
+            // A claim has grown when its capacity says so, not when the
+            // request was accepted (also when a resize asked for earlier is
+            // still pending).
+            if object.kind == "PersistentVolumeClaim" {
+                if let Some(size) =
+                    get_field(patch, "spec.resources.requests.storage").and_then(Value::as_str)
+                {
+                    wait_resized(c, object, size).await?;
+                }
+            }
+            Ok(if already {
+                json!({"already": true})
+            } else {
+                json!({})
+            })
         }
         Operation::Scale {
             object,
@@ -269,20 +283,162 @@ pub(super) async fn wait_ready(
             })
             .await?;
         }
-        "VolumeSnapshot" => {
-            c.wait(object, READY_TIMEOUT, |o| {
-                let o = o.ok_or_else(|| "it does not exist".to_string())?;
-                // Without a snapshot controller nothing sets status; existing is all we can check.
-                match o["status"]["readyToUse"].as_bool() {
-                    Some(false) => Err("not ready to use".into()),
-                    _ => Ok(true),
-                }
-            })
-            .await?;
-        }
+        "VolumeSnapshot" => wait_snapshot(c, object, desired).await?,
         _ => {}
     }
     Ok(())
+}
+
+/// How long a snapshot controller has to take notice of a new
+/// VolumeSnapshot (any status at all) before pgplan concludes that none
+/// runs; a real one does within a second or two. The same bound applies to
+/// an error the snapshot keeps reporting.
+pub const SNAPSHOT_NOTICE: Duration = Duration::from_secs(20);
+
+/// Once only the file system resize of a grown claim is pending, how long
+/// the kubelet has to finish it online before the step says what the user
+/// must do.
+pub const FS_RESIZE_GRACE: Duration = Duration::from_secs(30);
+
+/// A VolumeSnapshot is taken when it is `readyToUse`, not when it exists:
+/// a cluster may serve the CRDs and run no snapshot controller, and then
+/// nothing ever sets its status.
+async fn wait_snapshot(c: &Cluster, object: &ObjectRef, desired: &Value) -> Result<(), StepError> {
+    let class = str_at(desired, &["spec", "volumeSnapshotClassName"]).unwrap_or("(default)");
+    let start = std::time::Instant::now();
+    let mut erring_since: Option<std::time::Instant> = None;
+    loop {
+        let live = c
+            .get(object)
+            .await?
+            .ok_or_else(|| StepError(format!("{} disappeared", object.display())))?;
+        let status = live
+            .get("status")
+            .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()));
+        let error = status
+            .and_then(|s| str_at(s, &["error", "message"]))
+            .map(str::to_string);
+        match status {
+            Some(s) if s["readyToUse"] == json!(true) => return Ok(()),
+            None if start.elapsed() >= SNAPSHOT_NOTICE => {
+                return Err(StepError(format!(
+                    "{} has no status after {} s: no snapshot controller acted on it. The cluster serves the VolumeSnapshot CRDs but runs no snapshot controller (or none for class `{class}`): install the CSI snapshot controller (kubernetes-csi/external-snapshotter) and a CSI driver that can snapshot these volumes, or remove backup.snapshots",
+                    object.display(),
+                    SNAPSHOT_NOTICE.as_secs()
+                )))
+            }
+            _ => {}
+        }
+        if let Some(msg) = &error {
+            let since = *erring_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= SNAPSHOT_NOTICE {
+                return Err(StepError(format!(
+                    "{} is not ready to use: the snapshot controller reports: {msg}",
+                    object.display()
+                )));
+            }
+        } else {
+            erring_since = None;
+        }
+        if start.elapsed() >= READY_TIMEOUT {
+            return Err(StepError(format!(
+                "{} is not ready to use after {} s{}",
+                object.display(),
+                READY_TIMEOUT.as_secs(),
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Whether a claim has the condition `kind` set to True.
+fn condition<'v>(pvc: &'v Value, kind: &str) -> Option<&'v Value> {
+    at(pvc, &["status", "conditions"])
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == kind && c["status"] == "True")
+        })
+}
+
+/// Waits until a claim's `status.capacity` reaches `size`. When only the
+/// file system resize is left (`FileSystemResizePending`) and the kubelet
+/// does not finish it within [`FS_RESIZE_GRACE`], the step fails saying
+/// what is pending and what to do; it is never reported grown before.
+async fn wait_resized(c: &Cluster, object: &ObjectRef, size: &str) -> Result<(), StepError> {
+    let want = crate::quantity::parse_bytes(size).map_err(StepError)?;
+    let start = std::time::Instant::now();
+    let mut pending_since: Option<std::time::Instant> = None;
+    loop {
+        let live = c
+            .get(object)
+            .await?
+            .ok_or_else(|| StepError(format!("{} disappeared", object.display())))?;
+        let capacity = str_at(&live, &["status", "capacity", "storage"]);
+        let have = capacity.and_then(|q| crate::quantity::parse_bytes(q).ok());
+        if have.is_some_and(|h| h >= want) {
+            return Ok(());
+        }
+        let capacity = capacity.unwrap_or("no capacity");
+        if let Some(cond) = condition(&live, "FileSystemResizePending") {
+            let since = *pending_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= FS_RESIZE_GRACE {
+                let pods = pods_using(c, &object.namespace, &object.name).await?;
+                let restart = match pods.as_slice() {
+                    [] => "start a pod that mounts it".to_string(),
+                    pods => format!(
+                        "restart the pod that mounts it (`kubectl delete pod -n {} {}`; its controller recreates it)",
+                        object.namespace,
+                        pods.join(" ")
+                    ),
+                };
+                return Err(StepError(format!(
+                    "{} asks for {size} and still has {capacity}: the volume has grown, but its file system resize is pending (FileSystemResizePending: {}). The kubelet finishes it when a pod mounts the claim: {restart}, then run `pgplan apply` again to confirm the new size",
+                    object.display(),
+                    str_at(cond, &["message"]).unwrap_or("no message")
+                )));
+            }
+        }
+        if start.elapsed() >= READY_TIMEOUT {
+            let conditions: Vec<String> = at(&live, &["status", "conditions"])
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| str_at(c, &["type"]).map(str::to_string))
+                .collect();
+            return Err(StepError(format!(
+                "{} asks for {size} and still has {capacity} after {} s{}: the volume was not resized; `kubectl describe pvc -n {} {}` shows the resizer's events",
+                object.display(),
+                READY_TIMEOUT.as_secs(),
+                if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (conditions: {})", conditions.join(", "))
+                },
+                object.namespace,
+                object.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Names of the pods in `namespace` that mount claim `claim`.
+async fn pods_using(c: &Cluster, namespace: &str, claim: &str) -> Result<Vec<String>, StepError> {
+    let pods = c.list("v1", "Pod", namespace, None).await?;
+    Ok(pods
+        .iter()
+        .filter(|p| {
+            at(p, &["spec", "volumes"])
+                .and_then(Value::as_array)
+                .is_some_and(|vs| {
+                    vs.iter()
+                        .any(|v| str_at(v, &["persistentVolumeClaim", "claimName"]) == Some(claim))
+                })
+        })
+        .filter_map(|p| str_at(p, &["metadata", "name"]).map(str::to_string))
+        .collect())
 }
 
 async fn scale(
@@ -322,7 +478,58 @@ async fn scale(
             }
         }
     }
+    if purpose == ScalePurpose::Resume {
+        forget_quiesce_on_replica_sets(c, object).await?;
+    }
     Ok(json!({"replicasBefore": current}))
+}
+
+/// The Deployment controller copies a Deployment's annotations onto its
+/// ReplicaSet and never removes them (`SetNewReplicaSetAnnotations`), so
+/// [`QUIESCED_ANNOTATION`], once taken off a Deployment, is taken off the
+/// ReplicaSets it owns too: no copy outlives the apply, and `kubectl rollout
+/// undo`, which copies a ReplicaSet's annotations back onto the Deployment,
+/// cannot bring it back. Called once the Deployment is ready at its count
+/// again, i.e. once its controller has seen the Deployment without the
+/// annotation and will not copy it again.
+pub(super) async fn forget_quiesce_on_replica_sets(
+    c: &Cluster,
+    deployment: &ObjectRef,
+) -> Result<(), StepError> {
+    if deployment.kind != "Deployment" {
+        return Ok(());
+    }
+    let Some(live) = c.get(deployment).await? else {
+        return Ok(());
+    };
+    let uid = str_at(&live, &["metadata", "uid"]).unwrap_or_default();
+    let sel = selector_of(&live);
+    let sets = c
+        .list(
+            "apps/v1",
+            "ReplicaSet",
+            &deployment.namespace,
+            (!sel.is_empty()).then_some(sel.as_str()),
+        )
+        .await?;
+    let clear = json!({"metadata": {"annotations": {QUIESCED_ANNOTATION: null}}});
+    for rs in sets {
+        let owned = at(&rs, &["metadata", "ownerReferences"])
+            .and_then(Value::as_array)
+            .is_some_and(|refs| refs.iter().any(|r| str_at(r, &["uid"]) == Some(uid)));
+        let marked = at(&rs, &["metadata", "annotations", QUIESCED_ANNOTATION]).is_some();
+        if !(owned && marked) {
+            continue;
+        }
+        let Some(r) = ObjectRef::of(&rs) else {
+            continue;
+        };
+        match c.merge_patch(&r, &clear, Write::Apply).await {
+            Ok(_) | Err(ClusterError::Rejected { code: 404, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 async fn self_heal(

@@ -142,11 +142,19 @@ pub(super) async fn count_rows(
     database: &str,
 ) -> Result<u64, StepError> {
     let c = cluster(w)?;
+    // The container that runs the server (never a sidecar listed first).
+    let live = c
+        .get(&ObjectRef::new("v1", "Pod", namespace, pod))
+        .await?
+        .unwrap_or(Value::Null);
+    let container = crate::diff::source::postgres_container(&live["spec"], None)
+        .ok()
+        .map(|choice| choice.name);
     let runner = Runner::Pod {
         cluster: c,
         namespace: namespace.into(),
         pod: pod.into(),
-        container: None,
+        container,
     };
     let inv = crate::pgtools::inventory::server(&runner, pod, &|d| d == database).await?;
     let db = inv
@@ -738,10 +746,14 @@ fn source_server(w: &World<'_>, step: &Step) -> Option<ServerRef> {
         .iter()
         .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
         .collect();
+    let container =
+        crate::diff::source::postgres_container(&before["spec"]["template"]["spec"], None)
+            .ok()
+            .map(|choice| choice.name);
     Some(ServerRef::Pod {
         workload: object,
         selector,
-        container: None,
+        container,
     })
 }
 

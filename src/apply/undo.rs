@@ -56,6 +56,7 @@ pub(super) async fn undo(
             if field.is_none() {
                 act::wait_ready(c, object, &json!({"spec": {"replicas": from}})).await?;
             }
+            act::forget_quiesce_on_replica_sets(c, object).await?;
             Ok(Undo::Undone(format!(
                 "{} back at {from} replicas",
                 object.display()
@@ -161,6 +162,23 @@ pub(super) async fn undo(
         }
         Operation::Create { object, .. } => {
             if object.kind == "VolumeSnapshot" {
+                let c = cluster(w)?;
+                // One that never became usable is no restore point.
+                let ready = c
+                    .get(object)
+                    .await?
+                    .is_some_and(|s| s["status"]["readyToUse"] == json!(true));
+                if !ready {
+                    let existed = c.delete(object, Write::Apply).await?;
+                    return Ok(if existed {
+                        Undo::Undone(format!(
+                            "{} deleted: it never became ready to use",
+                            object.display()
+                        ))
+                    } else {
+                        Undo::Nothing
+                    });
+                }
                 return Ok(Undo::Kept(format!(
                     "{} kept as a restore point",
                     object.display()

@@ -17,13 +17,12 @@
 //! client's side is never closed before the exit status has arrived. Only
 //! over v5 is the end of stdin also signalled.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::{Api, AttachParams, ListParams};
+use kube::api::AttachParams;
 use kube::Resource;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -281,52 +280,6 @@ where
 }
 
 impl Cluster {
-    /// A running, ready pod matching the labels (the newest, when several).
-    pub async fn ready_pod(
-        &self,
-        namespace: &str,
-        selector: &BTreeMap<String, String>,
-    ) -> Result<String, ClusterError> {
-        let labels = selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let pods: Api<Pod> = Api::namespaced(self.client().clone(), namespace);
-        let list = pods
-            .list(&ListParams::default().labels(&labels))
-            .await
-            .map_err(|e| self.classify(e, "list", "pods", namespace, &format!("pods {labels}")))?;
-        let mut ready: Vec<&Pod> = list
-            .items
-            .iter()
-            .filter(|p| {
-                p.metadata.deletion_timestamp.is_none()
-                    && p.status.as_ref().is_some_and(|s| {
-                        s.phase.as_deref() == Some("Running")
-                            && s.conditions.as_ref().is_some_and(|c| {
-                                c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                            })
-                    })
-            })
-            .collect();
-        ready.sort_by(|a, b| {
-            b.metadata
-                .creation_timestamp
-                .cmp(&a.metadata.creation_timestamp)
-        });
-        ready
-            .first()
-            .and_then(|p| p.metadata.name.clone())
-            .ok_or_else(|| ClusterError::Exec {
-                what: format!("no ready pod with labels {labels} in namespace `{namespace}`"),
-                message: format!(
-                    "{} pod(s) match, none is running and ready",
-                    list.items.len()
-                ),
-            })
-    }
-
     /// Run `argv` in a pod's container, streaming stdin and stdout.
     pub async fn exec<R, W>(
         &self,

@@ -10,6 +10,7 @@
 pub mod exec;
 pub mod observe;
 pub mod timeout;
+pub mod pods;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,6 +36,16 @@ pub enum ClusterError {
         help("set KUBECONFIG or pass --kubeconfig FILE (and --context NAME); inside a pod, pgplan uses the service account")
     )]
     Config { message: String },
+    #[error("context `{context}` is not in the kubeconfig ({file}); it has: {have}")]
+    #[diagnostic(
+        code(pgplan::cluster::context),
+        help("pass one of those with --context (`kubectl config get-contexts` lists them), or point --kubeconfig (or KUBECONFIG) at the file that has `{context}`")
+    )]
+    UnknownContext {
+        context: String,
+        file: String,
+        have: String,
+    },
     #[error(
         "the Kubernetes API server of context `{context}` ({server}) is unreachable: {message}"
     )]
@@ -92,15 +103,23 @@ pub enum ClusterError {
         seconds: u64,
         state: String,
     },
-    #[error("kind `{kind}` ({api_version}) is not served by this cluster")]
+    #[error("{kind} ({api_version}) is not served by this cluster")]
     #[diagnostic(
         code(pgplan::cluster::unknown_kind),
-        help("is the operator that defines it installed?")
+        help("install its CustomResourceDefinition (with the controller or operator that acts on it); `kubectl api-resources` lists what the cluster serves")
     )]
     UnknownKind { api_version: String, kind: String },
     #[error("{what}: {message}")]
     #[diagnostic(code(pgplan::cluster::exec))]
     Exec { what: String, message: String },
+    #[error("no ready pod with labels {selector} in namespace `{namespace}`: {details}")]
+    #[diagnostic(code(pgplan::cluster::no_ready_pod), help("{help}"))]
+    NoReadyPod {
+        namespace: String,
+        selector: String,
+        details: String,
+        help: String,
+    },
 }
 
 /// Whether a write is real or a server-side dry run (`dryRun=All`).
@@ -122,6 +141,9 @@ pub struct Cluster {
     /// The bound on each request (`None`: unbounded).
     request_timeout: Option<Duration>,
     resources: Mutex<HashMap<(String, String), (ApiResource, bool)>>,
+    /// The served API group versions, discovered once per run (`None`
+    /// inside: discovery was refused, so nothing is known).
+    served: tokio::sync::OnceCell<Option<Vec<String>>>,
 }
 
 /// Built-in kinds pgplan touches: (apiVersion, kind, plural, namespaced).
@@ -140,6 +162,7 @@ const BUILTIN: &[(&str, &str, &str, bool)] = &[
     ),
     ("storage.k8s.io/v1", "StorageClass", "storageclasses", false),
     ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "ReplicaSet", "replicasets", true),
     ("apps/v1", "StatefulSet", "statefulsets", true),
     ("batch/v1", "Job", "jobs", true),
     ("batch/v1", "CronJob", "cronjobs", true),
@@ -183,6 +206,9 @@ impl Cluster {
         context: Option<&str>,
         request_timeout: Option<Duration>,
     ) -> Result<Self, ClusterError> {
+        if let Some(wanted) = context {
+            check_context(kubeconfig, wanted)?;
+        }
         let options = KubeConfigOptions {
             context: context.map(str::to_string),
             ..Default::default()
@@ -232,11 +258,38 @@ impl Cluster {
             server,
             request_timeout,
             resources: Mutex::new(HashMap::new()),
+            served: tokio::sync::OnceCell::new(),
         })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The API group versions the cluster serves (`v1`, `apps/v1`, …), as
+    /// kubectl discovers them: one `GET /apis` per run, cached. `None` when
+    /// the server refuses discovery (then nothing is concluded from it).
+    pub async fn served_apis(&self) -> Result<Option<Vec<String>>, ClusterError> {
+        self.served
+            .get_or_try_init(|| async {
+                match self.client.list_api_groups().await {
+                    Ok(list) => {
+                        let mut served: Vec<String> = list
+                            .groups
+                            .iter()
+                            .flat_map(|g| g.versions.iter().map(|v| v.group_version.clone()))
+                            .collect();
+                        served.push("v1".into());
+                        served.sort();
+                        served.dedup();
+                        Ok(Some(served))
+                    }
+                    Err(kube::Error::Api(_)) => Ok(None),
+                    Err(e) => Err(self.classify(e, "discover", "APIs", "", "the served APIs")),
+                }
+            })
+            .await
+            .cloned()
     }
 
     /// The API resource of a kind (built-in table, or discovery once per kind).
@@ -253,6 +306,19 @@ impl Cluster {
             .and_then(|m| m.get(&key).cloned())
         {
             return Ok(r);
+        }
+        // A kind whose API group the cluster does not serve (a CRD not
+        // installed) is said so, instead of the plain `404 page not found`
+        // the server would answer for its paths.
+        if api_version != "v1" {
+            if let Some(served) = self.served_apis().await? {
+                if !served.iter().any(|a| a == api_version) {
+                    return Err(ClusterError::UnknownKind {
+                        api_version: api_version.into(),
+                        kind: kind.into(),
+                    });
+                }
+            }
         }
         let found = match BUILTIN.iter().find(|b| b.0 == api_version && b.1 == kind) {
             Some(b) => (
@@ -352,8 +418,13 @@ impl Cluster {
     /// Read an object; `None` when it does not exist.
     pub async fn get(&self, r: &ObjectRef) -> Result<Option<Value>, ClusterError> {
         let (api, ar) = self.api(&r.api_version, &r.kind, &r.namespace).await?;
-        match api.get_opt(&r.name).await {
-            Ok(o) => Ok(o.map(|o| to_value(o, &ar))),
+        match api.get(&r.name).await {
+            Ok(o) => Ok(Some(to_value(o, &ar))),
+            Err(kube::Error::Api(s)) if page_not_found(&s) => Err(ClusterError::UnknownKind {
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+            }),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
             Err(e) => Err(self.classify(e, "get", &ar.plural, &r.namespace, &r.display())),
         }
     }
@@ -373,6 +444,10 @@ impl Cluster {
         }
         match api.list(&lp).await {
             Ok(list) => Ok(list.items.into_iter().map(|o| to_value(o, &ar)).collect()),
+            Err(kube::Error::Api(s)) if page_not_found(&s) => Err(ClusterError::UnknownKind {
+                api_version: api_version.into(),
+                kind: kind.into(),
+            }),
             Err(e) => Err(self.classify(
                 e,
                 "list",
@@ -468,6 +543,42 @@ impl Cluster {
             delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// A 404 that is not an API `Status` but the server's plain-text `404 page
+/// not found`: no API serves the path (a CRD that is not installed). A
+/// missing object is a JSON `Status` with reason `NotFound`.
+fn page_not_found(s: &kube::core::Status) -> bool {
+    s.code == 404 && s.reason != "NotFound" && s.message.contains("page not found")
+}
+
+/// A `--context` the kubeconfig does not have is named with the contexts it
+/// does have (kube's own error says only that it is missing). A kubeconfig
+/// that cannot be read is left for the client to report.
+fn check_context(kubeconfig: Option<&Path>, wanted: &str) -> Result<(), ClusterError> {
+    let (kc, file) = match kubeconfig {
+        Some(p) => (Kubeconfig::read_from(p), p.display().to_string()),
+        None => (
+            Kubeconfig::read(),
+            std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".into()),
+        ),
+    };
+    let Ok(kc) = kc else {
+        return Ok(());
+    };
+    if kc.contexts.iter().any(|c| c.name == wanted) {
+        return Ok(());
+    }
+    let have: Vec<&str> = kc.contexts.iter().map(|c| c.name.as_str()).collect();
+    Err(ClusterError::UnknownContext {
+        context: wanted.into(),
+        file,
+        have: if have.is_empty() {
+            "no contexts".into()
+        } else {
+            have.join(", ")
+        },
+    })
 }
 
 fn current_context(kubeconfig: Option<&Path>) -> Option<String> {

@@ -2,8 +2,9 @@
 //! requests however many unrelated objects share the namespace: objects
 //! the spec names are fetched by name, the few collections the planner
 //! scans (Services of a namespace, StorageClasses, PersistentVolumes,
-//! VolumeSnapshots) with one list each, and independent reads run
-//! concurrently.
+//! VolumeSnapshots when the cluster serves them) with one list each, and
+//! independent reads run concurrently. Kinds the cluster does not serve are
+//! not read; the planner reports them against the spec field that needs them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,8 +16,16 @@ use crate::observed::{at, keys_only, str_at, ObjectKey};
 use crate::plan::ObjectRef;
 use crate::spec::{Placement, Source, Target};
 
+/// What one placement's plan may read: objects, and the namespaces the spec
+/// names that do not exist.
+#[derive(Debug, Default)]
+pub struct Reads {
+    pub objects: Vec<Value>,
+    pub missing_namespaces: Vec<String>,
+}
+
 /// Every object the plan of `p` may read.
-pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, ClusterError> {
+pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Reads, ClusterError> {
     let spec = p.spec();
     let src = match &spec.source {
         Source::Kubernetes(k) => Some(k),
@@ -85,6 +94,13 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
     let mut namespaces: BTreeSet<String> = BTreeSet::new();
     namespaces.insert(src_ns.clone());
     namespaces.insert(tgt_ns.clone());
+    // Whether each namespace exists, so that "not found" can say why; a
+    // namespace pgplan may not read (403) is simply not known.
+    let namespace_refs: Vec<ObjectRef> = namespaces
+        .iter()
+        .map(|ns| ObjectRef::new("v1", "Namespace", "", ns))
+        .collect();
+    let namespace_checks = join_all(namespace_refs.iter().map(|r| cluster.get(r)));
 
     let gets = join_all(named.iter().map(|r| cluster.get(r)));
     let services = try_join_all(
@@ -94,12 +110,24 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
     );
     let classes = cluster.list("storage.k8s.io/v1", "StorageClass", "", None);
     let volumes = cluster.list("v1", "PersistentVolume", "", None);
-    let snapshots = cluster.list(
-        "snapshot.storage.k8s.io/v1",
-        "VolumeSnapshot",
-        &tgt_ns,
-        None,
-    );
+    // Only when the cluster serves them (the CRDs are installed).
+    let snapshots = async {
+        match cluster.served_apis().await? {
+            Some(served) if !served.iter().any(|a| a == "snapshot.storage.k8s.io/v1") => {
+                Ok(Vec::new())
+            }
+            _ => {
+                cluster
+                    .list(
+                        "snapshot.storage.k8s.io/v1",
+                        "VolumeSnapshot",
+                        &tgt_ns,
+                        None,
+                    )
+                    .await
+            }
+        }
+    };
     let source_by_selector = async {
         match src {
             Some(k) if k.workload.name.is_none() => {
@@ -121,22 +149,32 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
             _ => Ok(Vec::new()),
         }
     };
-    let (gets, services, classes, volumes, snapshots, selected) = tokio::join!(
+    let (gets, services, classes, volumes, snapshots, selected, namespace_checks) = tokio::join!(
         gets,
         services,
         classes,
         volumes,
         snapshots,
-        source_by_selector
+        source_by_selector,
+        namespace_checks
     );
+    let mut missing_namespaces = Vec::new();
+    for (ns, got) in namespaces.iter().zip(namespace_checks) {
+        match got {
+            Ok(None) => missing_namespaces.push(ns.clone()),
+            Ok(Some(_)) | Err(ClusterError::Forbidden { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
 
     let mut objects: Vec<Value> = Vec::new();
-    for (r, got) in named.iter().zip(gets) {
+    for got in gets {
         match got {
             Ok(Some(o)) => objects.push(o),
             Ok(None) => {}
-            // A consumer kind the cluster does not serve is the planner's to report.
-            Err(ClusterError::UnknownKind { .. }) if r.api_version.contains('.') => {}
+            // A kind the cluster does not serve is the planner's to report
+            // (it knows the served APIs and which spec field needs them).
+            Err(ClusterError::UnknownKind { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -147,7 +185,6 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
         Ok(s) => objects.extend(s),
         // Clusters without the snapshot CRDs have no snapshots.
         Err(ClusterError::UnknownKind { .. }) => {}
-        Err(ClusterError::Rejected { code: 404, .. }) => {}
         Err(e) => return Err(e),
     }
     objects.extend(selected?);
@@ -237,5 +274,8 @@ pub async fn placement(cluster: &Cluster, p: &Placement) -> Result<Vec<Value>, C
             seen.entry(k).or_insert(o);
         }
     }
-    Ok(seen.into_values().collect())
+    Ok(Reads {
+        objects: seen.into_values().collect(),
+        missing_namespaces,
+    })
 }

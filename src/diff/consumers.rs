@@ -35,6 +35,9 @@ pub(super) fn resolve<'a>(cx: &mut Ctx<'a>, default_namespace: &str) -> Vec<Cons
             .clone()
             .unwrap_or_else(|| "apps/v1".to_string());
         let object = ObjectRef::new(&api_version, &c.kind, &ns, &c.name);
+        if super::apis::consumer_unserved(cx, index, c, &api_version) {
+            continue;
+        }
         let Some(manifest) = cx.idx.get(&c.kind, &ns, &c.name) else {
             let i = index.to_string();
             cx.error(

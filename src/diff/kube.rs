@@ -49,12 +49,15 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
     if same_object {
         match live_sts {
             Some(sts) => day2(cx, kt, &ns, sts),
-            None => cx.error(
-                &["source", "kubernetes", "workload"],
-                "pgplan::plan::source-missing",
-                format!("StatefulSet {ns}/{} was not found", t.name),
-                "check the name and namespace; pgplan manages an existing StatefulSet in place when source and target name it",
-            ),
+            None => {
+                let (missing, help) = source::describe_missing(cx.idx, src);
+                cx.error(
+                    &["source", "kubernetes", "workload"],
+                    "pgplan::plan::source-missing",
+                    format!("the source {missing}"),
+                    format!("{help}; pgplan manages an existing StatefulSet in place when source and target name it"),
+                )
+            }
         }
         return;
     }
@@ -91,30 +94,33 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
                 ));
                 day2(cx, kt, &ns, sts)
             }
-            None => cx.error(
-                &["source", "kubernetes", "workload"],
-                "pgplan::plan::source-missing",
-                format!(
-                    "the source {} was not found in namespace `{}`, and the target StatefulSet {ns}/{} does not exist either: there is nothing to move",
-                    src.workload.kind.as_str(),
-                    src.namespace,
-                    t.name
-                ),
-                "check the workload's name and namespace (`kubectl get deploy,sts -n NAMESPACE`)",
-            ),
+            None => {
+                let (missing, help) = source::describe_missing(cx.idx, src);
+                cx.error(
+                    &["source", "kubernetes", "workload"],
+                    "pgplan::plan::source-missing",
+                    format!(
+                        "the source {missing}, and the target StatefulSet {ns}/{} does not exist either: there is nothing to move",
+                        t.name
+                    ),
+                    help,
+                )
+            }
         },
         Err(SourceProblem::Ambiguous(names)) => cx.error(
             &["source", "kubernetes", "workload", "selector"],
             "pgplan::plan::source-ambiguous",
-            format!("the selector matches several workloads: {}", names.join(", ")),
+            format!(
+                "the selector matches several workloads: {}",
+                names.join(", ")
+            ),
             "add labels to the selector, or name the workload",
         ),
-        Err(SourceProblem::NoContainer(name)) => cx.error(
-            &["source", "kubernetes", "container"],
-            "pgplan::plan::no-container",
-            format!("workload `{name}` has no container named as the spec says"),
-            "set `container` to the Postgres container's name",
-        ),
+        Err(p @ SourceProblem::NoContainer { .. }) => {
+            if let Some(d) = p.container_diagnosis() {
+                cx.error(d.path, d.code, d.message, d.help);
+            }
+        }
     }
 }
 
@@ -928,22 +934,26 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     let template = at(sts, &["spec", "template"])
         .cloned()
         .unwrap_or(Value::Null);
-    let container_name = match &spec.source {
-        Source::Kubernetes(k) => k.container.clone(),
+    let wanted = match &spec.source {
+        Source::Kubernetes(k) => k.container.as_deref(),
         _ => None,
-    }
-    .or_else(|| {
-        at(&template, &["spec", "containers"])
-            .and_then(Value::as_array)
-            .and_then(|cs| {
-                cs.iter()
-                    .find(|c| str_at(c, &["image"]).is_some_and(|i| i.contains("postgres")))
-                    .or(cs.first())
-            })
-            .and_then(|c| str_at(c, &["name"]))
-            .map(str::to_string)
-    })
-    .unwrap_or_else(|| "postgres".into());
+    };
+    let container_name = match source::postgres_container(
+        at(&template, &["spec"]).unwrap_or(&Value::Null),
+        wanted,
+    ) {
+        Ok(c) => c.name,
+        Err(problem) => {
+            let p = SourceProblem::NoContainer {
+                workload: format!("StatefulSet {}", t.name),
+                problem,
+            };
+            if let Some(d) = p.container_diagnosis() {
+                cx.error(d.path, d.code, d.message, d.help);
+            }
+            return;
+        }
+    };
 
     // Volume expansion of each existing claim.
     let want = parse_bytes(&t.storage.size).unwrap_or(0);
@@ -970,6 +980,13 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
         cx.read(pvc);
         let have_q = str_at(pvc, &["spec", "resources", "requests", "storage"]).unwrap_or("0");
         let have = parse_bytes(have_q).unwrap_or(0);
+        // A claim has the size its capacity says: a resize asked for but not
+        // finished (e.g. FileSystemResizePending) is not converged.
+        let capacity_q = str_at(pvc, &["status", "capacity", "storage"]);
+        let pending = want == have
+            && capacity_q
+                .and_then(|c| parse_bytes(c).ok())
+                .is_some_and(|c| c < want);
         if want < have {
             cx.error(
                 &["target", "kubernetes", "statefulSet", "storage", "size"],
@@ -982,10 +999,10 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             );
             continue;
         }
-        if want == have {
+        if want == have && !pending {
             continue;
         }
-        if !expandable {
+        if !expandable && !pending {
             cx.error(
                 &["target", "kubernetes", "statefulSet", "storage", "size"],
                 "pgplan::plan::not-expandable",
@@ -1010,8 +1027,27 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 patch,
             },
         );
-        s.summary = format!("grow {} from {have_q} to {}", obj.display(), t.storage.size);
-        s.reason = "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template".into();
+        if pending {
+            let fs_pending = at(pvc, &["status", "conditions"])
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "FileSystemResizePending" && c["status"] == "True")
+                });
+            s.summary = format!(
+                "finish growing {}: it asks for {have_q} and has {}",
+                obj.display(),
+                capacity_q.unwrap_or("less")
+            );
+            s.reason = if fs_pending {
+                "the volume has grown but its file system resize is pending (FileSystemResizePending): the kubelet finishes it when a pod mounts the claim, so restart the pod that uses it if it does not".into()
+            } else {
+                "an earlier resize has not finished: the claim's capacity is still below its request".into()
+            };
+        } else {
+            s.summary = format!("grow {} from {have_q} to {}", obj.display(), t.storage.size);
+            s.reason = "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template".into();
+        }
         s.before = Some(shown(pvc));
         s.after = Some(after);
         expansions.push(s);
@@ -1074,12 +1110,18 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                     .take(8)
                     .collect::<String>();
                 let name = format!("{claim}-pgplan-{short}");
-                if cx.idx.get("VolumeSnapshot", ns, &name).is_some() {
+                let existing = cx.idx.get("VolumeSnapshot", ns, &name);
+                // Only a snapshot that is ready to use is a point to return to;
+                // one that exists and is not ready is waited for again.
+                if existing.is_some_and(|e| e["status"]["readyToUse"] == json!(true)) {
                     continue;
                 }
                 let desired = manifests::volume_snapshot(cx.p, &name, ns, &sn.class_name, claim);
                 let obj = ObjectRef::new("snapshot.storage.k8s.io/v1", "VolumeSnapshot", ns, &name);
-                cx.read_absent(obj.address());
+                match existing {
+                    Some(e) => cx.read(e),
+                    None => cx.read_absent(obj.address()),
+                }
                 let mut s = cx.new_step(
                     obj.address(),
                     Action::Create,

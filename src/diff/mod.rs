@@ -12,6 +12,7 @@
 //! directly or transitively, on a verified backup of that data, and nothing
 //! is removed from the source before the target is verified.
 
+mod apis;
 mod consumers;
 mod data;
 pub mod gitops;
@@ -80,6 +81,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
             continue;
         }
         let mut cx = Ctx::new(p, &idx, &spec.file, inputs);
+        apis::check(&mut cx);
         match &p.spec().target {
             Target::Kubernetes(kt) => kube::plan(&mut cx, kt),
             Target::Rds(rt) => rds::plan(&mut cx, rt),

@@ -180,13 +180,10 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 );
                 return;
             }
-            Err(SourceProblem::NoContainer(name)) => {
-                cx.error(
-                    &["source", "kubernetes", "container"],
-                    "pgplan::plan::no-container",
-                    format!("workload `{name}` has no container named as the spec says"),
-                    "set `container` to the Postgres container's name",
-                );
+            Err(p @ SourceProblem::NoContainer { .. }) => {
+                if let Some(d) = p.container_diagnosis() {
+                    cx.error(d.path, d.code, d.message, d.help);
+                }
                 return;
             }
         },
@@ -309,11 +306,18 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
             return;
         }
         (_, None) if target_server.is_none() && instance.is_none() => {
+            let (missing, help) = match &spec.source {
+                Source::Kubernetes(src) => source::describe_missing(cx.idx, src),
+                Source::External(_) => (
+                    "was not found".to_string(),
+                    "check the source workload's name and namespace".to_string(),
+                ),
+            };
             cx.error(
                 &["source"],
                 "pgplan::plan::source-missing",
-                "the source was not found and the RDS instance does not exist: there is nothing to move".into(),
-                "check the source workload's name and namespace",
+                format!("the source {missing}, and the RDS instance does not exist: there is nothing to move"),
+                help,
             );
             return;
         }

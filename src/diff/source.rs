@@ -63,7 +63,270 @@ impl SourceFacts<'_> {
 pub enum SourceProblem {
     NotFound,
     Ambiguous(Vec<String>),
-    NoContainer(String),
+    /// The workload (`Deployment billing-api`) has no container pgplan can
+    /// take for the server.
+    NoContainer {
+        workload: String,
+        problem: ContainerProblem,
+    },
+}
+
+/// Why no container of a pod template is taken for the PostgreSQL server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerProblem {
+    /// `source.kubernetes.container` names a container the pod does not have.
+    Missing { wanted: String, have: Vec<String> },
+    /// No container looks like a PostgreSQL server.
+    NoServer { have: Vec<String> },
+    /// Several do, equally.
+    Ambiguous(Vec<String>),
+}
+
+/// A located diagnostic about the source for the planner to raise: the
+/// spec path (under `spec`), code, message and help.
+pub struct Diagnosis {
+    pub path: &'static [&'static str],
+    pub code: &'static str,
+    pub message: String,
+    pub help: String,
+}
+
+impl SourceProblem {
+    /// The diagnostic of a container problem (`None` for the others, which
+    /// each journey words itself).
+    pub fn container_diagnosis(&self) -> Option<Diagnosis> {
+        let SourceProblem::NoContainer { workload, problem } = self else {
+            return None;
+        };
+        Some(match problem {
+            ContainerProblem::Missing { wanted, have } => Diagnosis {
+                path: &["source", "kubernetes", "container"],
+                code: "pgplan::plan::no-container",
+                message: format!("{workload} has no container named `{wanted}`"),
+                help: format!("its containers are: {}", have.join(", ")),
+            },
+            ContainerProblem::NoServer { have } => Diagnosis {
+                path: &["source", "kubernetes", "workload"],
+                code: "pgplan::plan::no-container",
+                message: format!("{workload} has no PostgreSQL container"),
+                help: format!(
+                    "its containers ({}) run no PostgreSQL server image, command, port 5432 or data volume: point `source.kubernetes.workload` at the database's workload (a selector may match the application instead), or set `source.kubernetes.container` if the server runs in one of them",
+                    have.join(", ")
+                ),
+            },
+            ContainerProblem::Ambiguous(names) => Diagnosis {
+                path: &["source", "kubernetes", "workload"],
+                code: "pgplan::plan::ambiguous-container",
+                message: format!(
+                    "{workload} has several containers that could run PostgreSQL: {}",
+                    names.join(", ")
+                ),
+                help: "set `source.kubernetes.container` to the one that runs the server".into(),
+            },
+        })
+    }
+}
+
+/// The container chosen as the PostgreSQL server, and why.
+#[derive(Debug, Clone)]
+pub struct ContainerChoice<'a> {
+    pub container: &'a Value,
+    pub name: String,
+    /// What pointed at it (`image postgres:15`, `port 5432`, …); empty when
+    /// the spec named it.
+    pub evidence: Vec<String>,
+    /// The evidence is thin (a single sign, or neither a server image nor a
+    /// server command): errors from inside it should say which container was
+    /// tried.
+    pub unsure: bool,
+}
+
+/// The repository part of an image reference (`quay.io/org/postgres-exporter:v1`
+/// → `postgres-exporter`), lowercased.
+fn image_repo(image: &str) -> String {
+    let lower = image.to_ascii_lowercase();
+    let without_digest = lower.split('@').next().unwrap_or("");
+    let last = without_digest.rsplit('/').next().unwrap_or("");
+    last.split(':').next().unwrap_or("").to_string()
+}
+
+/// Containers that talk to PostgreSQL without being it: exporters, poolers,
+/// admin UIs, backup agents.
+fn is_companion(name: &str, repo: &str) -> bool {
+    const COMPANIONS: [&str; 9] = [
+        "exporter", "bouncer", "pgpool", "pgadmin", "backrest", "wal-g", "walg", "barman", "proxy",
+    ];
+    COMPANIONS
+        .iter()
+        .any(|c| repo.contains(c) || name.to_ascii_lowercase().contains(c))
+}
+
+/// Signs that `c` runs the PostgreSQL server, with what they were.
+fn server_signs(c: &Value) -> Vec<String> {
+    let name = str_at(c, &["name"]).unwrap_or("");
+    let image = str_at(c, &["image"]).unwrap_or("");
+    let repo = image_repo(image);
+    if is_companion(name, &repo) {
+        return Vec::new();
+    }
+    let mut signs = Vec::new();
+    if ["postgres", "postgis", "timescaledb", "pgvector"]
+        .iter()
+        .any(|p| repo.contains(p))
+    {
+        signs.push(format!("image {image}"));
+    }
+    let first = at(c, &["command", "0"])
+        .or_else(|| at(c, &["args", "0"]))
+        .and_then(Value::as_str);
+    if let Some(cmd) = first {
+        let base = cmd.rsplit('/').next().unwrap_or(cmd);
+        if matches!(
+            base,
+            "postgres" | "postmaster" | "docker-entrypoint.sh" | "run-postgresql" | "pg_ctl"
+        ) {
+            signs.push(format!("command {base}"));
+        }
+    }
+    let ports = at(c, &["ports"]).and_then(Value::as_array);
+    if ports.is_some_and(|ps| {
+        ps.iter().any(|p| {
+            p["containerPort"] == 5432
+                || str_at(p, &["name"]).is_some_and(|n| n.contains("postgres"))
+        })
+    }) {
+        signs.push("port 5432".into());
+    }
+    let pgdata = at(c, &["env"])
+        .and_then(Value::as_array)
+        .and_then(|env| env.iter().find(|e| e["name"] == "PGDATA"))
+        .and_then(|e| str_at(e, &["value"]));
+    let mounts = at(c, &["volumeMounts"]).and_then(Value::as_array);
+    if let Some(m) = mounts.and_then(|ms| {
+        ms.iter().find(|m| {
+            str_at(m, &["mountPath"]).is_some_and(|p| {
+                is_data_path(p) || pgdata.is_some_and(|d| d.starts_with(p.trim_end_matches('/')))
+            })
+        })
+    }) {
+        signs.push(format!(
+            "data volume at {}",
+            str_at(m, &["mountPath"]).unwrap_or("")
+        ));
+    }
+    signs
+}
+
+/// Where PostgreSQL images keep their data.
+fn is_data_path(p: &str) -> bool {
+    p.starts_with("/var/lib/postgresql") || p.starts_with("/var/lib/pgsql") || p.contains("pgdata")
+}
+
+/// The container of a pod spec that runs the PostgreSQL server: the one the
+/// spec names, else the one with the most signs of a server (its image, its
+/// command, port 5432, a data volume), never an exporter, pooler or other
+/// companion. Shared by the planner and by observe, so both exec into the
+/// same container.
+pub fn postgres_container<'a>(
+    pod_spec: &'a Value,
+    wanted: Option<&str>,
+) -> Result<ContainerChoice<'a>, ContainerProblem> {
+    let containers = at(pod_spec, &["containers"])
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let names: Vec<String> = containers
+        .iter()
+        .map(|c| str_at(c, &["name"]).unwrap_or("").to_string())
+        .collect();
+    if let Some(w) = wanted {
+        return containers
+            .iter()
+            .find(|c| str_at(c, &["name"]) == Some(w))
+            .map(|c| ContainerChoice {
+                container: c,
+                name: w.to_string(),
+                evidence: Vec::new(),
+                unsure: false,
+            })
+            .ok_or(ContainerProblem::Missing {
+                wanted: w.to_string(),
+                have: names.clone(),
+            });
+    }
+    let scored: Vec<(&Value, Vec<String>)> =
+        containers.iter().map(|c| (c, server_signs(c))).collect();
+    let best = scored.iter().map(|(_, s)| s.len()).max().unwrap_or(0);
+    // A port or a mount alone does not make a server; an image or a command does.
+    let strong = |s: &Vec<String>| {
+        s.iter()
+            .any(|x| x.starts_with("image ") || x.starts_with("command "))
+    };
+    let top: Vec<&(&Value, Vec<String>)> = scored
+        .iter()
+        .filter(|(_, s)| s.len() == best && best > 0 && (strong(s) || s.len() >= 2))
+        .collect();
+    match top.as_slice() {
+        [] => Err(ContainerProblem::NoServer {
+            have: containers
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({})",
+                        str_at(c, &["name"]).unwrap_or(""),
+                        str_at(c, &["image"]).unwrap_or("no image")
+                    )
+                })
+                .collect(),
+        }),
+        [(c, signs)] => Ok(ContainerChoice {
+            container: c,
+            name: str_at(c, &["name"]).unwrap_or("").to_string(),
+            evidence: signs.clone(),
+            unsure: !strong(signs) || signs.len() < 2,
+        }),
+        many => Err(ContainerProblem::Ambiguous(
+            many.iter()
+                .map(|(c, _)| str_at(c, &["name"]).unwrap_or("").to_string())
+                .collect(),
+        )),
+    }
+}
+
+/// How a source that was not found is worded, after "the source …": the
+/// workload by kind and name (or selector) and its namespace, or that the
+/// namespace itself does not exist; with the matching help line.
+pub fn describe_missing(idx: &Index<'_>, src: &KubeSource) -> (String, String) {
+    let kind = src.workload.kind.as_str();
+    let workload = match (&src.workload.name, &src.workload.selector) {
+        (Some(name), _) => format!("{kind} `{name}`"),
+        (None, Some(sel)) => format!(
+            "{kind} matching {}",
+            sel.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        (None, None) => kind.to_string(),
+    };
+    let ns = &src.namespace;
+    if idx
+        .observed
+        .kubernetes
+        .missing_namespaces
+        .iter()
+        .any(|m| m == ns)
+    {
+        (
+            format!("{workload} cannot be there: namespace `{ns}` does not exist"),
+            format!("correct `source.kubernetes.namespace` (`kubectl get namespaces` lists them), or create namespace `{ns}`"),
+        )
+    } else {
+        (
+            format!("{workload} was not found in namespace `{ns}`"),
+            format!("check the workload's name and namespace (`kubectl get deploy,sts -n {ns}`)"),
+        )
+    }
 }
 
 pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>, SourceProblem> {
@@ -105,23 +368,15 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
     let mut pod_labels = labels(&template);
     pod_labels.remove("pod-template-hash");
 
-    let containers = at(manifest, &["spec", "template", "spec", "containers"])
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let container = match &src.container {
-        Some(c) => containers
-            .iter()
-            .find(|x| str_at(x, &["name"]) == Some(c.as_str())),
-        None => containers
-            .iter()
-            .find(|x| str_at(x, &["image"]).is_some_and(|i| i.contains("postgres")))
-            .or_else(|| containers.first()),
-    }
-    .ok_or_else(|| SourceProblem::NoContainer(name.clone()))?;
-    let container_name = str_at(container, &["name"])
-        .unwrap_or("postgres")
-        .to_string();
+    let pod_spec = at(manifest, &["spec", "template", "spec"]).unwrap_or(&Value::Null);
+    let choice = postgres_container(pod_spec, src.container.as_deref()).map_err(|problem| {
+        SourceProblem::NoContainer {
+            workload: format!("{kind} {name}"),
+            problem,
+        }
+    })?;
+    let container = choice.container;
+    let container_name = choice.name;
 
     // The data volume is the one mounted where Postgres keeps its cluster;
     // failing that, the only volume mount.
@@ -131,13 +386,7 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
         .unwrap_or_default();
     let data_mount = mounts
         .iter()
-        .find(|m| {
-            str_at(m, &["mountPath"]).is_some_and(|p| {
-                p.starts_with("/var/lib/postgresql")
-                    || p.starts_with("/var/lib/pgsql")
-                    || p.contains("pgdata")
-            })
-        })
+        .find(|m| str_at(m, &["mountPath"]).is_some_and(is_data_path))
         .or(if mounts.len() == 1 {
             mounts.first()
         } else {
@@ -296,4 +545,90 @@ pub fn volume_location(pv: &Value) -> Option<(Option<String>, String)> {
     .and_then(Value::as_str)
     .map(str::to_string);
     Some((node, path.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(containers: Value) -> Value {
+        json!({"containers": containers})
+    }
+
+    #[test]
+    fn an_exporter_listed_first_is_never_the_server() {
+        let spec = pod(json!([
+            {"name": "postgres-exporter", "image": "quay.io/prometheuscommunity/postgres-exporter:v0.15.0",
+             "ports": [{"containerPort": 9187}], "env": [{"name": "DATA_SOURCE_NAME", "value": "postgresql://localhost:5432/postgres"}]},
+            {"name": "db", "image": "postgres:15", "ports": [{"containerPort": 5432}],
+             "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]},
+        ]));
+        let c = postgres_container(&spec, None).unwrap();
+        assert_eq!(c.name, "db");
+        assert_eq!(
+            c.evidence,
+            [
+                "image postgres:15",
+                "port 5432",
+                "data volume at /var/lib/postgresql/data"
+            ]
+        );
+        assert!(!c.unsure);
+    }
+
+    #[test]
+    fn poolers_and_admin_uis_are_companions_too() {
+        let spec = pod(json!([
+            {"name": "pgbouncer", "image": "bitnami/pgbouncer:1.22", "ports": [{"containerPort": 5432}]},
+            {"name": "server", "image": "registry.redhat.io/rhel9/postgresql-15"},
+        ]));
+        let c = postgres_container(&spec, None).unwrap();
+        assert_eq!((c.name.as_str(), c.unsure), ("server", true));
+    }
+
+    #[test]
+    fn an_application_has_no_postgres_container() {
+        let spec = pod(
+            json!([{"name": "api", "image": "billing/api:2", "ports": [{"containerPort": 8080}],
+            "env": [{"name": "POSTGRES_PASSWORD", "value": "x"}]}]),
+        );
+        assert_eq!(
+            postgres_container(&spec, None).unwrap_err(),
+            ContainerProblem::NoServer {
+                have: vec!["api (billing/api:2)".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_custom_image_is_known_by_its_command_port_and_volume() {
+        let spec = pod(json!([
+            {"name": "sidecar", "image": "busybox:1.36", "command": ["sh", "-c", "sleep infinity"]},
+            {"name": "db", "image": "mycorp/db:3", "args": ["postgres", "-c", "max_connections=50"],
+             "ports": [{"containerPort": 5432}]},
+        ]));
+        let c = postgres_container(&spec, None).unwrap();
+        assert_eq!((c.name.as_str(), c.unsure), ("db", false));
+    }
+
+    #[test]
+    fn two_servers_are_ambiguous_and_a_named_container_must_exist() {
+        let spec = pod(json!([
+            {"name": "a", "image": "postgres:15"},
+            {"name": "b", "image": "postgres:16"},
+        ]));
+        assert_eq!(
+            postgres_container(&spec, None).unwrap_err(),
+            ContainerProblem::Ambiguous(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(postgres_container(&spec, Some("b")).unwrap().name, "b");
+        assert_eq!(
+            postgres_container(&spec, Some("c")).unwrap_err(),
+            ContainerProblem::Missing {
+                wanted: "c".into(),
+                have: vec!["a".into(), "b".into()]
+            }
+        );
+    }
 }

@@ -114,6 +114,19 @@ pub enum OpsError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Pg(Box<crate::pgtools::PgError>),
+    #[error("in container `{container}` of pod {namespace}/{pod}: {source}")]
+    #[diagnostic(
+        code(pgplan::source::container),
+        help("pgplan took `{container}` for the PostgreSQL container ({why}); if the server runs in another container of the pod, set `source.kubernetes.container` to its name")
+    )]
+    InContainer {
+        namespace: String,
+        pod: String,
+        container: String,
+        why: String,
+        #[source]
+        source: Box<crate::pgtools::PgError>,
+    },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Spec(Box<SpecErrors>),

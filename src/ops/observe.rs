@@ -86,16 +86,19 @@ pub async fn observe_as(
         None
     };
     let mut objects = BTreeMap::new();
+    let mut missing_namespaces = std::collections::BTreeSet::new();
     let mut servers = Vec::new();
     let mut rds = crate::observed::RdsState::default();
     let mut region = None;
     if let Some(c) = &cluster {
         for p in &spec.placements {
-            for o in cluster::observe::placement(c, p).await? {
+            let reads = cluster::observe::placement(c, p).await?;
+            for o in reads.objects {
                 if let Some(k) = ObjectKey::of(&o) {
                     objects.entry(k).or_insert(o);
                 }
             }
+            missing_namespaces.extend(reads.missing_namespaces);
         }
     }
     // Applies running or unfinished, before any server is asked: such a
@@ -139,18 +142,35 @@ pub async fn observe_as(
                                     .collect()
                             })
                             .unwrap_or_default();
-                    let pod = c.ready_pod(&key.namespace, &selector).await?;
-                    let container = src
-                        .container
-                        .clone()
-                        .or_else(|| postgres_container(workload));
-                    let runner = Runner::Pod {
-                        cluster: c,
-                        namespace: key.namespace.clone(),
-                        pod,
-                        container,
-                    };
-                    servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
+                    // The same container the planner takes; without one, the
+                    // planner reports it against the spec.
+                    let pod_spec = crate::observed::at(workload, &["spec", "template", "spec"])
+                        .unwrap_or(&serde_json::Value::Null);
+                    if let Ok(choice) =
+                        crate::diff::source::postgres_container(pod_spec, src.container.as_deref())
+                    {
+                        let pod = c.ready_pod(&key.namespace, &selector).await?;
+                        let runner = Runner::Pod {
+                            cluster: c,
+                            namespace: key.namespace.clone(),
+                            pod: pod.clone(),
+                            container: Some(choice.name.clone()),
+                        };
+                        match pgtools::inventory::server(&runner, &locator, &wants(p)).await {
+                            Ok(s) => servers.push(s),
+                            // On thin evidence, say which container was tried.
+                            Err(e) if choice.unsure => {
+                                return Err(OpsError::InContainer {
+                                    namespace: key.namespace.clone(),
+                                    pod,
+                                    container: choice.name.clone(),
+                                    why: choice.evidence.join(", "),
+                                    source: Box::new(e),
+                                })
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
                 }
             }
             Source::External(e) => {
@@ -217,27 +237,23 @@ pub async fn observe_as(
         server: Some(c.server.clone()),
         aws_region: region.clone(),
     });
-    let objects: Vec<serde_json::Value> = objects.into_values().collect();
+    let served_apis = match &cluster {
+        Some(c) => c.served_apis().await?,
+        None => None,
+    };
     let observed = Observed {
         format_version: SNAPSHOT_FORMAT_VERSION,
         origin,
-        kubernetes: crate::observed::KubeState { objects },
+        kubernetes: crate::observed::KubeState {
+            served_apis,
+            missing_namespaces: missing_namespaces.into_iter().collect(),
+            objects: objects.into_values().collect(),
+        },
         rds,
         servers,
         unfinished,
     };
     Ok((observed, cluster))
-}
-
-/// The container running Postgres in a workload's pod template.
-pub(crate) fn postgres_container(workload: &serde_json::Value) -> Option<String> {
-    let cs =
-        crate::observed::at(workload, &["spec", "template", "spec", "containers"])?.as_array()?;
-    cs.iter()
-        .find(|c| crate::observed::str_at(c, &["image"]).is_some_and(|i| i.contains("postgres")))
-        .or(cs.first())
-        .and_then(|c| crate::observed::str_at(c, &["name"]))
-        .map(str::to_string)
 }
 
 /// `pgplan observe`: the snapshot as YAML (secrets redacted), written to
@@ -255,8 +271,9 @@ pub fn run(opts: &ObserveOptions) -> Result<Option<String>, OpsError> {
     let redactor = crate::redact::Redactor::new(spec.secrets.iter().cloned());
     let yaml = crate::observed::to_yaml(&observed).map_err(|e| OpsError::Runtime(e.to_string()))?;
     let text = format!(
-        "# Written by `pgplan observe` from {}; Secrets are keys and fingerprints only.\n{}",
+        "# Written by `pgplan observe` from {}; Secrets are keys and fingerprints only\n# (each value is the placeholder {}, base64 of `(sensitive)`).\n# For planning (`--live-state`), not for `kubectl apply`.\n{}",
         spec.file.name,
+        crate::observed::SNAPSHOT_PLACEHOLDER,
         redactor.text(&yaml)
     );
     match &opts.out {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::apply::journal;
-use crate::cluster::{self, Cluster};
+use crate::cluster;
 use crate::observed::{at, labels, str_at, ObjectKey};
 use crate::ops::observe::{self, ClusterOptions};
 use crate::ops::{OpsError, SpecSource};
@@ -34,13 +34,9 @@ pub fn run(opts: &StatusOptions) -> Result<String, OpsError> {
     let names: Vec<&str> = spec.placements.iter().map(|p| p.name()).collect();
     let mut out = String::new();
     observe::runtime()?.block_on(async {
-        let c = Cluster::connect(
-            opts.cluster.kubeconfig.as_deref(),
-            opts.cluster.context.as_deref(),
-        )
-        .await?;
+        let c = opts.cluster.connect().await?;
         for p in &spec.placements {
-            let objects = cluster::observe::placement(&c, p).await?;
+            let objects = cluster::observe::placement(&c, p).await?.objects;
             let unfinished = super::unfinished::observe(&c, &spec, &objects, None).await?;
             let u = unfinished.into_iter().find(|u| u.placement == p.name());
             placement(&mut out, p, &objects, u.as_ref());

@@ -113,7 +113,9 @@ async fn tuned_server(cluster: &Cluster, ns: &str, sts: &Value) -> Option<TunedS
         cluster,
         namespace: ns.to_string(),
         pod: pod.clone(),
-        container: super::observe::postgres_container(sts),
+        container: at(sts, &["spec", "template", "spec"])
+            .and_then(|pod_spec| crate::diff::source::postgres_container(pod_spec, None).ok())
+            .map(|c| c.name),
     };
     let settings = tune::still_tuned(&runner).await.ok()?;
     (!settings.is_empty()).then(|| TunedServer {

@@ -148,6 +148,26 @@ pub fn json_of(cluster: &SimCluster, resource: &str, name: &str) -> Option<Value
     cluster.get_json(resource, hc::NAMESPACE, name)
 }
 
+/// The pgplan annotations on the healthcare namespace's ReplicaSets: none may stay once an
+/// apply finished or rolled back (the Deployment controller copies a Deployment's annotations to
+/// its ReplicaSet and never removes them, so pgplan must).
+pub fn pgplan_annotations_on_replica_sets(cluster: &SimCluster) -> Vec<String> {
+    use k8s_openapi::api::apps::v1::ReplicaSet;
+    cluster
+        .list::<ReplicaSet>(Some(hc::NAMESPACE))
+        .into_iter()
+        .flat_map(|rs| {
+            let name = rs.metadata.name.clone().unwrap_or_default();
+            rs.metadata
+                .annotations
+                .unwrap_or_default()
+                .into_keys()
+                .filter(|k| k.starts_with("pgplan.dev/"))
+                .map(move |k| format!("ReplicaSet {name}: {k}"))
+        })
+        .collect()
+}
+
 /// The topology before any apply: Deployment on its claim, ClusterIP Service, API at 2.
 pub fn assert_original_topology(cluster: &SimCluster) {
     let dep =
@@ -185,6 +205,10 @@ pub fn assert_original_topology(cluster: &SimCluster) {
         "the Deployment and API ready again",
         |c| c.workloads_ready(hc::NAMESPACE),
     );
+    assert_eq!(
+        pgplan_annotations_on_replica_sets(cluster),
+        Vec::<String>::new()
+    );
 }
 
 /// The topology after the move (seed 002's "after").
@@ -213,6 +237,10 @@ pub fn assert_moved(cluster: &SimCluster) {
     assert_eq!(api["spec"]["replicas"], hc::API_REPLICAS);
     assert_eq!(api["status"]["readyReplicas"], hc::API_REPLICAS);
     assert!(api["metadata"]["annotations"]["pgplan.dev/quiesced-replicas"].is_null());
+    assert_eq!(
+        pgplan_annotations_on_replica_sets(cluster),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -260,6 +288,44 @@ fn moves_the_patients(cluster: SimCluster) {
         "{}{}",
         text(&again.stdout),
         text(&again.stderr)
+    );
+}
+
+/// Quiesce writes `pgplan.dev/quiesced-replicas` on the consumer Deployment, and the
+/// Deployment controller copies it onto the ReplicaSet (and never takes it off): after the
+/// move, and after a rollback, no ReplicaSet carries it.
+#[test]
+fn quiesce_bookkeeping_leaves_no_trace_on_replica_sets() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    ok(&apply(&cluster, state.path(), &[]));
+    assert_eq!(
+        pgplan_annotations_on_replica_sets(&cluster),
+        Vec::<String>::new()
+    );
+
+    let steps = step_addresses(None);
+    let quiesce = steps
+        .iter()
+        .position(|s| s.ends_with(":quiesce"))
+        .expect("a quiesce step");
+    let after_quiesce = &steps[quiesce + 1];
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let out = apply(
+        &cluster,
+        state.path(),
+        &[("PGPLAN_TEST_FAIL", after_quiesce)],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Rolled back to the original topology"),
+        "{err}"
+    );
+    assert_eq!(
+        pgplan_annotations_on_replica_sets(&cluster),
+        Vec::<String>::new()
     );
 }
 

@@ -10,6 +10,7 @@ mod backstage;
 mod cli;
 mod diff;
 mod exec;
+mod effects;
 mod observe;
 mod pgtools;
 mod redaction;

@@ -7,7 +7,11 @@
 //! ```ignore
 //! let cluster = SimCluster::start();                              // empty: default ns, node1/node2
 //! let cluster = SimCluster::with_scenario(Scenario::Healthcare);  // pods Ready, data seeded
-//! let cluster = SimCluster::start_with(SimOptions { nodes, scenario, ready_timeout })?;
+//! let cluster = SimCluster::start_with(SimOptions { nodes, scenario, ready_timeout,
+//!     absent_api_groups,        // CRD groups not installed: plain-text 404 under them
+//!     snapshot_controller,      // false: nothing sets VolumeSnapshot status
+//!     stalled_resize_classes,   // expansions stop at FileSystemResizePending
+//!     ..SimOptions::default() })?;
 //!
 //! cluster.kubeconfig_path() -> &Path          // KUBECONFIG for a pgplan subprocess
 //! cluster.url() -> String                     // http://127.0.0.1:PORT
@@ -20,10 +24,13 @@
 //!                                             // .add_latency(verb?, resource?, d), .clear(),
 //!                                             // .hang(verb, resource): never answered,
 //!                                             // .keep_pvc_unbound(ns, pvc), .release_pvc(..),
-//!                                             // .delete_pod(ns, pod), .crash_pod(ns, pod)
+//!                                             // .delete_pod(ns, pod), .crash_pod(ns, pod),
+//!                                             // .unpullable_image(image),
+//!                                             // .fail_readiness(ns, pod, output), .pass_readiness(..)
 //! cluster.get::<Pod>(ns, name) -> Option<Pod> // straight from the store, nothing logged
 //! cluster.list::<Pod>(Some(ns)) -> Vec<Pod>
 //! cluster.get_json("backstages", ns, name) -> Option<Value>
+//! cluster.list_json("replicasets", Some(ns)) -> Vec<Value>, cluster.serves(&kind) -> bool
 //! cluster.create_json(value) -> Result<Value, ApiError>   // setup without a client
 //! cluster.wait_until(timeout, "what", |c| ..)             // sync; panics with a description
 //! cluster.wait_until_async(timeout, "what", |c| ..).await // in #[tokio::test]

@@ -3,6 +3,7 @@
 //! built on it can trust it. One module per capability.
 
 mod exec;
+mod gaps;
 mod hygiene;
 mod kubectl;
 mod postgres;

@@ -1,7 +1,7 @@
 //! Controllers: Deployments, StatefulSets (ordered, with PVCs that outlive them), Jobs,
 //! deletion propagation and the Backstage operator.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -95,6 +95,164 @@ async fn deployment_runs_replicas_scales_to_zero_and_deletes_its_pods() {
         c.list::<Pod>(Some("default")).is_empty()
     })
     .await;
+}
+
+/// The annotations of the ReplicaSets named `{deploy}-…` in `default`, by name.
+fn replica_set_annotations(
+    c: &SimCluster,
+    deploy: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    c.list::<ReplicaSet>(Some("default"))
+        .into_iter()
+        .filter(|r| {
+            r.metadata.owner_references.as_ref().is_some_and(|o| {
+                o.iter().any(|o| {
+                    o.kind == "Deployment" && o.name == deploy && o.controller == Some(true)
+                })
+            })
+        })
+        .map(|r| {
+            (
+                r.metadata.name.unwrap_or_default(),
+                r.metadata.annotations.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn deployments_run_their_pods_through_replica_sets_that_keep_copied_annotations() {
+    let c = SimCluster::start();
+    let client = c.client().await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let mut d = app_deployment("web", 2);
+    d.metadata.annotations = Some(
+        [
+            ("team".to_string(), "db".to_string()),
+            (
+                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                "{}".to_string(),
+            ),
+        ]
+        .into(),
+    );
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    c.wait_until_async(CONVERGE, "web has 2 ready replicas", |c| {
+        c.get::<Deployment>("default", "web")
+            .and_then(|d| d.status?.ready_replicas)
+            == Some(2)
+    })
+    .await;
+    // Served through the API: one ReplicaSet owning both pods.
+    let listed = sets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 1);
+    let rs = &listed[0];
+    let rs_name = rs.metadata.name.clone().unwrap();
+    let hash = rs.metadata.labels.as_ref().unwrap()["pod-template-hash"].clone();
+    assert_eq!(rs_name, format!("web-{hash}"));
+    assert_eq!(rs.status.as_ref().unwrap().ready_replicas, Some(2));
+    for p in c.list::<Pod>(Some("default")) {
+        let owners = p.metadata.owner_references.unwrap();
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].name.as_str()),
+            ("ReplicaSet", rs_name.as_str())
+        );
+        assert!(p.metadata.name.unwrap().starts_with(&format!("{rs_name}-")));
+    }
+    let ann = &replica_set_annotations(&c, "web")[&rs_name];
+    assert_eq!(ann.get("team").map(String::as_str), Some("db"));
+    assert_eq!(
+        ann.get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        ann.get("deployment.kubernetes.io/desired-replicas")
+            .map(String::as_str),
+        Some("2")
+    );
+    assert!(
+        !ann.contains_key("kubectl.kubernetes.io/last-applied-configuration"),
+        "skipCopyAnnotation: not copied"
+    );
+    let revision = deploys
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(revision["deployment.kubernetes.io/revision"], "1");
+
+    // An annotation added to the Deployment reaches the ReplicaSet; removed, it stays there.
+    let add =
+        json!({"metadata": {"annotations": {"example.com/paused": "3"}}, "spec": {"replicas": 0}});
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(&add))
+        .await
+        .unwrap();
+    c.wait_until_async(CONVERGE, "the ReplicaSet has the annotation", |c| {
+        replica_set_annotations(c, "web")[&rs_name].contains_key("example.com/paused")
+    })
+    .await;
+    let remove =
+        json!({"metadata": {"annotations": {"example.com/paused": null}}, "spec": {"replicas": 2}});
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(&remove))
+        .await
+        .unwrap();
+    c.wait_until_async(CONVERGE, "web is back at 2", |c| {
+        c.pod_names("default", "app=web").len() == 2 && c.workloads_ready("default")
+    })
+    .await;
+    assert_eq!(
+        replica_set_annotations(&c, "web")[&rs_name]
+            .get("example.com/paused")
+            .map(String::as_str),
+        Some("3"),
+        "the real controller copies annotations and never removes them"
+    );
+
+    // A new template: a second ReplicaSet at revision 2; the old one is scaled to zero and kept.
+    let image = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.28"}]}}}});
+    deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(&image))
+        .await
+        .unwrap();
+    c.wait_until_async(CONVERGE, "the rollout finishes", |c| {
+        let sets = c.list::<ReplicaSet>(Some("default"));
+        sets.len() == 2
+            && sets.iter().all(|r| {
+                let want = if r.metadata.name.as_deref() == Some(rs_name.as_str()) {
+                    0
+                } else {
+                    2
+                };
+                r.spec.as_ref().and_then(|s| s.replicas) == Some(want)
+                    && r.status.as_ref().map(|s| s.replicas) == Some(want)
+            })
+    })
+    .await;
+    let anns = replica_set_annotations(&c, "web");
+    let (new_name, new_ann) = anns.iter().find(|(n, _)| **n != rs_name).unwrap();
+    assert_eq!(new_ann["deployment.kubernetes.io/revision"], "2");
+    assert!(
+        !new_ann.contains_key("example.com/paused"),
+        "removed before the new ReplicaSet was made"
+    );
+    let d = deploys.get("web").await.unwrap();
+    assert_eq!(
+        d.metadata.annotations.unwrap()["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    for p in c.list::<Pod>(Some("default")) {
+        assert!(p
+            .metadata
+            .name
+            .unwrap()
+            .starts_with(&format!("{new_name}-")));
+    }
 }
 
 #[tokio::test]
@@ -275,8 +433,41 @@ async fn deletion_propagation_background_foreground_and_orphan() {
     .await;
     let orphans = c.pod_names("default", "app=orphaned");
     assert_eq!(orphans.len(), 1, "an orphaned pod stays");
+    // Orphaning releases the Deployment's dependents, its ReplicaSet; the pod stays the
+    // ReplicaSet's.
+    let sets = c.list::<ReplicaSet>(Some("default"));
+    let rs = sets
+        .iter()
+        .find(|r| {
+            r.metadata
+                .name
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("orphaned-")
+        })
+        .expect("the orphaned Deployment's ReplicaSet stays");
+    assert!(rs
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()
+        .is_empty());
     let pod = c.get::<Pod>("default", &orphans[0]).unwrap();
-    assert!(pod.metadata.owner_references.unwrap_or_default().is_empty());
+    let owners = pod.metadata.owner_references.unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (owners[0].kind.as_str(), Some(&owners[0].name)),
+        ("ReplicaSet", rs.metadata.name.as_ref())
+    );
+    assert!(
+        !sets.iter().any(|r| r
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("foreground-")),
+        "the foreground owner's ReplicaSet went before it"
+    );
 }
 
 #[test]

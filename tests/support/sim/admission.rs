@@ -34,6 +34,12 @@ pub fn defaults(kind: &Kind, o: &mut Value, old: Option<&Value>, store: &Store) 
             }
             pod_spec_defaults(o.pointer_mut("/spec/template/spec"));
         }
+        "ReplicaSet" => {
+            obj::map_at(o, &["spec"])
+                .entry("replicas")
+                .or_insert(json!(1));
+            pod_spec_defaults(o.pointer_mut("/spec/template/spec"));
+        }
         "StatefulSet" => {
             let spec = obj::map_at(o, &["spec"]);
             spec.entry("replicas").or_insert(json!(1));
@@ -234,7 +240,7 @@ pub fn validate(
                 pod_update(o, old, &mut causes);
             }
         }
-        "Deployment" => {
+        "Deployment" | "ReplicaSet" => {
             validate_workload(o, &mut causes, &["Always"]);
             if let Some(old) = old {
                 immutable(o, old, "/spec/selector", "spec.selector", &mut causes);
@@ -297,6 +303,31 @@ pub fn validate(
             }
         }
         "Secret" | "ConfigMap" => {
+            // Bytes fields are base64 in JSON: the real server fails to decode anything else
+            // (400, before validation).
+            let bytes_field = if kind.kind == "Secret" {
+                "data"
+            } else {
+                "binaryData"
+            };
+            if let Some(Value::Object(m)) = o.get(bytes_field) {
+                for v in m.values() {
+                    let text = v.as_str().unwrap_or("");
+                    if base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .is_err()
+                    {
+                        let at = text
+                            .bytes()
+                            .position(|b| !(b.is_ascii_alphanumeric() || b"+/=".contains(&b)))
+                            .unwrap_or(text.len());
+                        return Err(ApiError::bad_request(format!(
+                            "{} in version \"v1\" cannot be handled as a {}: illegal base64 data at input byte {at}",
+                            kind.kind, kind.kind
+                        )));
+                    }
+                }
+            }
             for field in ["data", "binaryData"] {
                 if let Some(Value::Object(m)) = o.get(field) {
                     for k in m.keys() {

@@ -40,6 +40,9 @@ pub struct ApiState {
     pub server_addr: String,
     /// The exec protocols the kubelet speaks.
     pub exec: ExecProtocols,
+    /// API groups not served (their CRDs are not installed): requests under them get the plain
+    /// `404 page not found` of a real server's fallback handler.
+    pub absent_api_groups: Vec<String>,
 }
 
 /// Which websocket channel protocols exec and port-forward speak: a kubelet of Kubernetes 1.30 or
@@ -88,6 +91,8 @@ enum Route {
         sub: Option<String>,
     },
     NotFound,
+    /// A path no API serves: Go's `http.NotFound`, plain text, as a real server answers.
+    PageNotFound,
 }
 
 fn version_info() -> Value {
@@ -133,13 +138,14 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
     }
 }
 
-fn parse_route(path: &str, addr: &str) -> Route {
+fn parse_route(path: &str, addr: &str, absent: &[String]) -> Route {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let json_or_404 = |v: Option<Value>| v.map(Route::Json).unwrap_or(Route::NotFound);
     match segs.as_slice() {
+        ["apis", g, ..] if absent.iter().any(|a| a == g) => Route::PageNotFound,
         ["api"] => Route::Json(kinds::core_versions(addr)),
         ["api", "v1"] => json_or_404(kinds::resource_list("", "v1")),
-        ["apis"] => Route::Json(kinds::group_list()),
+        ["apis"] => Route::Json(kinds::group_list(absent)),
         ["apis", g] => json_or_404(kinds::group(g)),
         ["apis", g, v] => json_or_404(kinds::resource_list(g, v)),
         ["version"] => Route::Json(version_info()),
@@ -224,7 +230,7 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
             .map(|q| q.0)
             .unwrap_or_default(),
     );
-    let route = parse_route(parts.uri.path(), &st.server_addr);
+    let route = parse_route(parts.uri.path(), &st.server_addr, &st.absent_api_groups);
     let (verb, resource, ns, name) = match &route {
         Route::Resource {
             kind,
@@ -287,6 +293,15 @@ async fn handle(State(st): State<Arc<ApiState>>, req: Request) -> Response {
                 }
             }
             (None, Route::Text(t)) => (StatusCode::OK, t).into_response(),
+            (None, Route::PageNotFound) => (
+                StatusCode::NOT_FOUND,
+                [
+                    (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                "404 page not found\n",
+            )
+                .into_response(),
             (None, Route::NotFound) => error_response(&ApiError::new(
                 404,
                 "NotFound",

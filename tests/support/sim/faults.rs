@@ -1,9 +1,10 @@
 //! Fault injection state: requests to fail (the Nth matching a verb and resource, with a chosen
 //! status), latency to add, requests never to answer (a server that accepts connections and then
-//! hangs), and PVCs the binder must leave unbound. Pod deletion and crashes are
-//! actions on the kubelet, exposed next to these on `SimCluster::faults()`.
+//! hangs), PVCs the binder must leave unbound, images the kubelet cannot pull and pods whose
+//! readiness probe fails. Pod deletion and crashes are actions on the kubelet, exposed next to
+//! these on `SimCluster::faults()`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ struct State {
     /// (verb, resource) patterns of requests read and never answered.
     hangs: Vec<(String, String)>,
     unbound_pvcs: HashSet<(String, String)>,
+    unpullable_images: HashSet<String>,
+    /// Pods whose readiness probe fails, with the probe's output.
+    unready_pods: HashMap<(String, String), String>,
 }
 
 /// Shared fault state, consulted by the API server and the volume binder.
@@ -130,6 +134,41 @@ impl FaultState {
         self.lock()
             .unbound_pvcs
             .contains(&(ns.to_string(), name.to_string()))
+    }
+
+    pub fn set_unpullable(&self, image: &str, unpullable: bool) {
+        let mut s = self.lock();
+        if unpullable {
+            s.unpullable_images.insert(image.to_string());
+        } else {
+            s.unpullable_images.remove(image);
+        }
+    }
+
+    pub fn unpullable(&self, image: &str) -> bool {
+        self.lock().unpullable_images.contains(image)
+    }
+
+    /// Makes a pod's readiness probe fail with `output` (`None`: pass again).
+    pub fn set_readiness(&self, ns: &str, pod: &str, output: Option<&str>) {
+        let key = (ns.to_string(), pod.to_string());
+        let mut s = self.lock();
+        match output {
+            Some(o) => {
+                s.unready_pods.insert(key, o.to_string());
+            }
+            None => {
+                s.unready_pods.remove(&key);
+            }
+        }
+    }
+
+    /// The failing readiness probe's output of a pod, if it fails.
+    pub fn readiness_failure(&self, ns: &str, pod: &str) -> Option<String> {
+        self.lock()
+            .unready_pods
+            .get(&(ns.to_string(), pod.to_string()))
+            .cloned()
     }
 
     /// For one incoming request: the latency to add and the error to answer, if any.

@@ -89,6 +89,8 @@ kind!(STORAGE_CLASS, "storage.k8s.io", "v1", "StorageClass", "storageclasses", "
     namespaced: false, status: false, scale: false, short: &["sc"]);
 kind!(DEPLOYMENT, "apps", "v1", "Deployment", "deployments", "deployment",
     namespaced: true, status: true, scale: true, short: &["deploy"]);
+kind!(REPLICA_SET, "apps", "v1", "ReplicaSet", "replicasets", "replicaset",
+    namespaced: true, status: true, scale: true, short: &["rs"]);
 kind!(STATEFUL_SET, "apps", "v1", "StatefulSet", "statefulsets", "statefulset",
     namespaced: true, status: true, scale: true, short: &["sts"]);
 kind!(JOB, "batch", "v1", "Job", "jobs", "job",
@@ -106,7 +108,7 @@ kind!(BACKSTAGE, "rhdh.redhat.com", "v1alpha3", "Backstage", "backstages", "back
     namespaced: true, status: true, scale: false, short: &[]);
 
 /// Every served kind.
-pub static ALL: [&Kind; 19] = [
+pub static ALL: [&Kind; 20] = [
     &NAMESPACE,
     &NODE,
     &POD,
@@ -119,6 +121,7 @@ pub static ALL: [&Kind; 19] = [
     &SERVICE_ACCOUNT,
     &STORAGE_CLASS,
     &DEPLOYMENT,
+    &REPLICA_SET,
     &STATEFUL_SET,
     &JOB,
     &CRON_JOB,
@@ -127,6 +130,10 @@ pub static ALL: [&Kind; 19] = [
     &VOLUME_SNAPSHOT_CLASS,
     &BACKSTAGE,
 ];
+
+/// The API groups whose kinds are custom resources (CRDs a cluster may lack), as opposed to the
+/// built-in groups every API server serves.
+pub const CRD_GROUPS: [&str; 2] = ["snapshot.storage.k8s.io", "rhdh.redhat.com"];
 
 /// Looks a kind up by its URL coordinates.
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
@@ -187,10 +194,11 @@ fn group_doc(group: &str, version: &str) -> Value {
            "preferredVersion": gv})
 }
 
-/// `GET /apis`.
-pub fn group_list() -> Value {
+/// `GET /apis`, without the groups in `absent` (CRDs not installed).
+pub fn group_list(absent: &[String]) -> Value {
     let groups: Vec<Value> = groups()
         .into_iter()
+        .filter(|(g, _)| !absent.iter().any(|a| a == g))
         .map(|(g, v)| {
             let mut doc = group_doc(g, v);
             let obj = doc.as_object_mut().expect("group_doc builds an object");

@@ -75,6 +75,25 @@ impl Flavor {
     }
 }
 
+/// What containerd answers for an image reference that does not exist, with the reference
+/// normalised as it does (`postgres:99` → `docker.io/library/postgres:99`).
+fn pull_error(image: &str) -> String {
+    let mut reference = image.to_string();
+    let first = reference.split('/').next().unwrap_or("");
+    if !reference.contains('/') {
+        reference = format!("docker.io/library/{reference}");
+    } else if !(first.contains('.') || first.contains(':') || first == "localhost") {
+        reference = format!("docker.io/{reference}");
+    }
+    let last = reference.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && !reference.contains('@') {
+        reference.push_str(":latest");
+    }
+    format!(
+        "rpc error: code = NotFound desc = failed to pull and unpack image \"{reference}\": failed to resolve reference \"{reference}\": {reference}: not found"
+    )
+}
+
 /// Whether a postgres-image container runs the server (no command, or the entrypoint, or only
 /// postgres flags as args) rather than some other program.
 fn runs_server(container: &Value) -> bool {
@@ -723,6 +742,56 @@ impl Kubelet {
             }
         }
         let containers: Vec<Value> = obj::array_at(&pod, "/spec/containers").to_vec();
+        // An image that cannot be pulled keeps the pod Pending: ErrImagePull, then back-off.
+        let mut pull_attempts = 0u32;
+        loop {
+            let unpullable: Vec<&Value> = containers
+                .iter()
+                .filter(|c| {
+                    self.faults
+                        .unpullable(obj::str_at(c, "/image").unwrap_or(""))
+                })
+                .collect();
+            if unpullable.is_empty() {
+                break;
+            }
+            let states: Vec<CState> = containers
+                .iter()
+                .map(|c| {
+                    let image = obj::str_at(c, "/image").unwrap_or("");
+                    if !self.faults.unpullable(image) {
+                        CState::waiting(c, "ContainerCreating", None)
+                    } else if pull_attempts == 0 {
+                        CState::waiting(c, "ErrImagePull", Some(&pull_error(image)))
+                    } else {
+                        CState::waiting(
+                            c,
+                            "ImagePullBackOff",
+                            Some(&format!("Back-off pulling image \"{image}\"")),
+                        )
+                    }
+                })
+                .collect();
+            self.write_status(&rt, "Pending", &states, &ip);
+            if pull_attempts == 0 {
+                for c in &unpullable {
+                    let image = obj::str_at(c, "/image").unwrap_or("");
+                    registry::record_event(
+                        &self.store,
+                        &kinds::POD,
+                        &pod,
+                        "Warning",
+                        "Failed",
+                        &format!("Failed to pull image \"{image}\": {}", pull_error(image)),
+                    );
+                }
+            }
+            pull_attempts += 1;
+            tokio::select! {
+                _ = rt.stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+        }
         // Resolve every container's environment; a missing Secret keeps the pod Pending.
         let envs = loop {
             let pod = self
@@ -917,11 +986,31 @@ impl Kubelet {
                         ..running(&c, true, restarts, last_state.clone())
                     };
                     self.write_status(&rt, "Running", &states, &ip);
-                    // Watch the server until the pod stops or the server dies.
+                    // Watch the server until the pod stops or the server dies; a failing
+                    // readiness probe (fault injection) makes the container not ready.
+                    let mut probe_failing = false;
                     let exited = loop {
                         tokio::select! {
                             _ = rt.stop.cancelled() => return,
                             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                        let failure = self.faults.readiness_failure(&rt.ns, &rt.name);
+                        if failure.is_some() != probe_failing {
+                            probe_failing = failure.is_some();
+                            states[si].ready = !probe_failing;
+                            self.write_status(&rt, "Running", &states, &ip);
+                            if let (Some(output), Some(p)) =
+                                (failure, self.store.get(&kinds::POD, &rt.ns, &rt.name))
+                            {
+                                registry::record_event(
+                                    &self.store,
+                                    &kinds::POD,
+                                    &p,
+                                    "Warning",
+                                    "Unhealthy",
+                                    &format!("Readiness probe failed: {output}"),
+                                );
+                            }
                         }
                         let status = rt
                             .server

@@ -65,6 +65,18 @@ pub struct SimOptions {
     /// Serve HTTPS with a CA of its own in the kubeconfig (default), or plain HTTP (also the
     /// default when `PGPLAN_TEST_PLAIN_HTTP=1`).
     pub https: bool,
+    /// API groups of custom resources whose CRDs are not installed (from [`kinds::CRD_GROUPS`]:
+    /// `snapshot.storage.k8s.io`, `rhdh.redhat.com`): discovery leaves them out and every path
+    /// under them answers a plain-text `404 page not found`, as a real server does. A scenario's
+    /// objects of those kinds are not created (and owner references to them are dropped).
+    pub absent_api_groups: Vec<String>,
+    /// Whether a snapshot controller runs. Without one (the CRDs installed, the controller not)
+    /// VolumeSnapshots are stored and nothing ever sets their status.
+    pub snapshot_controller: bool,
+    /// StorageClasses whose volume expansions never finish: the controller side grows the PV and
+    /// the claim gets the `FileSystemResizePending` condition, but its `status.capacity` stays,
+    /// as when the file system resize needs a pod restart the kubelet never gets.
+    pub stalled_resize_classes: Vec<String>,
 }
 
 impl Default for SimOptions {
@@ -75,6 +87,9 @@ impl Default for SimOptions {
             ready_timeout: Duration::from_secs(90),
             exec: ExecProtocols::from_env(),
             https: std::env::var_os("PGPLAN_TEST_PLAIN_HTTP").is_none_or(|v| v.is_empty()),
+            absent_api_groups: Vec::new(),
+            snapshot_controller: true,
+            stalled_resize_classes: Vec::new(),
         }
     }
 }
@@ -93,6 +108,7 @@ pub struct SimCluster {
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
     scenario: Option<Scenario>,
+    absent_api_groups: Vec<String>,
     // Last: removed after the thread (and every postgres) is gone.
     dir: Scratch,
 }
@@ -127,6 +143,16 @@ impl SimCluster {
     }
 
     pub fn start_with(opts: SimOptions) -> Result<SimCluster, String> {
+        if let Some(g) = opts
+            .absent_api_groups
+            .iter()
+            .find(|g| !kinds::CRD_GROUPS.contains(&g.as_str()))
+        {
+            return Err(format!(
+                "`{g}` is not a custom resource group; only {:?} can be left out",
+                kinds::CRD_GROUPS
+            ));
+        }
         let dir = Scratch::new("sim").map_err(|e| e.to_string())?;
         let store = Store::new();
         let log = Arc::new(RequestLog::default());
@@ -180,6 +206,13 @@ impl SimCluster {
                 kubelet.clone(),
                 shutdown.clone(),
             );
+            let served = Served {
+                absent_api_groups: opts.absent_api_groups.clone(),
+                controllers: controllers::Options {
+                    snapshot_controller: opts.snapshot_controller,
+                    stalled_resize_classes: opts.stalled_resize_classes.clone(),
+                },
+            };
             std::thread::Builder::new()
                 .name("simcluster".into())
                 .spawn(move || {
@@ -189,6 +222,7 @@ impl SimCluster {
                         faults,
                         kubelet,
                         (opts_exec, tls),
+                        served,
                         shutdown,
                         ready_tx,
                     )
@@ -218,12 +252,18 @@ impl SimCluster {
             shutdown,
             thread: Some(thread),
             scenario: opts.scenario,
+            absent_api_groups: opts.absent_api_groups,
             dir,
         };
         if let Some(s) = opts.scenario {
             cluster.load_scenario(s, opts.ready_timeout)?;
         }
         Ok(cluster)
+    }
+
+    /// Whether the cluster serves `kind` (its CRD is installed, or it is built in).
+    pub fn serves(&self, kind: &Kind) -> bool {
+        !self.absent_api_groups.iter().any(|g| g == kind.group)
     }
 
     fn load_scenario(&self, s: Scenario, timeout: Duration) -> Result<(), String> {
@@ -233,6 +273,22 @@ impl SimCluster {
                 obj::str_at(&o, "/kind").unwrap_or(""),
             )
             .ok_or("scenario object of an unserved kind")?;
+            if !self.serves(kind) {
+                continue;
+            }
+            // Objects an absent operator would have owned are kept, without the owner.
+            if let Some(Value::Array(refs)) = o.pointer_mut("/metadata/ownerReferences") {
+                refs.retain(|r| {
+                    kinds::by_kind(
+                        obj::str_at(r, "/apiVersion").unwrap_or(""),
+                        obj::str_at(r, "/kind").unwrap_or(""),
+                    )
+                    .is_some_and(|k| self.serves(k))
+                });
+                if refs.is_empty() {
+                    obj::map_at(&mut o, &["metadata"]).remove("ownerReferences");
+                }
+            }
             let ns = if kind.namespaced {
                 obj::namespace(&o).to_string()
             } else {
@@ -458,12 +514,25 @@ impl SimCluster {
         self.store.get(kind, ns, name).map(|o| (*o).clone())
     }
 
+    /// Objects as JSON by resource, straight from the store; `ns` `None` for all namespaces.
+    pub fn list_json(&self, resource: &str, ns: Option<&str>) -> Vec<Value> {
+        let Some(kind) = kinds::by_resource(resource) else {
+            return Vec::new();
+        };
+        self.store
+            .list(kind, ns.filter(|_| kind.namespaced))
+            .into_iter()
+            .map(|o| (*o).clone())
+            .collect()
+    }
+
     /// Creates an object directly (no request logged), with the API's defaulting and validation.
     pub fn create_json(&self, o: Value) -> Result<Value, ApiError> {
         let kind = kinds::by_kind(
             obj::str_at(&o, "/apiVersion").unwrap_or(""),
             obj::str_at(&o, "/kind").unwrap_or(""),
         )
+        .filter(|k| self.serves(k))
         .ok_or_else(|| ApiError::bad_request("unserved kind"))?;
         let ns = if kind.namespaced {
             match obj::namespace(&o) {
@@ -630,12 +699,19 @@ fn kubeconfig_yaml(addr: SocketAddr, ca_pem: Option<&str>) -> String {
     )
 }
 
+/// What the cluster serves and runs, beyond the defaults.
+struct Served {
+    absent_api_groups: Vec<String>,
+    controllers: controllers::Options,
+}
+
 fn serve(
     store: Store,
     log: Arc<RequestLog>,
     faults: Arc<FaultState>,
     kubelet: Arc<Kubelet>,
     (exec, tls): (ExecProtocols, Option<tls::Tls>),
+    served: Served,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 ) {
@@ -674,11 +750,13 @@ fn serve(
             token: TOKEN.into(),
             server_addr: addr.to_string(),
             exec,
+            absent_api_groups: served.absent_api_groups,
         });
         let ctl = Arc::new(controllers::Controllers::new(
             store,
             kubelet.clone(),
             faults,
+            served.controllers,
         ));
         let ctl_task = tokio::spawn(ctl.run(shutdown.clone()));
         let router = api::router(state);
@@ -787,6 +865,24 @@ impl Faults<'_> {
             &registry::DeleteOptions::default(),
         )
         .is_ok()
+    }
+
+    /// Makes `image` unpullable: containers with it stay Pending in `ErrImagePull`, then
+    /// `ImagePullBackOff`, as when a tag does not exist in the registry.
+    pub fn unpullable_image(&self, image: &str) {
+        self.cluster.faults.set_unpullable(image, true)
+    }
+
+    /// Makes a pod's readiness probe fail with `output` (the probe's message): the pod stays
+    /// Running with its PostgreSQL container not ready, and an `Unhealthy` Event says
+    /// `Readiness probe failed: {output}`.
+    pub fn fail_readiness(&self, ns: &str, pod: &str, output: &str) {
+        self.cluster.faults.set_readiness(ns, pod, Some(output))
+    }
+
+    /// Lets a pod's readiness probe pass again.
+    pub fn pass_readiness(&self, ns: &str, pod: &str) {
+        self.cluster.faults.set_readiness(ns, pod, None)
     }
 
     /// Kills a pod's PostgreSQL hard; the kubelet restarts it on the same volume. Returns

@@ -61,7 +61,14 @@ fn initial_status(kind: &Kind) -> Option<Value> {
 fn has_generation(kind: &Kind) -> bool {
     matches!(
         kind.kind,
-        "Deployment" | "StatefulSet" | "Job" | "CronJob" | "Backstage" | "VolumeSnapshot" | "Pod"
+        "Deployment"
+            | "ReplicaSet"
+            | "StatefulSet"
+            | "Job"
+            | "CronJob"
+            | "Backstage"
+            | "VolumeSnapshot"
+            | "Pod"
     )
 }
 

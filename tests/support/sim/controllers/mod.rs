@@ -8,6 +8,7 @@ mod backstage;
 mod deployment;
 mod gc;
 mod job;
+mod replicaset;
 mod statefulset;
 pub mod volumes;
 
@@ -24,21 +25,46 @@ use super::obj;
 use super::registry;
 use super::store::Store;
 
+/// Which controllers run and how (the gaps a real cluster may have).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Whether a CSI snapshot controller acts on VolumeSnapshots.
+    pub snapshot_controller: bool,
+    /// StorageClasses whose expansions stop at `FileSystemResizePending`.
+    pub stalled_resize_classes: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            snapshot_controller: true,
+            stalled_resize_classes: Vec::new(),
+        }
+    }
+}
+
 /// Everything the controllers share.
 pub struct Controllers {
     pub store: Store,
     pub kubelet: Arc<Kubelet>,
     pub faults: Arc<FaultState>,
     pub volumes: volumes::VolumeWork,
+    pub options: Options,
 }
 
 impl Controllers {
-    pub fn new(store: Store, kubelet: Arc<Kubelet>, faults: Arc<FaultState>) -> Controllers {
+    pub fn new(
+        store: Store,
+        kubelet: Arc<Kubelet>,
+        faults: Arc<FaultState>,
+        options: Options,
+    ) -> Controllers {
         Controllers {
             store,
             kubelet,
             faults,
             volumes: volumes::VolumeWork::default(),
+            options,
         }
     }
 
@@ -46,6 +72,7 @@ impl Controllers {
     pub fn reconcile_all(&self) {
         gc::reconcile(&self.store);
         deployment::reconcile(&self.store);
+        replicaset::reconcile(&self.store);
         statefulset::reconcile(&self.store);
         job::reconcile(&self.store);
         backstage::reconcile(&self.store);

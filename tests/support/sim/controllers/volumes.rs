@@ -577,7 +577,9 @@ pub fn reconcile(ctl: &Controllers) {
             });
         }
     }
-    // Expansion of bound claims (admission already refused classes that cannot expand).
+    // Expansion of bound claims (admission already refused classes that cannot expand): the
+    // volume grows at once, and so does the claim's capacity unless its class is one whose file
+    // system resize never finishes (the claim then waits at `FileSystemResizePending`).
     for pvc in &pvcs {
         let want = obj::quantity_at(pvc, "/spec/resources/requests/storage").unwrap_or(0);
         let have = obj::quantity_at(pvc, "/status/capacity/storage").unwrap_or(want);
@@ -589,21 +591,67 @@ pub fn reconcile(ctl: &Controllers) {
             let vol = obj::str_at(pvc, "/spec/volumeName")
                 .unwrap_or("")
                 .to_string();
+            let stalled = ctl
+                .options
+                .stalled_resize_classes
+                .iter()
+                .any(|c| c == pvc_class(pvc));
             registry::modify(store, &kinds::PV, "", &vol, |p| {
                 obj::set(p, &["spec", "capacity", "storage"], size.clone());
             });
+            let pending_before = obj::array_at(pvc, "/status/conditions")
+                .iter()
+                .any(|c| obj::str_at(c, "/type") == Some("FileSystemResizePending"));
             registry::modify(
                 store,
                 &kinds::PVC,
                 obj::namespace(pvc),
                 obj::name(pvc),
                 |c| {
-                    obj::set(c, &["status", "capacity", "storage"], size.clone());
+                    obj::set(
+                        c,
+                        &["status", "allocatedResources", "storage"],
+                        size.clone(),
+                    );
+                    if stalled {
+                        if !pending_before {
+                            obj::set(
+                                c,
+                                &["status", "allocatedResourceStatuses"],
+                                json!({"storage": "NodeResizePending"}),
+                            );
+                            obj::set(
+                                c,
+                                &["status", "conditions"],
+                                json!([{"type": "FileSystemResizePending", "status": "True",
+                                    "lastProbeTime": null, "lastTransitionTime": obj::now(),
+                                    "message": "Waiting for user to (re-)start a pod to finish file system resize of volume on node."}]),
+                            );
+                        }
+                    } else {
+                        obj::set(c, &["status", "capacity", "storage"], size.clone());
+                        if let Some(st) = c.get_mut("status").and_then(Value::as_object_mut) {
+                            st.remove("conditions");
+                            st.remove("allocatedResourceStatuses");
+                        }
+                    }
                 },
             );
+            if stalled && !pending_before {
+                registry::record_event(
+                    store,
+                    &kinds::PVC,
+                    pvc,
+                    "Normal",
+                    "FileSystemResizeRequired",
+                    "Require file system resize of volume on node",
+                );
+            }
         }
     }
-    snapshots(ctl);
+    if ctl.options.snapshot_controller {
+        snapshots(ctl);
+    }
 }
 
 fn remove_pv_dirs_if_delete(ctl: &Controllers, pv: &Value) {
@@ -653,6 +701,17 @@ fn snapshots(ctl: &Controllers) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(uid.clone());
+        // The controller binds a content object first and reports the snapshot not ready yet.
+        registry::modify(store, &kinds::VOLUME_SNAPSHOT, ns, obj::name(snap), |s| {
+            if obj::uid(s) == uid && s.pointer("/status/readyToUse").is_none() {
+                obj::set(
+                    s,
+                    &["status"],
+                    json!({"readyToUse": false,
+                           "boundVolumeSnapshotContentName": format!("snapcontent-{uid}")}),
+                );
+            }
+        });
         let from = pv_host_dir(ctl.kubelet.root(), ctl.kubelet.nodes(), &pv, None);
         let to = snapshot_dir(ctl, &uid);
         let size = pvc
