@@ -124,7 +124,9 @@ fn journal_records(state: &Path) -> Vec<(String, Value)> {
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()));
-                out.push((line.to_string(), v));
+                // Format 2 seals each record: `{"v":2,"seq":N,"record":{…},"sum":…}`.
+                assert_eq!(v["v"], 2, "{}: {line}", path.display());
+                out.push((line.to_string(), v["record"].clone()));
             }
         }
     }
