@@ -131,7 +131,7 @@ mod missing_apis {
         let out = run(
             &cluster,
             dir.path(),
-            &["observe", "-f", spec_s, "-o", live.to_str().unwrap()],
+            &["observe", "-f", spec_s, "--out", live.to_str().unwrap()],
         );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let observed = pgplan::observed::load_snapshot(
@@ -673,7 +673,7 @@ mod containers {
         let out = run(
             &cluster,
             dir.path(),
-            &["observe", "-f", spec, "-o", live.to_str().unwrap()],
+            &["observe", "-f", spec, "--out", live.to_str().unwrap()],
         );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let observed = pgplan::observed::load_snapshot(
@@ -908,7 +908,7 @@ mod snapshot_secrets {
                 "observe",
                 "-f",
                 spec.to_str().unwrap(),
-                "-o",
+                "--out",
                 live.to_str().unwrap(),
             ],
         );

@@ -400,7 +400,7 @@ fn an_interrupted_apply_is_reported_by_plan_and_refused_by_another_apply() {
     ok(&pgplan_in(
         &cluster,
         b.path(),
-        &["observe", "-f", &spec_file, "-o", snap.to_str().unwrap()],
+        &["observe", "-f", &spec_file, "--out", snap.to_str().unwrap()],
         &[],
     ));
     let offline = pgplan_in(

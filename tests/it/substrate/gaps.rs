@@ -14,7 +14,8 @@ use serde_json::json;
 use super::CONVERGE;
 use crate::support::{Scenario, SimCluster, SimOptions};
 
-/// A raw HTTP/1.1 GET with the cluster's token: status line, headers and body as text.
+/// A raw HTTP/1.1 GET with the cluster's token: status line, headers and body as text (the
+/// cluster must serve plain HTTP: `https: false`).
 fn raw_get(cluster: &SimCluster, path: &str) -> String {
     let addr = cluster.url().trim_start_matches("http://").to_string();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
@@ -32,6 +33,7 @@ fn raw_get(cluster: &SimCluster, path: &str) -> String {
 async fn a_crd_group_left_out_is_not_discovered_and_its_paths_answer_page_not_found() {
     let c = SimCluster::start_with(SimOptions {
         absent_api_groups: vec!["snapshot.storage.k8s.io".into()],
+        https: false,
         ..SimOptions::default()
     })
     .unwrap();
