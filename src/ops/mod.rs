@@ -17,7 +17,9 @@ use crate::spec::{self, LoadOptions, Spec, SpecErrors, Target};
 /// Errors of the operations layer that are not about the user's file.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum OpsError {
-    #[error("cannot read {path}: {source}")]
+    // The cause is the diagnostic's source, which miette prints below the
+    // message; repeating it in the message printed it twice.
+    #[error("cannot read {path}")]
     #[diagnostic(
         code(pgplan::io::read),
         help("check the path; `-f FILE` names the spec, `--live-state FILE` the snapshot")
@@ -27,7 +29,7 @@ pub enum OpsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     #[diagnostic(code(pgplan::io::write))]
     Write {
         path: String,

@@ -287,6 +287,7 @@ fn load_document(
     for i in issues {
         let mut e = SpecError::new(file, i.code, i.message, i.span);
         e.help = i.help;
+        e.schema = true;
         errors.push(e);
     }
     if structural {

@@ -9,6 +9,8 @@ mod aws;
 mod backstage;
 mod cli;
 mod diff;
+mod hostile;
+mod messages;
 mod observe;
 mod pgtools;
 mod render;
