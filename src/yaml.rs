@@ -22,6 +22,17 @@ pub const MAX_DEPTH: usize = 128;
 /// laughs" document fails fast instead of eating memory.
 pub const MAX_ALIAS_NODES: usize = 100_000;
 
+/// Aliases may add at most this many times the file's size in bytes (text
+/// of keys and scalars, and a little per node) to what the file holds: a
+/// node limit alone lets a few aliases of a large scalar grow without end.
+pub const MAX_ALIAS_GROWTH: usize = 4;
+
+/// What aliases may add at least, so that small files keep their anchors.
+pub const MIN_ALIAS_BYTES: usize = 1 << 20;
+
+/// The bytes an expanded node is counted as, besides its text.
+const NODE_BYTES: usize = 32;
+
 /// A byte range in the source text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
@@ -354,32 +365,40 @@ pub fn check_text(bytes: &[u8]) -> Result<&str, YamlError> {
     Ok(text)
 }
 
-/// Maps the parser's character indices to byte offsets.
-struct Offsets {
-    /// Byte offset of each char, only built for non-ASCII text.
-    table: Option<Vec<usize>>,
-    len: usize,
+/// Maps the parser's character indices to byte offsets: the identity for
+/// ASCII text, else a checkpoint every [`Offsets::STRIDE`] characters and a
+/// short scan from it (a table per character would be 8 bytes a character).
+struct Offsets<'t> {
+    text: &'t str,
+    /// Byte offset of every STRIDE-th character; empty for ASCII text.
+    checkpoints: Vec<usize>,
 }
 
-impl Offsets {
-    fn new(text: &str) -> Self {
-        let table = if text.is_ascii() {
-            None
+impl<'t> Offsets<'t> {
+    const STRIDE: usize = 64;
+
+    fn new(text: &'t str) -> Self {
+        let checkpoints = if text.is_ascii() {
+            Vec::new()
         } else {
-            let mut t: Vec<usize> = text.char_indices().map(|(b, _)| b).collect();
-            t.push(text.len());
-            Some(t)
+            text.char_indices()
+                .step_by(Self::STRIDE)
+                .map(|(b, _)| b)
+                .collect()
         };
-        Offsets {
-            table,
-            len: text.len(),
-        }
+        Offsets { text, checkpoints }
     }
     fn byte(&self, char_index: usize) -> usize {
-        match &self.table {
-            None => char_index.min(self.len),
-            Some(t) => t.get(char_index).copied().unwrap_or(self.len),
+        if self.checkpoints.is_empty() {
+            return char_index.min(self.text.len());
         }
+        let Some(&base) = self.checkpoints.get(char_index / Self::STRIDE) else {
+            return self.text.len();
+        };
+        self.text[base..]
+            .char_indices()
+            .nth(char_index % Self::STRIDE)
+            .map_or(self.text.len(), |(b, _)| base + b)
     }
     fn span(&self, s: &YSpan) -> Span {
         Span::new(self.byte(s.start.index()), self.byte(s.end.index()))
@@ -413,8 +432,10 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
-    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    let mut anchors: HashMap<usize, (Node, Weight)> = HashMap::new();
     let mut alias_nodes = 0usize;
+    let mut alias_bytes = 0usize;
+    let max_alias_bytes = alias_budget(text.len());
 
     loop {
         let (event, yspan) = match parser.next_event() {
@@ -453,14 +474,15 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
                 None
             }
             Event::Alias(id) => {
-                let Some((node, count)) = anchors.get(&id) else {
+                let Some((node, weight)) = anchors.get(&id) else {
                     return Err(YamlError::new(
                         "pgplan::yaml::alias",
                         "this alias refers to an anchor that is not defined before it",
                         span,
                     ));
                 };
-                alias_nodes += count;
+                alias_nodes += weight.nodes;
+                alias_bytes += weight.bytes;
                 if alias_nodes > MAX_ALIAS_NODES {
                     return Err(YamlError::new(
                         "pgplan::yaml::alias-bomb",
@@ -471,6 +493,17 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
                     )
                     .help("this looks like an alias bomb; write the values out or use fewer nested aliases"));
                 }
+                if alias_bytes > max_alias_bytes {
+                    return Err(YamlError::new(
+                        "pgplan::yaml::alias-bomb",
+                        format!(
+                            "aliases expand to more than {} KiB, {MAX_ALIAS_GROWTH} times the size of the file",
+                            max_alias_bytes / 1024
+                        ),
+                        span,
+                    )
+                    .help("this alias repeats a large value once too often; write the values out or use fewer aliases"));
+                }
                 let mut node = node.clone();
                 node.span = span;
                 Some((node, 0))
@@ -478,17 +511,8 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
             Event::Scalar(value, style, anchor, tag) => {
                 let mut quoted = !matches!(style, ScalarStyle::Plain);
                 if let Some(tag) = tag {
-                    let t = format!("{}{}", tag.handle, tag.suffix);
-                    if t == "tag:yaml.org,2002:str" || t == "!!str" {
-                        quoted = true;
-                    } else if !tag.is_yaml_core_schema() {
-                        return Err(YamlError::new(
-                            "pgplan::yaml::tag",
-                            format!("the tag `{t}` is not supported"),
-                            span,
-                        )
-                        .help("remove the tag; pgplan files use plain YAML values"));
-                    }
+                    let name = format!("{}{}", tag.handle, tag.suffix);
+                    quoted = scalar_tag(&name, &value, span)?;
                 }
                 let node = Node {
                     kind: NodeKind::Scalar(Scalar {
@@ -499,7 +523,10 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
                 };
                 Some((node, anchor))
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    collection_tag(&format!("{}{}", tag.handle, tag.suffix), "seq", span)?;
+                }
                 if stack.len() >= MAX_DEPTH {
                     return Err(too_deep(span));
                 }
@@ -510,7 +537,10 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
                 });
                 None
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    collection_tag(&format!("{}{}", tag.handle, tag.suffix), "map", span)?;
+                }
                 if stack.len() >= MAX_DEPTH {
                     return Err(too_deep(span));
                 }
@@ -570,7 +600,7 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
             continue;
         };
         if anchor != 0 {
-            anchors.insert(anchor, (node.clone(), count_nodes(&node)));
+            anchors.insert(anchor, (node.clone(), weigh(&node)));
         }
         match stack.last_mut() {
             None => root = Some(node),
@@ -616,19 +646,135 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
     Ok(docs)
 }
 
-fn count_nodes(node: &Node) -> usize {
-    // Iterative, so that counting cannot recurse deeply either.
-    let mut count = 0;
+/// What one copy of a node costs: its nodes, and its bytes (text of keys
+/// and scalars, plus [`NODE_BYTES`] a node).
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    bytes: usize,
+}
+
+fn weigh(node: &Node) -> Weight {
+    // Iterative, so that weighing cannot recurse deeply either.
+    let mut w = Weight::default();
     let mut todo = vec![node];
     while let Some(n) = todo.pop() {
-        count += 1;
+        w.nodes += 1;
+        w.bytes += NODE_BYTES;
         match &n.kind {
-            NodeKind::Scalar(_) => {}
+            NodeKind::Scalar(s) => w.bytes += s.text.len(),
             NodeKind::Seq(items) => todo.extend(items.iter()),
-            NodeKind::Map(entries) => todo.extend(entries.iter().map(|e| &e.value)),
+            NodeKind::Map(entries) => {
+                w.bytes += entries
+                    .iter()
+                    .map(|e| e.key.len() + NODE_BYTES)
+                    .sum::<usize>();
+                todo.extend(entries.iter().map(|e| &e.value));
+            }
         }
     }
-    count
+    w
+}
+
+/// How many bytes aliases may add to a file of `len` bytes.
+pub fn alias_budget(len: usize) -> usize {
+    len.saturating_mul(MAX_ALIAS_GROWTH).max(MIN_ALIAS_BYTES)
+}
+
+/// The YAML 1.2 core schema's tags, as `tag:yaml.org,2002:` suffixes.
+const CORE_TAGS: &[&str] = &["str", "int", "float", "bool", "null", "map", "seq"];
+
+/// Checks a scalar's explicit tag against its text: `!!str` (and the
+/// non-specific `!`) make it a string, `!!int`, `!!float`, `!!bool` and
+/// `!!null` are accepted where the text is one, anything else is refused.
+/// Returns whether the scalar is a string regardless of how it reads.
+fn scalar_tag(name: &str, text: &str, span: Span) -> Result<bool, YamlError> {
+    let core = name.strip_prefix("tag:yaml.org,2002:");
+    let plain = Scalar {
+        text: text.to_string(),
+        quoted: false,
+    }
+    .resolve();
+    let fits = match core {
+        _ if name == "!" => return Ok(true),
+        Some("str") => return Ok(true),
+        Some("int") => matches!(plain, Resolved::Int(_)),
+        Some("float") => matches!(plain, Resolved::Float(_) | Resolved::Int(_)),
+        Some("bool") => matches!(plain, Resolved::Bool(_)),
+        Some("null") => plain == Resolved::Null,
+        Some(t @ ("map" | "seq")) => {
+            return Err(tag_error(
+                span,
+                format!(
+                    "the tag `!!{t}` is on a scalar, not a {}",
+                    collection_word(t)
+                ),
+            ))
+        }
+        _ => return Err(unsupported_tag(name, span)),
+    };
+    if fits {
+        Ok(false)
+    } else {
+        let shown: String = text.chars().take(40).collect();
+        Err(tag_error(
+            span,
+            format!(
+                "the tag `{}` does not fit the value `{shown}`",
+                short_tag(name)
+            ),
+        ))
+    }
+}
+
+/// Checks a mapping's or a sequence's explicit tag: only `!!map` on a
+/// mapping, `!!seq` on a sequence (and the non-specific `!`).
+fn collection_tag(name: &str, kind: &str, span: Span) -> Result<(), YamlError> {
+    match name.strip_prefix("tag:yaml.org,2002:") {
+        _ if name == "!" => Ok(()),
+        Some(t) if t == kind => Ok(()),
+        Some(t) if CORE_TAGS.contains(&t) => Err(tag_error(
+            span,
+            format!(
+                "the tag `{}` does not fit a {}",
+                short_tag(name),
+                collection_word(kind)
+            ),
+        )),
+        _ => Err(unsupported_tag(name, span)),
+    }
+}
+
+fn collection_word(kind: &str) -> &'static str {
+    if kind == "map" {
+        "mapping"
+    } else {
+        "sequence"
+    }
+}
+
+/// `!!int` for `tag:yaml.org,2002:int`; other tags as written.
+fn short_tag(name: &str) -> String {
+    match name.strip_prefix("tag:yaml.org,2002:") {
+        Some(t) => format!("!!{t}"),
+        None => name.to_string(),
+    }
+}
+
+fn tag_error(span: Span, message: String) -> YamlError {
+    YamlError::new("pgplan::yaml::tag", message, span).help(
+        "remove the tag; pgplan files use plain YAML values, and a tag must fit the value it is on",
+    )
+}
+
+fn unsupported_tag(name: &str, span: Span) -> YamlError {
+    let shown: String = short_tag(name).chars().take(80).collect();
+    YamlError::new(
+        "pgplan::yaml::tag",
+        format!("the tag `{shown}` is not supported"),
+        span,
+    )
+    .help("remove the tag; only the core schema's tags (!!str, !!int, !!float, !!bool, !!null, !!map, !!seq) are accepted where they fit")
 }
 
 fn too_deep(span: Span) -> YamlError {
@@ -742,6 +888,80 @@ mod tests {
             text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
         }
         assert_eq!(parse(&text).unwrap_err().code, "pgplan::yaml::alias-bomb");
+    }
+
+    #[test]
+    fn aliases_of_a_large_scalar_are_bounded_in_bytes() {
+        // Ten aliases of a 512 KiB scalar: few nodes, 5 MiB of text.
+        let big = "x".repeat(512 * 1024);
+        let text = format!("a: &a {big}\nb: [{}]\n", vec!["*a"; 10].join(", "));
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.code, "pgplan::yaml::alias-bomb");
+        assert!(
+            err.message.contains("4 times the size of the file"),
+            "{}",
+            err.message
+        );
+        // The alias that crosses the budget: the fourth (4 × 512 KiB is
+        // within 4 × the file, the fifth is not).
+        let fifth = text.match_indices("*a").nth(4).unwrap().0;
+        assert_eq!(err.span.start, fifth);
+        // A few aliases of a small anchor are fine.
+        let ok = "a: &a {x: 1, y: [1, 2]}\nb: *a\nc: *a\n";
+        assert_eq!(
+            one(ok).get("c").unwrap().to_json(),
+            serde_json::json!({"x": 1, "y": [1, 2]})
+        );
+    }
+
+    #[test]
+    fn core_schema_tags_are_accepted_where_they_fit() {
+        let root = one("a: !!str 1\nb: !!int \"42\"\nc: !!float 1.5\nd: !!bool true\ne: !!null ~\nf: !!map {x: 1}\ng: !!seq [1]\nh: !<tag:yaml.org,2002:str> yes\ni: ! 12\n");
+        assert_eq!(
+            root.to_json(),
+            serde_json::json!({"a": "1", "b": 42, "c": 1.5, "d": true, "e": null, "f": {"x": 1}, "g": [1], "h": "yes", "i": "12"})
+        );
+    }
+
+    #[test]
+    fn other_tags_are_refused_where_they_are() {
+        for (text, needle) in [
+            (
+                "a: !!python/object:os.system ls\n",
+                "`!!python/object:os.system` is not supported",
+            ),
+            ("a: !!binary aGVsbG8=\n", "`!!binary` is not supported"),
+            (
+                "a: !!timestamp 2024-01-01\n",
+                "`!!timestamp` is not supported",
+            ),
+            ("a: !!set {x: null}\n", "`!!set` is not supported"),
+            ("a: !local x\n", "`!local` is not supported"),
+            ("a: !!int abc\n", "`!!int` does not fit the value `abc`"),
+            ("a: !!bool yes\n", "`!!bool` does not fit the value `yes`"),
+            ("a: !!null 0\n", "`!!null` does not fit"),
+            ("a: !!str {x: 1}\n", "`!!str` does not fit a mapping"),
+            ("a: !!seq {x: 1}\n", "`!!seq` does not fit a mapping"),
+            ("a: !!map [1]\n", "`!!map` does not fit a sequence"),
+            ("a: !!map x\n", "`!!map` is on a scalar"),
+            (
+                "a: !python/object {x: 1}\n",
+                "`!python/object` is not supported",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.code, "pgplan::yaml::tag", "{text}");
+            assert!(err.message.contains(needle), "{text}: {}", err.message);
+            assert_eq!(err.span.start, 3, "{text}: located at the value");
+        }
+    }
+
+    #[test]
+    fn offsets_are_bytes_in_non_ascii_text() {
+        let text = format!("{}: 1\nkey: välue\n", "é".repeat(1000));
+        let root = one(&text);
+        let v = root.get("key").unwrap();
+        assert_eq!(&text[v.span.start..v.span.end], "välue");
     }
 
     #[test]

@@ -468,6 +468,10 @@ fn field_help(checker: &Checker<'_>, schema: Option<&Value>, name: &str) -> Opti
 
 /// The closest candidate to `word`, if it is close enough to be a typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    // No typo of a field name is this long, and similarity is quadratic.
+    if word.len() > 64 {
+        return None;
+    }
     let lower = word.to_ascii_lowercase();
     candidates
         .map(|c| (c, strsim::jaro_winkler(&lower, &c.to_ascii_lowercase())))

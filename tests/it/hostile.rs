@@ -513,3 +513,149 @@ fn mutated_specs_and_snapshots_never_panic_and_stay_bounded() {
         "failed cases (seed {seed}):\n{failures}"
     );
 }
+
+/// A finished `pgplan` process: exit code, peak RSS (bytes, from wait4),
+/// wall time and what it printed on stderr.
+struct Measured {
+    code: Option<i32>,
+    peak: u64,
+    wall: std::time::Duration,
+    stderr: String,
+}
+
+// Reaped with wait4 (to read its rusage), not Child::wait.
+#[allow(clippy::zombie_processes)]
+fn measure(args: &[&str]) -> Measured {
+    use std::io::Read;
+    let t = std::time::Instant::now();
+    let mut child = std::process::Command::new(crate::cli::pgplan_bin())
+        .args(args)
+        .current_dir(crate::cli::repo())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn pgplan");
+    let mut pipe = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = pipe.read_to_end(&mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid, "wait4");
+    let wall = t.elapsed();
+    let stderr = text(&reader.join().unwrap_or_default());
+    Measured {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        peak: usage.ru_maxrss as u64 * 1024,
+        wall,
+        stderr,
+    }
+}
+
+#[test]
+fn a_one_megabyte_alias_file_is_refused_quickly_in_little_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One anchored 1 MB scalar and 5,000 aliases of it: 5 GB if expanded.
+    let big = "x".repeat(1 << 20);
+    let aliases = vec!["*big"; 5000].join(", ");
+    let spec = HEALTHCARE.replace(
+        "  databases:\n    - healthcare\n",
+        &format!("  databases: [&big {big}, {aliases}]\n"),
+    );
+    let path = write(&dir, "aliases.yaml", &spec);
+    let m = measure(&["validate", "-f", &path]);
+    let head: String = m.stderr.chars().take(2000).collect();
+    eprintln!(
+        "1 MB alias file: {:.0} ms, peak RSS {:.1} MiB",
+        m.wall.as_secs_f64() * 1e3,
+        m.peak as f64 / (1 << 20) as f64
+    );
+    assert_eq!(m.code, Some(1), "{head}");
+    assert!(m.stderr.contains("pgplan::yaml::alias-bomb"), "{head}");
+    assert!(m.stderr.contains("4 times the size of the file"), "{head}");
+    assert!(m.peak < 100 << 20, "peak RSS {} bytes", m.peak);
+    assert!(
+        m.stderr.len() < 16 * 1024,
+        "{} bytes of stderr",
+        m.stderr.len()
+    );
+    // The alias named is the fifth (four fit in four times the file).
+    let fifth = spec.match_indices("*big").nth(4).unwrap().0;
+    let col = spec[..fifth].len() - spec[..fifth].rfind('\n').unwrap();
+    let line = spec[..fifth].lines().count();
+    assert!(
+        m.stderr.contains(&format!("aliases.yaml:{line}:{col}")),
+        "{head}"
+    );
+}
+
+#[test]
+fn errors_about_aliased_values_print_little() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Twenty aliases of a 40 KB value, each a bad database name: within
+    // the alias budget, so 42 errors (a bad name and a duplicate each but
+    // the first), each quoting a little of the value.
+    let big = "X".repeat(40_000);
+    let spec = HEALTHCARE.replace(
+        "  databases:\n    - healthcare\n",
+        &format!(
+            "  databases:\n    - &big {big}\n{}",
+            "    - *big\n".repeat(20)
+        ),
+    );
+    let path = write(&dir, "aliases.yaml", &spec);
+    let m = measure(&["validate", "-f", &path]);
+    assert_eq!(m.code, Some(1), "{}", &m.stderr[..m.stderr.len().min(2000)]);
+    assert!(
+        m.stderr.contains("42 errors"),
+        "{}",
+        &m.stderr[..m.stderr.len().min(2000)]
+    );
+    assert!(
+        m.stderr.len() < 64 * 1024,
+        "{} bytes of stderr",
+        m.stderr.len()
+    );
+}
+
+#[test]
+fn tags_outside_the_core_schema_are_located_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (tag, code) in [
+        ("!!python/object:os.system", "is not supported"),
+        ("!!binary", "is not supported"),
+        ("!!int", "does not fit the value `postgres`"),
+    ] {
+        let spec = HEALTHCARE.replace(
+            "        name: postgres\n        serviceName",
+            &format!("        name: {tag} postgres\n        serviceName"),
+        );
+        let path = write(&dir, "tags.yaml", &spec);
+        let out = pgplan(&["validate", "-f", &path], &[]);
+        assert_bounded(&out, "pgplan::yaml::tag", "tags.yaml:18:15");
+        assert!(text(&out.stderr).contains(code), "{}", text(&out.stderr));
+    }
+    // A tag on a mapping that does not fit it.
+    let spec = HEALTHCARE.replace("  backup:\n", "  backup: !!seq\n");
+    let path = write(&dir, "tags.yaml", &spec);
+    let out = pgplan(&["validate", "-f", &path], &[]);
+    assert_bounded(&out, "pgplan::yaml::tag", "tags.yaml:");
+    assert!(
+        text(&out.stderr).contains("`!!seq` does not fit a mapping"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The core schema's tags where they fit are fine.
+    let spec = HEALTHCARE
+        .replace("        replicas: 1\n", "        replicas: !!int \"1\"\n")
+        .replace("  name: healthcare\n", "  name: !!str healthcare\n")
+        .replace("  backup:\n", "  backup: !!map\n");
+    let path = write(&dir, "tags.yaml", &spec);
+    let out = pgplan(&["validate", "-f", &path], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
