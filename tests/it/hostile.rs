@@ -523,37 +523,43 @@ struct Measured {
     stderr: String,
 }
 
-// Reaped with wait4 (to read its rusage), not Child::wait.
-#[allow(clippy::zombie_processes)]
+/// Runs pgplan as the child of a small Python process that reaps it with
+/// `os.wait4` and prints its peak RSS. Not as our own child: Linux starts a
+/// forked child's peak RSS at its parent's (the kernel copies the high-water
+/// mark with the address space, and exec keeps it), and this test process
+/// is large when other tests run beside it.
 fn measure(args: &[&str]) -> Measured {
-    use std::io::Read;
-    let t = std::time::Instant::now();
-    let mut child = std::process::Command::new(crate::cli::pgplan_bin())
+    const REAP: &str = r#"
+import os, sys, time
+t = time.monotonic()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ,
+                     file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+_, status, usage = os.wait4(pid, 0)
+code = os.waitstatus_to_exitcode(status)
+print(f"{usage.ru_maxrss} {code} {time.monotonic() - t}")
+"#;
+    let python = std::env::var("PGPLAN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(REAP)
+        .arg(crate::cli::pgplan_bin())
         .args(args)
         .current_dir(crate::cli::repo())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn pgplan");
-    let mut pipe = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = pipe.read_to_end(&mut s);
-        s
-    });
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero-initialised; the pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4");
-    let wall = t.elapsed();
-    let stderr = text(&reader.join().unwrap_or_default());
+        .output()
+        .expect("run python3 (the tests need it: PGPLAN_TEST_PYTHON)");
+    let report = text(&out.stdout);
+    let fields: Vec<&str> = report.split_whitespace().collect();
+    assert_eq!(
+        fields.len(),
+        3,
+        "reaper said {report:?}, {}",
+        text(&out.stderr)
+    );
     Measured {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        peak: usage.ru_maxrss as u64 * 1024,
-        wall,
-        stderr,
+        peak: fields[0].parse::<u64>().expect("maxrss") * 1024,
+        code: fields[1].parse().ok(),
+        wall: std::time::Duration::from_secs_f64(fields[2].parse().expect("seconds")),
+        stderr: text(&out.stderr),
     }
 }
 
