@@ -434,7 +434,7 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
 }
 
 /// Save a snapshot as YAML.
-pub fn to_yaml(observed: &Observed) -> Result<String, serde_yaml_ng::Error> {
+pub fn to_yaml(observed: &Observed) -> Result<String, serde_json::Error> {
     yaml::to_string(observed)
 }
 

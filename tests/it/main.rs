@@ -16,3 +16,4 @@ mod pgtools;
 mod render;
 mod schema;
 mod substrate;
+mod yaml11;
