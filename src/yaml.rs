@@ -13,6 +13,7 @@
 //! yaml.v2, PyYAML) would read as another type. Swapping the parser touches
 //! only this file.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span as YSpan};
@@ -88,48 +89,7 @@ impl Scalar {
         if self.quoted {
             return Resolved::Str;
         }
-        let t = self.text.as_str();
-        match t {
-            "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
-            "true" | "True" | "TRUE" => return Resolved::Bool(true),
-            "false" | "False" | "FALSE" => return Resolved::Bool(false),
-            ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-                return Resolved::Float(f64::INFINITY)
-            }
-            "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
-            ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
-            _ => {}
-        }
-        if let Some(hex) = t.strip_prefix("0x") {
-            if let Ok(i) = i64::from_str_radix(hex, 16) {
-                return Resolved::Int(i);
-            }
-        }
-        if let Some(oct) = t.strip_prefix("0o") {
-            if let Ok(i) = i64::from_str_radix(oct, 8) {
-                return Resolved::Int(i);
-            }
-        }
-        let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
-        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(i) = t.parse::<i64>() {
-                return Resolved::Int(i);
-            }
-        }
-        let looks_float = !digits.is_empty()
-            && digits
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
-            && digits
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_digit() || b == b'.');
-        if looks_float {
-            if let Ok(f) = t.parse::<f64>() {
-                return Resolved::Float(f);
-            }
-        }
-        Resolved::Str
+        resolve_plain(&self.text)
     }
 
     /// The scalar as plain JSON (no schema guidance).
@@ -144,6 +104,51 @@ impl Scalar {
             Resolved::Str => Value::String(self.text.clone()),
         }
     }
+}
+
+/// What a plain scalar's text means under the YAML 1.2 core schema.
+pub fn resolve_plain(t: &str) -> Resolved {
+    match t {
+        "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
+        "true" | "True" | "TRUE" => return Resolved::Bool(true),
+        "false" | "False" | "FALSE" => return Resolved::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Resolved::Float(f64::INFINITY)
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = t.strip_prefix("0x") {
+        if let Ok(i) = i64::from_str_radix(hex, 16) {
+            return Resolved::Int(i);
+        }
+    }
+    if let Some(oct) = t.strip_prefix("0o") {
+        if let Ok(i) = i64::from_str_radix(oct, 8) {
+            return Resolved::Int(i);
+        }
+    }
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = t.parse::<i64>() {
+            return Resolved::Int(i);
+        }
+    }
+    let looks_float = !digits.is_empty()
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && digits
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'.');
+    if looks_float {
+        if let Ok(f) = t.parse::<f64>() {
+            return Resolved::Float(f);
+        }
+    }
+    Resolved::Str
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -648,6 +653,752 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
         }
     }
     Ok(docs)
+}
+
+/// A document read straight into a type by [`from_str`], with where its
+/// top-level keys' values are (for diagnostics raised after reading).
+#[derive(Debug)]
+pub struct Read<T> {
+    pub value: T,
+    pub top_level: Vec<(String, Span)>,
+}
+
+/// Why [`from_str`] could not read a document.
+#[derive(Debug)]
+pub enum ReadError {
+    /// Not acceptable YAML (syntax, limits, tags, duplicate keys).
+    Yaml(YamlError),
+    /// YAML that does not fit the type: serde's message, the path of keys
+    /// and indices to the value, and where it is.
+    Data {
+        message: String,
+        path: String,
+        span: Span,
+    },
+    /// No document, or only empty ones.
+    Empty,
+}
+
+/// Reads the first non-empty document of a YAML stream straight into `T`,
+/// without a tree: the file, the parser's few events and `T` are all that
+/// is held (a snapshot of 50 MB is read in its own size again, not twenty
+/// times it). The same limits as [`parse`] apply (depth, alias nodes and
+/// bytes, duplicate and non-string keys, tags), and scalars resolve by the
+/// same core schema. Later documents are checked for syntax only.
+pub fn from_str<'de, T: serde::Deserialize<'de>>(text: &'de str) -> Result<Read<T>, ReadError> {
+    from_str_seed(text, std::marker::PhantomData::<T>)
+}
+
+/// [`from_str`] with a seed, for a reader that needs state (a filter).
+pub fn from_str_seed<'de, S: serde::de::DeserializeSeed<'de>>(
+    text: &'de str,
+    seed: S,
+) -> Result<Read<S::Value>, ReadError> {
+    let mut de = Reader::new(text);
+    // Skip to the first document with something in it.
+    loop {
+        match de.events.peek().map_err(ReadError::Yaml)? {
+            Ev::StreamEnd => return Err(ReadError::Empty),
+            Ev::DocStart | Ev::DocEnd => {
+                de.events.next().map_err(ReadError::Yaml)?;
+            }
+            Ev::Scalar {
+                text,
+                quoted: false,
+                ..
+            } if resolve_plain(text) == Resolved::Null => {
+                de.events.next().map_err(ReadError::Yaml)?;
+            }
+            _ => break,
+        }
+    }
+    let mut track = serde_path_to_error::Track::new();
+    let result = seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
+    match result {
+        Ok(value) => {
+            // The rest must still be YAML.
+            loop {
+                match de.events.next().map_err(ReadError::Yaml)? {
+                    (Ev::StreamEnd, _) => break,
+                    _ => continue,
+                }
+            }
+            Ok(Read {
+                value,
+                top_level: de.top_level,
+            })
+        }
+        Err(inner) => {
+            let path = track.path().to_string();
+            match inner.yaml {
+                Some(y) => Err(ReadError::Yaml(*y)),
+                None => Err(ReadError::Data {
+                    message: inner.message,
+                    path,
+                    span: de.error_at.unwrap_or_default(),
+                }),
+            }
+        }
+    }
+}
+
+/// The error of the streaming reader: a YAML error, or serde's message.
+#[derive(Debug)]
+pub struct DeError {
+    message: String,
+    yaml: Option<Box<YamlError>>,
+}
+
+impl std::fmt::Display for DeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.yaml {
+            Some(y) => f.write_str(&y.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl serde::de::Error for DeError {
+    fn custom<M: std::fmt::Display>(msg: M) -> Self {
+        DeError {
+            message: msg.to_string(),
+            yaml: None,
+        }
+    }
+}
+
+impl From<YamlError> for DeError {
+    fn from(e: YamlError) -> Self {
+        DeError {
+            message: e.message.clone(),
+            yaml: Some(Box::new(e)),
+        }
+    }
+}
+
+/// An event as the streaming reader sees it: tags checked, aliases
+/// replaced by what their anchor recorded.
+#[derive(Debug, Clone)]
+enum Ev<'de> {
+    DocStart,
+    DocEnd,
+    StreamEnd,
+    Scalar {
+        text: Cow<'de, str>,
+        quoted: bool,
+        anchor: usize,
+    },
+    SeqStart(usize),
+    SeqEnd,
+    MapStart(usize),
+    MapEnd,
+}
+
+impl Ev<'_> {
+    fn anchor(&self) -> usize {
+        match self {
+            Ev::Scalar { anchor, .. } | Ev::SeqStart(anchor) | Ev::MapStart(anchor) => *anchor,
+            _ => 0,
+        }
+    }
+    fn without_anchor(mut self) -> Self {
+        match &mut self {
+            Ev::Scalar { anchor, .. } | Ev::SeqStart(anchor) | Ev::MapStart(anchor) => *anchor = 0,
+            _ => {}
+        }
+        self
+    }
+    fn bytes(&self) -> usize {
+        NODE_BYTES
+            + match self {
+                Ev::Scalar { text, .. } => text.len(),
+                _ => 0,
+            }
+    }
+}
+
+type Recorded<'de> = std::rc::Rc<[(Ev<'de>, Span)]>;
+
+/// An anchor whose node is being recorded.
+struct Recording<'de> {
+    id: usize,
+    depth: usize,
+    events: Vec<(Ev<'de>, Span)>,
+}
+
+/// The event source of the streaming reader.
+struct Events<'de> {
+    parser: Parser<'de, saphyr_parser::StrInput<'de>>,
+    offsets: Offsets<'de>,
+    text: &'de str,
+    peeked: Option<(Ev<'de>, Span)>,
+    /// An alias being replayed: its events and the next one.
+    replay: Option<(Recorded<'de>, usize, Span)>,
+    anchors: HashMap<usize, (Recorded<'de>, Weight)>,
+    recordings: Vec<Recording<'de>>,
+    depth: usize,
+    alias_nodes: usize,
+    alias_bytes: usize,
+    recorded_bytes: usize,
+    budget: usize,
+}
+
+impl<'de> Events<'de> {
+    fn peek(&mut self) -> Result<&Ev<'de>, YamlError> {
+        if self.peeked.is_none() {
+            self.peeked = Some(self.produce()?);
+        }
+        Ok(&self.peeked.as_ref().expect("just filled").0)
+    }
+    fn peek_span(&mut self) -> Result<Span, YamlError> {
+        self.peek()?;
+        Ok(self.peeked.as_ref().map_or(Span::default(), |p| p.1))
+    }
+    fn next(&mut self) -> Result<(Ev<'de>, Span), YamlError> {
+        match self.peeked.take() {
+            Some(p) => Ok(p),
+            None => self.produce(),
+        }
+    }
+
+    /// The next event, with aliases expanded, anchors recorded and the
+    /// limits checked.
+    fn produce(&mut self) -> Result<(Ev<'de>, Span), YamlError> {
+        let (ev, span, replayed) = match self.replay.take() {
+            Some((events, i, at)) => {
+                let (ev, _) = events[i].clone();
+                if i + 1 < events.len() {
+                    self.replay = Some((events, i + 1, at));
+                }
+                (ev.without_anchor(), at, true)
+            }
+            None => match self.raw()? {
+                Raw::Event(ev, span) => (ev, span, false),
+                Raw::Alias(id, span) => {
+                    let Some((events, weight)) = self.anchors.get(&id).cloned() else {
+                        return Err(YamlError::new(
+                            "pgplan::yaml::alias",
+                            "this alias refers to an anchor that is not defined before it",
+                            span,
+                        ));
+                    };
+                    self.alias_nodes += weight.nodes;
+                    self.alias_bytes += weight.bytes;
+                    check_alias_budget(self.alias_nodes, self.alias_bytes, self.budget, span)?;
+                    self.replay = Some((events, 0, span));
+                    return self.produce();
+                }
+            },
+        };
+        if matches!(ev, Ev::SeqStart(_) | Ev::MapStart(_)) && self.depth >= MAX_DEPTH {
+            return Err(too_deep(span));
+        }
+        if !replayed && ev.anchor() != 0 {
+            self.recordings.push(Recording {
+                id: ev.anchor(),
+                depth: self.depth,
+                events: Vec::new(),
+            });
+        }
+        if !self.recordings.is_empty() {
+            self.recorded_bytes += ev.bytes() * self.recordings.len();
+            if self.recorded_bytes > self.budget {
+                return Err(YamlError::new(
+                    "pgplan::yaml::alias-bomb",
+                    format!(
+                        "anchors hold more than {} KiB, {MAX_ALIAS_GROWTH} times the size of the file",
+                        self.budget / 1024
+                    ),
+                    span,
+                )
+                .help("anchors nested in anchors hold their text once for each; write the values out"));
+            }
+            for r in &mut self.recordings {
+                r.events.push((ev.clone(), span));
+            }
+        }
+        match ev {
+            Ev::SeqStart(_) | Ev::MapStart(_) => self.depth += 1,
+            Ev::SeqEnd | Ev::MapEnd => self.depth = self.depth.saturating_sub(1),
+            _ => {}
+        }
+        while self
+            .recordings
+            .last()
+            .is_some_and(|r| r.depth == self.depth)
+        {
+            let r = self.recordings.pop().expect("checked");
+            let weight = Weight {
+                nodes: r
+                    .events
+                    .iter()
+                    .filter(|(e, _)| {
+                        matches!(e, Ev::Scalar { .. } | Ev::SeqStart(_) | Ev::MapStart(_))
+                    })
+                    .count(),
+                bytes: r.events.iter().map(|(e, _)| e.bytes()).sum(),
+            };
+            self.anchors.insert(r.id, (r.events.into(), weight));
+        }
+        Ok((ev, span))
+    }
+
+    fn raw(&mut self) -> Result<Raw<'de>, YamlError> {
+        loop {
+            let (event, yspan) = match self.parser.next_event() {
+                None => {
+                    return Ok(Raw::Event(
+                        Ev::StreamEnd,
+                        Span::new(self.text.len(), self.text.len()),
+                    ))
+                }
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => return Err(scan_error(&e, &self.offsets, self.text)),
+            };
+            let span = self.offsets.span(&yspan);
+            let ev = match event {
+                Event::StreamStart | Event::Nothing => continue,
+                Event::StreamEnd => Ev::StreamEnd,
+                Event::DocumentStart(_) => {
+                    self.anchors.clear();
+                    Ev::DocStart
+                }
+                Event::DocumentEnd => Ev::DocEnd,
+                Event::Alias(id) => return Ok(Raw::Alias(id, span)),
+                Event::Scalar(value, style, anchor, tag) => {
+                    let mut quoted = !matches!(style, ScalarStyle::Plain);
+                    if let Some(tag) = tag {
+                        quoted =
+                            scalar_tag(&format!("{}{}", tag.handle, tag.suffix), &value, span)?;
+                    }
+                    Ev::Scalar {
+                        text: value,
+                        quoted,
+                        anchor,
+                    }
+                }
+                Event::SequenceStart(anchor, tag) => {
+                    if let Some(tag) = tag {
+                        collection_tag(&format!("{}{}", tag.handle, tag.suffix), "seq", span)?;
+                    }
+                    Ev::SeqStart(anchor)
+                }
+                Event::MappingStart(anchor, tag) => {
+                    if let Some(tag) = tag {
+                        collection_tag(&format!("{}{}", tag.handle, tag.suffix), "map", span)?;
+                    }
+                    Ev::MapStart(anchor)
+                }
+                Event::SequenceEnd => Ev::SeqEnd,
+                Event::MappingEnd => Ev::MapEnd,
+            };
+            return Ok(Raw::Event(ev, span));
+        }
+    }
+}
+
+enum Raw<'de> {
+    Event(Ev<'de>, Span),
+    Alias(usize, Span),
+}
+
+fn check_alias_budget(
+    nodes: usize,
+    bytes: usize,
+    budget: usize,
+    span: Span,
+) -> Result<(), YamlError> {
+    if nodes > MAX_ALIAS_NODES {
+        return Err(YamlError::new(
+            "pgplan::yaml::alias-bomb",
+            format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
+            span,
+        )
+        .help("this looks like an alias bomb; write the values out or use fewer nested aliases"));
+    }
+    if bytes > budget {
+        return Err(YamlError::new(
+            "pgplan::yaml::alias-bomb",
+            format!(
+                "aliases expand to more than {} KiB, {MAX_ALIAS_GROWTH} times the size of the file",
+                budget / 1024
+            ),
+            span,
+        )
+        .help("this alias repeats a large value once too often; write the values out or use fewer aliases"));
+    }
+    Ok(())
+}
+
+/// serde's view of a YAML document, read event by event.
+struct Reader<'de> {
+    events: Events<'de>,
+    /// Where the first error arose.
+    error_at: Option<Span>,
+    top_level: Vec<(String, Span)>,
+    /// Mappings open, for the top level's spans.
+    maps: usize,
+}
+
+impl<'de> Reader<'de> {
+    fn new(text: &'de str) -> Self {
+        Reader {
+            events: Events {
+                parser: Parser::new_from_str(text),
+                offsets: Offsets::new(text),
+                text,
+                peeked: None,
+                replay: None,
+                anchors: HashMap::new(),
+                recordings: Vec::new(),
+                depth: 0,
+                alias_nodes: 0,
+                alias_bytes: 0,
+                recorded_bytes: 0,
+                budget: alias_budget(text.len()),
+            },
+            error_at: None,
+            top_level: Vec::new(),
+            maps: 0,
+        }
+    }
+
+    fn next(&mut self) -> Result<(Ev<'de>, Span), DeError> {
+        self.events.next().map_err(DeError::from)
+    }
+
+    /// Notes where an error arose, the first time.
+    fn at<T>(&mut self, span: Span, r: Result<T, DeError>) -> Result<T, DeError> {
+        if r.is_err() && self.error_at.is_none() {
+            self.error_at = Some(span);
+        }
+        r
+    }
+
+    /// Skips the rest of a collection whose start was read.
+    fn skip_rest(&mut self) -> Result<(), DeError> {
+        let mut depth = 1usize;
+        while depth > 0 {
+            match self.next()?.0 {
+                Ev::SeqStart(_) | Ev::MapStart(_) => depth += 1,
+                Ev::SeqEnd | Ev::MapEnd => depth -= 1,
+                Ev::StreamEnd | Ev::DocEnd | Ev::DocStart => break,
+                Ev::Scalar { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn visit_scalar<'de, V: serde::de::Visitor<'de>>(
+    text: Cow<'de, str>,
+    quoted: bool,
+    visitor: V,
+) -> Result<V::Value, DeError> {
+    let as_str = |visitor: V, text: Cow<'de, str>| match text {
+        Cow::Borrowed(b) => visitor.visit_borrowed_str(b),
+        Cow::Owned(o) => visitor.visit_string(o),
+    };
+    if quoted {
+        return as_str(visitor, text);
+    }
+    match resolve_plain(&text) {
+        Resolved::Null => visitor.visit_unit(),
+        Resolved::Bool(b) => visitor.visit_bool(b),
+        Resolved::Int(i) => visitor.visit_i64(i),
+        Resolved::Float(f) if f.is_finite() => visitor.visit_f64(f),
+        // As the tree reads them: a value JSON cannot hold stays text.
+        Resolved::Float(_) | Resolved::Str => as_str(visitor, text),
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for &mut Reader<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let (ev, span) = self.next()?;
+        match ev {
+            Ev::Scalar { text, quoted, .. } => {
+                let r = visit_scalar(text, quoted, visitor);
+                self.at(span, r)
+            }
+            Ev::SeqStart(_) => {
+                let mut access = SeqReader {
+                    de: self,
+                    done: false,
+                };
+                let r = visitor.visit_seq(&mut access);
+                let done = access.done;
+                let r = self.at(span, r)?;
+                if !done {
+                    self.skip_rest()?;
+                }
+                Ok(r)
+            }
+            Ev::MapStart(_) => {
+                self.maps += 1;
+                let mut access = MapReader {
+                    de: self,
+                    done: false,
+                    seen: HashMap::new(),
+                };
+                let r = visitor.visit_map(&mut access);
+                let done = access.done;
+                self.maps -= 1;
+                let r = self.at(span, r)?;
+                if !done {
+                    self.skip_rest()?;
+                }
+                Ok(r)
+            }
+            _ => {
+                let e = Err(serde::de::Error::custom("the document ended early"));
+                self.at(span, e)
+            }
+        }
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let null = matches!(
+            self.events.peek()?,
+            Ev::Scalar { text, quoted: false, .. } if resolve_plain(text) == Resolved::Null
+        );
+        if null {
+            self.next()?;
+            visitor.visit_none()
+        } else {
+            visitor.visit_some(self)
+        }
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        let span = self.events.peek_span()?;
+        match self.events.peek()? {
+            Ev::Scalar { .. } => {
+                let (ev, _) = self.next()?;
+                let Ev::Scalar { text, .. } = ev else {
+                    unreachable!("peeked a scalar")
+                };
+                let r = visitor
+                    .visit_enum(serde::de::value::StringDeserializer::new(text.into_owned()));
+                self.at(span, r)
+            }
+            Ev::MapStart(_) => {
+                self.next()?;
+                let r = visitor.visit_enum(EnumReader { de: &mut *self });
+                let r = self.at(span, r)?;
+                match self.next()? {
+                    (Ev::MapEnd, _) => Ok(r),
+                    (_, span) => {
+                        let e = Err(serde::de::Error::custom(
+                            "an enum is a mapping with one key",
+                        ));
+                        self.at(span, e)
+                    }
+                }
+            }
+            _ => {
+                let e = Err(serde::de::Error::custom(
+                    "expected an enum: a name or a mapping with one key",
+                ));
+                self.at(span, e)
+            }
+        }
+    }
+
+    fn deserialize_ignored_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        match self.next()?.0 {
+            Ev::SeqStart(_) | Ev::MapStart(_) => self.skip_rest()?,
+            _ => {}
+        }
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+struct SeqReader<'a, 'de> {
+    de: &'a mut Reader<'de>,
+    done: bool,
+}
+
+impl<'de> serde::de::SeqAccess<'de> for &mut SeqReader<'_, 'de> {
+    type Error = DeError;
+    fn next_element_seed<T: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        if self.done {
+            return Ok(None);
+        }
+        if matches!(self.de.events.peek()?, Ev::SeqEnd) {
+            self.de.next()?;
+            self.done = true;
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.de).map(Some)
+    }
+}
+
+struct MapReader<'a, 'de> {
+    de: &'a mut Reader<'de>,
+    done: bool,
+    seen: HashMap<Cow<'de, str>, Span>,
+}
+
+impl<'de> serde::de::MapAccess<'de> for &mut MapReader<'_, 'de> {
+    type Error = DeError;
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (ev, span) = self.de.next()?;
+        let key = match ev {
+            Ev::MapEnd => {
+                self.done = true;
+                return Ok(None);
+            }
+            Ev::Scalar { text, .. } => text,
+            Ev::SeqStart(_) | Ev::MapStart(_) => {
+                let found = if matches!(ev, Ev::SeqStart(_)) {
+                    "a list"
+                } else {
+                    "a mapping"
+                };
+                return Err(YamlError::new(
+                    "pgplan::yaml::key",
+                    format!("mapping keys must be strings, found {found}"),
+                    span,
+                )
+                .into());
+            }
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "the document ended inside a mapping",
+                ))
+            }
+        };
+        if let Some(first) = self.seen.get(&key) {
+            let mut err = YamlError::new(
+                "pgplan::yaml::duplicate-key",
+                format!("the key `{key}` appears twice in this mapping"),
+                span,
+            )
+            .help("remove one of them; YAML keys must be unique");
+            err.related = Some((*first, "first defined here".into()));
+            return Err(err.into());
+        }
+        self.seen.insert(key.clone(), span);
+        if self.de.maps == 1 {
+            let value_span = self.de.events.peek_span()?;
+            self.de.top_level.push((key.to_string(), value_span));
+        }
+        let r = seed.deserialize(KeyReader(key));
+        self.de.at(span, r).map(Some)
+    }
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
+        seed.deserialize(&mut *self.de)
+    }
+}
+
+/// A mapping key: always its text.
+struct KeyReader<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserializer<'de> for KeyReader<'de> {
+    type Error = DeError;
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            Cow::Borrowed(b) => visitor.visit_borrowed_str(b),
+            Cow::Owned(o) => visitor.visit_string(o),
+        }
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+/// An enum written as a mapping with one key: `{variant: content}`.
+struct EnumReader<'a, 'de> {
+    de: &'a mut Reader<'de>,
+}
+
+impl<'a, 'de> serde::de::EnumAccess<'de> for EnumReader<'a, 'de> {
+    type Error = DeError;
+    type Variant = Self;
+    fn variant_seed<V: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self), DeError> {
+        let (ev, span) = self.de.next()?;
+        let Ev::Scalar { text, .. } = ev else {
+            let e = Err(serde::de::Error::custom(
+                "an enum's variant is named by a string",
+            ));
+            return self.de.at(span, e);
+        };
+        let r = seed.deserialize(KeyReader(text));
+        let v = self.de.at(span, r)?;
+        Ok((v, self))
+    }
+}
+
+impl<'de> serde::de::VariantAccess<'de> for EnumReader<'_, 'de> {
+    type Error = DeError;
+    fn unit_variant(self) -> Result<(), DeError> {
+        serde::de::Deserialize::deserialize(&mut *self.de)
+    }
+    fn newtype_variant_seed<T: serde::de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, DeError> {
+        seed.deserialize(&mut *self.de)
+    }
+    fn tuple_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        serde::Deserializer::deserialize_any(&mut *self.de, visitor)
+    }
+    fn struct_variant<V: serde::de::Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        serde::Deserializer::deserialize_any(&mut *self.de, visitor)
+    }
 }
 
 /// What one copy of a node costs: its nodes, and its bytes (text of keys
@@ -1869,6 +2620,81 @@ mod tests {
             "2024-01",
         ] {
             assert!(!plain_is_ambiguous(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_streaming_reader_reads_as_the_tree() {
+        let text = "a: &x {b: [1, '2', ~, 1.5, yes]}\nc: *x\nd: !!int \"7\"\ne: !!str 8\n";
+        let streamed = from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(streamed.value, one(text).to_json());
+        assert_eq!(
+            streamed
+                .top_level
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "c", "d", "e"]
+        );
+        let (_, d) = &streamed.top_level[2];
+        assert_eq!(&text[d.start..d.end], "!!int \"7\"");
+    }
+
+    #[test]
+    fn the_streaming_reader_keeps_the_limits() {
+        let dup = from_str::<serde_json::Value>("a: 1\nb: {c: 1, c: 2}\n").unwrap_err();
+        assert!(
+            matches!(dup, ReadError::Yaml(ref e) if e.code == "pgplan::yaml::duplicate-key" && e.span.start == 15),
+            "{dup:?}"
+        );
+        let big = "x".repeat(512 * 1024);
+        let bomb = format!("a: &a {big}\nb: [{}]\n", ["*a"; 10].join(", "));
+        let err = from_str::<serde_json::Value>(&bomb).unwrap_err();
+        assert!(
+            matches!(err, ReadError::Yaml(ref e) if e.code == "pgplan::yaml::alias-bomb"),
+            "{err:?}"
+        );
+        let deep = "[".repeat(500) + &"]".repeat(500);
+        let err = from_str::<serde_json::Value>(&deep).unwrap_err();
+        assert!(
+            matches!(err, ReadError::Yaml(ref e) if e.code == "pgplan::yaml::too-deep"),
+            "{err:?}"
+        );
+        let err = from_str::<serde_json::Value>("a: !!binary aGk=\n").unwrap_err();
+        assert!(
+            matches!(err, ReadError::Yaml(ref e) if e.code == "pgplan::yaml::tag"),
+            "{err:?}"
+        );
+        assert!(matches!(
+            from_str::<serde_json::Value>("# nothing\n---\n~\n"),
+            Err(ReadError::Empty)
+        ));
+    }
+
+    #[test]
+    fn the_streaming_reader_locates_what_does_not_fit() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            n: u32,
+            list: Vec<u32>,
+        }
+        let text = "n: 1\nlist: [1, x, 3]\n";
+        match from_str::<T>(text).unwrap_err() {
+            ReadError::Data { path, span, .. } => {
+                assert_eq!(path, "list[1]");
+                assert_eq!(&text[span.start..span.end], "x");
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = "n: 1\nlist: []\nextra: 2\n";
+        match from_str::<T>(text).unwrap_err() {
+            ReadError::Data { message, span, .. } => {
+                assert!(message.contains("unknown field `extra`"), "{message}");
+                assert_eq!(&text[span.start..span.end], "extra");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

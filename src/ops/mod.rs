@@ -194,15 +194,22 @@ impl SpecSource {
         out
     }
 
-    /// The saved live state to plan against: a snapshot file, or the
-    /// example's own; `None` means "observe the world".
-    pub fn saved_state(&self, live_state: Option<&Path>) -> Result<Option<Observed>, OpsError> {
+    /// The saved live state to plan `spec` against: a snapshot file (what
+    /// of it the spec's plan reads), or the example's own; `None` means
+    /// "observe the world".
+    pub fn saved_state(
+        &self,
+        live_state: Option<&Path>,
+        spec: &Spec,
+    ) -> Result<Option<Observed>, OpsError> {
         match (live_state, self) {
             (Some(path), _) => {
                 let bytes = read(path)?;
-                Ok(Some(observed::load_snapshot(
+                let scope = observed::Scope::of(spec);
+                Ok(Some(observed::load_snapshot_in(
                     &path.display().to_string(),
                     &bytes,
+                    Some(&scope),
                 )?))
             }
             (None, SpecSource::Example(e)) => Ok(Some(observed::load_snapshot(
