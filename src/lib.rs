@@ -22,5 +22,5 @@ pub mod cluster;
 pub mod examples;
 pub mod ops;
 pub mod pgtools;
-pub mod testhooks;
 pub mod private;
+pub mod testhooks;

@@ -6,13 +6,13 @@
 //! structs: the planner reads a handful of fields, and the renderers diff
 //! whole manifests. Secrets are observed as keys and fingerprints only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::spec::error::{SourceFile, SpecError, SpecErrors};
-use crate::yaml::{self, PathSeg, Span};
+use crate::yaml::{self, Span};
 
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 
@@ -490,8 +490,80 @@ pub fn labels(v: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// What of a snapshot a spec's plan reads: the objects of the namespaces
+/// its placements use (sources, targets, consumers), every cluster-scoped
+/// object, and the servers in those namespaces or outside the cluster.
+/// It is what an online plan reads (`cluster::observe`), so a plan made
+/// from a scoped snapshot is the plan made online.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    namespaces: BTreeSet<String>,
+}
+
+impl Scope {
+    pub fn of(spec: &crate::spec::Spec) -> Self {
+        use crate::spec::{Source, Target};
+        let mut namespaces = BTreeSet::new();
+        for p in &spec.placements {
+            let s = p.spec();
+            let src = match &s.source {
+                Source::Kubernetes(k) => k.namespace.clone(),
+                Source::External(_) => "default".to_string(),
+            };
+            if let Target::Kubernetes(t) = &s.target {
+                namespaces.insert(t.namespace.clone().unwrap_or_else(|| src.clone()));
+            }
+            for c in &s.consumers {
+                namespaces.insert(c.namespace.clone().unwrap_or_else(|| src.clone()));
+            }
+            namespaces.insert(src);
+        }
+        Scope { namespaces }
+    }
+
+    /// Whether an object is read: cluster-scoped, in a namespace of the
+    /// scope, or not an object at all (so that loading still checks it).
+    pub fn keeps(&self, object: &Value) -> bool {
+        match ObjectKey::of(object) {
+            Some(k) => k.namespace.is_empty() || self.namespaces.contains(&k.namespace),
+            None => true,
+        }
+    }
+
+    /// Whether a server's inventory is read: `k8s/{ns}/…` in the scope,
+    /// RDS and external servers always.
+    pub fn keeps_server(&self, locator: &str) -> bool {
+        match locator.strip_prefix("k8s/") {
+            Some(rest) => rest
+                .split('/')
+                .next()
+                .is_some_and(|ns| self.namespaces.contains(ns)),
+            None => true,
+        }
+    }
+}
+
 /// Load a snapshot file, with located errors for a broken one.
 pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
+    load_snapshot_in(name, bytes, None)
+}
+
+/// Load what of a snapshot file a plan reads ([`Scope`]), or all of it.
+///
+/// The file is read straight into the model (no tree, no intermediate
+/// JSON), an object at a time, and what is out of scope is dropped as soon
+/// as it is read, so that a large snapshot costs about its own size; the
+/// text is copied for diagnostics only when there is one to make.
+pub fn load_snapshot_in(
+    name: &str,
+    bytes: &[u8],
+    scope: Option<&Scope>,
+) -> Result<Observed, SpecErrors> {
+    read_snapshot(name, bytes, scope)
+        .map_err(|e| e.with_title(format!("{name} is not a valid pgplan snapshot")))
+}
+
+fn read_snapshot(name: &str, bytes: &[u8], scope: Option<&Scope>) -> Result<Observed, SpecErrors> {
     let text = match yaml::check_text(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -499,63 +571,57 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
             return Err(SpecErrors::new(&file, vec![SpecError::from_yaml(&file, e)]));
         }
     };
-    let file = SourceFile::new(name, text);
-    let docs = yaml::parse(text)
-        .map_err(|e| SpecErrors::new(&file, vec![SpecError::from_yaml(&file, e)]))?;
-    let Some(doc) = docs.into_iter().find(|d| !d.root.is_null()) else {
-        return Err(SpecErrors::new(
-            &file,
-            vec![SpecError::new(
-                &file,
-                "pgplan::snapshot::empty",
-                "the snapshot file is empty",
-                Span::new(0, 0),
-            )
-            .help("write one with `pgplan observe -f pgplan.yaml --out live.yaml`")],
-        ));
-    };
-    let value = doc.root.to_json();
-    let observed: Observed = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path: Vec<PathSeg> = e
-            .path()
-            .iter()
-            .filter_map(|seg| match seg {
-                serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
-                serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
-                _ => None,
-            })
-            .collect();
-        let span = doc.root.span_at(&path);
+    let one = |code: &'static str, message: String, span: Span, help: &str| {
+        let file = SourceFile::new(name, text);
         SpecErrors::new(
             &file,
-            vec![SpecError::new(
-                &file,
-                "pgplan::snapshot::invalid",
-                format!("not a pgplan snapshot: `{}`: {}", e.path(), e.inner()),
-                span,
-            )
-            .help("snapshots are written by `pgplan observe`; regenerate it rather than editing by hand")],
+            vec![SpecError::new(&file, code, message, span).help(help)],
         )
-    })?;
-    let mut observed = observed;
+    };
+    let read = match yaml::from_str_seed(text, ObservedSeed { scope }) {
+        Ok(r) => r,
+        Err(yaml::ReadError::Yaml(e)) => {
+            let file = SourceFile::new(name, text);
+            return Err(SpecErrors::new(&file, vec![SpecError::from_yaml(&file, e)]));
+        }
+        Err(yaml::ReadError::Empty) => {
+            return Err(one(
+                "pgplan::snapshot::empty",
+                "the snapshot file is empty".into(),
+                Span::new(0, 0),
+                "write one with `pgplan observe -f pgplan.yaml --out live.yaml`",
+            ))
+        }
+        Err(yaml::ReadError::Data {
+            message,
+            path,
+            span,
+        }) => return Err(one(
+            "pgplan::snapshot::invalid",
+            format!("not a pgplan snapshot: `{path}`: {message}"),
+            span,
+            "snapshots are written by `pgplan observe`; regenerate it rather than editing by hand",
+        )),
+    };
+    let mut observed = read.value;
     // Secrets are keys and fingerprints only, even in a hand-edited snapshot.
     for o in observed.kubernetes.objects.iter_mut() {
         crate::redact::hide_secret_data(o);
     }
     if observed.format_version != SNAPSHOT_FORMAT_VERSION {
-        let span = doc.root.span_at(&[PathSeg::Key("formatVersion".into())]);
-        return Err(SpecErrors::new(
-            &file,
-            vec![SpecError::new(
-                &file,
-                "pgplan::snapshot::version",
-                format!(
-                    "snapshot format {} is not supported (this pgplan reads format {SNAPSHOT_FORMAT_VERSION})",
-                    observed.format_version
-                ),
-                span,
-            )
-            .help("regenerate it with this version's `pgplan observe`")],
+        let span = read
+            .top_level
+            .iter()
+            .find(|(k, _)| k == "formatVersion")
+            .map_or(Span::new(0, 0), |(_, s)| *s);
+        return Err(one(
+            "pgplan::snapshot::version",
+            format!(
+                "snapshot format {} is not supported (this pgplan reads format {SNAPSHOT_FORMAT_VERSION})",
+                observed.format_version
+            ),
+            span,
+            "regenerate it with this version's `pgplan observe`",
         ));
     }
     Ok(observed)
@@ -568,9 +634,134 @@ pub fn load_snapshot(name: &str, bytes: &[u8]) -> Result<Observed, SpecErrors> {
 /// marker, so plans from a snapshot equal plans online.
 pub const SNAPSHOT_PLACEHOLDER: &str = "KHNlbnNpdGl2ZSk=";
 
+/// Reads an [`Observed`] as its derived `Deserialize` does, keeping only
+/// what is in scope of the objects and servers, one element at a time.
+struct ObservedSeed<'s> {
+    scope: Option<&'s Scope>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ObservedSeed<'_> {
+    type Value = Observed;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Observed, D::Error> {
+        d.deserialize_struct("Observed", OBSERVED_FIELDS, self)
+    }
+}
+
+const OBSERVED_FIELDS: &[&str] = &["formatVersion", "origin", "kubernetes", "rds", "servers"];
+
+impl<'de> serde::de::Visitor<'de> for ObservedSeed<'_> {
+    type Value = Observed;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a pgplan snapshot (a mapping with formatVersion, kubernetes, rds, servers)")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Observed, A::Error> {
+        use serde::de::Error;
+        let mut format_version = None;
+        let mut out = Observed::default();
+        while let Some(key) = map.next_key_seed(Field(OBSERVED_FIELDS))? {
+            match key.as_str() {
+                "formatVersion" => format_version = Some(map.next_value()?),
+                "origin" => out.origin = map.next_value()?,
+                "kubernetes" => out.kubernetes = map.next_value_seed(KubeStateSeed(self.scope))?,
+                "rds" => out.rds = map.next_value()?,
+                "servers" => {
+                    out.servers = map.next_value_seed(Filtered {
+                        keep: |s: &ServerInventory| {
+                            self.scope.is_none_or(|sc| sc.keeps_server(&s.locator))
+                        },
+                        marker: std::marker::PhantomData,
+                    })?
+                }
+                _ => unreachable!("Field admits only these"),
+            }
+        }
+        out.format_version =
+            format_version.ok_or_else(|| A::Error::missing_field("formatVersion"))?;
+        Ok(out)
+    }
+}
+
+struct KubeStateSeed<'s>(Option<&'s Scope>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KubeStateSeed<'_> {
+    type Value = KubeState;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<KubeState, D::Error> {
+        d.deserialize_struct("KubeState", &["objects"], self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KubeStateSeed<'_> {
+    type Value = KubeState;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a mapping with `objects`")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KubeState, A::Error> {
+        let mut out = KubeState::default();
+        while let Some(key) = map.next_key_seed(Field(&["objects"]))? {
+            match key.as_str() {
+                "objects" => {
+                    out.objects = map.next_value_seed(Filtered {
+                        keep: |o: &Value| self.0.is_none_or(|s| s.keeps(o)),
+                        marker: std::marker::PhantomData,
+                    })?
+                }
+                _ => unreachable!("Field admits only objects"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A key that must be one of the fields: refused as it is read, so that
+/// the error points at it (as a derived `deny_unknown_fields` does).
+struct Field(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Field {
+    type Value = String;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        let key = String::deserialize(d)?;
+        if self.0.contains(&key.as_str()) {
+            Ok(key)
+        } else {
+            Err(serde::de::Error::unknown_field(&key, self.0))
+        }
+    }
+}
+
+/// A list read an element at a time, keeping those `keep` accepts.
+struct Filtered<T, F> {
+    keep: F,
+    marker: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>, F: Fn(&T) -> bool> serde::de::DeserializeSeed<'de>
+    for Filtered<T, F>
+{
+    type Value = Vec<T>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>, F: Fn(&T) -> bool> serde::de::Visitor<'de> for Filtered<T, F> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element::<T>()? {
+            if (self.keep)(&item) {
+                out.push(item);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Save a snapshot as YAML. Snapshots are for planning: the Secrets in
 /// them hold keys, a fingerprint and [`SNAPSHOT_PLACEHOLDER`] values.
-pub fn to_yaml(observed: &Observed) -> Result<String, serde_yaml_ng::Error> {
+pub fn to_yaml(observed: &Observed) -> Result<String, serde_json::Error> {
     let mut written = observed.clone();
     for o in written.kubernetes.objects.iter_mut() {
         crate::redact::hide_secret_data(o);
@@ -614,4 +805,42 @@ pub fn keys_only(secret: &mut Value) {
         }
     }
     crate::redact::hide_secret_data(secret);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scoped_snapshot_keeps_what_the_spec_reads() {
+        let (spec_text, live) = crate::examples::generated(3, 2);
+        let first = spec_text.split("---\n").next().unwrap();
+        let lookup = |_: &str| Some("x".to_string());
+        let opts = crate::spec::LoadOptions {
+            environment: None,
+            all_environments: false,
+            lookup: &lookup,
+        };
+        let spec = crate::spec::load(crate::spec::SourceFile::new("s.yaml", first), &opts).unwrap();
+        let scope = Scope::of(&spec);
+        let all = load_snapshot("live.yaml", live.as_bytes()).unwrap();
+        let some = load_snapshot_in("live.yaml", live.as_bytes(), Some(&scope)).unwrap();
+        let kept: Vec<&Value> = all
+            .kubernetes
+            .objects
+            .iter()
+            .filter(|o| scope.keeps(o))
+            .collect();
+        assert_eq!(some.kubernetes.objects.iter().collect::<Vec<_>>(), kept);
+        assert!(some.kubernetes.objects.len() < all.kubernetes.objects.len());
+        assert!(some.kubernetes.objects.iter().all(|o| ObjectKey::of(o)
+            .is_some_and(|k| k.namespace.is_empty() || k.namespace == "team-000")));
+        assert!(some
+            .kubernetes
+            .objects
+            .iter()
+            .any(|o| o["kind"] == "PersistentVolume"));
+        assert_eq!(some.servers.len(), 1);
+        assert_eq!(some.servers[0].locator, "k8s/team-000/Deployment/postgres");
+    }
 }

@@ -9,8 +9,8 @@
 
 pub mod exec;
 pub mod observe;
-pub mod timeout;
 pub mod pods;
+pub mod timeout;
 
 use std::collections::HashMap;
 use std::path::Path;

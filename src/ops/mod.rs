@@ -19,7 +19,9 @@ use crate::spec::{self, LoadOptions, Spec, SpecErrors, Target};
 /// Errors of the operations layer that are not about the user's file.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum OpsError {
-    #[error("cannot read {path}: {source}")]
+    // The cause is the diagnostic's source, which miette prints below the
+    // message; repeating it in the message printed it twice.
+    #[error("cannot read {path}")]
     #[diagnostic(
         code(pgplan::io::read),
         help("check the path; `-f FILE` names the spec, `--live-state FILE` the snapshot")
@@ -29,7 +31,7 @@ pub enum OpsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     #[diagnostic(code(pgplan::io::write))]
     Write {
         path: String,
@@ -247,15 +249,22 @@ impl SpecSource {
         out
     }
 
-    /// The saved live state to plan against: a snapshot file, or the
-    /// example's own; `None` means "observe the world".
-    pub fn saved_state(&self, live_state: Option<&Path>) -> Result<Option<Observed>, OpsError> {
+    /// The saved live state to plan `spec` against: a snapshot file (what
+    /// of it the spec's plan reads), or the example's own; `None` means
+    /// "observe the world".
+    pub fn saved_state(
+        &self,
+        live_state: Option<&Path>,
+        spec: &Spec,
+    ) -> Result<Option<Observed>, OpsError> {
         match (live_state, self) {
             (Some(path), _) => {
                 let bytes = read(path)?;
-                Ok(Some(observed::load_snapshot(
+                let scope = observed::Scope::of(spec);
+                Ok(Some(observed::load_snapshot_in(
                     &path.display().to_string(),
                     &bytes,
+                    Some(&scope),
                 )?))
             }
             (None, SpecSource::Example(e)) => Ok(Some(observed::load_snapshot(

@@ -52,7 +52,7 @@ pub fn compute(opts: &PlanOptions) -> Result<Planned, OpsError> {
             },
         )
     };
-    let (plan, observed) = match opts.source.saved_state(opts.live_state.as_deref())? {
+    let (plan, observed) = match opts.source.saved_state(opts.live_state.as_deref(), &spec)? {
         Some(observed) => (plan_against(&observed)?, observed),
         None => observe::runtime()?.block_on(async {
             let (observed, cluster) = observe::observe(&spec, &opts.cluster).await?;

@@ -18,6 +18,17 @@ pub struct Issue {
     pub message: String,
     pub span: Span,
     pub help: Option<String>,
+    /// Where in the document: the field at fault (a missing field's own
+    /// path, an unknown field's key).
+    pub path: Vec<PathSeg>,
+}
+
+impl Issue {
+    /// Whether the value at [`Issue::path`] is unusable. An unknown field
+    /// is left out of the value, so what holds it still reads.
+    pub fn breaks(&self) -> bool {
+        self.code != "pgplan::spec::unknown-field"
+    }
 }
 
 /// Walks a [`Node`] against a schema (with its `$defs`).
@@ -87,6 +98,7 @@ impl<'s> Checker<'s> {
                     ),
                     span: node.span,
                     help: Some(format!("write `{}: {}`", last_key(path), plain(c))),
+                    path: path.clone(),
                 });
             }
             return c.clone();
@@ -118,6 +130,7 @@ impl<'s> Checker<'s> {
                             None => format!("use one of: {}", names.join(", ")),
                         },
                     ),
+                    path: path.clone(),
                 });
             }
             return v;
@@ -171,6 +184,11 @@ impl<'s> Checker<'s> {
                                 span: key_span
                                     .unwrap_or(Span::new(node.span.start, node.span.start)),
                                 help: field_help(self, props.and_then(|p| p.get(r)), r),
+                                path: path
+                                    .iter()
+                                    .cloned()
+                                    .chain([PathSeg::Key(r.to_string())])
+                                    .collect(),
                             });
                         }
                     }
@@ -299,6 +317,7 @@ impl<'s> Checker<'s> {
                     ),
                     span: node.span,
                     help: None,
+                    path: path.clone(),
                 });
                 return Value::Null;
             };
@@ -331,6 +350,7 @@ impl<'s> Checker<'s> {
                         ),
                         span,
                         help: Some(help),
+                        path: path.clone(),
                     });
                 }
                 _ => {
@@ -347,6 +367,7 @@ impl<'s> Checker<'s> {
                             "a placement has one source and one target; use `environments` for per-environment choices"
                                 .into(),
                         ),
+                        path: path.clone(),
                     });
                 }
             }
@@ -400,6 +421,7 @@ fn range_check(schema: &Value, i: i64, node: &Node, path: &[PathSeg], issues: &m
                 min.unwrap_or(i64::MIN),
                 max.map_or("any".to_string(), |m| m.to_string())
             )),
+            path: path.to_vec(),
         });
     }
 }
@@ -443,6 +465,7 @@ fn wrong_type(types: &[&str], node: &Node, path: &[PathSeg]) -> Issue {
         ),
         span: node.span,
         help,
+        path: path.to_vec(),
     }
 }
 
@@ -462,6 +485,11 @@ fn unknown_field(key: &str, span: Span, path: &[PathSeg], known: &[&str]) -> Iss
         message: format!("unknown field `{key}` {at}"),
         span,
         help: Some(help),
+        path: path
+            .iter()
+            .cloned()
+            .chain([PathSeg::Key(key.to_string())])
+            .collect(),
     }
 }
 
@@ -474,6 +502,10 @@ fn field_help(checker: &Checker<'_>, schema: Option<&Value>, name: &str) -> Opti
 
 /// The closest candidate to `word`, if it is close enough to be a typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    // No typo of a field name is this long, and similarity is quadratic.
+    if word.len() > 64 {
+        return None;
+    }
     let lower = word.to_ascii_lowercase();
     candidates
         .map(|c| (c, strsim::jaro_winkler(&lower, &c.to_ascii_lowercase())))

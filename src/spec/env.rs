@@ -20,6 +20,10 @@ pub struct EnvIssue {
     pub message: String,
     pub help: String,
     pub span: Span,
+    /// The whole scalar, left as written, and where it is: what else is
+    /// said of it would be about the reference, not a value.
+    pub scalar: Span,
+    pub path: Vec<PathSeg>,
 }
 
 /// Paths whose `${VAR}` references are kept as written (passwords): their
@@ -120,6 +124,8 @@ fn expand_at(
                         message: format!("malformed environment reference: {why}"),
                         help: "write `${NAME}`, or `$${` for a literal `${`".into(),
                         span: sub_span(s, span, at..at + 2),
+                        scalar: span,
+                        path: path.clone(),
                     });
                     return;
                 }
@@ -151,6 +157,8 @@ fn expand_at(
                                 "export {name}=… before running pgplan, or remove the reference"
                             ),
                             span: sub_span(s, span, range.clone()),
+                            scalar: span,
+                            path: path.clone(),
                         });
                     }
                 }

@@ -326,19 +326,57 @@ fn load_document(
     }
     let mut env_issues = Vec::new();
     let expansions = env::expand(&mut node, opts.lookup, &mut env_issues);
+    // A scalar with an unset variable is left as written: nothing else is
+    // said of it, and its section is not compared with others.
+    let unexpanded: Vec<Span> = env_issues.iter().map(|i| i.scalar).collect();
+    let not_compared: Vec<&'static str> = ["target", "databases", "credentials"]
+        .into_iter()
+        .filter(|section| {
+            env_issues.iter().any(|i| {
+                i.path.get(..2)
+                    == Some(&[PathSeg::Key("spec".into()), PathSeg::Key((*section).into())][..])
+            })
+        })
+        .collect();
+    let hidden = |span: Span| {
+        unexpanded
+            .iter()
+            .any(|u| u.start <= span.start && span.end <= u.end)
+    };
     for i in env_issues {
         errors.push(SpecError::new(file, i.code, i.message, i.span).help(i.help));
     }
     secrets.extend(expansions.into_iter().map(|e| (e.var, e.value)));
 
     let (value, issues) = checker.check(&node);
-    let structural = !issues.is_empty();
-    for i in issues {
+    let broken: Vec<Vec<PathSeg>> = issues
+        .iter()
+        .filter(|i| i.breaks())
+        .map(|i| i.path.clone())
+        .collect();
+    for i in issues.into_iter().filter(|i| !hidden(i.span)) {
         let mut e = SpecError::new(file, i.code, i.message, i.span);
         e.help = i.help;
+        e.schema = true;
         errors.push(e);
     }
-    if structural {
+    let mut semantic = validate::Validator::new(file, &node);
+    if !broken.is_empty() {
+        // The parts that are well-formed are still checked, so that one
+        // run reports every error of the file.
+        let parts = WellFormed::read(&value, &broken);
+        let mut view = parts.view();
+        view.not_compared.extend(not_compared);
+        semantic.parts(&view);
+        if let Some(c) = &parts.credentials {
+            collect_passwords(c, opts, secrets);
+        }
+        errors.extend(
+            semantic
+                .errors
+                .into_iter()
+                .filter(|e| !hidden(e.span) && parts.reports(&node, e)),
+        );
         return None;
     }
     let parsed: PlacementDoc = match serde_json::from_value(value) {
@@ -355,34 +393,204 @@ fn load_document(
             return None;
         }
     };
-    let mut v = validate::Validator::new(file, &node);
-    v.placement(&parsed);
-    errors.append(&mut v.errors);
-
-    // Passwords are only recorded here (as `${VAR}`); apply resolves them
-    // (`Spec::require_passwords`). A value that is set is still collected,
-    // so that it is redacted wherever it might appear.
-    for login in [
-        &parsed.spec.credentials.source,
-        &parsed.spec.credentials.target,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Ok(refs) = env::references(&login.password) {
-            for (_, var) in refs {
-                if let Some(value) = (opts.lookup)(var) {
-                    secrets.push((var.to_string(), value));
-                }
-            }
-        }
-    }
+    let mut view = validate::Parts::of(&parsed);
+    view.not_compared = not_compared;
+    semantic.parts(&view);
+    errors.extend(semantic.errors.into_iter().filter(|e| !hidden(e.span)));
+    collect_passwords(&parsed.spec.credentials, opts, secrets);
     Some(Placement {
         doc: parsed,
         environment: environment.map(str::to_string),
         document: doc.index,
         node,
     })
+}
+
+/// Every password reference names a variable that is set.
+/// Passwords are only recorded here (as `${VAR}`); apply resolves them
+/// (`Spec::require_passwords`). A value that is set is still collected, so
+/// that it is redacted wherever it might appear.
+fn collect_passwords(
+    credentials: &Credentials,
+    opts: &LoadOptions<'_>,
+    secrets: &mut Vec<(String, String)>,
+) {
+    for login in [&credentials.source, &credentials.target]
+        .into_iter()
+        .flatten()
+    {
+        let Ok(refs) = env::references(&login.password) else {
+            continue;
+        };
+        for (_, var) in refs {
+            if let Some(value) = (opts.lookup)(var) {
+                secrets.push((var.to_string(), value));
+            }
+        }
+    }
+}
+
+/// The sections of a document with structural errors that read anyway:
+/// each is read on its own, unless an error lies inside it. A field with a
+/// structural error is left out of its section when the section reads
+/// without it (the field has a default); such a section is `repaired`.
+#[derive(Default)]
+struct WellFormed {
+    name: Option<String>,
+    source: Option<Source>,
+    target: Option<Target>,
+    credentials: Option<Credentials>,
+    databases: Option<Vec<String>>,
+    consumers: Vec<(usize, Consumer)>,
+    verify: Option<Verify>,
+    backup: Option<Backup>,
+    cleanup: Option<Cleanup>,
+    environments: Vec<String>,
+    /// Sections read with fields left out.
+    repaired: Vec<Vec<PathSeg>>,
+}
+
+fn segs(path: &[&str]) -> Vec<PathSeg> {
+    path.iter()
+        .map(|s| match s.parse::<usize>() {
+            Ok(i) => PathSeg::Index(i),
+            Err(_) => PathSeg::Key((*s).to_string()),
+        })
+        .collect()
+}
+
+impl WellFormed {
+    fn read(value: &serde_json::Value, broken: &[Vec<PathSeg>]) -> Self {
+        let mut out = WellFormed::default();
+        // A section absent from the value reads as its default where it
+        // has one (serde's `default`), else not at all.
+        let mut section = |path: &[&str], has_default: bool| -> Option<serde_json::Value> {
+            let path = segs(path);
+            if broken.iter().any(|b| path.starts_with(b)) {
+                return None;
+            }
+            let inside: Vec<&[PathSeg]> = broken
+                .iter()
+                .filter(|b| b.starts_with(&path))
+                .map(|b| &b[path.len()..])
+                .collect();
+            let mut v = match at_path(value, &path) {
+                Some(v) => v.clone(),
+                None if has_default => return Some(serde_json::Value::Object(Default::default())),
+                None => return None,
+            };
+            for rel in &inside {
+                if !remove_at(&mut v, rel) {
+                    return None;
+                }
+            }
+            if !inside.is_empty() {
+                out.repaired.push(path);
+            }
+            Some(v)
+        };
+        fn read<T: serde::de::DeserializeOwned>(v: Option<serde_json::Value>) -> Option<T> {
+            serde_json::from_value(v?).ok()
+        }
+        let name = section(&["metadata", "name"], false);
+        let source = section(&["spec", "source"], false);
+        let target = section(&["spec", "target"], false);
+        let credentials = section(&["spec", "credentials"], true);
+        let databases = section(&["spec", "databases"], false);
+        let verify = section(&["spec", "verify"], true);
+        let backup = section(&["spec", "backup"], true);
+        let cleanup = section(&["spec", "cleanup"], true);
+        let environments = section(&["spec", "environments"], true);
+        let count = value
+            .pointer("/spec/consumers")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        let consumers: Vec<(usize, Option<serde_json::Value>)> = (0..count)
+            .map(|i| (i, section(&["spec", "consumers", &i.to_string()], false)))
+            .collect();
+        out.name = name.and_then(|v| v.as_str().map(str::to_string));
+        out.source = read(source);
+        out.target = read(target);
+        out.credentials = read(credentials);
+        out.databases = read(databases);
+        out.verify = read(verify);
+        out.backup = read(backup);
+        out.cleanup = read(cleanup);
+        out.environments = environments
+            .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
+            .unwrap_or_default();
+        out.consumers = consumers
+            .into_iter()
+            .filter_map(|(i, v)| Some((i, read(v)?)))
+            .collect();
+        out
+    }
+
+    /// Whether a semantic finding may be reported: in a repaired section
+    /// only what is said of one field, not contradictions between fields
+    /// or fields found missing (a left-out field could be either).
+    fn reports(&self, node: &Node, e: &SpecError) -> bool {
+        let within = |path: &[PathSeg]| {
+            let s = node.span_at(path);
+            s.start <= e.span.start && e.span.end <= s.end
+        };
+        !matches!(
+            e.code,
+            "pgplan::spec::contradiction" | "pgplan::spec::missing-field"
+        ) || !self.repaired.iter().any(|p| within(p))
+    }
+
+    fn view(&self) -> validate::Parts<'_> {
+        validate::Parts {
+            name: self.name.as_deref(),
+            source: self.source.as_ref(),
+            target: self.target.as_ref(),
+            credentials: self.credentials.as_ref(),
+            databases: self.databases.as_deref(),
+            consumers: self.consumers.iter().map(|(i, c)| (*i, c)).collect(),
+            verify: self.verify.as_ref(),
+            backup: self.backup.as_ref(),
+            cleanup: self.cleanup.as_ref(),
+            environments: self.environments.iter().map(String::as_str).collect(),
+            not_compared: ["target", "databases", "credentials"]
+                .into_iter()
+                .filter(|section| {
+                    let path = segs(&["spec", section]);
+                    self.repaired.contains(&path)
+                })
+                .collect(),
+        }
+    }
+}
+
+fn at_path<'v>(v: &'v serde_json::Value, path: &[PathSeg]) -> Option<&'v serde_json::Value> {
+    path.iter().try_fold(v, |cur, seg| match seg {
+        PathSeg::Key(k) => cur.get(k),
+        PathSeg::Index(i) => cur.get(*i),
+    })
+}
+
+/// Removes the mapping entry at `path`; false when that is not possible
+/// (an item of a list: removing it would renumber the rest).
+fn remove_at(v: &mut serde_json::Value, path: &[PathSeg]) -> bool {
+    let Some((PathSeg::Key(last), parent)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = v;
+    for seg in parent {
+        let next = match seg {
+            PathSeg::Key(k) => cur.get_mut(k),
+            PathSeg::Index(i) => cur.get_mut(*i),
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return true,
+        }
+    }
+    if let Some(m) = cur.as_object_mut() {
+        m.shift_remove(last);
+    }
+    true
 }
 
 fn spec_node_mut(root: &mut Node) -> Option<&mut Node> {

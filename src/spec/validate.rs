@@ -3,10 +3,56 @@
 
 use crate::names;
 use crate::quantity;
+use crate::spec::check::did_you_mean;
 use crate::spec::env::references;
 use crate::spec::error::{SourceFile, SpecError};
 use crate::spec::types::*;
 use crate::yaml::{path_string, Node, PathSeg};
+
+/// The parts of a placement that were read. A document with structural
+/// errors still has its well-formed parts checked: a part left out is not
+/// checked, nor is anything compared with it, and a part in `peers_only`
+/// is checked but not compared with (it holds a `${VAR}` that is unset).
+#[derive(Debug, Default)]
+pub struct Parts<'p> {
+    pub name: Option<&'p str>,
+    pub source: Option<&'p Source>,
+    pub target: Option<&'p Target>,
+    pub credentials: Option<&'p Credentials>,
+    pub databases: Option<&'p [String]>,
+    /// (position in the list, consumer): those that were read.
+    pub consumers: Vec<(usize, &'p Consumer)>,
+    pub verify: Option<&'p Verify>,
+    pub backup: Option<&'p Backup>,
+    pub cleanup: Option<&'p Cleanup>,
+    pub environments: Vec<&'p str>,
+    /// Sections (`target`, `databases`, `credentials`) not to compare
+    /// other sections with.
+    pub not_compared: Vec<&'static str>,
+}
+
+impl<'p> Parts<'p> {
+    /// Every part of a document that read as a whole.
+    pub fn of(doc: &'p PlacementDoc) -> Self {
+        let s = &doc.spec;
+        Parts {
+            name: Some(&doc.metadata.name),
+            source: Some(&s.source),
+            target: Some(&s.target),
+            credentials: Some(&s.credentials),
+            databases: Some(&s.databases),
+            consumers: s.consumers.iter().enumerate().collect(),
+            verify: Some(&s.verify),
+            backup: Some(&s.backup),
+            cleanup: Some(&s.cleanup),
+            environments: s.environments.keys().map(String::as_str).collect(),
+            not_compared: Vec::new(),
+        }
+    }
+    fn peer<T>(&self, section: &str, part: Option<T>) -> Option<T> {
+        part.filter(|_| !self.not_compared.contains(&section))
+    }
+}
 
 /// Collects findings for one placement document.
 pub struct Validator<'a> {
@@ -64,23 +110,45 @@ impl<'a> Validator<'a> {
     }
 
     pub fn placement(&mut self, doc: &PlacementDoc) {
-        let name_path = p(&["metadata", "name"]);
-        self.check(
-            &name_path,
-            "pgplan::spec::name",
-            names::dns_label(&doc.metadata.name),
-            || "placement names are DNS labels: lower-case letters, digits and '-'".into(),
-        );
-        let s = &doc.spec;
-        self.source(&s.source);
-        self.target(s);
-        self.credentials(s);
-        self.databases(s);
-        self.consumers(s);
-        self.verify(s);
-        self.backup(s);
-        self.cleanup(s);
-        for env in s.environments.keys() {
+        self.parts(&Parts::of(doc));
+    }
+
+    /// Checks the parts given, and what can be compared between them.
+    pub fn parts(&mut self, parts: &Parts<'_>) {
+        if let Some(name) = parts.name {
+            self.check(
+                &p(&["metadata", "name"]),
+                "pgplan::spec::name",
+                names::dns_label(name),
+                || "placement names are DNS labels: lower-case letters, digits and '-'".into(),
+            );
+        }
+        let target = parts.peer("target", parts.target);
+        let databases = parts.peer("databases", parts.databases);
+        let credentials = parts.peer("credentials", parts.credentials);
+        if let Some(source) = parts.source {
+            self.source(source);
+        }
+        if let Some(t) = parts.target {
+            self.target(t, credentials);
+        }
+        if let Some(c) = parts.credentials {
+            self.credentials(c);
+        }
+        if let Some(d) = parts.databases {
+            self.databases(d);
+        }
+        self.consumers(&parts.consumers, target, parts.source);
+        if let Some(v) = parts.verify {
+            self.verify(v, target, databases);
+        }
+        if let Some(b) = parts.backup {
+            self.backup(b, target);
+        }
+        if let Some(c) = parts.cleanup {
+            self.cleanup(c, target);
+        }
+        for env in &parts.environments {
             self.check(
                 &p(&["spec", "environments", env]),
                 "pgplan::spec::name",
@@ -198,8 +266,8 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn target(&mut self, s: &PlacementSpec) {
-        match &s.target {
+    fn target(&mut self, target: &Target, credentials: Option<&Credentials>) {
+        match target {
             Target::Kubernetes(k) => {
                 let base = ["spec", "target", "kubernetes"];
                 if let Some(ns) = &k.namespace {
@@ -413,7 +481,7 @@ impl<'a> Validator<'a> {
                         "use `require` or, better, `verify-full` with `caFile`",
                     );
                 }
-                if s.credentials.target.is_none() {
+                if credentials.is_some_and(|c| c.target.is_none()) {
                     self.err(&p(&["spec", "target", "rds"]), "pgplan::spec::missing-field", "an RDS target needs `credentials.target` (the master user)".into(), "add `credentials: {target: {username: postgres, password: ${RDS_MASTER_PASSWORD}}}`");
                 }
                 if let Some(c) = &r.connect {
@@ -423,10 +491,10 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn credentials(&mut self, s: &PlacementSpec) {
+    fn credentials(&mut self, credentials: &Credentials) {
         for (side, login) in [
-            ("source", &s.credentials.source),
-            ("target", &s.credentials.target),
+            ("source", &credentials.source),
+            ("target", &credentials.target),
         ] {
             let Some(login) = login else { continue };
             let pw = p(&["spec", "credentials", side, "password"]);
@@ -450,8 +518,8 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn databases(&mut self, s: &PlacementSpec) {
-        if s.databases.is_empty() {
+    fn databases(&mut self, databases: &[String]) {
+        if databases.is_empty() {
             self.err(
                 &p(&["spec", "databases"]),
                 "pgplan::spec::value",
@@ -459,8 +527,8 @@ impl<'a> Validator<'a> {
                 "list names or globs, e.g. `- healthcare` or `- backstage_plugin_*`",
             );
         }
-        let mut seen = std::collections::HashSet::with_capacity(s.databases.len());
-        for (i, d) in s.databases.iter().enumerate() {
+        let mut seen = std::collections::HashSet::with_capacity(databases.len());
+        for (i, d) in databases.iter().enumerate() {
             let path = p(&["spec", "databases", &i.to_string()]);
             let literal: String = d
                 .chars()
@@ -494,52 +562,79 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn consumers(&mut self, s: &PlacementSpec) {
+    fn consumers(
+        &mut self,
+        consumers: &[(usize, &Consumer)],
+        target: Option<&Target>,
+        source: Option<&Source>,
+    ) {
         // A consumer is one object (kind, namespace, name): listed twice, it
         // would be stopped and pointed at the target twice.
-        let default_ns = match &s.source {
+        // Without a source that read, a consumer's default namespace is unknown.
+        let default_ns = source.map(|s| match s {
             Source::Kubernetes(k) => k.namespace.as_str(),
             Source::External(_) => "default",
-        };
-        let mut seen: Vec<(&str, &str, &str, usize)> = Vec::with_capacity(s.consumers.len());
-        for (i, c) in s.consumers.iter().enumerate() {
-            let ns = c.namespace.as_deref().unwrap_or(default_ns);
-            match seen
-                .iter()
-                .find(|(k, n, m, _)| (*k, *n, *m) == (c.kind.as_str(), ns, c.name.as_str()))
-            {
-                Some(&(_, _, _, first)) => {
-                    let at = p(&["spec", "consumers", &i.to_string(), "name"]);
-                    let first_at =
-                        self.node
-                            .span_at(&p(&["spec", "consumers", &first.to_string(), "name"]));
-                    let span = self.node.span_at(&at);
-                    self.errors.push(
-                        SpecError::new(
-                            self.file,
-                            "pgplan::spec::duplicate",
-                            format!("the consumer {} {ns}/{} is listed twice", c.kind, c.name),
-                            span,
-                        )
-                        .label(path_string(&at))
-                        .related(first_at, "first listed here")
-                        .help("list each consumer once; merge the two entries' settings"),
-                    );
+        });
+        if let Some(default_ns) = default_ns {
+            let mut seen: Vec<(&str, &str, &str, usize)> = Vec::with_capacity(consumers.len());
+            for &(i, c) in consumers {
+                let ns = c.namespace.as_deref().unwrap_or(default_ns);
+                match seen
+                    .iter()
+                    .find(|(k, n, m, _)| (*k, *n, *m) == (c.kind.as_str(), ns, c.name.as_str()))
+                {
+                    Some(&(_, _, _, first)) => {
+                        let at = p(&["spec", "consumers", &i.to_string(), "name"]);
+                        let first_at = self.node.span_at(&p(&[
+                            "spec",
+                            "consumers",
+                            &first.to_string(),
+                            "name",
+                        ]));
+                        let span = self.node.span_at(&at);
+                        self.errors.push(
+                            SpecError::new(
+                                self.file,
+                                "pgplan::spec::duplicate",
+                                format!("the consumer {} {ns}/{} is listed twice", c.kind, c.name),
+                                span,
+                            )
+                            .label(path_string(&at))
+                            .related(first_at, "first listed here")
+                            .help("list each consumer once; merge the two entries' settings"),
+                        );
+                    }
+                    None => seen.push((c.kind.as_str(), ns, c.name.as_str(), i)),
                 }
-                None => seen.push((c.kind.as_str(), ns, c.name.as_str(), i)),
             }
         }
-        for (i, c) in s.consumers.iter().enumerate() {
+        for &(i, c) in consumers {
             let idx = i.to_string();
             let cp = |f: &str| p(&["spec", "consumers", &idx, f]);
             let builtin = matches!(c.kind.as_str(), "Deployment" | "StatefulSet");
-            if c.kind.is_empty()
-                || !c
-                    .kind
-                    .chars()
-                    .next()
-                    .is_some_and(|ch| ch.is_ascii_uppercase())
-            {
+            // `Deploymnet` is a typo, not a custom resource; a kind of
+            // another API group (`DeploymentConfig`) is not.
+            let typo = if !builtin && matches!(c.api_version.as_deref(), None | Some("apps/v1")) {
+                did_you_mean(&c.kind, ["Deployment", "StatefulSet"].into_iter())
+            } else {
+                None
+            };
+            if let Some(kind) = typo {
+                self.err(
+                    &cp("kind"),
+                    "pgplan::spec::value",
+                    format!("`{}` is not a kind pgplan knows", c.kind),
+                    format!("did you mean `{kind}`? (a custom resource's kind also needs its `apiVersion`)"),
+                );
+            }
+            // What is said of a custom resource is not said of a typo.
+            let custom = !builtin && typo.is_none();
+            let camel = c
+                .kind
+                .chars()
+                .next()
+                .is_some_and(|ch| ch.is_ascii_uppercase());
+            if typo.is_none() && !camel {
                 self.err(
                     &cp("kind"),
                     "pgplan::spec::value",
@@ -547,7 +642,7 @@ impl<'a> Validator<'a> {
                     "kinds are CamelCase, e.g. `Deployment` or `Backstage`",
                 );
             }
-            if !builtin && c.api_version.is_none() {
+            if custom && c.api_version.is_none() {
                 self.err(
                     &cp("kind"),
                     "pgplan::spec::missing-field",
@@ -582,7 +677,7 @@ impl<'a> Validator<'a> {
                     || "namespaces are DNS labels".into(),
                 );
             }
-            if !builtin && c.quiesce && c.replicas_field().is_none() {
+            if custom && c.quiesce && c.replicas_field().is_none() {
                 // A custom resource has no generic scale; say so rather than guess.
                 self.err(
                     &cp("quiesce"),
@@ -616,11 +711,12 @@ impl<'a> Validator<'a> {
                     names::dns_subdomain(&ca.name),
                     || "Secret names are DNS subdomains".into(),
                 );
-                let has_ca = match &s.target {
-                    Target::Rds(t) => t.tls.ca_file.is_some(),
-                    Target::Kubernetes(_) => false,
+                let has_ca = match target {
+                    Some(Target::Rds(t)) => Some(t.tls.ca_file.is_some()),
+                    Some(Target::Kubernetes(_)) => Some(false),
+                    None => None,
                 };
-                if !has_ca {
+                if has_ca == Some(false) {
                     self.err(
                         &rp("caSecret"),
                         "pgplan::spec::contradiction",
@@ -633,7 +729,7 @@ impl<'a> Validator<'a> {
             if builtin && r.merge_patch.is_some() {
                 self.err(&rp("mergePatch"), "pgplan::spec::contradiction", format!("`mergePatch` is for custom resources; `{}` consumers take `env` and `connectionSecret`", c.kind), "move the settings to `env`");
             }
-            if !builtin && !r.env.is_empty() {
+            if custom && !r.env.is_empty() {
                 self.err(
                     &rp("env"),
                     "pgplan::spec::contradiction",
@@ -652,9 +748,8 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn verify(&mut self, s: &PlacementSpec) {
-        let v = &s.verify;
-        if v.self_heal && matches!(s.target, Target::Rds(_)) {
+    fn verify(&mut self, v: &Verify, target: Option<&Target>, databases: Option<&[String]>) {
+        if v.self_heal && matches!(target, Some(Target::Rds(_))) {
             self.err(
                 &p(&["spec", "verify", "selfHeal"]),
                 "pgplan::spec::contradiction",
@@ -664,11 +759,11 @@ impl<'a> Validator<'a> {
         }
         for (i, probe) in v.sql.iter().enumerate() {
             let idx = i.to_string();
-            let matches = s
-                .databases
-                .iter()
-                .any(|d| glob::Pattern::new(d).is_ok_and(|g| g.matches(&probe.database)));
-            if !matches {
+            let matches = databases.map(|list| {
+                list.iter()
+                    .any(|d| glob::Pattern::new(d).is_ok_and(|g| g.matches(&probe.database)))
+            });
+            if matches == Some(false) {
                 self.err(
                     &p(&["spec", "verify", "sql", &idx, "database"]),
                     "pgplan::spec::contradiction",
@@ -717,8 +812,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn backup(&mut self, s: &PlacementSpec) {
-        let b = &s.backup;
+    fn backup(&mut self, b: &Backup, target: Option<&Target>) {
         if b.directory.trim().is_empty() {
             self.err(
                 &p(&["spec", "backup", "directory"]),
@@ -745,7 +839,7 @@ impl<'a> Validator<'a> {
                     "write e.g. `0 2 * * *` (daily at 02:00)",
                 );
             }
-            if !matches!(s.target, Target::Kubernetes(_)) {
+            if matches!(target, Some(Target::Rds(_))) {
                 self.err(&p(&["spec", "backup", "schedule"]), "pgplan::spec::contradiction", "scheduled backups are a CronJob next to a StatefulSet target; RDS keeps its own automated backups".into(), "remove `schedule` for RDS targets");
             }
         }
@@ -764,7 +858,7 @@ impl<'a> Validator<'a> {
                 names::dns_subdomain(&sn.class_name),
                 || "VolumeSnapshotClass names are DNS subdomains".into(),
             );
-            if !matches!(s.target, Target::Kubernetes(_)) {
+            if matches!(target, Some(Target::Rds(_))) {
                 self.err(
                     &p(&["spec", "backup", "snapshots"]),
                     "pgplan::spec::contradiction",
@@ -775,9 +869,9 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn cleanup(&mut self, s: &PlacementSpec) {
-        let c = &s.cleanup;
-        let is_rds = matches!(s.target, Target::Rds(_));
+    fn cleanup(&mut self, c: &Cleanup, target: Option<&Target>) {
+        let Some(target) = target else { return };
+        let is_rds = matches!(target, Target::Rds(_));
         if c.local_database && !is_rds {
             self.err(&p(&["spec", "cleanup", "localDatabase"]), "pgplan::spec::contradiction", "`localDatabase` removes the in-cluster database after a move to RDS; this target is in the cluster".into(), "use `cleanup.oldVolume` to remove the old volume of a StatefulSet move");
         }
