@@ -270,16 +270,111 @@ fn backup_root(w: &World<'_>, directory: &str) -> PathBuf {
     PathBuf::from(directory).join(w.run.replace(':', "-"))
 }
 
-/// Forward a data-path progress report to the events.
+/// Forward a data-path progress report to the events (and to the stall
+/// watch: every report is progress). A dump's total is not known in
+/// advance; `estimate` (the database's size from the inventory) stands in
+/// for it on the bar.
 fn progress_to<'a>(
     w: &'a World<'_>,
     address: &'a str,
+    estimate: Option<u64>,
 ) -> impl Fn(&crate::pgtools::progress::Progress) + Send + Sync + 'a {
+    use crate::pgtools::progress::{Phase, Progress};
     move |p| {
-        if let crate::pgtools::progress::Progress::Bytes { done, total, .. } = p {
-            w.events.progress(address, *done, *total);
+        if let Progress::Bytes { phase, done, total } = p {
+            let estimate = estimate.filter(|_| *phase == Phase::Dump);
+            w.events.progress(address, *done, *total, estimate);
         }
     }
+}
+
+/// The source's verifiers a backup step read (`from`), if any.
+fn verifiers_of(
+    deps: &BTreeMap<String, Value>,
+    from: Option<&str>,
+) -> Result<Option<pgtools::roles::Verifiers>, StepError> {
+    let Some(from) = from else { return Ok(None) };
+    match deps.get(from).and_then(|f| f["verifiers"].as_str()) {
+        Some(path) => Ok(Some(pgtools::roles::read_verifiers_file(
+            std::path::Path::new(path),
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// The passwords the spec gives, read from the environment now; each
+/// becomes a secret no log line may show.
+fn given_passwords(
+    w: &World<'_>,
+    passwords: &[crate::plan::RolePassword],
+) -> Result<BTreeMap<String, String>, StepError> {
+    let mut out = BTreeMap::new();
+    for p in passwords {
+        let value = (w.lookup)(&p.var).ok_or_else(|| {
+            StepError(format!(
+                "environment variable `{}` (the password of role {} in `credentials.roles`) is not set",
+                p.var, p.role
+            ))
+        })?;
+        crate::logging::redact_also(&value);
+        out.insert(p.role.clone(), value);
+    }
+    Ok(out)
+}
+
+/// What prepare did, in the plan's words: created if missing, and what
+/// existed already.
+fn prepared_note(
+    p: &pgtools::Prepared,
+    roles: &[crate::observed::Role],
+    verifiers: Option<&pgtools::roles::Verifiers>,
+) -> String {
+    use crate::quantity::count;
+    let mut out = format!(
+        "created {} and {}",
+        count(p.roles.len() as u64, "role"),
+        count(p.databases.len() as u64, "database")
+    );
+    let mut existed = Vec::new();
+    if !p.aligned.is_empty() {
+        existed.push(format!(
+            "{} ({}), given the source's attributes",
+            count(p.aligned.len() as u64, "role"),
+            p.aligned.join(", ")
+        ));
+    }
+    if !p.existing_databases.is_empty() {
+        existed.push(format!(
+            "{} ({})",
+            count(p.existing_databases.len() as u64, "database"),
+            p.existing_databases.join(", ")
+        ));
+    }
+    if !existed.is_empty() {
+        out.push_str(&format!("; existed already: {}", existed.join(" and ")));
+    }
+    if !p.passwords.is_empty() {
+        out.push_str(&format!("; passwords set for {}", p.passwords.join(", ")));
+    }
+    if !p.grants.is_empty() {
+        out.push_str(&format!("; {} granted", count(p.grants.len() as u64, "membership")));
+    }
+    if let Some(me) = &p.left_alone {
+        out.push_str(&format!("; {me} left as it is: pgplan is connected as it"));
+    }
+    let unreadable = verifiers.is_some_and(|v| !v.readable);
+    let without: Vec<&str> = roles
+        .iter()
+        .filter(|r| r.login && !p.passwords.contains(&r.name))
+        .map(|r| r.name.as_str())
+        .collect();
+    if unreadable && !without.is_empty() {
+        out.push_str(&format!(
+            "; no password for {} (the source does not let pgplan read them; see `credentials.roles`)",
+            without.join(", ")
+        ));
+    }
+    out
 }
 
 /// The manifest path a finished backup step recorded.
@@ -297,7 +392,11 @@ pub(super) async fn act(
     step: &Step,
     deps: &BTreeMap<String, Value>,
 ) -> Result<Value, StepError> {
-    let progress = progress_to(w, &step.address);
+    let estimate = match &step.operation {
+        Operation::Backup { database, .. } => Some(database.size_bytes),
+        _ => None,
+    };
+    let progress = progress_to(w, &step.address, estimate);
     match &step.operation {
         Operation::Backup {
             server,
@@ -305,6 +404,7 @@ pub(super) async fn act(
             format,
             jobs,
             directory,
+            verifiers,
         } => {
             let r = runner(w, server).await?;
             let options = BackupOptions {
@@ -325,30 +425,57 @@ pub(super) async fn act(
             // written) and listed it with the server's own pg_restore before
             // committing it: the invariant is a *verified* backup.
             let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
-            Ok(json!({
+            let mut facts = json!({
                 "archive": paths.archive,
                 "manifest": paths.manifest,
                 "bytes": manifest.bytes,
                 "sha256": manifest.sha256,
                 "note": format!("{} in {}, {rows} rows, sha256 {}…, read back with pg_restore --list",
                     crate::quantity::human_bytes(manifest.bytes), paths.archive.display(), &manifest.sha256[..12.min(manifest.sha256.len())]),
-            }))
+            });
+            if *verifiers {
+                // Read while the source is up (it may be gone when the target
+                // is prepared); beside the archive, 0600. The journal records
+                // only the path.
+                let v = pgtools::roles::read_verifiers(&r).await?;
+                let path = paths.dir.join(format!("{}.roles.json", database.name));
+                pgtools::roles::write_verifiers(&path, &v)?;
+                facts["verifiers"] = json!(path);
+                facts["passwordsReadable"] = json!(v.readable);
+                let said = if v.readable {
+                    format!("; {} role password(s) read for the target", v.len())
+                } else {
+                    format!("; role passwords cannot be read on {} (no access to pg_authid)", r.server())
+                };
+                let note = format!("{}{said}", facts["note"].as_str().unwrap_or_default());
+                facts["note"] = json!(note);
+            }
+            Ok(facts)
         }
         Operation::PrepareTarget {
             server,
             roles,
             databases,
             strip_superuser,
+            passwords,
+            verifiers_from,
         } => {
+            let verifiers = verifiers_of(deps, verifiers_from.as_deref())?;
+            let given = given_passwords(w, passwords)?;
             let r = runner(w, server).await?;
-            let prepared =
-                pgtools::prepare::prepare_target(&r, roles, databases, *strip_superuser).await?;
+            let prepared = pgtools::prepare::prepare_target(
+                &r,
+                roles,
+                databases,
+                *strip_superuser,
+                pgtools::Passwords {
+                    verifiers: verifiers.as_ref(),
+                    given: Some(&given),
+                },
+            )
+            .await?;
             let mut facts = serde_json::to_value(&prepared).unwrap_or(Value::Null);
-            facts["note"] = json!(format!(
-                "{} role(s), {} database(s) created",
-                prepared.roles.len(),
-                prepared.databases.len()
-            ));
+            facts["note"] = json!(prepared_note(&prepared, roles, verifiers.as_ref()));
             Ok(facts)
         }
         Operation::Restore {
@@ -404,23 +531,82 @@ pub(super) async fn act(
             target,
             backup_step,
             checks,
+            roles,
             ..
         } => {
             let manifest = Manifest::read(&manifest_of(deps, backup_step)?)?;
+            let (verifiers, given) = match roles {
+                Some(rc) => (
+                    verifiers_of(deps, Some(backup_step))?,
+                    given_passwords(w, &rc.passwords)?,
+                ),
+                None => (None, BTreeMap::new()),
+            };
+            let role_checks: Vec<pgtools::roles::RoleCheck<'_>> = roles
+                .iter()
+                .flat_map(|rc| rc.roles.iter())
+                .map(|role| pgtools::roles::RoleCheck {
+                    role,
+                    password: match (given.get(&role.name), verifiers.as_ref().and_then(|v| v.of(&role.name))) {
+                        (Some(p), _) => pgtools::roles::Expected::Given(p),
+                        (None, Some(v)) => pgtools::roles::Expected::Verifier(v),
+                        (None, None) => pgtools::roles::Expected::Nothing,
+                    },
+                })
+                .collect();
             let r = runner(w, target).await?;
-            let verified = pgtools::verify::verify(&r, &manifest, checks, &progress).await?;
+            let verified =
+                pgtools::verify_with_roles(&r, &manifest, checks, &role_checks, &progress).await?;
             let mut facts = serde_json::to_value(&verified).unwrap_or(Value::Null);
-            facts["note"] = json!(format!(
-                "{} tables, {} rows, {} sequences match the backup{}",
-                verified.tables,
-                verified.rows,
-                verified.sequences,
-                if verified.probes > 0 {
-                    format!("; {} SQL probe(s) passed", verified.probes)
-                } else {
-                    String::new()
+            let mut note = format!(
+                "{} tables, {} rows, {} sequences match the backup",
+                verified.tables, verified.rows, verified.sequences
+            );
+            if let Some(n) = verified.privileges {
+                note.push_str(&format!(", {n} grant(s) and default privilege(s)"));
+            }
+            if verified.probes > 0 {
+                note.push_str(&format!("; {} SQL probe(s) passed", verified.probes));
+            }
+            if let Some(rc) = &verified.roles {
+                note.push_str(&format!(
+                    "; {} role(s) with the source's attributes and memberships",
+                    rc.roles.len()
+                ));
+                if !rc.same_password.is_empty() {
+                    note.push_str(&format!(
+                        ", the source's password on {}",
+                        rc.same_password.join(", ")
+                    ));
                 }
-            ));
+                if !rc.logged_in.is_empty() {
+                    note.push_str(&format!(
+                        ", logged in over TCP as {}",
+                        rc.logged_in.join(", ")
+                    ));
+                }
+                let not_carried: Vec<&str> = roles
+                    .iter()
+                    .flat_map(|c| c.roles.iter())
+                    .filter(|r| r.login && !given.contains_key(&r.name) && verifiers.as_ref().and_then(|v| v.of(&r.name)).is_none())
+                    .map(|r| r.name.as_str())
+                    .collect();
+                if !not_carried.is_empty() {
+                    note.push_str(&format!(
+                        "; no password carried for {} ({})",
+                        not_carried.join(", "),
+                        if verifiers.as_ref().is_some_and(|v| v.readable) {
+                            "none on the source"
+                        } else {
+                            "the source does not let pgplan read them"
+                        }
+                    ));
+                }
+                for n in &rc.notes {
+                    note.push_str(&format!("; {n}"));
+                }
+            }
+            facts["note"] = json!(note);
             Ok(facts)
         }
         _ => Err(StepError(format!("{} is not a data step", step.address))),
@@ -641,6 +827,7 @@ pub(super) async fn restore_source(
                 &[],
                 &[(manifest.database.clone(), manifest.owner.clone())],
                 false,
+                pgtools::Passwords::default(),
             )
             .await?;
             let options = RestoreOptions {

@@ -147,6 +147,11 @@ fn backup_ancestors(s: &crate::plan::Step) -> Vec<String> {
         Operation::Restore { backup_step, .. } | Operation::Verify { backup_step, .. } => {
             vec![backup_step.clone()]
         }
+        // The backup that read the source's password verifiers.
+        Operation::PrepareTarget {
+            verifiers_from: Some(b),
+            ..
+        } => vec![b.clone()],
         _ => Vec::new(),
     }
 }

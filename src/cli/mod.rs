@@ -21,6 +21,7 @@ pub fn run() -> ExitCode {
     // kube and the AWS SDK both bring rustls; one process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    crate::logging::install(cli.verbose);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -101,6 +101,7 @@ struct Source {
     owner: String,
     encoding: String,
     contents: Contents,
+    privileges: super::roles::Privileges,
 }
 
 /// Backs up `database` through `runner` into `directory/placement`.
@@ -195,6 +196,10 @@ pub async fn backup(
             tables: contents.tables,
             sequences,
         };
+        // Grants and default privileges, which the dump carries, as they
+        // are in its snapshot: verify compares the target with them.
+        let listed = s.line(super::roles::PRIVILEGES_SQL).await?;
+        let privileges = super::roles::Privileges::parse(s.server(), &listed)?;
         tracing::debug!(tables = contents.tables.len(), "source checksums done");
         // pg_dump imported the snapshot when it started; holding the
         // transaction until it is done costs nothing and is simplest.
@@ -209,6 +214,7 @@ pub async fn backup(
             owner,
             encoding,
             contents,
+            privileges,
         })
     });
     let dump = async {
@@ -301,6 +307,7 @@ pub async fn backup(
             .unwrap_or(0),
         tables: source.contents.tables,
         sequences: source.contents.sequences,
+        privileges: Some(source.privileges),
     };
     manifest.write(&paths.manifest)?;
     Ok((paths, manifest))

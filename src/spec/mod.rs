@@ -341,6 +341,17 @@ fn load_document(
             }
         }
     }
+    // Role passwords are read only when apply sets them (an unset one is
+    // an error then); a value already set is a secret to redact from now on.
+    for secret in parsed.spec.credentials.roles.values() {
+        if let Ok(refs) = env::references(&secret.password) {
+            for (_, var) in refs {
+                if let Some(value) = (opts.lookup)(var) {
+                    secrets.push((var.to_string(), value));
+                }
+            }
+        }
+    }
     Some(Placement {
         doc: parsed,
         environment: environment.map(str::to_string),

@@ -351,6 +351,22 @@ pub struct Credentials {
     /// Login on the target server (for RDS, the master user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Login>,
+    /// Passwords for roles pgplan creates on the target, by role name. A
+    /// role's password is otherwise carried from the source as it is (its
+    /// SCRAM or MD5 verifier), which needs a superuser on the source; give it
+    /// here where the source does not allow that (RDS, an external server
+    /// reached without one), or to replace it. Stored on the target as a
+    /// SCRAM-SHA-256 verifier.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleSecret>,
+}
+
+/// The password of one role pgplan creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleSecret {
+    /// Must be a `${VAR}` reference: literal passwords would end up in plans.
+    pub password: String,
 }
 
 /// A user name and a password reference.

@@ -404,6 +404,17 @@ impl<'a> Validator<'a> {
     }
 
     fn credentials(&mut self, s: &PlacementSpec) {
+        for (role, secret) in &s.credentials.roles {
+            let whole_ref = matches!(references(&secret.password), Ok(r) if r.len() == 1 && r[0].0 == (0..secret.password.len()));
+            if !whole_ref {
+                self.err(
+                    &p(&["spec", "credentials", "roles", role, "password"]),
+                    "pgplan::spec::literal-secret",
+                    "passwords must be an environment reference, not a literal".into(),
+                    "write `password: ${SOME_VAR}` and export SOME_VAR; literal passwords would end up in plans and pull requests",
+                );
+            }
+        }
         for (side, login) in [
             ("source", &s.credentials.source),
             ("target", &s.credentials.target),
