@@ -315,6 +315,7 @@ pub enum PasswordKind {
     /// No password: the role cannot log in with one.
     None,
     /// A SCRAM-SHA-256 verifier.
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// An MD5 hash (deprecated since PostgreSQL 14's default of SCRAM).
     Md5,

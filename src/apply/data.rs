@@ -270,17 +270,19 @@ fn backup_root(w: &World<'_>, directory: &str) -> PathBuf {
     PathBuf::from(directory).join(w.run.replace(':', "-"))
 }
 
-/// Forward a data-path progress report to the events (and to the stall
-/// watch: every report is progress). A dump's total is not known in
+/// Forward a data-path progress report to the events and to the stall
+/// watch (every report is progress). A dump's total is not known in
 /// advance; `estimate` (the database's size from the inventory) stands in
 /// for it on the bar.
 fn progress_to<'a>(
     w: &'a World<'_>,
     address: &'a str,
     estimate: Option<u64>,
+    watch: &'a pgtools::stall::Watch,
 ) -> impl Fn(&crate::pgtools::progress::Progress) + Send + Sync + 'a {
     use crate::pgtools::progress::{Phase, Progress};
     move |p| {
+        watch.saw(p);
         if let Progress::Bytes { phase, done, total } = p {
             let estimate = estimate.filter(|_| *phase == Phase::Dump);
             w.events.progress(address, *done, *total, estimate);
@@ -387,16 +389,62 @@ fn manifest_of(deps: &BTreeMap<String, Value>, backup_step: &str) -> Result<Path
 
 /// Backup, prepare, restore, unlock, verify. `deps` holds the facts of the
 /// steps this one depends on (a restore reads its backup's manifest there).
+///
+/// Each runs under a stall watch: with no progress for the placement's
+/// `backup.stallTimeout` (bytes moved, tables measured, or the server busy
+/// with pgplan's statements) the step fails, its tools are stopped, and the
+/// apply rolls back.
 pub(super) async fn act(
     w: &World<'_>,
     step: &Step,
     deps: &BTreeMap<String, Value>,
 ) -> Result<Value, StepError> {
+    let (server, database) = match &step.operation {
+        Operation::Backup {
+            server, database, ..
+        }
+        | Operation::Restore {
+            server, database, ..
+        } => (server, Some(database.name.as_str())),
+        Operation::Verify {
+            target, database, ..
+        } => (target, Some(database.name.as_str())),
+        Operation::ReleaseKnexLocks {
+            server, database, ..
+        } => (server, Some(database.as_str())),
+        Operation::PrepareTarget { server, .. } => (server, None),
+        _ => return Err(StepError(format!("{} is not a data step", step.address))),
+    };
+    let timeout = w
+        .stall_timeouts
+        .get(&step.placement)
+        .copied()
+        .unwrap_or(super::DEFAULT_STALL);
+    let watch = pgtools::stall::Watch::default();
+    // The probe gets its own runner: the step's may be busy streaming.
+    let probe = runner(w, server).await?;
+    let result =
+        pgtools::stall::guard(act_unwatched(w, step, deps, &watch), &watch, timeout, &probe, database)
+            .await;
+    if let (Err(_), Operation::Backup { directory, database, .. }) = (&result, &step.operation) {
+        // A step stopped by the watch left its partial archive behind.
+        let paths = pgtools::backup_paths(&backup_root(w, directory), &step.placement, &database.name);
+        let _ = crate::pgtools::archive::remove(&crate::pgtools::archive::partial_of(&paths.archive));
+    }
+    result
+}
+
+async fn act_unwatched(
+    w: &World<'_>,
+    step: &Step,
+    deps: &BTreeMap<String, Value>,
+    watch: &pgtools::stall::Watch,
+) -> Result<Value, StepError> {
     let estimate = match &step.operation {
         Operation::Backup { database, .. } => Some(database.size_bytes),
         _ => None,
     };
-    let progress = progress_to(w, &step.address, estimate);
+    let progress = progress_to(w, &step.address, estimate, watch);
     match &step.operation {
         Operation::Backup {
             server,
@@ -463,7 +511,7 @@ pub(super) async fn act(
             let verifiers = verifiers_of(deps, verifiers_from.as_deref())?;
             let given = given_passwords(w, passwords)?;
             let r = runner(w, server).await?;
-            let prepared = pgtools::prepare::prepare_target(
+            let prepared = pgtools::prepare_target_with(
                 &r,
                 roles,
                 databases,
@@ -827,7 +875,6 @@ pub(super) async fn restore_source(
                 &[],
                 &[(manifest.database.clone(), manifest.owner.clone())],
                 false,
-                pgtools::Passwords::default(),
             )
             .await?;
             let options = RestoreOptions {

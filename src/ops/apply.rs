@@ -290,6 +290,14 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         base_dir,
         events: &events,
         run: crate::apply::lock::new_id(),
+        stall_timeouts: spec
+            .placements
+            .iter()
+            .map(|p| {
+                let secs = p.spec().backup.stall_seconds();
+                (p.name().to_string(), std::time::Duration::from_secs(secs))
+            })
+            .collect(),
     };
     let origin = Origin {
         spec_file: &spec.file.name,

@@ -28,6 +28,7 @@ pub mod progress;
 pub mod restore;
 pub mod roles;
 mod session;
+pub mod stall;
 pub mod tune;
 pub mod verify;
 
@@ -35,7 +36,7 @@ pub use backup::{backup, backup_paths, verify_archive, BackupOptions, BackupPath
 pub use contents::{Method, SequenceValue, TableContents};
 pub use knex::release_knex_locks;
 pub use manifest::Manifest;
-pub use prepare::{prepare_target, Passwords, Prepared};
+pub use prepare::{prepare_target, prepare_target_with, Passwords, Prepared};
 pub use progress::{no_progress, Phase, Progress, ProgressFn};
 pub use restore::{restore, RestoreOptions, Restored};
 pub use tune::{make_durable, tune_for_loading, untune, wait_accepting, LoadTuning};
@@ -110,6 +111,39 @@ pub enum PgError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Verify(Box<VerifyFailure>),
+    /// A write ran out of space: where, and how much is left.
+    #[error("the backup directory {} is full ({} free): {message}", dir.display(), crate::quantity::human_bytes(*free))]
+    #[diagnostic(
+        code(pgplan::pg::no_space),
+        help("free space there, or point `backup.directory` at a filesystem with room for the dump{needed}, then apply again; nothing after the backup ran")
+    )]
+    NoSpace {
+        dir: PathBuf,
+        free: u64,
+        message: String,
+        /// `` (about 1.2 GiB)`` when the size is known, for the help.
+        needed: String,
+    },
+    /// Nothing moved for the stall timeout.
+    #[error("no progress for {seconds} s from {server}{last}")]
+    #[diagnostic(
+        code(pgplan::pg::stalled),
+        help("the server stopped answering (frozen, overloaded, or cut off by the network) or a write blocks; check the server and the path to it, then apply again. `backup.stallTimeout` sets how long a data step may go without progress")
+    )]
+    Stalled {
+        server: String,
+        seconds: u64,
+        /// ` (last progress: …)`, or empty.
+        last: String,
+    },
+    /// The tool's output could not be written where it goes.
+    #[error("writing the output of `{program}` failed: {error}")]
+    #[diagnostic(code(pgplan::pg::write))]
+    Sink {
+        program: String,
+        #[source]
+        error: std::io::Error,
+    },
     #[error("{server}: {message}")]
     #[diagnostic(code(pgplan::pg::refused), help("{help}"))]
     Refused {
@@ -132,10 +166,27 @@ impl From<ClusterError> for PgError {
 
 impl PgError {
     pub(crate) fn io(action: &'static str, path: &std::path::Path, e: std::io::Error) -> PgError {
+        if is_no_space(&e) {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            return PgError::no_space(dir, format!("cannot {action} {}: {e}", path.display()));
+        }
         PgError::Io {
             action,
             path: path.to_path_buf(),
             message: e.to_string(),
+        }
+    }
+
+    /// Out of space in `dir`, with what is free there now.
+    pub(crate) fn no_space(dir: &std::path::Path, message: String) -> PgError {
+        PgError::NoSpace {
+            dir: dir.to_path_buf(),
+            free: free_bytes(dir).unwrap_or(0),
+            message,
+            needed: String::new(),
         }
     }
 
@@ -145,6 +196,28 @@ impl PgError {
             problem: problem.into(),
         }
     }
+}
+
+/// Whether an error is a full filesystem or an exhausted quota.
+pub(crate) fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+/// Bytes an unprivileged writer may still put on the filesystem of `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a zeroed
+    // statvfs the call fills in; nothing else is touched.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// libpq connection settings for a server reached over the network.
@@ -205,8 +278,39 @@ impl Runner<'_> {
         }
     }
 
-    /// Run a tool with streamed stdin and stdout; stderr is returned.
+    /// Run a tool with streamed stdin and stdout; stderr is returned. If
+    /// writing its output fails (a full disk), the tool is stopped at once
+    /// and that error returned: a tool whose output is no longer read would
+    /// otherwise block on it forever.
     pub async fn run<R, W>(
+        &self,
+        argv: &[String],
+        stdin: Option<R>,
+        stdout: &mut W,
+    ) -> Result<ExecOutcome, PgError>
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let failed = std::sync::Arc::new(FirstError::default());
+        let mut guarded = FailFast {
+            inner: stdout,
+            failed: failed.clone(),
+        };
+        let program = argv.first().cloned().unwrap_or_default();
+        tokio::select! {
+            r = self.run_unguarded(argv, stdin, &mut guarded) => match (r, failed.take()) {
+                (_, Some(error)) => Err(PgError::Sink { program, error }),
+                (r, None) => r,
+            },
+            () = failed.notify.notified() => Err(PgError::Sink {
+                program,
+                error: failed.take().unwrap_or_else(|| std::io::Error::other("the output could not be written")),
+            }),
+        }
+    }
+
+    async fn run_unguarded<R, W>(
         &self,
         argv: &[String],
         stdin: Option<R>,
@@ -480,6 +584,71 @@ impl miette::Diagnostic for ConnectError {
 
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         Some(Box::new(self.problem.help()))
+    }
+}
+
+/// The first error a [`FailFast`] writer met, and a wake-up for whoever
+/// waits on it.
+#[derive(Default)]
+struct FirstError {
+    error: std::sync::Mutex<Option<std::io::Error>>,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstError {
+    fn set(&self, e: &std::io::Error) {
+        if let Ok(mut slot) = self.error.lock() {
+            if slot.is_none() {
+                *slot = Some(std::io::Error::new(e.kind(), e.to_string()));
+                // Keep the OS error (ENOSPC) for the caller's diagnosis.
+                if let Some(code) = e.raw_os_error() {
+                    *slot = Some(std::io::Error::from_raw_os_error(code));
+                }
+                self.notify.notify_one();
+            }
+        }
+    }
+
+    fn take(&self) -> Option<std::io::Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+/// A writer that reports its first error to a [`FirstError`].
+struct FailFast<'w, W> {
+    inner: &'w mut W,
+    failed: std::sync::Arc<FirstError>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for FailFast<'_, W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Err(e)) = &r {
+            self.failed.set(e);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut *self.inner).poll_flush(cx);
+        if let std::task::Poll::Ready(Err(e)) = &r {
+            self.failed.set(e);
+        }
+        r
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

@@ -143,6 +143,16 @@ pub async fn prepare_target(
     roles: &[Role],
     databases: &[(String, String)],
     strip_superuser: bool,
+) -> Result<Prepared, PgError> {
+    prepare_target_with(runner, roles, databases, strip_superuser, Passwords::default()).await
+}
+
+/// [`prepare_target`], the roles given the passwords `passwords` has.
+pub async fn prepare_target_with(
+    runner: &Runner<'_>,
+    roles: &[Role],
+    databases: &[(String, String)],
+    strip_superuser: bool,
     passwords: Passwords<'_>,
 ) -> Result<Prepared, PgError> {
     let before = existing(runner).await?;

@@ -236,7 +236,7 @@ pub async fn verify(
     checks: &VerifyChecks,
     progress: ProgressFn<'_>,
 ) -> Result<Verified, PgError> {
-    verify_in_sessions(runner, manifest, checks, &[], VERIFY_JOBS, progress).await
+    verify_all(runner, manifest, checks, &[], VERIFY_JOBS, progress).await
 }
 
 /// [`verify`], and the carried `roles` checked on the target as well
@@ -248,12 +248,22 @@ pub async fn verify_with_roles(
     roles: &[RoleCheck<'_>],
     progress: ProgressFn<'_>,
 ) -> Result<Verified, PgError> {
-    verify_in_sessions(runner, manifest, checks, roles, VERIFY_JOBS, progress).await
+    verify_all(runner, manifest, checks, roles, VERIFY_JOBS, progress).await
 }
 
 /// [`verify`], measuring tables in `jobs` sessions (shared out by size,
 /// largest first; parallel query allowed in each).
 pub async fn verify_in_sessions(
+    runner: &Runner<'_>,
+    manifest: &Manifest,
+    checks: &VerifyChecks,
+    jobs: u32,
+    progress: ProgressFn<'_>,
+) -> Result<Verified, PgError> {
+    verify_all(runner, manifest, checks, &[], jobs, progress).await
+}
+
+async fn verify_all(
     runner: &Runner<'_>,
     manifest: &Manifest,
     checks: &VerifyChecks,

@@ -535,6 +535,19 @@ pub struct Backup {
     /// VolumeSnapshots of the target's volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<Snapshots>,
+    /// How long a data step (backup, prepare, restore, verify) may go without
+    /// progress (bytes moved, tables measured, or the server at work on
+    /// pgplan's statements) before it fails and the apply rolls back: `90s`,
+    /// `5m`, `1h`. A frozen server or a network partition looks like this.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: String,
+}
+
+impl Backup {
+    /// The stall timeout in seconds (validated: it parses).
+    pub fn stall_seconds(&self) -> u64 {
+        crate::quantity::parse_seconds(&self.stall_timeout).unwrap_or(300)
+    }
 }
 
 impl Default for Backup {
@@ -547,6 +560,7 @@ impl Default for Backup {
             retention_days: default_retention_days(),
             storage_size: default_backup_storage(),
             snapshots: None,
+            stall_timeout: default_stall_timeout(),
         }
     }
 }
@@ -630,6 +644,9 @@ fn default_jobs() -> u32 {
 }
 fn default_retention_days() -> u32 {
     7
+}
+fn default_stall_timeout() -> String {
+    "5m".into()
 }
 fn default_backup_storage() -> String {
     "10Gi".into()

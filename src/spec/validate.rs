@@ -696,6 +696,14 @@ impl<'a> Validator<'a> {
                 self.err(&p(&["spec", "backup", "schedule"]), "pgplan::spec::contradiction", "scheduled backups are a CronJob next to a StatefulSet target; RDS keeps its own automated backups".into(), "remove `schedule` for RDS targets");
             }
         }
+        if quantity::parse_seconds(&b.stall_timeout).is_none() {
+            self.err(
+                &p(&["spec", "backup", "stallTimeout"]),
+                "pgplan::spec::value",
+                format!("`{}` is not a duration", b.stall_timeout),
+                "write whole seconds with a unit, e.g. `90s`, `5m` or `1h`",
+            );
+        }
         if let Err(why) = quantity::parse_bytes(&b.storage_size) {
             self.err(
                 &p(&["spec", "backup", "storageSize"]),

@@ -12,5 +12,6 @@ mod diff;
 mod observe;
 mod pgtools;
 mod render;
+mod roles;
 mod schema;
 mod substrate;
