@@ -44,8 +44,8 @@ GRANT reporting TO legacy_app;
 /// group, a table and an explicit grant.
 pub fn billing_sql(owner: &str) -> String {
     format!(
-        "SET ROLE {owner};
-CREATE SCHEMA billing;
+        "CREATE SCHEMA billing AUTHORIZATION {owner};
+SET ROLE {owner};
 ALTER DEFAULT PRIVILEGES IN SCHEMA billing GRANT SELECT ON TABLES TO reporting;
 CREATE TABLE billing.invoices (id int PRIMARY KEY, total numeric);
 INSERT INTO billing.invoices SELECT i, i * 1.5 FROM generate_series(1, 50) i;
@@ -409,4 +409,222 @@ async fn a_source_without_pg_authid_says_so_and_a_given_password_logs_in() {
         "{text}"
     );
     assert!(!text.contains("not-what-was-set"), "{text}");
+}
+
+/// The verifiers of every role of a server, to look for in outputs.
+fn verifiers_on(read: impl Fn(&str) -> String) -> Vec<String> {
+    read("SELECT string_agg(rolpassword, ' ') FROM pg_authid WHERE rolpassword IS NOT NULL")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Files under `dir`, but archives and the roles files (mode 0600, beside
+/// the archive, where the verifiers are kept on purpose).
+fn outputs_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+            if p.is_dir() {
+                todo.push(p);
+            } else if !name.ends_with(".dump") && !name.ends_with(".roles.json") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+mod statefulset {
+    use super::*;
+    use crate::apply::{ok, pgplan_in, spec, text};
+    use crate::support::sim::scenario::healthcare as hc;
+    use crate::support::{Scenario, SimCluster};
+
+    /// The healthcare cluster as a legacy one would be: TCP logins by md5
+    /// (`POSTGRES_HOST_AUTH_METHOD=md5`, which the StatefulSet inherits), the
+    /// billing roles, and default privileges in the healthcare database.
+    fn legacy_cluster() -> (SimCluster, String) {
+        use k8s_openapi::api::apps::v1::Deployment;
+        use kube::api::{Api, Patch, PatchParams};
+        let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let api: Api<Deployment> = Api::namespaced(cluster.client().await, hc::NAMESPACE);
+            api.patch(
+                hc::DEPLOYMENT,
+                &PatchParams::default(),
+                &Patch::Strategic(serde_json::json!({"spec": {
+                    "strategy": {"type": "Recreate", "rollingUpdate": null},
+                    "template": {"spec": {"containers": [{"name": "postgres",
+                        "env": [{"name": "POSTGRES_HOST_AUTH_METHOD", "value": "md5"}]}]}}}})),
+            )
+            .await
+            .expect("patch the postgres Deployment");
+        });
+        cluster.wait_until(
+            std::time::Duration::from_secs(90),
+            "the postgres Deployment rolled out",
+            |c| {
+                let pods = c.pod_names(hc::NAMESPACE, "app=postgres");
+                pods.len() == 1 && c.workloads_ready(hc::NAMESPACE)
+                    && c.get_json("pods", hc::NAMESPACE, &pods[0]).is_some_and(|p| {
+                        p.to_string().contains("POSTGRES_HOST_AUTH_METHOD")
+                    })
+            },
+        );
+        let pod = cluster.pod_names(hc::NAMESPACE, "app=postgres")[0].clone();
+        let ep = cluster.pod_postgres(hc::NAMESPACE, &pod).expect("postgres runs");
+        // Initialised before the variable was set: its pg_hba.conf is changed by hand, as
+        // legacy clusters' were.
+        crate::support::pg::set_host_auth(&ep.data_dir, "md5").unwrap();
+        let q = |db: &str, sql: &str| cluster.psql(hc::NAMESPACE, &pod, db, sql);
+        q("postgres", "SELECT pg_reload_conf()");
+        q("postgres", ROLES_SQL);
+        q(hc::DATABASE, &billing_sql("billing_owner"));
+        tcp_login(ep.port, "legacy_app", LEGACY_PW, hc::DATABASE).unwrap();
+        tcp_login(ep.port, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
+        (cluster, pod)
+    }
+
+    #[test]
+    fn moving_into_a_statefulset_keeps_every_login() {
+        let (cluster, source_pod) = legacy_cluster();
+        let verifiers = verifiers_on(|sql| {
+            cluster.psql(hc::NAMESPACE, &source_pod, "postgres", sql)
+        });
+        assert_eq!(verifiers.len(), 4, "{verifiers:?}");
+        let state = tempfile::tempdir().unwrap();
+
+        let plan = ok(&pgplan_in(&cluster, state.path(), &["plan", "-f", &spec()], &[]));
+        assert!(
+            plan.contains("create, if missing, 5 roles (billing_owner, billing_ro, healthcare_user, legacy_app, and 1 more) and 1 database (healthcare) on k8s/default/StatefulSet/postgres; carry 4 passwords and 2 memberships"),
+            "{plan}"
+        );
+        assert!(plan.contains("billing_ro (NOSUPERUSER LOGIN"), "{plan}");
+        assert!(plan.contains("password: the source's SCRAM verifier"), "{plan}");
+        assert!(plan.contains("legacy_app has an MD5 password hash"), "{plan}");
+        let json = ok(&pgplan_in(
+            &cluster,
+            state.path(),
+            &["plan", "-f", &spec(), "--format", "json"],
+            &[],
+        ));
+
+        let out = pgplan_in(&cluster, state.path(), &["apply", "-f", &spec(), "--auto-approve"], &[]);
+        let stdout = ok(&out);
+        assert!(
+            stdout.contains("passwords set for billing_owner, billing_ro, healthcare_user, legacy_app"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("the source's password on billing_owner, billing_ro, healthcare_user, legacy_app"),
+            "{stdout}"
+        );
+
+        // Every login works on the StatefulSet's server, over TCP, with its old password.
+        let target = cluster
+            .pod_postgres(hc::NAMESPACE, "postgres-0")
+            .expect("postgres-0 serves");
+        tcp_login(target.port, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
+        tcp_login(target.port, "legacy_app", LEGACY_PW, hc::DATABASE).unwrap();
+        tcp_login(target.port, "billing_owner", OWNER_PW, hc::DATABASE).unwrap();
+        tcp_login(target.port, hc::USER, hc::PASSWORD, hc::DATABASE).unwrap();
+        let q = |db: &str, sql: &str| cluster.psql(hc::NAMESPACE, "postgres-0", db, sql);
+        assert_eq!(
+            q("postgres", "SELECT string_agg(format('%s in %s admin %s', pg_get_userbyid(member), pg_get_userbyid(roleid), admin_option), ', ' ORDER BY 1) FROM pg_auth_members WHERE pg_get_userbyid(roleid) = 'reporting'"),
+            "billing_ro in reporting admin t, legacy_app in reporting admin f"
+        );
+        assert_eq!(
+            q("postgres", "SELECT rolconnlimit || ' ' || rolconfig::text FROM pg_roles WHERE rolname = 'billing_ro'"),
+            "7 {\"search_path=\\\"$user\\\", billing\",statement_timeout=30s}"
+        );
+        q(hc::DATABASE, "SET ROLE billing_owner; CREATE TABLE billing.later (x int); RESET ROLE;");
+        assert_eq!(
+            q(hc::DATABASE, "SELECT has_table_privilege('reporting', 'billing.later', 'SELECT')"),
+            "t",
+            "the default privilege came with the dump"
+        );
+
+        // No verifier in the plan, the output or the journal.
+        let mut seen = vec![("plan".to_string(), plan), ("json plan".into(), json), ("stdout".into(), stdout), ("stderr".into(), text(&out.stderr))];
+        for f in outputs_under(state.path()) {
+            seen.push((f.display().to_string(), String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned()));
+        }
+        for (what, content) in &seen {
+            for v in &verifiers {
+                assert!(!content.contains(v.as_str()), "a password verifier is in {what}");
+            }
+        }
+    }
+}
+
+mod rds {
+    use super::*;
+    use crate::apply::{ok, text};
+    use crate::backstage::World;
+    use crate::support::sim::scenario::backstage as bs;
+
+    /// The billing roles on Backstage's in-cluster server, and a default
+    /// privilege in one plugin database.
+    fn with_roles(w: &World) {
+        let q = |db: &str, sql: &str| w.cluster.psql(bs::NAMESPACE, bs::POD, db, sql);
+        q("postgres", ROLES_SQL);
+        q("backstage_plugin_app", &billing_sql("billing_owner"));
+    }
+
+    #[test]
+    fn moving_to_rds_keeps_every_login_and_a_given_password_replaces_one() {
+        let w = World::new();
+        with_roles(&w);
+        let verifiers = verifiers_on(|sql| w.cluster.psql(bs::NAMESPACE, bs::POD, "postgres", sql));
+        let spec = w.spec(|s| {
+            s.replace(
+                "  credentials:\n",
+                "  credentials:\n    roles:\n      billing_owner:\n        password: ${BILLING_OWNER_NEW_PASSWORD}\n",
+            )
+        });
+        let given = [("BILLING_OWNER_NEW_PASSWORD", "a-new-owner-password-44")];
+        let plan = ok(&w.run(&["plan", "-f", spec.to_str().unwrap()], &given));
+        assert!(plan.contains("billing_owner (NOSUPERUSER LOGIN CREATEDB"), "{plan}");
+        assert!(plan.contains("password: from ${BILLING_OWNER_NEW_PASSWORD}"), "{plan}");
+        assert!(!plan.contains("a-new-owner-password-44"), "{plan}");
+
+        let out = w.apply(&spec, &given);
+        let stdout = ok(&out);
+        assert!(
+            stdout.contains("the source's password on billing_ro, legacy_app"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("logged in over TCP as billing_owner"),
+            "{stdout}"
+        );
+        let port = w.rds_pg.port();
+        tcp_login(port, "billing_ro", BILLING_RO_PW, "backstage_plugin_app").unwrap();
+        tcp_login(port, "legacy_app", LEGACY_PW, "backstage_plugin_app").unwrap();
+        tcp_login(port, "billing_owner", "a-new-owner-password-44", "backstage_plugin_app").unwrap();
+        assert!(tcp_login(port, "billing_owner", OWNER_PW, "backstage_plugin_app").is_err());
+        assert_eq!(
+            w.rds_pg.psql("postgres", "SELECT string_agg(format('%s in %s admin %s', pg_get_userbyid(member), pg_get_userbyid(roleid), admin_option), ', ' ORDER BY 1) FROM pg_auth_members WHERE pg_get_userbyid(roleid) = 'reporting'"),
+            // The master user is granted what pgplan creates (RDS has no superuser).
+            "billing_ro in reporting admin t, legacy_app in reporting admin f, postgres in reporting admin f"
+        );
+        w.rds_pg.psql("backstage_plugin_app", "SET ROLE billing_owner; CREATE TABLE billing.later (x int); RESET ROLE;");
+        assert_eq!(
+            w.rds_pg.psql("backstage_plugin_app", "SELECT has_table_privilege('reporting', 'billing.later', 'SELECT')"),
+            "t"
+        );
+        let all = format!("{plan}{stdout}{}", text(&out.stderr));
+        assert!(!all.contains("a-new-owner-password-44"));
+        for f in outputs_under(&w.dir.path().join(".pgplan")) {
+            let content = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+            assert!(!content.contains("a-new-owner-password-44"), "{}", f.display());
+            for v in &verifiers {
+                assert!(!content.contains(v.as_str()), "a verifier is in {}", f.display());
+            }
+        }
+    }
 }
