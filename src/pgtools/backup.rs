@@ -284,8 +284,10 @@ pub async fn backup(
             })
         }
         Err(e) => {
+            // Said before the partial archive goes: what was free when it failed.
+            let e = out_of_space(e, &paths.dir);
             let _ = archive::remove(&partial);
-            return Err(out_of_space(e, &paths.dir));
+            return Err(e);
         }
     };
 
@@ -296,8 +298,10 @@ pub async fn backup(
     let (bytes, sha256, toc_entries) = match checked {
         Ok(c) => c,
         Err(e) => {
+            // Said before the partial archive goes: what was free when it failed.
+            let e = out_of_space(e, &paths.dir);
             let _ = archive::remove(&partial);
-            return Err(out_of_space(e, &paths.dir));
+            return Err(e);
         }
     };
     tracing::debug!(

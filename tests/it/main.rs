@@ -7,6 +7,7 @@ mod support;
 mod apply;
 mod aws;
 mod backstage;
+mod data_faults;
 mod cli;
 mod diff;
 mod observe;

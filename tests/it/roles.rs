@@ -489,15 +489,15 @@ mod statefulset {
         (cluster, pod)
     }
 
+    /// The plan says what it carries, and holds no verifier.
     #[test]
-    fn moving_into_a_statefulset_keeps_every_login() {
+    fn the_plan_says_which_roles_and_passwords_it_carries() {
         let (cluster, source_pod) = legacy_cluster();
         let verifiers = verifiers_on(|sql| {
             cluster.psql(hc::NAMESPACE, &source_pod, "postgres", sql)
         });
         assert_eq!(verifiers.len(), 4, "{verifiers:?}");
         let state = tempfile::tempdir().unwrap();
-
         let plan = ok(&pgplan_in(&cluster, state.path(), &["plan", "-f", &spec()], &[]));
         assert!(
             plan.contains("create, if missing, 5 roles (billing_owner, billing_ro, healthcare_user, legacy_app, and 1 more) and 1 database (healthcare) on k8s/default/StatefulSet/postgres; carry 4 passwords and 2 memberships"),
@@ -512,17 +512,24 @@ mod statefulset {
             &["plan", "-f", &spec(), "--format", "json"],
             &[],
         ));
+        let snapshot = ok(&pgplan_in(&cluster, state.path(), &["observe", "-f", &spec()], &[]));
+        assert!(snapshot.contains("password: md5"), "{snapshot}");
+        for (what, content) in [("plan", &plan), ("json plan", &json), ("snapshot", &snapshot)] {
+            for v in &verifiers {
+                assert!(!content.contains(v.as_str()), "a password verifier is in the {what}");
+            }
+        }
+    }
 
+    #[test]
+    fn moving_into_a_statefulset_keeps_every_login() {
+        let (cluster, source_pod) = legacy_cluster();
+        let verifiers = verifiers_on(|sql| {
+            cluster.psql(hc::NAMESPACE, &source_pod, "postgres", sql)
+        });
+        let state = tempfile::tempdir().unwrap();
         let out = pgplan_in(&cluster, state.path(), &["apply", "-f", &spec(), "--auto-approve"], &[]);
         let stdout = ok(&out);
-        assert!(
-            stdout.contains("passwords set for billing_owner, billing_ro, healthcare_user, legacy_app"),
-            "{stdout}"
-        );
-        assert!(
-            stdout.contains("the source's password on billing_owner, billing_ro, healthcare_user, legacy_app"),
-            "{stdout}"
-        );
 
         // Every login works on the StatefulSet's server, over TCP, with its old password.
         let target = cluster
@@ -547,9 +554,18 @@ mod statefulset {
             "t",
             "the default privilege came with the dump"
         );
+        // What apply said it did, and verified.
+        assert!(
+            stdout.contains("passwords set for billing_owner, billing_ro, healthcare_user, legacy_app"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("the source's password on billing_owner, billing_ro, healthcare_user, legacy_app"),
+            "{stdout}"
+        );
 
-        // No verifier in the plan, the output or the journal.
-        let mut seen = vec![("plan".to_string(), plan), ("json plan".into(), json), ("stdout".into(), stdout), ("stderr".into(), text(&out.stderr))];
+        // No verifier in the output or the journal.
+        let mut seen = vec![("stdout".to_string(), stdout), ("stderr".into(), text(&out.stderr))];
         for f in outputs_under(state.path()) {
             seen.push((f.display().to_string(), String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned()));
         }

@@ -1209,7 +1209,7 @@ impl Kubelet {
         }
     }
 
-    /// Freezes a pod's PostgreSQL server and its sessions (SIGSTOP to its process group, as a
+    /// Freezes a pod's PostgreSQL server and its sessions (SIGSTOP to it and its children, as a
     /// network partition or a hung host looks from outside), or thaws it (SIGCONT). Returns
     /// whether a server was running (and, freezing, that all of it stopped).
     pub fn freeze(&self, ns: &str, pod: &str, frozen: bool) -> bool {
@@ -1221,9 +1221,9 @@ impl Kubelet {
         };
         let guard = rt.server.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(server) if frozen => proc::stop_group(server.pid()),
+            Some(server) if frozen => proc::freeze_tree(server.pid()),
             Some(server) => {
-                proc::signal_group(server.pid(), libc::SIGCONT);
+                proc::thaw_tree(server.pid());
                 true
             }
             None => false,
