@@ -292,6 +292,7 @@ impl Runner<'_> {
         R: AsyncRead + Unpin + Send,
         W: AsyncWrite + Unpin + Send,
     {
+        tracing::debug!(server = %self.server(), command = %argv.join(" "), "running");
         let failed = std::sync::Arc::new(FirstError::default());
         let mut guarded = FailFast {
             inner: stdout,

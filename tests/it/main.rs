@@ -10,6 +10,7 @@ mod backstage;
 mod data_faults;
 mod cli;
 mod diff;
+mod logging;
 mod observe;
 mod pgtools;
 mod render;
