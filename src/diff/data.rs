@@ -204,13 +204,26 @@ pub(super) fn restore_chain(
     prepare.reason = reason;
     prepare.depends_on = c.target_ready.to_vec();
     prepare.depends_on.extend(verifiers_from.iter().cloned());
-    prepare.after = Some(json!({
+    let mut after = json!({
         "server": c.target.locator(),
         "roles": roles.iter().map(|r| format!("{} ({}; password: {})", r.name, r.attributes(), carried.password_of(r))).collect::<Vec<_>>(),
-        "memberships": roles.iter().flat_map(|r| r.member_of.iter().map(move |g| format!("{} in {}{}", r.name, g, if r.admin_of.contains(g) { " with admin option" } else { "" }))).collect::<Vec<_>>(),
-        "notCarried": carried.dropped,
-        "databases": databases.iter().map(|(d, o)| json!({"name": d, "owner": o})).collect::<Vec<_>>(),
-    }));
+    });
+    let memberships: Vec<String> = roles
+        .iter()
+        .flat_map(|r| {
+            r.member_of.iter().map(move |g| {
+                format!("{} in {}{}", r.name, g, if r.admin_of.contains(g) { " with admin option" } else { "" })
+            })
+        })
+        .collect();
+    if !memberships.is_empty() {
+        after["memberships"] = json!(memberships);
+    }
+    if !carried.dropped.is_empty() {
+        after["notCarried"] = json!(carried.dropped);
+    }
+    after["databases"] = json!(databases.iter().map(|(d, o)| json!({"name": d, "owner": o})).collect::<Vec<_>>());
+    prepare.after = Some(after);
     let prepare_addr = cx.push(prepare);
 
     let tuning = c

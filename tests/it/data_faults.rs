@@ -347,3 +347,41 @@ fn apply_with_the_source_frozen_stalls_fails_and_rolls_back() {
     assert!(failed[0].contains("/backup"), "{stdout}");
     rolled_back(&cluster, &before, &stderr);
 }
+
+/// A dump's total is unknown until it ends: the progress events carry the
+/// database's size from the inventory as an estimate (a bar shows it as
+/// `~`), never a total of 0; the read-back knows its total.
+#[test]
+fn dump_progress_carries_the_database_size_as_an_estimate() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let state = tempfile::tempdir().unwrap();
+    let spec = spec_with(state.path(), &state.path().join("backups"), "5m");
+    let plan = crate::apply::pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", spec.to_str().unwrap(), "--format", "json"],
+        &[],
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let size = plan["placements"][0]["databases"][0]["size_bytes"]
+        .as_u64()
+        .expect("the database's size in the plan");
+    let (code, stdout, stderr, _) = run_bounded(
+        apply_command(&cluster, state.path(), &spec),
+        Duration::from_secs(180),
+        |_| {},
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let progress: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "progress" && e["address"].as_str().is_some_and(|a| a.ends_with("/backup")))
+        .collect();
+    let dump: Vec<&serde_json::Value> = progress.iter().filter(|e| e["total"].is_null()).collect();
+    assert!(!dump.is_empty(), "{stdout}");
+    assert!(dump.iter().all(|e| e["estimate"] == size), "{dump:?}");
+    assert!(
+        progress.iter().any(|e| e["total"].as_u64().is_some_and(|t| t > 0) && e["estimate"].is_null()),
+        "{progress:?}"
+    );
+}

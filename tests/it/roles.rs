@@ -554,7 +554,11 @@ mod statefulset {
             "t",
             "the default privilege came with the dump"
         );
-        // What apply said it did, and verified.
+        // What apply said it did, in the plan's words ("if missing"), and verified.
+        assert!(
+            stdout.contains("created 4 roles and 0 databases; existed already: 1 role (healthcare_user), given the source's attributes and 1 database (healthcare)"),
+            "{stdout}"
+        );
         assert!(
             stdout.contains("passwords set for billing_owner, billing_ro, healthcare_user, legacy_app"),
             "{stdout}"
@@ -643,4 +647,27 @@ mod rds {
             }
         }
     }
+}
+
+/// A role password must be a `${VAR}` reference, and a stall timeout a
+/// duration: both located errors from `validate`.
+#[test]
+fn validate_refuses_a_literal_role_password_and_a_bad_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(crate::apply::spec())
+        .unwrap()
+        .replace(
+            "  databases:\n",
+            "  credentials:\n    roles:\n      billing_ro:\n        password: hunter2-literal\n  databases:\n",
+        )
+        .replace("    directory: .pgplan/backups/healthcare\n", "    directory: .pgplan/backups/healthcare\n    stallTimeout: soon\n");
+    let path = dir.path().join("pgplan.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = crate::cli::pgplan(&["validate", "-f", path.to_str().unwrap()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pgplan::spec::literal-secret"), "{err}");
+    assert!(err.contains("pgplan.yaml:34:19"), "{err}");
+    assert!(err.contains("pgplan.yaml:49:19"), "{err}");
+    assert!(err.contains("`soon` is not a duration"), "{err}");
 }
