@@ -353,8 +353,9 @@ pub enum Operation {
         checks: VerifyChecks,
         /// The roles prepare carried, checked on the target (on the first
         /// database's verify of a placement only).
+        /// Boxed: rare, and it would make every operation larger.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        roles: Option<RoleChecks>,
+        roles: Option<Box<RoleChecks>>,
     },
     /// Delete a pod of the target and check the data survives its return.
     SelfHeal {

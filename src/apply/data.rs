@@ -359,7 +359,10 @@ fn prepared_note(
         out.push_str(&format!("; passwords set for {}", p.passwords.join(", ")));
     }
     if !p.grants.is_empty() {
-        out.push_str(&format!("; {} granted", count(p.grants.len() as u64, "membership")));
+        out.push_str(&format!(
+            "; {} granted",
+            count(p.grants.len() as u64, "membership")
+        ));
     }
     if let Some(me) = &p.left_alone {
         out.push_str(&format!("; {me} left as it is: pgplan is connected as it"));
@@ -423,13 +426,28 @@ pub(super) async fn act(
     let watch = pgtools::stall::Watch::default();
     // The probe gets its own runner: the step's may be busy streaming.
     let probe = runner(w, server).await?;
-    let result =
-        pgtools::stall::guard(act_unwatched(w, step, deps, &watch), &watch, timeout, &probe, database)
-            .await;
-    if let (Err(_), Operation::Backup { directory, database, .. }) = (&result, &step.operation) {
+    let result = pgtools::stall::guard(
+        act_unwatched(w, step, deps, &watch),
+        &watch,
+        timeout,
+        &probe,
+        database,
+    )
+    .await;
+    if let (
+        Err(_),
+        Operation::Backup {
+            directory,
+            database,
+            ..
+        },
+    ) = (&result, &step.operation)
+    {
         // A step stopped by the watch left its partial archive behind.
-        let paths = pgtools::backup_paths(&backup_root(w, directory), &step.placement, &database.name);
-        let _ = crate::pgtools::archive::remove(&crate::pgtools::archive::partial_of(&paths.archive));
+        let paths =
+            pgtools::backup_paths(&backup_root(w, directory), &step.placement, &database.name);
+        let _ =
+            crate::pgtools::archive::remove(&crate::pgtools::archive::partial_of(&paths.archive));
     }
     result
 }
@@ -493,7 +511,10 @@ async fn act_unwatched(
                 let said = if v.readable {
                     format!("; {} role password(s) read for the target", v.len())
                 } else {
-                    format!("; role passwords cannot be read on {} (no access to pg_authid)", r.server())
+                    format!(
+                        "; role passwords cannot be read on {} (no access to pg_authid)",
+                        r.server()
+                    )
                 };
                 let note = format!("{}{said}", facts["note"].as_str().unwrap_or_default());
                 facts["note"] = json!(note);
@@ -595,7 +616,10 @@ async fn act_unwatched(
                 .flat_map(|rc| rc.roles.iter())
                 .map(|role| pgtools::roles::RoleCheck {
                     role,
-                    password: match (given.get(&role.name), verifiers.as_ref().and_then(|v| v.of(&role.name))) {
+                    password: match (
+                        given.get(&role.name),
+                        verifiers.as_ref().and_then(|v| v.of(&role.name)),
+                    ) {
                         (Some(p), _) => pgtools::roles::Expected::Given(p),
                         (None, Some(v)) => pgtools::roles::Expected::Verifier(v),
                         (None, None) => pgtools::roles::Expected::Nothing,
@@ -636,7 +660,11 @@ async fn act_unwatched(
                 let not_carried: Vec<&str> = roles
                     .iter()
                     .flat_map(|c| c.roles.iter())
-                    .filter(|r| r.login && !given.contains_key(&r.name) && verifiers.as_ref().and_then(|v| v.of(&r.name)).is_none())
+                    .filter(|r| {
+                        r.login
+                            && !given.contains_key(&r.name)
+                            && verifiers.as_ref().and_then(|v| v.of(&r.name)).is_none()
+                    })
                     .map(|r| r.name.as_str())
                     .collect();
                 if !not_carried.is_empty() {

@@ -212,7 +212,16 @@ pub(super) fn restore_chain(
         .iter()
         .flat_map(|r| {
             r.member_of.iter().map(move |g| {
-                format!("{} in {}{}", r.name, g, if r.admin_of.contains(g) { " with admin option" } else { "" })
+                format!(
+                    "{} in {}{}",
+                    r.name,
+                    g,
+                    if r.admin_of.contains(g) {
+                        " with admin option"
+                    } else {
+                        ""
+                    }
+                )
             })
         })
         .collect();
@@ -222,7 +231,10 @@ pub(super) fn restore_chain(
     if !carried.dropped.is_empty() {
         after["notCarried"] = json!(carried.dropped);
     }
-    after["databases"] = json!(databases.iter().map(|(d, o)| json!({"name": d, "owner": o})).collect::<Vec<_>>());
+    after["databases"] = json!(databases
+        .iter()
+        .map(|(d, o)| json!({"name": d, "owner": o}))
+        .collect::<Vec<_>>());
     prepare.after = Some(after);
     let prepare_addr = cx.push(prepare);
 
@@ -262,7 +274,14 @@ pub(super) fn restore_chain(
             for (i, (db, b)) in dbs.iter().zip(backups).enumerate() {
                 let restored = restore(cx, c, db, b, &prepare_deps, untuned.as_deref());
                 let checks = (i == 0).then(|| role_checks(&carried)).flatten();
-                verifies.push(verify(cx, c, db, b, std::slice::from_ref(&restored), checks));
+                verifies.push(verify(
+                    cx,
+                    c,
+                    db,
+                    b,
+                    std::slice::from_ref(&restored),
+                    checks,
+                ));
             }
         }
     }
@@ -439,7 +458,7 @@ fn verify(
     db: &DatabaseInventory,
     backup: &str,
     deps: &[String],
-    roles: Option<RoleChecks>,
+    roles: Option<Box<RoleChecks>>,
 ) -> String {
     let spec = cx.p.spec().clone();
     let name = cx.p.name().to_string();
@@ -664,7 +683,9 @@ fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
     let unreadable: Vec<&str> = carried
         .roles
         .iter()
-        .filter(|r| r.login && r.password == PasswordKind::Unknown && carried.given(&r.name).is_none())
+        .filter(|r| {
+            r.login && r.password == PasswordKind::Unknown && carried.given(&r.name).is_none()
+        })
         .map(|r| r.name.as_str())
         .collect();
     if !unreadable.is_empty() {
@@ -691,10 +712,12 @@ fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
 }
 
 /// What the first verify checks of the carried roles.
-fn role_checks(carried: &Carried) -> Option<RoleChecks> {
-    (!carried.roles.is_empty()).then(|| RoleChecks {
-        roles: carried.roles.clone(),
-        passwords: carried.passwords.clone(),
+fn role_checks(carried: &Carried) -> Option<Box<RoleChecks>> {
+    (!carried.roles.is_empty()).then(|| {
+        Box::new(RoleChecks {
+            roles: carried.roles.clone(),
+            passwords: carried.passwords.clone(),
+        })
     })
 }
 

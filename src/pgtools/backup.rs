@@ -340,11 +340,13 @@ pub async fn backup(
 /// archive) alike.
 fn out_of_space(e: PgError, dir: &Path) -> PgError {
     match e {
-        PgError::Sink { program, error } if super::is_no_space(&error) => {
-            PgError::no_space(dir, format!("writing the output of `{program}` failed: {error}"))
-        }
+        PgError::Sink { program, error } if super::is_no_space(&error) => PgError::no_space(
+            dir,
+            format!("writing the output of `{program}` failed: {error}"),
+        ),
         PgError::Command { stderr, .. }
-            if stderr.contains("No space left on device") || stderr.contains("Disk quota exceeded") =>
+            if stderr.contains("No space left on device")
+                || stderr.contains("Disk quota exceeded") =>
         {
             PgError::no_space(dir, stderr)
         }

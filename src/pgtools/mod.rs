@@ -487,14 +487,16 @@ impl ConnectProblem {
         // FATAL later, "terminating connection"); only libpq's connection
         // message, or a FATAL that refuses a login (older tools print it
         // without the "connection to server" prefix), is a connection problem.
-        let login_refused = stderr.contains("FATAL:")
-            && PATTERNS[..6].iter().any(|(p, _)| stderr.contains(p));
+        let login_refused =
+            stderr.contains("FATAL:") && PATTERNS[..6].iter().any(|(p, _)| stderr.contains(p));
         let connecting = (stderr.contains("connection to server") && stderr.contains("failed"))
             || stderr.contains("could not connect to server")
             || stderr.contains("could not translate host name")
             || stderr.contains("timeout expired")
             || login_refused
-            || (stderr.contains("role \"") && stderr.contains("does not exist") && stderr.contains("FATAL:"));
+            || (stderr.contains("role \"")
+                && stderr.contains("does not exist")
+                && stderr.contains("FATAL:"));
         if !connecting || stderr.contains("ERROR:") {
             return None;
         }
@@ -572,7 +574,13 @@ pub struct ConnectError {
 
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.server, self.problem.what(), self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.server,
+            self.problem.what(),
+            self.message
+        )
     }
 }
 
@@ -813,11 +821,16 @@ mod tests {
             },
         );
         let text = e.to_string();
-        assert!(text.starts_with("db:5432 rejected the password: "), "{text}");
+        assert!(
+            text.starts_with("db:5432 rejected the password: "),
+            "{text}"
+        );
         assert!(!text.contains("refused"), "{text}");
         let code = miette::Diagnostic::code(&e).map(|c| c.to_string());
         assert_eq!(code.as_deref(), Some("pgplan::pg::auth"));
-        let help = miette::Diagnostic::help(&e).map(|h| h.to_string()).unwrap_or_default();
+        let help = miette::Diagnostic::help(&e)
+            .map(|h| h.to_string())
+            .unwrap_or_default();
         assert!(help.contains("password is wrong"), "{help}");
     }
 }

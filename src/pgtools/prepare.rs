@@ -72,9 +72,7 @@ impl<'a> Passwords<'a> {
         if let Some(p) = self.given.and_then(|g| g.get(role)) {
             return Some(Given::Plain(p));
         }
-        self.verifiers
-            .and_then(|v| v.of(role))
-            .map(Given::Verifier)
+        self.verifiers.and_then(|v| v.of(role)).map(Given::Verifier)
     }
 }
 
@@ -144,7 +142,14 @@ pub async fn prepare_target(
     databases: &[(String, String)],
     strip_superuser: bool,
 ) -> Result<Prepared, PgError> {
-    prepare_target_with(runner, roles, databases, strip_superuser, Passwords::default()).await
+    prepare_target_with(
+        runner,
+        roles,
+        databases,
+        strip_superuser,
+        Passwords::default(),
+    )
+    .await
 }
 
 /// [`prepare_target`], the roles given the passwords `passwords` has.
@@ -287,7 +292,9 @@ fn without(e: PgError, secrets: &[String]) -> PgError {
     PgError::Refused {
         server: String::from("the target"),
         message: r.text(&text),
-        help: "setting the roles on the target failed; the message above has the passwords taken out".into(),
+        help:
+            "setting the roles on the target failed; the message above has the passwords taken out"
+                .into(),
     }
 }
 

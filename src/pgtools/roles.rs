@@ -126,7 +126,8 @@ pub fn write_verifiers(path: &Path, v: &Verifiers) -> Result<(), PgError> {
         roles_version: ROLES_VERSION,
         verifiers: v.clone(),
     };
-    let bytes = serde_json::to_vec(&file).map_err(|e| PgError::io("write", path, std::io::Error::other(e)))?;
+    let bytes = serde_json::to_vec(&file)
+        .map_err(|e| PgError::io("write", path, std::io::Error::other(e)))?;
     let tmp = super::archive::with_suffix(path, ".tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
@@ -147,7 +148,10 @@ pub fn write_verifiers(path: &Path, v: &Verifiers) -> Result<(), PgError> {
 pub fn read_verifiers_file(path: &Path) -> Result<Verifiers, PgError> {
     let bytes = std::fs::read(path).map_err(|e| PgError::io("read", path, e))?;
     let file: RolesFile = serde_json::from_slice(&bytes).map_err(|e| {
-        PgError::archive(path, format!("the roles file does not read (at column {})", e.column()))
+        PgError::archive(
+            path,
+            format!("the roles file does not read (at column {})", e.column()),
+        )
     })?;
     if file.roles_version != ROLES_VERSION {
         return Err(PgError::archive(
@@ -291,7 +295,11 @@ pub(crate) fn set_sql(role: &str, setting: &str) -> Option<String> {
     } else {
         literal(value)
     };
-    Some(format!("ALTER ROLE {} SET {} = {value};\n", ident(role), ident(name)))
+    Some(format!(
+        "ALTER ROLE {} SET {} = {value};\n",
+        ident(role),
+        ident(name)
+    ))
 }
 
 /// Statements that keep a script's statements out of the server's log
@@ -305,7 +313,11 @@ pub(crate) const QUIET_LOG: &str = "DO $pgplan$ BEGIN \
 /// `ALTER ROLE` giving `role` its attributes and, with `password`, that
 /// password (a verifier, or text the server hashes).
 pub(crate) fn alter_sql(role: &Role, password: Option<&str>) -> String {
-    let mut sql = format!("ALTER ROLE {} WITH {}", ident(&role.name), role.attributes());
+    let mut sql = format!(
+        "ALTER ROLE {} WITH {}",
+        ident(&role.name),
+        role.attributes()
+    );
     if let Some(p) = password {
         sql.push_str(&format!(" PASSWORD {}", literal(p)));
     }
@@ -593,10 +605,12 @@ async fn try_login(
                     ..conn.clone()
                 },
             };
-            let argv: Vec<String> = ["psql", "-X", "-q", "-A", "-t", "-w", "-d", database, "-c", "SELECT 1"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let argv: Vec<String> = [
+                "psql", "-X", "-q", "-A", "-t", "-w", "-d", database, "-c", "SELECT 1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
             as_role
                 .run(&argv, None::<tokio::io::Empty>, &mut tokio::io::sink())
                 .await?
@@ -692,7 +706,11 @@ mod tests {
         // ClientProof = ClientKey XOR HMAC(StoredKey, AuthMessage).
         let stored = Sha256::digest(client_key);
         let client_sig = hmac_sha256(&stored, auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(client_sig).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(client_sig)
+            .map(|(a, b)| a ^ b)
+            .collect();
         assert_eq!(
             base64::engine::general_purpose::STANDARD.encode(proof),
             "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="

@@ -43,11 +43,9 @@ impl Watch {
     pub fn saw(&self, p: &Progress) {
         self.touch();
         let what = match p {
-            Progress::Bytes { phase, done, .. } => format!(
-                "{} {}",
-                crate::quantity::human_bytes(*done),
-                phase.as_str()
-            ),
+            Progress::Bytes { phase, done, .. } => {
+                format!("{} {}", crate::quantity::human_bytes(*done), phase.as_str())
+            }
             Progress::Tables {
                 phase, done, total, ..
             } => format!("{done} of {total} tables ({})", phase.as_str()),
@@ -85,15 +83,11 @@ fn busy_sql(database: Option<&str>) -> String {
 async fn busy(runner: &Runner<'_>, database: Option<&str>) -> bool {
     // A short connect timeout: a frozen server accepts the connection and
     // never answers. The name keeps the probe out of its own count.
-    let argv: Vec<String> = [
-        "env",
-        "PGCONNECT_TIMEOUT=5",
-        "PGAPPNAME=pgplan-probe",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(super::psql("postgres", &busy_sql(database)))
-    .collect();
+    let argv: Vec<String> = ["env", "PGCONNECT_TIMEOUT=5", "PGAPPNAME=pgplan-probe"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(super::psql("postgres", &busy_sql(database)))
+        .collect();
     match runner.output(&argv).await {
         Ok(out) => out.trim().parse::<u64>().is_ok_and(|n| n > 0),
         Err(_) => false,

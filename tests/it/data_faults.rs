@@ -27,7 +27,13 @@ impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0777"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0777"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .output()
             .expect("run mount");
@@ -56,7 +62,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -108,12 +117,23 @@ async fn a_dump_that_fills_the_disk_fails_at_once_naming_the_directory() {
     let started = Instant::now();
     let r = tokio::time::timeout(
         Duration::from_secs(60),
-        backup(&local(&source), disk.path(), "p", "blobs", &uncompressed(), &no_progress),
+        backup(
+            &local(&source),
+            disk.path(),
+            "p",
+            "blobs",
+            &uncompressed(),
+            &no_progress,
+        ),
     )
     .await
     .expect("the backup ends instead of hanging");
     let err = r.expect_err("the disk is too small for the dump");
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     let PgError::NoSpace { dir, free, .. } = &err else {
         panic!("not a full disk: {err}");
     };
@@ -121,12 +141,19 @@ async fn a_dump_that_fills_the_disk_fails_at_once_naming_the_directory() {
     assert!(*free < 64 << 10, "{free}");
     let text = err.to_string();
     assert!(
-        text.starts_with(&format!("the backup directory {} is full (", disk.path().join("p").display())),
+        text.starts_with(&format!(
+            "the backup directory {} is full (",
+            disk.path().join("p").display()
+        )),
         "{text}"
     );
     assert!(text.contains("No space left on device"), "{text}");
     // Nothing half-written is left, no manifest claims a backup.
-    let left: Vec<_> = std::fs::read_dir(disk.path().join("p")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(disk.path().join("p"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -136,13 +163,25 @@ async fn a_disk_without_room_for_the_tables_is_refused_before_the_dump() {
     let source = LocalPostgres::start();
     random_rows(&source, 4000);
     let disk = Tmpfs::mount("1m");
-    let err = backup(&local(&source), disk.path(), "p", "blobs", &uncompressed(), &no_progress)
-        .await
-        .unwrap_err();
+    let err = backup(
+        &local(&source),
+        disk.path(),
+        "p",
+        "blobs",
+        &uncompressed(),
+        &no_progress,
+    )
+    .await
+    .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("the dump of blobs needs about 2."), "{text}");
-    let help = miette::Diagnostic::help(&err).map(|h| h.to_string()).unwrap_or_default();
-    assert!(help.contains("`backup.directory`") && help.contains("(about 2."), "{help}");
+    let help = miette::Diagnostic::help(&err)
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    assert!(
+        help.contains("`backup.directory`") && help.contains("(about 2."),
+        "{help}"
+    );
     assert!(!disk.path().join("p/blobs.dump.partial").exists());
 }
 
@@ -170,7 +209,14 @@ async fn a_server_frozen_mid_dump_is_a_stall_not_a_hang() {
     let r = tokio::time::timeout(
         Duration::from_secs(60),
         guard(
-            backup(&runner, dir.path(), "p", "blobs", &uncompressed(), &progress),
+            backup(
+                &runner,
+                dir.path(),
+                "p",
+                "blobs",
+                &uncompressed(),
+                &progress,
+            ),
             &watch,
             Duration::from_secs(2),
             &runner,
@@ -179,13 +225,21 @@ async fn a_server_frozen_mid_dump_is_a_stall_not_a_hang() {
     )
     .await;
     crate::support::proc::thaw_tree(pid);
-    let err = r.expect("the guard ends it").expect_err("a frozen server cannot finish");
+    let err = r
+        .expect("the guard ends it")
+        .expect_err("a frozen server cannot finish");
     let took = started.elapsed();
     assert!(frozen.load(std::sync::atomic::Ordering::SeqCst));
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
     let text = err.to_string();
     assert!(
-        text.starts_with(&format!("no progress for 2 s from 127.0.0.1:{} (last progress: ", source.port())),
+        text.starts_with(&format!(
+            "no progress for 2 s from 127.0.0.1:{} (last progress: ",
+            source.port()
+        )),
         "{text}"
     );
     assert!(text.contains("dumped)"), "{text}");
@@ -214,7 +268,10 @@ fn run_bounded(
     });
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -241,7 +298,12 @@ fn run_bounded(
         out.push_str(&line);
         out.push('\n');
     }
-    (code, out, err_reader.join().unwrap_or_default(), started.elapsed())
+    (
+        code,
+        out,
+        err_reader.join().unwrap_or_default(),
+        started.elapsed(),
+    )
 }
 
 /// The healthcare example with its backups in `directory` and a stall timeout.
@@ -249,7 +311,10 @@ fn spec_with(state: &Path, directory: &Path, stall: &str) -> PathBuf {
     let text = std::fs::read_to_string(spec()).unwrap();
     let changed = text.replace(
         "  backup:\n    directory: .pgplan/backups/healthcare\n",
-        &format!("  backup:\n    directory: {}\n    stallTimeout: {stall}\n", directory.display()),
+        &format!(
+            "  backup:\n    directory: {}\n    stallTimeout: {stall}\n",
+            directory.display()
+        ),
     );
     assert_ne!(changed, text);
     let path = state.join("pgplan.yaml");
@@ -274,13 +339,18 @@ fn apply_command(cluster: &SimCluster, state: &Path, spec: &Path) -> Command {
 
 /// The consumers run again and the data is where it was.
 fn rolled_back(cluster: &SimCluster, before: &(String, String), stderr: &str) {
-    assert!(stderr.contains("Rolled back to the original topology"), "{stderr}");
+    assert!(
+        stderr.contains("Rolled back to the original topology"),
+        "{stderr}"
+    );
     cluster.wait_until(Duration::from_secs(60), "the API back at 2 replicas", |c| {
         c.get_json("deployments", hc::NAMESPACE, hc::API_DEPLOYMENT)
             .is_some_and(|d| d["spec"]["replicas"] == hc::API_REPLICAS)
             && c.workloads_ready(hc::NAMESPACE)
     });
-    assert!(cluster.get_json("deployments", hc::NAMESPACE, hc::DEPLOYMENT).is_some());
+    assert!(cluster
+        .get_json("deployments", hc::NAMESPACE, hc::DEPLOYMENT)
+        .is_some());
     assert_eq!(&patients(cluster), before);
 }
 
@@ -304,7 +374,10 @@ fn apply_with_a_full_backup_disk_fails_and_rolls_back() {
             && stderr.contains("is full (0 B free): the dump of healthcare needs about "),
         "{stderr}"
     );
-    assert!(stderr.contains("point `backup.directory` at a filesystem with room"), "{stderr}");
+    assert!(
+        stderr.contains("point `backup.directory` at a filesystem with room"),
+        "{stderr}"
+    );
     rolled_back(&cluster, &before, &stderr);
 }
 
@@ -338,11 +411,20 @@ fn apply_with_the_source_frozen_stalls_fails_and_rolls_back() {
         "{took:?}"
     );
     assert!(
-        stderr.contains(&format!("no progress for 3 s from pod {}/{pod}", hc::NAMESPACE)),
+        stderr.contains(&format!(
+            "no progress for 3 s from pod {}/{pod}",
+            hc::NAMESPACE
+        )),
         "{stderr}"
     );
-    assert!(stderr.contains("`backup.stallTimeout` sets how long"), "{stderr}");
-    let failed: Vec<&str> = stdout.lines().filter(|l| l.contains("\"step_failed\"")).collect();
+    assert!(
+        stderr.contains("`backup.stallTimeout` sets how long"),
+        "{stderr}"
+    );
+    let failed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"step_failed\""))
+        .collect();
     assert_eq!(failed.len(), 1, "{stdout}");
     assert!(failed[0].contains("/backup"), "{stdout}");
     rolled_back(&cluster, &before, &stderr);
@@ -375,13 +457,20 @@ fn dump_progress_carries_the_database_size_as_an_estimate() {
     let progress: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "progress" && e["address"].as_str().is_some_and(|a| a.ends_with("/backup")))
+        .filter(|e| {
+            e["event"] == "progress"
+                && e["address"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with("/backup"))
+        })
         .collect();
     let dump: Vec<&serde_json::Value> = progress.iter().filter(|e| e["total"].is_null()).collect();
     assert!(!dump.is_empty(), "{stdout}");
     assert!(dump.iter().all(|e| e["estimate"] == size), "{dump:?}");
     assert!(
-        progress.iter().any(|e| e["total"].as_u64().is_some_and(|t| t > 0) && e["estimate"].is_null()),
+        progress
+            .iter()
+            .any(|e| e["total"].as_u64().is_some_and(|t| t > 0) && e["estimate"].is_null()),
         "{progress:?}"
     );
 }

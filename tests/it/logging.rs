@@ -60,19 +60,23 @@ fn rust_log_and_verbose_write_redacted_lines_to_stderr() {
     let dir = tempfile::tempdir().unwrap();
     // The host comes from the environment, so it is a secret like every `${VAR}` value.
     let spec = spec_for(dir.path(), "${CANARY_HOST}", pg.port(), pg.superuser());
-    let env = [("PGPLAN_TEST_PW", pg.password()), ("CANARY_HOST", "localhost")];
+    let env = [
+        ("PGPLAN_TEST_PW", pg.password()),
+        ("CANARY_HOST", "localhost"),
+    ];
 
     let quiet = observe(&spec, &env);
-    assert!(!text(&quiet.stderr).contains(" DEBUG "), "{}", text(&quiet.stderr));
+    assert!(
+        !text(&quiet.stderr).contains(" DEBUG "),
+        "{}",
+        text(&quiet.stderr)
+    );
 
-    for run in [
-        pgplan(&["observe", "-f", &spec, "-vv"], &env),
-        {
-            let mut with_log = env.to_vec();
-            with_log.push(("RUST_LOG", "pgplan=debug"));
-            observe(&spec, &with_log)
-        },
-    ] {
+    for run in [pgplan(&["observe", "-f", &spec, "-vv"], &env), {
+        let mut with_log = env.to_vec();
+        with_log.push(("RUST_LOG", "pgplan=debug"));
+        observe(&spec, &with_log)
+    }] {
         let err = text(&run.stderr);
         assert!(
             err.contains(" DEBUG pgplan::pgtools: running server=(sensitive):"),
@@ -93,7 +97,10 @@ fn a_wrong_password_is_not_an_unreachable_server() {
     let wrong = observe(&spec, &[("PGPLAN_TEST_PW", "not-the-password-81")]);
     let err = text(&wrong.stderr);
     assert_eq!(wrong.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("127.0.0.1:{} rejected the password", pg.port())), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{} rejected the password", pg.port())),
+        "{err}"
+    );
     assert!(err.contains("pgplan::pg::auth"), "{err}");
     assert!(err.contains("password is wrong for that user"), "{err}");
     assert!(!err.contains("refused the connection"), "{err}");
@@ -104,7 +111,10 @@ fn a_wrong_password_is_not_an_unreachable_server() {
     pg.psql("postgres", "SELECT pg_reload_conf()");
     let rejected = observe(&spec, &[("PGPLAN_TEST_PW", pg.password())]);
     let err = text(&rejected.stderr);
-    assert!(err.contains("does not admit this login (pg_hba.conf)"), "{err}");
+    assert!(
+        err.contains("does not admit this login (pg_hba.conf)"),
+        "{err}"
+    );
     assert!(err.contains("pgplan::pg::hba"), "{err}");
 }
 
@@ -113,15 +123,28 @@ fn unreachable_unknown_and_silent_servers_are_each_named() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("PGPLAN_TEST_PW", "pw-for-nothing")];
 
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = observe(&spec_for(dir.path(), "127.0.0.1", closed, "app"), &env);
     let err = text(&out.stderr);
-    assert!(err.contains("refused the connection (nothing listens there)"), "{err}");
+    assert!(
+        err.contains("refused the connection (nothing listens there)"),
+        "{err}"
+    );
     assert!(err.contains("pgplan::pg::unreachable"), "{err}");
 
-    let out = observe(&spec_for(dir.path(), "db.pgplan-test.invalid", 5432, "app"), &env);
+    let out = observe(
+        &spec_for(dir.path(), "db.pgplan-test.invalid", 5432, "app"),
+        &env,
+    );
     let err = text(&out.stderr);
-    assert!(err.contains("cannot be found (the host name does not resolve)"), "{err}");
+    assert!(
+        err.contains("cannot be found (the host name does not resolve)"),
+        "{err}"
+    );
     assert!(err.contains("pgplan::pg::unknown-host"), "{err}");
 
     // Accepts the connection and never answers (libpq's connect timeout is 10 s).

@@ -316,7 +316,10 @@ spec:
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("pgplan::pg::unreachable"), "{err}");
-    assert!(err.contains("127.0.0.1:9 refused the connection (nothing listens there)"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:9 refused the connection (nothing listens there)"),
+        "{err}"
+    );
     assert!(!err.contains("secret-pw-123"));
 }
 

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use pgplan::observed::{PasswordKind, Role};
 use pgplan::pgtools::roles::{read_verifiers, Expected, RoleCheck};
 use pgplan::pgtools::{
-    backup, inventory, no_progress, prepare_target_with, restore, verify_with_roles,
-    BackupOptions, ConnInfo, Mismatch, Passwords, PgError, RestoreOptions, Runner,
+    backup, inventory, no_progress, prepare_target_with, restore, verify_with_roles, BackupOptions,
+    ConnInfo, Mismatch, Passwords, PgError, RestoreOptions, Runner,
 };
 use pgplan::plan::VerifyChecks;
 use pgplan::spec::DumpFormat;
@@ -119,9 +119,15 @@ async fn carry(
     source: &LocalPostgres,
     target: &LocalPostgres,
     dir: &std::path::Path,
-) -> (Vec<Role>, pgplan::pgtools::roles::Verifiers, std::path::PathBuf) {
+) -> (
+    Vec<Role>,
+    pgplan::pgtools::roles::Verifiers,
+    std::path::PathBuf,
+) {
     let s = local(source);
-    let inv = inventory::server(&s, "src", &|d| d == "billing").await.unwrap();
+    let inv = inventory::server(&s, "src", &|d| d == "billing")
+        .await
+        .unwrap();
     let roles: Vec<Role> = inv
         .roles
         .into_iter()
@@ -152,7 +158,8 @@ async fn carry(
         privileges
             .grants
             .iter()
-            .any(|g| g.starts_with("table billing.invoices: ") && g.contains("legacy_app=w/billing_owner")),
+            .any(|g| g.starts_with("table billing.invoices: ")
+                && g.contains("legacy_app=w/billing_owner")),
         "{privileges:?}"
     );
     let verifiers = read_verifiers(&s).await.unwrap();
@@ -175,9 +182,14 @@ async fn carry(
         ["billing_owner", "billing_ro", "legacy_app"],
         "{prepared:?}"
     );
-    restore(&t, &paths.manifest, &RestoreOptions::default(), &no_progress)
-        .await
-        .unwrap();
+    restore(
+        &t,
+        &paths.manifest,
+        &RestoreOptions::default(),
+        &no_progress,
+    )
+    .await
+    .unwrap();
     (roles, verifiers, paths.manifest)
 }
 
@@ -192,14 +204,19 @@ async fn scram_and_md5_passwords_attributes_and_memberships_are_carried_and_veri
     tcp_login(source.port(), "legacy_app", LEGACY_PW, "billing").unwrap();
 
     // What the plan sees: the kind of each password, never the password.
-    let inv = inventory::server(&local(&source), "src", &|_| false).await.unwrap();
+    let inv = inventory::server(&local(&source), "src", &|_| false)
+        .await
+        .unwrap();
     let kind = |n: &str| inv.roles.iter().find(|r| r.name == n).unwrap().password;
     assert_eq!(kind("billing_ro"), PasswordKind::ScramSha256);
     assert_eq!(kind("legacy_app"), PasswordKind::Md5);
     assert_eq!(kind("reporting"), PasswordKind::None);
     let ro = inv.roles.iter().find(|r| r.name == "billing_ro").unwrap();
     assert_eq!(ro.connection_limit, 7);
-    assert_eq!(ro.valid_until.as_deref(), Some("2031-05-04T03:02:01.000000Z"));
+    assert_eq!(
+        ro.valid_until.as_deref(),
+        Some("2031-05-04T03:02:01.000000Z")
+    );
     assert_eq!(ro.admin_of, ["reporting"]);
     let snapshot = serde_json::to_string(&inv).unwrap();
     assert!(!snapshot.contains("SCRAM-SHA-256$"), "{snapshot}");
@@ -221,7 +238,10 @@ async fn scram_and_md5_passwords_attributes_and_memberships_are_carried_and_veri
     tcp_login(target.port(), "legacy_app", LEGACY_PW, "billing").unwrap();
     tcp_login(target.port(), "billing_owner", OWNER_PW, "billing").unwrap();
     let refused = tcp_login(target.port(), "billing_ro", "not-it", "billing").unwrap_err();
-    assert!(refused.contains("password authentication failed"), "{refused}");
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
     // The same verifiers, byte for byte (salt and all), and the same attributes.
     let q = "SELECT string_agg(rolname || ':' || rolpassword, ' ' ORDER BY rolname) FROM pg_authid WHERE rolname IN ('billing_ro', 'legacy_app')";
     assert_eq!(target.psql("postgres", q), source.psql("postgres", q));
@@ -277,7 +297,10 @@ async fn scram_and_md5_passwords_attributes_and_memberships_are_carried_and_veri
         "ALTER ROLE billing_ro PASSWORD 'something-else'; ALTER ROLE legacy_app CONNECTION LIMIT 3; \
          REVOKE reporting FROM billing_ro",
     );
-    target.psql("billing", "REVOKE UPDATE ON billing.invoices FROM legacy_app");
+    target.psql(
+        "billing",
+        "REVOKE UPDATE ON billing.invoices FROM legacy_app",
+    );
     let found = mismatches(
         verify_with_roles(&t, &manifest, &checks(), &role_checks, &no_progress)
             .await
@@ -305,11 +328,15 @@ async fn scram_and_md5_passwords_attributes_and_memberships_are_carried_and_veri
     );
     assert!(
         text.iter()
-            .any(|t| t.starts_with("privilege `table billing.invoices: ") && t.ends_with("` is missing")),
+            .any(|t| t.starts_with("privilege `table billing.invoices: ")
+                && t.ends_with("` is missing")),
         "{text:?}"
     );
     let all = text.join("\n");
-    assert!(!all.contains("SCRAM-SHA-256$") && !all.contains(BILLING_RO_PW), "{all}");
+    assert!(
+        !all.contains("SCRAM-SHA-256$") && !all.contains(BILLING_RO_PW),
+        "{all}"
+    );
 }
 
 /// A source that does not let pgplan read `pg_authid` (an RDS master, a
@@ -338,7 +365,9 @@ async fn a_source_without_pg_authid_says_so_and_a_given_password_logs_in() {
     };
     let inv = inventory::server(&master, "src", &|_| false).await.unwrap();
     assert!(
-        inv.roles.iter().all(|r| r.password == PasswordKind::Unknown),
+        inv.roles
+            .iter()
+            .all(|r| r.password == PasswordKind::Unknown),
         "{:?}",
         inv.roles
     );
@@ -357,10 +386,13 @@ async fn a_source_without_pg_authid_says_so_and_a_given_password_logs_in() {
         [("billing_ro".to_string(), "given-by-the-spec-19".to_string())].into();
     let prepared = prepare_target_with(
         &t,
-        &[ro.clone(), Role {
-            name: "reporting".into(),
-            ..Role::default()
-        }],
+        &[
+            ro.clone(),
+            Role {
+                name: "reporting".into(),
+                ..Role::default()
+            },
+        ],
         &[],
         false,
         Passwords {
@@ -378,7 +410,13 @@ async fn a_source_without_pg_authid_says_so_and_a_given_password_logs_in() {
             "SELECT rolpassword FROM pg_authid WHERE rolname = 'billing_ro'"
         )
         .starts_with("SCRAM-SHA-256$4096:"));
-    tcp_login(target.port(), "billing_ro", "given-by-the-spec-19", "postgres").unwrap();
+    tcp_login(
+        target.port(),
+        "billing_ro",
+        "given-by-the-spec-19",
+        "postgres",
+    )
+    .unwrap();
 
     // Verify logs in with it (after a wrong password was refused).
     let (checked, bad) = pgplan::pgtools::roles::check_roles(
@@ -403,9 +441,15 @@ async fn a_source_without_pg_authid_says_so_and_a_given_password_logs_in() {
     )
     .await
     .unwrap();
-    let text = bad.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ");
+    let text = bad
+        .iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
     assert!(
-        text.contains("role billing_ro cannot log in with the password the spec gives: rejected the password"),
+        text.contains(
+            "role billing_ro cannot log in with the password the spec gives: rejected the password"
+        ),
         "{text}"
     );
     assert!(!text.contains("not-what-was-set"), "{text}");
@@ -427,7 +471,11 @@ fn outputs_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
-            let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             if p.is_dir() {
                 todo.push(p);
             } else if !name.ends_with(".dump") && !name.ends_with(".roles.json") {
@@ -469,14 +517,16 @@ mod statefulset {
             "the postgres Deployment rolled out",
             |c| {
                 let pods = c.pod_names(hc::NAMESPACE, "app=postgres");
-                pods.len() == 1 && c.workloads_ready(hc::NAMESPACE)
-                    && c.get_json("pods", hc::NAMESPACE, &pods[0]).is_some_and(|p| {
-                        p.to_string().contains("POSTGRES_HOST_AUTH_METHOD")
-                    })
+                pods.len() == 1
+                    && c.workloads_ready(hc::NAMESPACE)
+                    && c.get_json("pods", hc::NAMESPACE, &pods[0])
+                        .is_some_and(|p| p.to_string().contains("POSTGRES_HOST_AUTH_METHOD"))
             },
         );
         let pod = cluster.pod_names(hc::NAMESPACE, "app=postgres")[0].clone();
-        let ep = cluster.pod_postgres(hc::NAMESPACE, &pod).expect("postgres runs");
+        let ep = cluster
+            .pod_postgres(hc::NAMESPACE, &pod)
+            .expect("postgres runs");
         // Initialised before the variable was set: its pg_hba.conf is changed by hand, as
         // legacy clusters' were.
         crate::support::pg::set_host_auth(&ep.data_dir, "md5").unwrap();
@@ -493,30 +543,52 @@ mod statefulset {
     #[test]
     fn the_plan_says_which_roles_and_passwords_it_carries() {
         let (cluster, source_pod) = legacy_cluster();
-        let verifiers = verifiers_on(|sql| {
-            cluster.psql(hc::NAMESPACE, &source_pod, "postgres", sql)
-        });
+        let verifiers =
+            verifiers_on(|sql| cluster.psql(hc::NAMESPACE, &source_pod, "postgres", sql));
         assert_eq!(verifiers.len(), 4, "{verifiers:?}");
         let state = tempfile::tempdir().unwrap();
-        let plan = ok(&pgplan_in(&cluster, state.path(), &["plan", "-f", &spec()], &[]));
+        let plan = ok(&pgplan_in(
+            &cluster,
+            state.path(),
+            &["plan", "-f", &spec()],
+            &[],
+        ));
         assert!(
             plan.contains("create, if missing, 5 roles (billing_owner, billing_ro, healthcare_user, legacy_app, and 1 more) and 1 database (healthcare) on k8s/default/StatefulSet/postgres; carry 4 passwords and 2 memberships"),
             "{plan}"
         );
         assert!(plan.contains("billing_ro (NOSUPERUSER LOGIN"), "{plan}");
-        assert!(plan.contains("password: the source's SCRAM verifier"), "{plan}");
-        assert!(plan.contains("legacy_app has an MD5 password hash"), "{plan}");
+        assert!(
+            plan.contains("password: the source's SCRAM verifier"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("legacy_app has an MD5 password hash"),
+            "{plan}"
+        );
         let json = ok(&pgplan_in(
             &cluster,
             state.path(),
             &["plan", "-f", &spec(), "--format", "json"],
             &[],
         ));
-        let snapshot = ok(&pgplan_in(&cluster, state.path(), &["observe", "-f", &spec()], &[]));
+        let snapshot = ok(&pgplan_in(
+            &cluster,
+            state.path(),
+            &["observe", "-f", &spec()],
+            &[],
+        ));
         assert!(snapshot.contains("password: md5"), "{snapshot}");
-        for (what, content) in [("plan", &plan), ("json plan", &json), ("snapshot", &snapshot)] {
+        for (what, content) in [
+            ("plan", &plan),
+            ("json plan", &json),
+            ("snapshot", &snapshot),
+        ] {
             for v in &verifiers {
-                assert!(!content.contains(v.as_str()), "a password verifier is in the {what}");
+                assert!(
+                    !content.contains(v.as_str()),
+                    "a password verifier is in the {what}"
+                );
             }
         }
     }
@@ -524,11 +596,15 @@ mod statefulset {
     #[test]
     fn moving_into_a_statefulset_keeps_every_login() {
         let (cluster, source_pod) = legacy_cluster();
-        let verifiers = verifiers_on(|sql| {
-            cluster.psql(hc::NAMESPACE, &source_pod, "postgres", sql)
-        });
+        let verifiers =
+            verifiers_on(|sql| cluster.psql(hc::NAMESPACE, &source_pod, "postgres", sql));
         let state = tempfile::tempdir().unwrap();
-        let out = pgplan_in(&cluster, state.path(), &["apply", "-f", &spec(), "--auto-approve"], &[]);
+        let out = pgplan_in(
+            &cluster,
+            state.path(),
+            &["apply", "-f", &spec(), "--auto-approve"],
+            &[],
+        );
         let stdout = ok(&out);
 
         // Every login works on the StatefulSet's server, over TCP, with its old password.
@@ -548,9 +624,15 @@ mod statefulset {
             q("postgres", "SELECT rolconnlimit || ' ' || rolconfig::text FROM pg_roles WHERE rolname = 'billing_ro'"),
             "7 {\"search_path=\\\"$user\\\", billing\",statement_timeout=30s}"
         );
-        q(hc::DATABASE, "SET ROLE billing_owner; CREATE TABLE billing.later (x int); RESET ROLE;");
+        q(
+            hc::DATABASE,
+            "SET ROLE billing_owner; CREATE TABLE billing.later (x int); RESET ROLE;",
+        );
         assert_eq!(
-            q(hc::DATABASE, "SELECT has_table_privilege('reporting', 'billing.later', 'SELECT')"),
+            q(
+                hc::DATABASE,
+                "SELECT has_table_privilege('reporting', 'billing.later', 'SELECT')"
+            ),
             "t",
             "the default privilege came with the dump"
         );
@@ -560,22 +642,35 @@ mod statefulset {
             "{stdout}"
         );
         assert!(
-            stdout.contains("passwords set for billing_owner, billing_ro, healthcare_user, legacy_app"),
+            stdout.contains(
+                "passwords set for billing_owner, billing_ro, healthcare_user, legacy_app"
+            ),
             "{stdout}"
         );
         assert!(
-            stdout.contains("the source's password on billing_owner, billing_ro, healthcare_user, legacy_app"),
+            stdout.contains(
+                "the source's password on billing_owner, billing_ro, healthcare_user, legacy_app"
+            ),
             "{stdout}"
         );
 
         // No verifier in the output or the journal.
-        let mut seen = vec![("stdout".to_string(), stdout), ("stderr".into(), text(&out.stderr))];
+        let mut seen = vec![
+            ("stdout".to_string(), stdout),
+            ("stderr".into(), text(&out.stderr)),
+        ];
         for f in outputs_under(state.path()) {
-            seen.push((f.display().to_string(), String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned()));
+            seen.push((
+                f.display().to_string(),
+                String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned(),
+            ));
         }
         for (what, content) in &seen {
             for v in &verifiers {
-                assert!(!content.contains(v.as_str()), "a password verifier is in {what}");
+                assert!(
+                    !content.contains(v.as_str()),
+                    "a password verifier is in {what}"
+                );
             }
         }
     }
@@ -608,8 +703,14 @@ mod rds {
         });
         let given = [("BILLING_OWNER_NEW_PASSWORD", "a-new-owner-password-44")];
         let plan = ok(&w.run(&["plan", "-f", spec.to_str().unwrap()], &given));
-        assert!(plan.contains("billing_owner (NOSUPERUSER LOGIN CREATEDB"), "{plan}");
-        assert!(plan.contains("password: from ${BILLING_OWNER_NEW_PASSWORD}"), "{plan}");
+        assert!(
+            plan.contains("billing_owner (NOSUPERUSER LOGIN CREATEDB"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("password: from ${BILLING_OWNER_NEW_PASSWORD}"),
+            "{plan}"
+        );
         assert!(!plan.contains("a-new-owner-password-44"), "{plan}");
 
         let out = w.apply(&spec, &given);
@@ -625,25 +726,45 @@ mod rds {
         let port = w.rds_pg.port();
         tcp_login(port, "billing_ro", BILLING_RO_PW, "backstage_plugin_app").unwrap();
         tcp_login(port, "legacy_app", LEGACY_PW, "backstage_plugin_app").unwrap();
-        tcp_login(port, "billing_owner", "a-new-owner-password-44", "backstage_plugin_app").unwrap();
+        tcp_login(
+            port,
+            "billing_owner",
+            "a-new-owner-password-44",
+            "backstage_plugin_app",
+        )
+        .unwrap();
         assert!(tcp_login(port, "billing_owner", OWNER_PW, "backstage_plugin_app").is_err());
         assert_eq!(
             w.rds_pg.psql("postgres", "SELECT string_agg(format('%s in %s admin %s', pg_get_userbyid(member), pg_get_userbyid(roleid), admin_option), ', ' ORDER BY 1) FROM pg_auth_members WHERE pg_get_userbyid(roleid) = 'reporting'"),
             // The master user is granted what pgplan creates (RDS has no superuser).
             "billing_ro in reporting admin t, legacy_app in reporting admin f, postgres in reporting admin f"
         );
-        w.rds_pg.psql("backstage_plugin_app", "SET ROLE billing_owner; CREATE TABLE billing.later (x int); RESET ROLE;");
+        w.rds_pg.psql(
+            "backstage_plugin_app",
+            "SET ROLE billing_owner; CREATE TABLE billing.later (x int); RESET ROLE;",
+        );
         assert_eq!(
-            w.rds_pg.psql("backstage_plugin_app", "SELECT has_table_privilege('reporting', 'billing.later', 'SELECT')"),
+            w.rds_pg.psql(
+                "backstage_plugin_app",
+                "SELECT has_table_privilege('reporting', 'billing.later', 'SELECT')"
+            ),
             "t"
         );
         let all = format!("{plan}{stdout}{}", text(&out.stderr));
         assert!(!all.contains("a-new-owner-password-44"));
         for f in outputs_under(&w.dir.path().join(".pgplan")) {
             let content = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-            assert!(!content.contains("a-new-owner-password-44"), "{}", f.display());
+            assert!(
+                !content.contains("a-new-owner-password-44"),
+                "{}",
+                f.display()
+            );
             for v in &verifiers {
-                assert!(!content.contains(v.as_str()), "a verifier is in {}", f.display());
+                assert!(
+                    !content.contains(v.as_str()),
+                    "a verifier is in {}",
+                    f.display()
+                );
             }
         }
     }

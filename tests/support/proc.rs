@@ -207,7 +207,10 @@ pub fn freeze_tree(pid: u32) -> bool {
         let stopped = pids.iter().all(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()))
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.trim_start().chars().next())
+                })
                 .is_none_or(|c| matches!(c, 'T' | 't' | 'Z' | 'X'))
         });
         if stopped {
