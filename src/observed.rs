@@ -203,7 +203,7 @@ pub struct ServerInventory {
 /// attributes, settings and memberships, and what kind of password it has.
 /// The password itself (its verifier) is never observed: it is read from
 /// the source only while applying.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Role {
     pub name: String,

@@ -503,7 +503,12 @@ async fn act_unwatched(
                 // Read while the source is up (it may be gone when the target
                 // is prepared); beside the archive, 0600. The journal records
                 // only the path.
-                let v = pgtools::roles::read_verifiers(&r).await?;
+                let mut v = pgtools::roles::read_verifiers(&r).await?;
+                // The roles as they are now, too: a rollback that recreates a
+                // source whose data was in its pod recreates them from here.
+                v.roles = pgtools::inventory::server(&r, &server.locator(), &|_| false)
+                    .await?
+                    .roles;
                 let path = paths.dir.join(format!("{}.roles.json", database.name));
                 pgtools::roles::write_verifiers(&path, &v)?;
                 facts["verifiers"] = json!(path);
@@ -898,11 +903,29 @@ pub(super) async fn restore_source(
         // restoring it is being resumed. Never restore over them; verify.
         let present = has_tables(&r, &manifest.database).await?;
         if !present {
-            pgtools::prepare::prepare_target(
+            // The pod's data went with it, roles too: they come back as the
+            // backup read them (attributes, memberships, passwords), or the
+            // restore's grants to them would fail.
+            let v = source_roles(done, &step.placement)?;
+            let roles: Vec<crate::observed::Role> = v
+                .as_ref()
+                .map(|v| {
+                    v.roles
+                        .iter()
+                        .filter(|r| !r.name.starts_with("pg_") && r.name != "postgres")
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            pgtools::prepare_target_with(
                 &r,
-                &[],
+                &roles,
                 &[(manifest.database.clone(), manifest.owner.clone())],
                 false,
+                pgtools::Passwords {
+                    verifiers: v.as_ref(),
+                    given: None,
+                },
             )
             .await?;
             let options = RestoreOptions {
@@ -961,6 +984,19 @@ pub(super) async fn restore_source(
         ));
     }
     Ok(said.join("; "))
+}
+
+/// The source's roles and verifiers a backup of `placement` read, if any.
+fn source_roles(
+    done: &BTreeMap<String, Value>,
+    placement: &str,
+) -> Result<Option<pgtools::roles::Verifiers>, StepError> {
+    let prefix = format!("pg/{placement}/");
+    let from = done
+        .iter()
+        .find(|(a, f)| a.starts_with(&prefix) && f["verifiers"].is_string())
+        .map(|(a, _)| a.as_str());
+    verifiers_of(done, from)
 }
 
 /// The source server of a deleted workload, from its manifest.

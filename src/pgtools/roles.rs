@@ -50,15 +50,20 @@ pub struct Verifiers {
     pub readable: bool,
     #[serde(default)]
     verifiers: BTreeMap<String, String>,
+    /// The source's roles when the verifiers were read (for recreating them
+    /// on a source whose data was in its pod, when a move rolls back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
 }
 
 impl std::fmt::Debug for Verifiers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Verifiers {{ readable: {}, {} verifier(s) }}",
+            "Verifiers {{ readable: {}, {} verifier(s), {} role(s) }}",
             self.readable,
-            self.verifiers.len()
+            self.verifiers.len(),
+            self.roles.len()
         )
     }
 }

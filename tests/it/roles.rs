@@ -676,6 +676,65 @@ mod statefulset {
     }
 }
 
+mod in_pod {
+    use super::*;
+    use crate::apply::{pgplan_in, spec, text};
+    use crate::support::sim::scenario::healthcare as hc;
+    use crate::support::{Scenario, SimCluster};
+
+    /// A source whose data lives in its pod loses its roles with the pod: a
+    /// rollback that recreates it gets them back from what the backup read,
+    /// and the grants to them restore with the data.
+    #[test]
+    fn a_rollback_into_a_source_whose_data_was_in_its_pod_brings_its_roles_back() {
+        let cluster = SimCluster::with_scenario(Scenario::HealthcareInPod);
+        let pod = cluster.pod_names(hc::NAMESPACE, "app=postgres")[0].clone();
+        let q = |pod: &str, db: &str, sql: &str| cluster.psql(hc::NAMESPACE, pod, db, sql);
+        q(&pod, "postgres", ROLES_SQL);
+        q(&pod, hc::DATABASE, "GRANT SELECT ON patients TO reporting");
+        let state = tempfile::tempdir().unwrap();
+        let out = pgplan_in(
+            &cluster,
+            state.path(),
+            &["apply", "-f", &spec(), "--auto-approve"],
+            &[("PGPLAN_TEST_FAIL", "pg/healthcare/healthcare/restore")],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("Rolled back to the original topology"),
+            "{err}"
+        );
+        cluster.wait_until(std::time::Duration::from_secs(60), "the source back", |c| {
+            c.pod_names(hc::NAMESPACE, "app=postgres").len() == 1
+                && c.workloads_ready(hc::NAMESPACE)
+        });
+        let back = cluster.pod_names(hc::NAMESPACE, "app=postgres")[0].clone();
+        assert_ne!(back, pod, "a new pod, with a new emptyDir");
+        let ep = cluster
+            .pod_postgres(hc::NAMESPACE, &back)
+            .expect("postgres runs");
+        tcp_login(ep.port, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
+        assert_eq!(
+            q(
+                &back,
+                hc::DATABASE,
+                "SELECT has_table_privilege('billing_ro', 'patients', 'SELECT')"
+            ),
+            "t",
+            "the grant came back with the data, through the membership"
+        );
+        assert_eq!(
+            q(
+                &back,
+                "postgres",
+                "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'billing_ro'"
+            ),
+            "7"
+        );
+    }
+}
+
 mod rds {
     use super::*;
     use crate::apply::{ok, text};
