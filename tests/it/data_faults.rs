@@ -306,13 +306,17 @@ fn run_bounded(
     )
 }
 
-/// The healthcare example with its backups in `directory` and a stall timeout.
-fn spec_with(state: &Path, directory: &Path, stall: &str) -> PathBuf {
+/// The healthcare example with its backups in `directory` and a stall
+/// timeout (`None`: the default).
+fn spec_with(state: &Path, directory: &Path, stall: Option<&str>) -> PathBuf {
     let text = std::fs::read_to_string(spec()).unwrap();
+    let stall = stall
+        .map(|s| format!("    stallTimeout: {s}\n"))
+        .unwrap_or_default();
     let changed = text.replace(
         "  backup:\n    directory: .pgplan/backups/healthcare\n",
         &format!(
-            "  backup:\n    directory: {}\n    stallTimeout: {stall}\n",
+            "  backup:\n    directory: {}\n{stall}",
             directory.display()
         ),
     );
@@ -361,7 +365,7 @@ fn apply_with_a_full_backup_disk_fails_and_rolls_back() {
     let state = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount("64k");
     disk.fill();
-    let spec = spec_with(state.path(), disk.path(), "5m");
+    let spec = spec_with(state.path(), disk.path(), None);
     let (code, stdout, stderr, took) = run_bounded(
         apply_command(&cluster, state.path(), &spec),
         Duration::from_secs(120),
@@ -387,7 +391,7 @@ fn apply_with_the_source_frozen_stalls_fails_and_rolls_back() {
     let before = patients(&cluster);
     let pod = cluster.pod_names(hc::NAMESPACE, "app=postgres")[0].clone();
     let state = tempfile::tempdir().unwrap();
-    let spec = spec_with(state.path(), &state.path().join("backups"), "3s");
+    let spec = spec_with(state.path(), &state.path().join("backups"), Some("3s"));
     let mut froze = None;
     let (code, stdout, stderr, took) = run_bounded(
         apply_command(&cluster, state.path(), &spec),
@@ -437,7 +441,7 @@ fn apply_with_the_source_frozen_stalls_fails_and_rolls_back() {
 fn dump_progress_carries_the_database_size_as_an_estimate() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     let state = tempfile::tempdir().unwrap();
-    let spec = spec_with(state.path(), &state.path().join("backups"), "5m");
+    let spec = spec_with(state.path(), &state.path().join("backups"), None);
     let plan = crate::apply::pgplan_in(
         &cluster,
         state.path(),
