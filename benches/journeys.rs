@@ -100,6 +100,7 @@ impl Backstage {
             superuser: "postgres".into(),
             password: MASTER_PASSWORD.into(),
             databases: Vec::new(),
+            ..PgOptions::default()
         })
         .expect("the server behind RDS");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -491,6 +492,7 @@ fn section_backstage(scale: f64) {
         superuser: "postgres".into(),
         password: MASTER_PASSWORD.into(),
         databases: Vec::new(),
+        ..PgOptions::default()
     })
     .expect("the loop's target server");
     let source = w

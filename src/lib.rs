@@ -20,6 +20,7 @@ pub mod aws;
 pub mod cli;
 pub mod cluster;
 pub mod examples;
+pub mod logging;
 pub mod ops;
 pub mod pgtools;
 pub mod private;

@@ -327,7 +327,11 @@ pub struct ServerInventory {
     pub databases: Vec<DatabaseInventory>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A role of a server and what a copy must reproduce of it: its
+/// attributes, settings and memberships, and what kind of password it has.
+/// The password itself (its verifier) is never observed: it is read from
+/// the source only while applying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Role {
     pub name: String,
@@ -339,8 +343,129 @@ pub struct Role {
     pub create_db: bool,
     #[serde(default)]
     pub create_role: bool,
+    /// INHERIT (the default): the privileges of the roles it is a member of apply to it.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub inherit: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub replication: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bypass_rls: bool,
+    /// CONNECTION LIMIT; -1 for none.
+    #[serde(default = "no_limit", skip_serializing_if = "is_no_limit")]
+    pub connection_limit: i32,
+    /// VALID UNTIL, as the server prints it (`infinity`, an ISO 8601 time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
+    /// `ALTER ROLE … SET` settings for every database, as `name=value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<String>,
+    /// What kind of password the role has (never the password).
+    #[serde(default)]
+    pub password: PasswordKind,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_of: Vec<String>,
+    /// The roles of `member_of` it holds WITH ADMIN OPTION.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_of: Vec<String>,
+}
+
+impl Default for Role {
+    fn default() -> Self {
+        Role {
+            name: String::new(),
+            superuser: false,
+            login: false,
+            create_db: false,
+            create_role: false,
+            inherit: true,
+            replication: false,
+            bypass_rls: false,
+            connection_limit: -1,
+            valid_until: None,
+            config: Vec::new(),
+            password: PasswordKind::Unknown,
+            member_of: Vec::new(),
+            admin_of: Vec::new(),
+        }
+    }
+}
+
+impl Role {
+    /// The attributes as `CREATE ROLE` spells them, in a fixed order:
+    /// `NOSUPERUSER LOGIN NOCREATEDB … CONNECTION LIMIT 5 VALID UNTIL '…'`.
+    pub fn attributes(&self) -> String {
+        let flag = |on: bool, yes: &str| {
+            if on {
+                yes.to_string()
+            } else {
+                format!("NO{yes}")
+            }
+        };
+        let mut out = vec![
+            flag(self.superuser, "SUPERUSER"),
+            flag(self.login, "LOGIN"),
+            flag(self.create_db, "CREATEDB"),
+            flag(self.create_role, "CREATEROLE"),
+            flag(self.inherit, "INHERIT"),
+            flag(self.replication, "REPLICATION"),
+            flag(self.bypass_rls, "BYPASSRLS"),
+            format!("CONNECTION LIMIT {}", self.connection_limit),
+        ];
+        if let Some(v) = &self.valid_until {
+            out.push(format!("VALID UNTIL '{}'", v.replace('\'', "''")));
+        }
+        out.join(" ")
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn no_limit() -> i32 {
+    -1
+}
+fn is_no_limit(n: &i32) -> bool {
+    *n == -1
+}
+
+/// What kind of password a role has. Observing it needs read access to
+/// `pg_authid` (a superuser); elsewhere (RDS, a login without it) it is
+/// `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PasswordKind {
+    /// No password: the role cannot log in with one.
+    None,
+    /// A SCRAM-SHA-256 verifier.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// An MD5 hash (deprecated since PostgreSQL 14's default of SCRAM).
+    Md5,
+    /// Not observed: the server did not let pgplan read `pg_authid`.
+    #[default]
+    Unknown,
+}
+
+impl PasswordKind {
+    /// Whether there is a verifier that can be carried as it is.
+    pub fn carried(self) -> bool {
+        matches!(self, PasswordKind::ScramSha256 | PasswordKind::Md5)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordKind::None => "none",
+            PasswordKind::ScramSha256 => "scram-sha-256",
+            PasswordKind::Md5 => "md5",
+            PasswordKind::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

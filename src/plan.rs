@@ -267,6 +267,10 @@ pub enum Operation {
         format: DumpFormat,
         jobs: u32,
         directory: String,
+        /// Also read the source's role password verifiers (for prepare),
+        /// kept beside the archive: on one backup of a placement.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        verifiers: bool,
     },
     /// Set a PV's reclaim policy to Retain so its data outlives its claim.
     ProtectVolume { volume: ObjectRef, from: String },
@@ -295,13 +299,23 @@ pub enum Operation {
         identifier: String,
         snapshot: String,
     },
-    /// Create missing roles and databases on the target (ownership kept).
+    /// Create missing roles and databases on the target (ownership kept);
+    /// give the roles the source's attributes, settings, memberships and
+    /// passwords.
     PrepareTarget {
         server: ServerRef,
         roles: Vec<crate::observed::Role>,
         databases: Vec<(String, String)>,
-        /// RDS has no superusers: roles are created without SUPERUSER.
+        /// RDS has no superusers: roles are created without SUPERUSER
+        /// (nor REPLICATION or BYPASSRLS).
         strip_superuser: bool,
+        /// Passwords the spec gives (`credentials.roles`), by reference.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        passwords: Vec<RolePassword>,
+        /// The backup step that read the source's password verifiers
+        /// (kept beside its archive, never in the plan or the journal).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verifiers_from: Option<String>,
     },
     /// Tune a target server pgplan created for loading (`ALTER SYSTEM`); with
     /// `minimal_wal`, restart `pod` so that `wal_level = minimal` takes effect.
@@ -337,6 +351,11 @@ pub enum Operation {
         database: DatabaseFacts,
         backup_step: String,
         checks: VerifyChecks,
+        /// The roles prepare carried, checked on the target (on the first
+        /// database's verify of a placement only).
+        /// Boxed: rare, and it would make every operation larger.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        roles: Option<Box<RoleChecks>>,
     },
     /// Delete a pod of the target and check the data survives its return.
     SelfHeal {
@@ -359,6 +378,26 @@ pub enum Operation {
         /// Fingerprint of the desired data, compared with the live one.
         fingerprint: String,
     },
+}
+
+/// A role's password given by the spec: the environment variable that
+/// holds it (its value is read only at apply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolePassword {
+    pub role: String,
+    pub var: String,
+}
+
+/// What verify checks of the roles prepare carried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleChecks {
+    /// The roles as the target must have them.
+    pub roles: Vec<crate::observed::Role>,
+    /// Passwords the spec gives: checked by logging in with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passwords: Vec<RolePassword>,
 }
 
 /// What a Secret pgplan writes contains.

@@ -80,9 +80,48 @@ pub fn count(n: impl Into<u64>, noun: &str) -> String {
     }
 }
 
+/// A duration as people write it in a spec: `90`, `90s`, `5m`, `1h`, or
+/// a sum such as `1m30s`; whole seconds, more than zero.
+pub fn parse_seconds(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u64>() {
+        return (n > 0).then_some(n);
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return None,
+        };
+        let n: u64 = digits.parse().ok()?;
+        digits.clear();
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    (digits.is_empty() && total > 0).then_some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_seconds("300"), Some(300));
+        assert_eq!(parse_seconds("5m"), Some(300));
+        assert_eq!(parse_seconds("1m30s"), Some(90));
+        assert_eq!(parse_seconds("2h"), Some(7200));
+        assert_eq!(parse_seconds("0s"), None);
+        assert_eq!(parse_seconds("5 minutes"), None);
+        assert_eq!(parse_seconds("5m3"), None);
+        assert_eq!(parse_seconds(""), None);
+    }
 
     #[test]
     fn parses_quantities() {

@@ -305,16 +305,116 @@ fn backup_root(w: &World<'_>, directory: &str) -> PathBuf {
     PathBuf::from(directory).join(w.run.replace(':', "-"))
 }
 
-/// Forward a data-path progress report to the events.
+/// Forward a data-path progress report to the events and to the stall
+/// watch (every report is progress). A dump's total is not known in
+/// advance; `estimate` (the database's size from the inventory) stands in
+/// for it on the bar.
 fn progress_to<'a>(
     w: &'a World<'_>,
     address: &'a str,
+    estimate: Option<u64>,
+    watch: &'a pgtools::stall::Watch,
 ) -> impl Fn(&crate::pgtools::progress::Progress) + Send + Sync + 'a {
+    use crate::pgtools::progress::{Phase, Progress};
     move |p| {
-        if let crate::pgtools::progress::Progress::Bytes { done, total, .. } = p {
-            w.events.progress(address, *done, *total);
+        watch.saw(p);
+        if let Progress::Bytes { phase, done, total } = p {
+            let estimate = estimate.filter(|_| *phase == Phase::Dump);
+            w.events.progress(address, *done, *total, estimate);
         }
     }
+}
+
+/// The source's verifiers a backup step read (`from`), if any.
+fn verifiers_of(
+    deps: &BTreeMap<String, Value>,
+    from: Option<&str>,
+) -> Result<Option<pgtools::roles::Verifiers>, StepError> {
+    let Some(from) = from else { return Ok(None) };
+    match deps.get(from).and_then(|f| f["verifiers"].as_str()) {
+        Some(path) => Ok(Some(pgtools::roles::read_verifiers_file(
+            std::path::Path::new(path),
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// The passwords the spec gives, read from the environment now; each
+/// becomes a secret no log line may show.
+fn given_passwords(
+    w: &World<'_>,
+    passwords: &[crate::plan::RolePassword],
+) -> Result<BTreeMap<String, String>, StepError> {
+    let mut out = BTreeMap::new();
+    for p in passwords {
+        let value = (w.lookup)(&p.var).ok_or_else(|| {
+            StepError(format!(
+                "environment variable `{}` (the password of role {} in `credentials.roles`) is not set",
+                p.var, p.role
+            ))
+        })?;
+        crate::logging::redact_also(&value);
+        out.insert(p.role.clone(), value);
+    }
+    Ok(out)
+}
+
+/// What prepare did, in the plan's words: created if missing, and what
+/// existed already.
+fn prepared_note(
+    p: &pgtools::Prepared,
+    roles: &[crate::observed::Role],
+    verifiers: Option<&pgtools::roles::Verifiers>,
+) -> String {
+    use crate::quantity::count;
+    let mut out = format!(
+        "created {} and {}",
+        count(p.roles.len() as u64, "role"),
+        count(p.databases.len() as u64, "database")
+    );
+    let mut existed = Vec::new();
+    if !p.aligned.is_empty() {
+        existed.push(format!(
+            "{} ({}), given the source's attributes",
+            count(p.aligned.len() as u64, "role"),
+            p.aligned.join(", ")
+        ));
+    }
+    if !p.existing_databases.is_empty() {
+        existed.push(format!(
+            "{} ({})",
+            count(p.existing_databases.len() as u64, "database"),
+            p.existing_databases.join(", ")
+        ));
+    }
+    if !existed.is_empty() {
+        out.push_str(&format!("; existed already: {}", existed.join(" and ")));
+    }
+    if !p.passwords.is_empty() {
+        out.push_str(&format!("; passwords set for {}", p.passwords.join(", ")));
+    }
+    if !p.grants.is_empty() {
+        out.push_str(&format!(
+            "; {} granted",
+            count(p.grants.len() as u64, "membership")
+        ));
+    }
+    if let Some(me) = &p.left_alone {
+        out.push_str(&format!("; {me} left as it is: pgplan is connected as it"));
+    }
+    let unreadable = verifiers.is_some_and(|v| !v.readable);
+    let without: Vec<&str> = roles
+        .iter()
+        .filter(|r| r.login && !p.passwords.contains(&r.name))
+        .map(|r| r.name.as_str())
+        .collect();
+    if unreadable && !without.is_empty() {
+        out.push_str(&format!(
+            "; no password for {} (the source does not let pgplan read them; see `credentials.roles`)",
+            without.join(", ")
+        ));
+    }
+    out
 }
 
 /// The manifest path a finished backup step recorded.
@@ -327,12 +427,77 @@ fn manifest_of(deps: &BTreeMap<String, Value>, backup_step: &str) -> Result<Path
 
 /// Backup, prepare, restore, unlock, verify. `deps` holds the facts of the
 /// steps this one depends on (a restore reads its backup's manifest there).
+///
+/// Each runs under a stall watch: with no progress for the placement's
+/// `backup.stallTimeout` (bytes moved, tables measured, or the server busy
+/// with pgplan's statements) the step fails, its tools are stopped, and the
+/// apply rolls back.
 pub(super) async fn act(
     w: &World<'_>,
     step: &Step,
     deps: &BTreeMap<String, Value>,
 ) -> Result<Value, StepError> {
-    let progress = progress_to(w, &step.address);
+    let (server, database) = match &step.operation {
+        Operation::Backup {
+            server, database, ..
+        }
+        | Operation::Restore {
+            server, database, ..
+        } => (server, Some(database.name.as_str())),
+        Operation::Verify {
+            target, database, ..
+        } => (target, Some(database.name.as_str())),
+        Operation::ReleaseKnexLocks {
+            server, database, ..
+        } => (server, Some(database.as_str())),
+        Operation::PrepareTarget { server, .. } => (server, None),
+        _ => return Err(StepError(format!("{} is not a data step", step.address))),
+    };
+    let timeout = w
+        .stall_timeouts
+        .get(&step.placement)
+        .copied()
+        .unwrap_or(super::DEFAULT_STALL);
+    let watch = pgtools::stall::Watch::default();
+    // The probe gets its own runner: the step's may be busy streaming.
+    let probe = runner(w, server).await?;
+    let result = pgtools::stall::guard(
+        act_unwatched(w, step, deps, &watch),
+        &watch,
+        timeout,
+        &probe,
+        database,
+    )
+    .await;
+    if let (
+        Err(_),
+        Operation::Backup {
+            directory,
+            database,
+            ..
+        },
+    ) = (&result, &step.operation)
+    {
+        // A step stopped by the watch left its partial archive behind.
+        let paths =
+            pgtools::backup_paths(&backup_root(w, directory), &step.placement, &database.name);
+        let _ =
+            crate::pgtools::archive::remove(&crate::pgtools::archive::partial_of(&paths.archive));
+    }
+    result
+}
+
+async fn act_unwatched(
+    w: &World<'_>,
+    step: &Step,
+    deps: &BTreeMap<String, Value>,
+    watch: &pgtools::stall::Watch,
+) -> Result<Value, StepError> {
+    let estimate = match &step.operation {
+        Operation::Backup { database, .. } => Some(database.size_bytes),
+        _ => None,
+    };
+    let progress = progress_to(w, &step.address, estimate, watch);
     match &step.operation {
         Operation::Backup {
             server,
@@ -340,6 +505,7 @@ pub(super) async fn act(
             format,
             jobs,
             directory,
+            verifiers,
         } => {
             let r = runner(w, server).await?;
             let options = BackupOptions {
@@ -360,30 +526,65 @@ pub(super) async fn act(
             // written) and listed it with the server's own pg_restore before
             // committing it: the invariant is a *verified* backup.
             let rows: u64 = manifest.tables.iter().map(|t| t.rows).sum();
-            Ok(json!({
+            let mut facts = json!({
                 "archive": paths.archive,
                 "manifest": paths.manifest,
                 "bytes": manifest.bytes,
                 "sha256": manifest.sha256,
                 "note": format!("{} in {}, {rows} rows, sha256 {}…, read back with pg_restore --list",
                     crate::quantity::human_bytes(manifest.bytes), paths.archive.display(), &manifest.sha256[..12.min(manifest.sha256.len())]),
-            }))
+            });
+            if *verifiers {
+                // Read while the source is up (it may be gone when the target
+                // is prepared); beside the archive, 0600. The journal records
+                // only the path.
+                let mut v = pgtools::roles::read_verifiers(&r).await?;
+                // The roles as they are now, too: a rollback that recreates a
+                // source whose data was in its pod recreates them from here.
+                v.roles = pgtools::inventory::server(&r, &server.locator(), &|_| false)
+                    .await?
+                    .roles;
+                let path = paths.dir.join(format!("{}.roles.json", database.name));
+                pgtools::roles::write_verifiers(&path, &v)?;
+                facts["verifiers"] = json!(path);
+                facts["passwordsReadable"] = json!(v.readable);
+                let said = if v.readable {
+                    format!("; {} role password(s) read for the target", v.len())
+                } else {
+                    format!(
+                        "; role passwords cannot be read on {} (no access to pg_authid)",
+                        r.server()
+                    )
+                };
+                let note = format!("{}{said}", facts["note"].as_str().unwrap_or_default());
+                facts["note"] = json!(note);
+            }
+            Ok(facts)
         }
         Operation::PrepareTarget {
             server,
             roles,
             databases,
             strip_superuser,
+            passwords,
+            verifiers_from,
         } => {
+            let verifiers = verifiers_of(deps, verifiers_from.as_deref())?;
+            let given = given_passwords(w, passwords)?;
             let r = runner(w, server).await?;
-            let prepared =
-                pgtools::prepare::prepare_target(&r, roles, databases, *strip_superuser).await?;
+            let prepared = pgtools::prepare_target_with(
+                &r,
+                roles,
+                databases,
+                *strip_superuser,
+                pgtools::Passwords {
+                    verifiers: verifiers.as_ref(),
+                    given: Some(&given),
+                },
+            )
+            .await?;
             let mut facts = serde_json::to_value(&prepared).unwrap_or(Value::Null);
-            facts["note"] = json!(format!(
-                "{} role(s), {} database(s) created",
-                prepared.roles.len(),
-                prepared.databases.len()
-            ));
+            facts["note"] = json!(prepared_note(&prepared, roles, verifiers.as_ref()));
             Ok(facts)
         }
         Operation::Restore {
@@ -439,23 +640,89 @@ pub(super) async fn act(
             target,
             backup_step,
             checks,
+            roles,
             ..
         } => {
             let manifest = Manifest::read(&manifest_of(deps, backup_step)?)?;
+            let (verifiers, given) = match roles {
+                Some(rc) => (
+                    verifiers_of(deps, Some(backup_step))?,
+                    given_passwords(w, &rc.passwords)?,
+                ),
+                None => (None, BTreeMap::new()),
+            };
+            let role_checks: Vec<pgtools::roles::RoleCheck<'_>> = roles
+                .iter()
+                .flat_map(|rc| rc.roles.iter())
+                .map(|role| pgtools::roles::RoleCheck {
+                    role,
+                    password: match (
+                        given.get(&role.name),
+                        verifiers.as_ref().and_then(|v| v.of(&role.name)),
+                    ) {
+                        (Some(p), _) => pgtools::roles::Expected::Given(p),
+                        (None, Some(v)) => pgtools::roles::Expected::Verifier(v),
+                        (None, None) => pgtools::roles::Expected::Nothing,
+                    },
+                })
+                .collect();
             let r = runner(w, target).await?;
-            let verified = pgtools::verify::verify(&r, &manifest, checks, &progress).await?;
+            let verified =
+                pgtools::verify_with_roles(&r, &manifest, checks, &role_checks, &progress).await?;
             let mut facts = serde_json::to_value(&verified).unwrap_or(Value::Null);
-            facts["note"] = json!(format!(
-                "{} tables, {} rows, {} sequences match the backup{}",
-                verified.tables,
-                verified.rows,
-                verified.sequences,
-                if verified.probes > 0 {
-                    format!("; {} SQL probe(s) passed", verified.probes)
-                } else {
-                    String::new()
+            let mut note = format!(
+                "{} tables, {} rows, {} sequences match the backup",
+                verified.tables, verified.rows, verified.sequences
+            );
+            if let Some(n) = verified.privileges {
+                note.push_str(&format!(", {n} grant(s) and default privilege(s)"));
+            }
+            if verified.probes > 0 {
+                note.push_str(&format!("; {} SQL probe(s) passed", verified.probes));
+            }
+            if let Some(rc) = &verified.roles {
+                note.push_str(&format!(
+                    "; {} role(s) with the source's attributes and memberships",
+                    rc.roles.len()
+                ));
+                if !rc.same_password.is_empty() {
+                    note.push_str(&format!(
+                        ", the source's password on {}",
+                        rc.same_password.join(", ")
+                    ));
                 }
-            ));
+                if !rc.logged_in.is_empty() {
+                    note.push_str(&format!(
+                        ", logged in over TCP as {}",
+                        rc.logged_in.join(", ")
+                    ));
+                }
+                let not_carried: Vec<&str> = roles
+                    .iter()
+                    .flat_map(|c| c.roles.iter())
+                    .filter(|r| {
+                        r.login
+                            && !given.contains_key(&r.name)
+                            && verifiers.as_ref().and_then(|v| v.of(&r.name)).is_none()
+                    })
+                    .map(|r| r.name.as_str())
+                    .collect();
+                if !not_carried.is_empty() {
+                    note.push_str(&format!(
+                        "; no password carried for {} ({})",
+                        not_carried.join(", "),
+                        if verifiers.as_ref().is_some_and(|v| v.readable) {
+                            "none on the source"
+                        } else {
+                            "the source does not let pgplan read them"
+                        }
+                    ));
+                }
+                for n in &rc.notes {
+                    note.push_str(&format!("; {n}"));
+                }
+            }
+            facts["note"] = json!(note);
             Ok(facts)
         }
         _ => Err(StepError(format!("{} is not a data step", step.address))),
@@ -671,11 +938,29 @@ pub(super) async fn restore_source(
         // restoring it is being resumed. Never restore over them; verify.
         let present = has_tables(&r, &manifest.database).await?;
         if !present {
-            pgtools::prepare::prepare_target(
+            // The pod's data went with it, roles too: they come back as the
+            // backup read them (attributes, memberships, passwords), or the
+            // restore's grants to them would fail.
+            let v = source_roles(done, &step.placement)?;
+            let roles: Vec<crate::observed::Role> = v
+                .as_ref()
+                .map(|v| {
+                    v.roles
+                        .iter()
+                        .filter(|r| !r.name.starts_with("pg_") && r.name != "postgres")
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            pgtools::prepare_target_with(
                 &r,
-                &[],
+                &roles,
                 &[(manifest.database.clone(), manifest.owner.clone())],
                 false,
+                pgtools::Passwords {
+                    verifiers: v.as_ref(),
+                    given: None,
+                },
             )
             .await?;
             let options = RestoreOptions {
@@ -734,6 +1019,19 @@ pub(super) async fn restore_source(
         ));
     }
     Ok(said.join("; "))
+}
+
+/// The source's roles and verifiers a backup of `placement` read, if any.
+fn source_roles(
+    done: &BTreeMap<String, Value>,
+    placement: &str,
+) -> Result<Option<pgtools::roles::Verifiers>, StepError> {
+    let prefix = format!("pg/{placement}/");
+    let from = done
+        .iter()
+        .find(|(a, f)| a.starts_with(&prefix) && f["verifiers"].is_string())
+        .map(|(a, _)| a.as_str());
+    verifiers_of(done, from)
 }
 
 /// The source server of a deleted workload, from its manifest.

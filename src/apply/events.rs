@@ -23,7 +23,8 @@ pub struct Events {
     mode: Mode,
     redactor: Redactor,
     total: usize,
-    bar: Mutex<Option<indicatif::ProgressBar>>,
+    /// The bar of the running transfer and the template it is drawn with.
+    bar: Mutex<Option<(indicatif::ProgressBar, &'static str)>>,
     began: std::time::Instant,
 }
 
@@ -52,7 +53,7 @@ impl Events {
     fn line(&self, text: &str) {
         let text = self.redactor.text(text);
         if let Ok(bar) = self.bar.lock() {
-            if let Some(b) = bar.as_ref() {
+            if let Some((b, _)) = bar.as_ref() {
                 b.println(&text);
                 return;
             }
@@ -230,25 +231,29 @@ impl Events {
         }
     }
 
-    /// Bytes moved so far by a transfer (dump or restore).
-    pub fn progress(&self, address: &str, bytes: u64, total: Option<u64>) {
+    /// Bytes moved so far by a transfer (dump or restore). `total` when it
+    /// is known; otherwise `estimate`, a figure it will likely come near
+    /// (a dump's database size), shown as such; otherwise no total at all.
+    pub fn progress(&self, address: &str, bytes: u64, total: Option<u64>, estimate: Option<u64>) {
+        let estimate = if total.is_some() { None } else { estimate };
         match self.mode {
             Mode::Json => self.emit_json(
-                json!({"event": "progress", "address": address, "bytes": bytes, "total": total}),
+                json!({"event": "progress", "address": address, "bytes": bytes, "total": total, "estimate": estimate}),
             ),
             Mode::Human { tty: true, .. } => {
+                let (template, length) = bar_layout(total, estimate);
                 if let Ok(mut bar) = self.bar.lock() {
-                    let b = bar.get_or_insert_with(|| {
-                        let b = indicatif::ProgressBar::new(total.unwrap_or(0));
+                    let (b, drawn) =
+                        bar.get_or_insert_with(|| (indicatif::ProgressBar::new(0), ""));
+                    // One bar per step, whose phases may know their total or not.
+                    if *drawn != template {
                         b.set_style(
-                            indicatif::ProgressStyle::with_template(
-                                "  {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                            )
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                            indicatif::ProgressStyle::with_template(template)
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                         );
-                        b
-                    });
-                    if let Some(t) = total {
+                        *drawn = template;
+                    }
+                    if let Some(t) = length {
                         b.set_length(t.max(bytes));
                     }
                     b.set_message(address.to_string());
@@ -262,9 +267,45 @@ impl Events {
     /// End the current progress bar, if any.
     pub fn progress_done(&self) {
         if let Ok(mut bar) = self.bar.lock() {
-            if let Some(b) = bar.take() {
+            if let Some((b, _)) = bar.take() {
                 b.finish_and_clear();
             }
+        }
+    }
+}
+
+/// How a transfer's bar is drawn: against its total when known; against an
+/// estimate, marked as one (`~`), when only that is known; otherwise with
+/// no total at all (never "of 0 B").
+fn bar_layout(total: Option<u64>, estimate: Option<u64>) -> (&'static str, Option<u64>) {
+    match (total, estimate) {
+        (Some(t), _) => (
+            "  {msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            Some(t),
+        ),
+        (None, Some(e)) => (
+            "  {msg} {bar:30} {bytes} of ~{total_bytes} (the database's size) {bytes_per_sec}",
+            Some(e),
+        ),
+        (None, None) => ("  {msg} {spinner} {bytes} {bytes_per_sec}", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_total_is_an_estimate_or_no_total_never_zero() {
+        assert_eq!(bar_layout(Some(10), Some(99)).1, Some(10));
+        let (estimated, len) = bar_layout(None, Some(7 << 20));
+        assert_eq!(len, Some(7 << 20));
+        assert!(estimated.contains("~{total_bytes}"), "{estimated}");
+        let (unknown, len) = bar_layout(None, None);
+        assert_eq!(len, None);
+        assert!(!unknown.contains("total"), "{unknown}");
+        for (t, e) in [(Some(1), None), (None, Some(1)), (None, None)] {
+            assert!(indicatif::ProgressStyle::with_template(bar_layout(t, e).0).is_ok());
         }
     }
 }

@@ -42,7 +42,13 @@ pub struct World<'a> {
     pub base_dir: PathBuf,
     pub events: &'a Events,
     pub run: String,
+    /// Per placement, how long a data step may go without progress
+    /// (`backup.stallTimeout`); [`DEFAULT_STALL`] for one not listed.
+    pub stall_timeouts: BTreeMap<String, Duration>,
 }
+
+/// The stall timeout of a placement the apply has no setting for.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -174,6 +180,11 @@ fn backup_ancestors(s: &crate::plan::Step) -> Vec<String> {
         Operation::Restore { backup_step, .. } | Operation::Verify { backup_step, .. } => {
             vec![backup_step.clone()]
         }
+        // The backup that read the source's password verifiers.
+        Operation::PrepareTarget {
+            verifiers_from: Some(b),
+            ..
+        } => vec![b.clone()],
         _ => Vec::new(),
     }
 }

@@ -21,6 +21,10 @@ use super::complete;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// More diagnostic log lines on stderr: -v info, -vv debug, -vvv trace
+    /// (`RUST_LOG`, when set, takes precedence).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 pub const EXIT_CODES: &str =

@@ -30,6 +30,7 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage(&e),
     };
+    crate::logging::install(cli.verbose);
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -7,8 +7,10 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::observed::{DatabaseInventory, ServerInventory};
+use crate::observed::{PasswordKind, Role};
 use crate::plan::{
-    Action, DatabaseFacts, ObjectRef, Operation, Risk, ServerRef, Step, VerifyChecks,
+    Action, DatabaseFacts, ObjectRef, Operation, Risk, RoleChecks, RolePassword, ServerRef, Step,
+    VerifyChecks,
 };
 use crate::quantity::{count, human_bytes};
 use crate::spec::LoadTuningMode;
@@ -111,6 +113,7 @@ pub(super) fn backups(
                 format: spec.backup.format,
                 jobs: spec.backup.jobs,
                 directory: spec.backup.directory.clone(),
+                verifiers: false,
             },
         );
         s.summary = format!(
@@ -152,24 +155,8 @@ pub(super) fn restore_chain(
         return verifies;
     }
     // Roles first (ownership is restored with the data), then databases.
-    let existing_roles: Vec<&str> = c
-        .target_server
-        .map(|t| t.roles.iter().map(|r| r.name.as_str()).collect())
-        .unwrap_or_default();
-    let roles: Vec<crate::observed::Role> = c
-        .source_server
-        .roles
-        .iter()
-        .filter(|r| !r.name.starts_with("pg_") && !SYSTEM_DATABASES.contains(&r.name.as_str()))
-        .filter(|r| !existing_roles.contains(&r.name.as_str()))
-        .cloned()
-        .map(|mut r| {
-            if c.strip_superuser {
-                r.superuser = false;
-            }
-            r
-        })
-        .collect();
+    let carried = carried_roles(cx, c);
+    let roles = carried.roles.clone();
     let existing_dbs: Vec<&str> = c
         .target_server
         .map(|t| t.databases.iter().map(|d| d.name.as_str()).collect())
@@ -179,6 +166,16 @@ pub(super) fn restore_chain(
         .filter(|d| !existing_dbs.contains(&d.name.as_str()))
         .map(|d| (d.name.clone(), d.owner.clone()))
         .collect();
+    // The verifiers are read by the first backup (the source may be gone
+    // when the target is prepared); none are needed without roles.
+    let verifiers_from = backups.first().filter(|_| !roles.is_empty()).cloned();
+    if let Some(b) = &verifiers_from {
+        for s in cx.steps.iter_mut().filter(|s| &s.address == b) {
+            if let Operation::Backup { verifiers, .. } = &mut s.operation {
+                *verifiers = true;
+            }
+        }
+    }
     let mut prepare = cx.new_step(
         format!("pg/{name}/prepare"),
         Action::Run,
@@ -188,25 +185,57 @@ pub(super) fn restore_chain(
             roles: roles.clone(),
             databases: databases.clone(),
             strip_superuser: c.strip_superuser,
+            passwords: carried.passwords.clone(),
+            verifiers_from: verifiers_from.clone(),
         },
     );
-    prepare.summary = format!(
-        "create {} and {} on {}",
-        count(roles.len() as u64, "role"),
-        count(databases.len() as u64, "database"),
-        c.target.locator()
-    );
-    prepare.reason = if c.strip_superuser {
-        "restores keep ownership, so owners must exist first; RDS has no superuser, so roles are created without SUPERUSER".into()
+    prepare.summary = prepare_summary(&roles, &databases, &carried, c);
+    let mut reason = if c.strip_superuser {
+        "restores keep ownership, so owners must exist first; pg_dump carries no roles, so their attributes, settings, memberships and passwords are carried here; RDS has no superuser, so roles are created without SUPERUSER, REPLICATION or BYPASSRLS".to_string()
     } else {
-        "restores keep ownership, so owners must exist first (existing ones are left alone)".into()
+        "restores keep ownership, so owners must exist first; pg_dump carries no roles, so their attributes, settings, memberships and passwords are carried here (roles the target had are left alone)".to_string()
     };
+    if verifiers_from.is_some() {
+        reason.push_str(&format!(
+            "; the source's password verifiers are read by {} and never enter the plan or the journal",
+            backups[0]
+        ));
+    }
+    prepare.reason = reason;
     prepare.depends_on = c.target_ready.to_vec();
-    prepare.after = Some(json!({
+    prepare.depends_on.extend(verifiers_from.iter().cloned());
+    let mut after = json!({
         "server": c.target.locator(),
-        "roles": roles.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
-        "databases": databases.iter().map(|(d, o)| json!({"name": d, "owner": o})).collect::<Vec<_>>(),
-    }));
+        "roles": roles.iter().map(|r| format!("{} ({}; password: {})", r.name, r.attributes(), carried.password_of(r))).collect::<Vec<_>>(),
+    });
+    let memberships: Vec<String> = roles
+        .iter()
+        .flat_map(|r| {
+            r.member_of.iter().map(move |g| {
+                format!(
+                    "{} in {}{}",
+                    r.name,
+                    g,
+                    if r.admin_of.contains(g) {
+                        " with admin option"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        })
+        .collect();
+    if !memberships.is_empty() {
+        after["memberships"] = json!(memberships);
+    }
+    if !carried.dropped.is_empty() {
+        after["notCarried"] = json!(carried.dropped);
+    }
+    after["databases"] = json!(databases
+        .iter()
+        .map(|(d, o)| json!({"name": d, "owner": o}))
+        .collect::<Vec<_>>());
+    prepare.after = Some(after);
     let prepare_addr = cx.push(prepare);
 
     let tuning = c
@@ -227,8 +256,9 @@ pub(super) fn restore_chain(
                 .map(|(db, b)| restore(cx, c, db, b, &prepare_deps, None))
                 .collect();
             let untuned = untune(cx, c, t, dbs, &restores);
-            for (db, b) in dbs.iter().zip(backups) {
-                verifies.push(verify(cx, c, db, b, std::slice::from_ref(&untuned)));
+            for (i, (db, b)) in dbs.iter().zip(backups).enumerate() {
+                let checks = (i == 0).then(|| role_checks(&carried)).flatten();
+                verifies.push(verify(cx, c, db, b, std::slice::from_ref(&untuned), checks));
             }
         }
         None => {
@@ -241,9 +271,17 @@ pub(super) fn restore_chain(
                     human_bytes(bytes_to_load(dbs))
                 )
             });
-            for (db, b) in dbs.iter().zip(backups) {
+            for (i, (db, b)) in dbs.iter().zip(backups).enumerate() {
                 let restored = restore(cx, c, db, b, &prepare_deps, untuned.as_deref());
-                verifies.push(verify(cx, c, db, b, std::slice::from_ref(&restored)));
+                let checks = (i == 0).then(|| role_checks(&carried)).flatten();
+                verifies.push(verify(
+                    cx,
+                    c,
+                    db,
+                    b,
+                    std::slice::from_ref(&restored),
+                    checks,
+                ));
             }
         }
     }
@@ -420,6 +458,7 @@ fn verify(
     db: &DatabaseInventory,
     backup: &str,
     deps: &[String],
+    roles: Option<Box<RoleChecks>>,
 ) -> String {
     let spec = cx.p.spec().clone();
     let name = cx.p.name().to_string();
@@ -445,6 +484,7 @@ fn verify(
                     .cloned()
                     .collect(),
             },
+            roles: roles.clone(),
         },
     );
     let mut checks = Vec::new();
@@ -463,15 +503,19 @@ fn verify(
         .iter()
         .filter(|q| q.database == db.name)
         .count();
+    if let Some(r) = &roles {
+        checks.push(if r.passwords.is_empty() {
+            "roles"
+        } else {
+            "roles (logging in with the spec's passwords)"
+        });
+    }
+    checks.push("privileges");
     v.summary = format!(
         "verify {} on {}: {}{}",
         db.name,
         c.target.locator(),
-        if checks.is_empty() {
-            "existence".to_string()
-        } else {
-            checks.join(", ")
-        },
+        checks.join(", "),
         if probes > 0 {
             format!(", {}", count(probes as u64, "SQL probe"))
         } else {
@@ -510,4 +554,226 @@ fn verify(
 
     cx.databases.push(f);
     ready
+}
+
+/// The roles a placement carries to its target, and how.
+struct Carried {
+    /// As the target must have them (stripped for RDS).
+    roles: Vec<Role>,
+    /// Passwords the spec gives, by reference.
+    passwords: Vec<RolePassword>,
+    /// What is not carried, and why (said in the plan).
+    dropped: Vec<String>,
+    source: String,
+}
+
+impl Carried {
+    fn given(&self, role: &str) -> Option<&RolePassword> {
+        self.passwords.iter().find(|p| p.role == role)
+    }
+
+    /// Where a role's password comes from, as the plan says it.
+    fn password_of(&self, r: &Role) -> String {
+        match (self.given(&r.name), r.password) {
+            (Some(p), _) => format!("from ${{{}}}", p.var),
+            (None, PasswordKind::ScramSha256) => "the source's SCRAM verifier".into(),
+            (None, PasswordKind::Md5) => "the source's MD5 hash".into(),
+            (None, PasswordKind::None) => "none".into(),
+            (None, PasswordKind::Unknown) => format!(
+                "none: {} does not let pgplan read it; give it in `credentials.roles`",
+                self.source
+            ),
+        }
+    }
+}
+
+/// Which roles move: the source's, but `pg_*`, the system names and the
+/// login pgplan uses on the target; without the ones the target had when
+/// observed. Memberships in roles that are neither carried nor on the
+/// target (nor built in) are dropped and said so.
+fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
+    let spec = cx.p.spec().clone();
+    let existing: Vec<&str> = c
+        .target_server
+        .map(|t| t.roles.iter().map(|r| r.name.as_str()).collect())
+        .unwrap_or_default();
+    let login = match c.target {
+        ServerRef::Direct { user, .. } => Some(user.as_str()),
+        ServerRef::Pod { .. } => None,
+    };
+    let mut roles: Vec<Role> = c
+        .source_server
+        .roles
+        .iter()
+        .filter(|r| !r.name.starts_with("pg_") && !SYSTEM_DATABASES.contains(&r.name.as_str()))
+        .filter(|r| !existing.contains(&r.name.as_str()) && Some(r.name.as_str()) != login)
+        .cloned()
+        .collect();
+    let mut dropped = Vec::new();
+    let names: Vec<String> = roles.iter().map(|r| r.name.clone()).collect();
+    for r in &mut roles {
+        if c.strip_superuser {
+            let only_superuser: Vec<&str> = [
+                (r.superuser, "SUPERUSER"),
+                (r.replication, "REPLICATION"),
+                (r.bypass_rls, "BYPASSRLS"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+            if !only_superuser.is_empty() {
+                dropped.push(format!(
+                    "{} of role {} (only a superuser grants it, and there is none)",
+                    only_superuser.join(", "),
+                    r.name
+                ));
+            }
+            r.superuser = false;
+            r.replication = false;
+            r.bypass_rls = false;
+        }
+        let keep = |g: &String| {
+            g.starts_with("pg_") || names.contains(g) || existing.contains(&g.as_str())
+        };
+        for g in r.member_of.iter().filter(|g| !keep(g)) {
+            dropped.push(format!(
+                "membership of {} in {g} (no such role on the target)",
+                r.name
+            ));
+        }
+        r.member_of.retain(keep);
+        let member_of = r.member_of.clone();
+        r.admin_of.retain(|g| member_of.contains(g));
+    }
+    let mut passwords = Vec::new();
+    for (role, secret) in &spec.credentials.roles {
+        let Some(var) = crate::spec::password_var(&secret.password) else {
+            continue;
+        };
+        if names.contains(role) {
+            passwords.push(RolePassword {
+                role: role.clone(),
+                var: var.to_string(),
+            });
+        } else if c.source_server.roles.iter().any(|r| &r.name == role) {
+            cx.warnings.push(format!(
+                "role {role} exists on {} already and is left as it is: its password in `credentials.roles` is not used",
+                c.target.locator()
+            ));
+        } else {
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            cx.error(
+                &["credentials", "roles", role],
+                "pgplan::plan::role-missing",
+                format!("role `{role}` is not a role of {}", c.source_server.locator),
+                match crate::spec::check::did_you_mean(role, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("the roles pgplan carries: {}", known.join(", ")),
+                },
+            );
+        }
+    }
+    let carried = Carried {
+        roles,
+        passwords,
+        dropped,
+        source: c.source_server.locator.clone(),
+    };
+    let unreadable: Vec<&str> = carried
+        .roles
+        .iter()
+        .filter(|r| {
+            r.login && r.password == PasswordKind::Unknown && carried.given(&r.name).is_none()
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    if !unreadable.is_empty() {
+        cx.warnings.push(format!(
+            "the passwords of {} cannot be read on {} (it does not let pgplan read pg_authid): they are created without one, so they cannot log in, unless `credentials.roles` gives them one",
+            unreadable.join(", "),
+            carried.source
+        ));
+    }
+    let md5: Vec<&str> = carried
+        .roles
+        .iter()
+        .filter(|r| r.password == PasswordKind::Md5 && carried.given(&r.name).is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !md5.is_empty() {
+        cx.warnings.push(format!(
+            "{} {} an MD5 password hash, carried as it is: a target whose pg_hba.conf asks for scram-sha-256 will not accept it; give a password in `credentials.roles` to store it as SCRAM",
+            md5.join(", "),
+            if md5.len() == 1 { "has" } else { "have" }
+        ));
+    }
+    carried
+}
+
+/// What the first verify checks of the carried roles.
+fn role_checks(carried: &Carried) -> Option<Box<RoleChecks>> {
+    (!carried.roles.is_empty()).then(|| {
+        Box::new(RoleChecks {
+            roles: carried.roles.clone(),
+            passwords: carried.passwords.clone(),
+        })
+    })
+}
+
+/// "create, if missing, 2 roles (a, b) and 1 database (d) on …; carry 1 password"
+fn prepare_summary(
+    roles: &[Role],
+    databases: &[(String, String)],
+    carried: &Carried,
+    c: &Chain<'_>,
+) -> String {
+    let named = |n: usize, what: &str, names: Vec<&str>| {
+        const SHOWN: usize = 4;
+        let mut list = names[..names.len().min(SHOWN)].join(", ");
+        if names.len() > SHOWN {
+            list.push_str(&format!(", and {} more", names.len() - SHOWN));
+        }
+        format!("{} ({list})", count(n as u64, what))
+    };
+    let mut parts = Vec::new();
+    if !roles.is_empty() {
+        parts.push(named(
+            roles.len(),
+            "role",
+            roles.iter().map(|r| r.name.as_str()).collect(),
+        ));
+    }
+    if !databases.is_empty() {
+        parts.push(named(
+            databases.len(),
+            "database",
+            databases.iter().map(|(d, _)| d.as_str()).collect(),
+        ));
+    }
+    let mut out = if parts.is_empty() {
+        format!("check the roles and databases on {}", c.target.locator())
+    } else {
+        format!(
+            "create, if missing, {} on {}",
+            parts.join(" and "),
+            c.target.locator()
+        )
+    };
+    let passwords = roles
+        .iter()
+        .filter(|r| carried.given(&r.name).is_some() || r.password.carried())
+        .count();
+    let memberships: usize = roles.iter().map(|r| r.member_of.len()).sum();
+    let mut extra = Vec::new();
+    if passwords > 0 {
+        extra.push(count(passwords as u64, "password"));
+    }
+    if memberships > 0 {
+        extra.push(count(memberships as u64, "membership"));
+    }
+    if !extra.is_empty() {
+        out.push_str(&format!("; carry {}", extra.join(" and ")));
+    }
+    out
 }

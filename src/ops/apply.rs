@@ -498,6 +498,14 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         base_dir,
         events: &events,
         run: run_id.clone(),
+        stall_timeouts: spec
+            .placements
+            .iter()
+            .map(|p| {
+                let secs = p.spec().backup.stall_seconds();
+                (p.name().to_string(), std::time::Duration::from_secs(secs))
+            })
+            .collect(),
     };
     apply::execute(&plan, &origin, &world, &options, &locks, &interrupts).await?;
     Ok(())

@@ -164,8 +164,13 @@ pub fn spec_dir(file: &str) -> PathBuf {
 }
 
 /// The process environment, as the spec loader's lookup.
+/// Every value looked up may be a secret, so it is kept out of log lines.
 pub fn env_lookup(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+    let value = std::env::var(name).ok();
+    if let Some(v) = &value {
+        crate::logging::redact_also(v);
+    }
+    value
 }
 
 /// Register a loaded spec's values with the process's redactor, so that

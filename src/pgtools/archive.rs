@@ -30,6 +30,11 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Where an archive is written before it is renamed into place.
+pub fn partial_of(archive: &Path) -> PathBuf {
+    with_suffix(archive, ".partial")
+}
+
 /// fsyncs a directory, so the names in it (renames, creations) survive a
 /// crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), PgError> {
@@ -224,6 +229,47 @@ impl tokio::io::AsyncRead for HashingReader<'_> {
         self.hasher.update(fresh);
         let n = fresh.len() as u64;
         self.meter.add(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A file being read that counts what passes through, for progress.
+pub(crate) struct CountingReader<'p> {
+    inner: tokio::io::BufReader<tokio::fs::File>,
+    meter: ByteMeter<'p>,
+}
+
+impl<'p> CountingReader<'p> {
+    pub(crate) async fn open(
+        path: &Path,
+        phase: Phase,
+        progress: ProgressFn<'p>,
+    ) -> Result<CountingReader<'p>, PgError> {
+        let inner = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| PgError::archive(path, format!("it cannot be opened: {e}")))?;
+        let total = inner.metadata().await.ok().map(|m| m.len());
+        Ok(CountingReader {
+            inner: tokio::io::BufReader::with_capacity(CHUNK, inner),
+            meter: ByteMeter::new(phase, total, progress),
+        })
+    }
+}
+
+impl tokio::io::AsyncRead for CountingReader<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let n = (buf.filled().len() - before) as u64;
+        if n == 0 {
+            self.meter.finish();
+        } else {
+            self.meter.add(n);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -431,6 +477,7 @@ pub(crate) async fn list(
     runner: &Runner<'_>,
     path: &Path,
     format: DumpFormat,
+    progress: ProgressFn<'_>,
 ) -> Result<String, PgError> {
     let mut out = Vec::new();
     let outcome = if runner.is_local() {
@@ -448,14 +495,13 @@ pub(crate) async fn list(
                 help: "directory archives are made and read by tools on this machine; use `format: custom` for servers in the cluster".into(),
             });
         }
-        let f = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| PgError::archive(path, format!("it cannot be opened: {e}")))?;
-        let len = f
-            .metadata()
+        // Counted as it streams (not hashed: the read-back did that): the
+        // whole archive crosses the exec channel.
+        let len = tokio::fs::metadata(path)
             .await
             .map_err(|e| PgError::archive(path, format!("it cannot be read: {e}")))?
             .len();
+        let f = CountingReader::open(path, Phase::List, progress).await?;
         // pg_restore stops reading after the table of contents; the rest
         // is read and dropped in the pod, so the exec's stdin is consumed to
         // its end (a client still sending when the server closes the stream

@@ -101,6 +101,7 @@ struct Source {
     owner: String,
     encoding: String,
     contents: Contents,
+    privileges: super::roles::Privileges,
 }
 
 /// Backs up `database` through `runner` into `directory/placement`.
@@ -130,7 +131,7 @@ pub async fn backup(
     archive::sync_dir(directory)?;
     archive::remove(&paths.manifest)?;
     archive::sync_dir(&paths.dir)?;
-    let partial = archive::with_suffix(&paths.archive, ".partial");
+    let partial = archive::partial_of(&paths.archive);
     archive::remove(&partial)?;
 
     let (format, compression) = options.resolve(runner);
@@ -147,6 +148,7 @@ pub async fn backup(
         .trim()
         .to_string();
 
+    let dir = paths.dir.clone();
     let (snapshot_tx, snapshot_rx) = oneshot::channel::<String>();
     let (dumped_tx, dumped_rx) = oneshot::channel::<()>();
     let measure = with_session(runner, database, move |mut s| async move {
@@ -162,21 +164,38 @@ pub async fn backup(
         let info = s
             .line(
                 "SELECT json_build_array(current_setting('server_version'), \
-                 pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding)) \
+                 pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), \
+                 (SELECT coalesce(sum(pg_table_size(c.oid)), 0)::bigint FROM pg_class c \
+                  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' \
+                  AND n.nspname NOT IN ('pg_catalog', 'information_schema'))) \
                  FROM pg_database d WHERE d.datname = current_database()",
             )
             .await?;
+        let (version, owner, encoding, data_bytes): (String, String, String, u64) =
+            serde_json::from_str(&info).map_err(|e| PgError::Output {
+                server: s.server().to_string(),
+                command: "the database query".into(),
+                message: e.to_string(),
+            })?;
+        // Room for the dump before it starts (pg_dump never starts without
+        // the snapshot): the tables' data is what it writes, usually less.
+        let free = super::free_bytes(&dir).map_err(|e| PgError::io("inspect", &dir, e))?;
+        if free < data_bytes {
+            return Err(PgError::NoSpace {
+                dir: dir.clone(),
+                free,
+                message: format!(
+                    "the dump of {database} needs about {} (the size of its tables' data)",
+                    crate::quantity::human_bytes(data_bytes)
+                ),
+                needed: format!(" (about {})", crate::quantity::human_bytes(data_bytes)),
+            });
+        }
         // Sequences before pg_dump starts: it reads them (outside any
         // snapshot) after this, so the archive holds these values or later
         // ones, and verify accepts a target at or past them.
         let sequences = contents::sequences(&mut s).await?;
         let _ = snapshot_tx.send(snapshot.clone());
-        let (version, owner, encoding): (String, String, String) = serde_json::from_str(&info)
-            .map_err(|e| PgError::Output {
-                server: s.server().to_string(),
-                command: "the database query".into(),
-                message: e.to_string(),
-            })?;
         let contents = contents::measure(
             runner,
             database,
@@ -196,6 +215,10 @@ pub async fn backup(
             tables: contents.tables,
             sequences,
         };
+        // Grants and default privileges, which the dump carries, as they
+        // are in its snapshot: verify compares the target with them.
+        let listed = s.line(super::roles::PRIVILEGES_SQL).await?;
+        let privileges = super::roles::Privileges::parse(s.server(), &listed)?;
         tracing::debug!(tables = contents.tables.len(), "source checksums done");
         // pg_dump imported the snapshot when it started; holding the
         // transaction until it is done costs nothing and is simplest.
@@ -210,6 +233,7 @@ pub async fn backup(
             owner,
             encoding,
             contents,
+            privileges,
         })
     });
     let dump = async {
@@ -261,6 +285,8 @@ pub async fn backup(
             })
         }
         Err(e) => {
+            // Said before the partial archive goes: what was free when it failed.
+            let e = out_of_space(e, &paths.dir);
             let _ = archive::remove(&partial);
             return Err(e);
         }
@@ -273,6 +299,8 @@ pub async fn backup(
     let (bytes, sha256, toc_entries) = match checked {
         Ok(c) => c,
         Err(e) => {
+            // Said before the partial archive goes: what was free when it failed.
+            let e = out_of_space(e, &paths.dir);
             let _ = archive::remove(&partial);
             return Err(e);
         }
@@ -304,9 +332,29 @@ pub async fn backup(
             .unwrap_or(0),
         tables: source.contents.tables,
         sequences: source.contents.sequences,
+        privileges: Some(source.privileges),
     };
     manifest.write(&paths.manifest)?;
     Ok((paths, manifest))
+}
+
+/// A failure to write the archive for want of space, said so: pgplan's
+/// own writes (the stream of a custom archive) and pg_dump's (a directory
+/// archive) alike.
+fn out_of_space(e: PgError, dir: &Path) -> PgError {
+    match e {
+        PgError::Sink { program, error } if super::is_no_space(&error) => PgError::no_space(
+            dir,
+            format!("writing the output of `{program}` failed: {error}"),
+        ),
+        PgError::Command { stderr, .. }
+            if stderr.contains("No space left on device")
+                || stderr.contains("Disk quota exceeded") =>
+        {
+            PgError::no_space(dir, stderr)
+        }
+        e => e,
+    }
 }
 
 /// pg_dump's arguments: the snapshot, the format, the compression, and
@@ -412,7 +460,7 @@ async fn check_partial(
             ));
         }
     }
-    let listing = archive::list(runner, partial, format).await?;
+    let listing = archive::list(runner, partial, format, progress).await?;
     Ok((bytes, sha, archive::toc_entries(&listing)))
 }
 
@@ -472,7 +520,7 @@ pub async fn verify_archive(
             ),
         ));
     }
-    let listing = archive::list(runner, &path, manifest.format).await?;
+    let listing = archive::list(runner, &path, manifest.format, progress).await?;
     let entries = archive::toc_entries(&listing);
     if entries != manifest.toc_entries {
         return Err(PgError::archive(

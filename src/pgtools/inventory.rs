@@ -10,14 +10,25 @@ use crate::observed::{
     DatabaseInventory, Extension, KnexLock, Role, Sequence, ServerInventory, Table,
 };
 
+/// The server's inventory as one JSON document. `{password}` is the
+/// expression for a role's password kind: read from `pg_authid` where the
+/// login may (a superuser), `'unknown'` elsewhere. The verifier itself
+/// never leaves the server here.
 const SERVER_SQL: &str = r#"
 select json_build_object(
   'version', current_setting('server_version'),
   'roles', (select coalesce(json_agg(json_build_object(
       'name', r.rolname, 'superuser', r.rolsuper, 'login', r.rolcanlogin,
       'createDb', r.rolcreatedb, 'createRole', r.rolcreaterole,
+      'inherit', r.rolinherit, 'replication', r.rolreplication, 'bypassRls', r.rolbypassrls,
+      'connectionLimit', r.rolconnlimit, 'validUntil', {valid_until},
+      'config', coalesce(to_json(r.rolconfig), '[]'::json),
+      'password', {password},
       'memberOf', (select coalesce(json_agg(b.rolname order by b.rolname), '[]'::json)
-                   from pg_auth_members m join pg_roles b on b.oid = m.roleid where m.member = r.oid))
+                   from pg_auth_members m join pg_roles b on b.oid = m.roleid where m.member = r.oid),
+      'adminOf', (select coalesce(json_agg(b.rolname order by b.rolname), '[]'::json)
+                  from pg_auth_members m join pg_roles b on b.oid = m.roleid
+                  where m.member = r.oid and m.admin_option))
       order by r.rolname), '[]'::json)
     from pg_roles r where r.rolname !~ '^pg_' and r.rolname !~ '^rds'),
   'databases', (select coalesce(json_agg(json_build_object(
@@ -26,6 +37,29 @@ select json_build_object(
       order by d.datname), '[]'::json)
     from pg_database d where d.datallowconn and not d.datistemplate)
 )"#;
+
+/// A role's password kind, from `pg_authid` (superusers only).
+const PASSWORD_KIND: &str = "(select case when a.rolpassword is null then 'none' \
+    when a.rolpassword like 'SCRAM-SHA-256$%' then 'scram-sha-256' \
+    when a.rolpassword like 'md5%' then 'md5' else 'unknown' end \
+    from pg_authid a where a.oid = r.oid)";
+
+/// The inventory script: one query or the other, by whether `pg_authid`
+/// may be read (a query naming it fails without the privilege even where
+/// it would not be evaluated).
+fn server_script() -> String {
+    format!(
+        "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT') AS authid \\gset\n\\if :authid\n{};\n\\else\n{};\n\\endif\n",
+        SERVER_SQL
+            .replace("{password}", PASSWORD_KIND)
+            .replace("{valid_until}", super::roles::VALID_UNTIL_SQL)
+            .trim(),
+        SERVER_SQL
+            .replace("{password}", "'unknown'")
+            .replace("{valid_until}", super::roles::VALID_UNTIL_SQL)
+            .trim()
+    )
+}
 
 const DATABASE_SQL: &str = r#"
 with t as (
@@ -97,7 +131,7 @@ pub async fn server(
     let row: ServerRow = parse(
         runner,
         "the server inventory query",
-        &runner.query("postgres", SERVER_SQL).await?,
+        &runner.script("postgres", &server_script()).await?,
     )?;
     let mut databases = Vec::with_capacity(row.databases.len());
     for d in row.databases {

@@ -47,6 +47,10 @@ pub struct Manifest {
     /// Measured in the snapshot the archive was dumped from.
     pub tables: Vec<TableContents>,
     pub sequences: Vec<SequenceValue>,
+    /// Grants and default privileges, measured in the same snapshot (absent
+    /// from manifests written before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<super::roles::Privileges>,
 }
 
 impl Manifest {

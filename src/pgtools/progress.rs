@@ -15,10 +15,26 @@ pub enum Phase {
     ReadBack,
     /// The archive streamed into a pod's filesystem before `pg_restore`.
     Upload,
+    /// The archive streamed to `pg_restore --list` in a pod, to check it reads.
+    List,
     /// Row counts and checksums of the source, in the dump's snapshot.
     SourceChecksums,
     /// Row counts and checksums of the target, after the restore.
     TargetChecksums,
+}
+
+impl Phase {
+    /// What moved, for messages: `3 MiB dumped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Dump => "dumped",
+            Phase::ReadBack => "read back",
+            Phase::Upload => "sent into the pod",
+            Phase::List => "listed",
+            Phase::SourceChecksums => "source checksums",
+            Phase::TargetChecksums => "target checksums",
+        }
+    }
 }
 
 /// One progress event.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::contents::{self, Measure, Method};
 use super::manifest::Manifest;
 use super::progress::{Phase, ProgressFn};
+use super::roles::{check_roles, Privileges, RoleCheck, RolesChecked, PRIVILEGES_SQL};
 use super::session::with_session;
 use super::{PgError, Runner};
 use crate::plan::VerifyChecks;
@@ -56,6 +57,43 @@ pub enum Mismatch {
         expected: String,
         actual: String,
     },
+    /// A default privilege or grant of the backup is not on the target.
+    MissingPrivilege {
+        privilege: String,
+    },
+    /// The target has a default privilege or grant the backup does not.
+    ExtraPrivilege {
+        privilege: String,
+    },
+    /// A role prepare carried is not on the target.
+    RoleMissing {
+        role: String,
+    },
+    RoleAttributes {
+        role: String,
+        expected: String,
+        actual: String,
+    },
+    RoleSettings {
+        role: String,
+        expected: Vec<String>,
+        actual: Vec<String>,
+    },
+    /// Memberships as `group` or `group (admin)`.
+    RoleMemberships {
+        role: String,
+        expected: Vec<String>,
+        actual: Vec<String>,
+    },
+    /// The verifier on the target is not the source's (neither is shown).
+    RolePassword {
+        role: String,
+    },
+    /// A login with the password the spec gives failed.
+    RoleLogin {
+        role: String,
+        error: String,
+    },
 }
 
 fn value(v: Option<i64>) -> String {
@@ -98,6 +136,46 @@ impl fmt::Display for Mismatch {
                 f,
                 "probe `{name}` in {database} returned `{actual}`, expected `{expected}`"
             ),
+            Mismatch::MissingPrivilege { privilege } => {
+                write!(f, "privilege `{privilege}` is missing")
+            }
+            Mismatch::ExtraPrivilege { privilege } => {
+                write!(f, "privilege `{privilege}` is not in the backup")
+            }
+            Mismatch::RoleMissing { role } => write!(f, "role {role} is missing"),
+            Mismatch::RoleAttributes {
+                role,
+                expected,
+                actual,
+            } => write!(f, "role {role} has `{actual}`, the source `{expected}`"),
+            Mismatch::RoleSettings {
+                role,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "role {role} has settings [{}], the source [{}]",
+                actual.join(", "),
+                expected.join(", ")
+            ),
+            Mismatch::RoleMemberships {
+                role,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "role {role} is a member of [{}], on the source of [{}]",
+                actual.join(", "),
+                expected.join(", ")
+            ),
+            Mismatch::RolePassword { role } => write!(
+                f,
+                "role {role}'s password on the target is not the source's: it could not log in as before"
+            ),
+            Mismatch::RoleLogin { role, error } => write!(
+                f,
+                "role {role} cannot log in with the password the spec gives: {error}"
+            ),
         }
     }
 }
@@ -138,6 +216,12 @@ pub struct Verified {
     pub rows: u64,
     pub sequences: u64,
     pub probes: u64,
+    /// Grants and default privileges compared (none for an older manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<u64>,
+    /// What was checked of the carried roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<RolesChecked>,
 }
 
 /// Sessions [`verify`] measures tables in.
@@ -152,7 +236,19 @@ pub async fn verify(
     checks: &VerifyChecks,
     progress: ProgressFn<'_>,
 ) -> Result<Verified, PgError> {
-    verify_in_sessions(runner, manifest, checks, VERIFY_JOBS, progress).await
+    verify_all(runner, manifest, checks, &[], VERIFY_JOBS, progress).await
+}
+
+/// [`verify`], and the carried `roles` checked on the target as well
+/// ([`check_roles`]); every difference is reported together.
+pub async fn verify_with_roles(
+    runner: &Runner<'_>,
+    manifest: &Manifest,
+    checks: &VerifyChecks,
+    roles: &[RoleCheck<'_>],
+    progress: ProgressFn<'_>,
+) -> Result<Verified, PgError> {
+    verify_all(runner, manifest, checks, roles, VERIFY_JOBS, progress).await
 }
 
 /// [`verify`], measuring tables in `jobs` sessions (shared out by size,
@@ -161,6 +257,17 @@ pub async fn verify_in_sessions(
     runner: &Runner<'_>,
     manifest: &Manifest,
     checks: &VerifyChecks,
+    jobs: u32,
+    progress: ProgressFn<'_>,
+) -> Result<Verified, PgError> {
+    verify_all(runner, manifest, checks, &[], jobs, progress).await
+}
+
+async fn verify_all(
+    runner: &Runner<'_>,
+    manifest: &Manifest,
+    checks: &VerifyChecks,
+    roles: &[RoleCheck<'_>],
     jobs: u32,
     progress: ProgressFn<'_>,
 ) -> Result<Verified, PgError> {
@@ -247,6 +354,39 @@ pub async fn verify_in_sessions(
             mismatches.push(m);
         }
     }
+    // Grants and default privileges come with the dump (as ACL and DEFAULT
+    // ACL entries): the target must have exactly the backup's. A manifest
+    // written before they were recorded has none to compare.
+    if let Some(want) = &manifest.privileges {
+        let got = Privileges::parse(
+            &runner.server(),
+            &runner.query(&manifest.database, PRIVILEGES_SQL).await?,
+        )?;
+        let lines = |p: &Privileges| -> std::collections::BTreeSet<String> {
+            p.default_privileges
+                .iter()
+                .map(|d| format!("default {d}"))
+                .chain(p.grants.iter().cloned())
+                .collect()
+        };
+        let (want, got) = (lines(want), lines(&got));
+        for p in want.difference(&got) {
+            mismatches.push(Mismatch::MissingPrivilege {
+                privilege: p.clone(),
+            });
+        }
+        for p in got.difference(&want) {
+            mismatches.push(Mismatch::ExtraPrivilege {
+                privilege: p.clone(),
+            });
+        }
+    }
+    let mut checked_roles = None;
+    if !roles.is_empty() {
+        let (checked, bad) = check_roles(runner, &manifest.database, roles).await?;
+        mismatches.extend(bad);
+        checked_roles = Some(checked);
+    }
     if !mismatches.is_empty() {
         return Err(PgError::Verify(Box::new(VerifyFailure {
             database: manifest.database.clone(),
@@ -260,6 +400,11 @@ pub async fn verify_in_sessions(
         rows: measured.tables.iter().map(|t| t.rows).sum(),
         sequences: measured.sequences.len() as u64,
         probes: checks.sql.len() as u64,
+        privileges: manifest
+            .privileges
+            .as_ref()
+            .map(|p| (p.default_privileges.len() + p.grants.len()) as u64),
+        roles: checked_roles,
     })
 }
 

@@ -33,6 +33,10 @@ pub fn is_password_path(path: &[PathSeg]) -> bool {
         path,
         [PathSeg::Key(a), PathSeg::Key(b), PathSeg::Key(c), PathSeg::Key(d)]
             if a == "spec" && b == "credentials" && (c == "source" || c == "target") && d == "password"
+    ) || matches!(
+        path,
+        [PathSeg::Key(a), PathSeg::Key(b), PathSeg::Key(c), PathSeg::Key(_), PathSeg::Key(e)]
+            if a == "spec" && b == "credentials" && c == "roles" && e == "password"
     )
 }
 

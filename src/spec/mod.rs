@@ -428,6 +428,16 @@ fn collect_passwords(
             }
         }
     }
+    // Role passwords likewise: apply reads them when it sets them.
+    for secret in credentials.roles.values() {
+        if let Ok(refs) = env::references(&secret.password) {
+            for (_, var) in refs {
+                if let Some(value) = (opts.lookup)(var) {
+                    secrets.push((var.to_string(), value));
+                }
+            }
+        }
+    }
 }
 
 /// The sections of a document with structural errors that read anyway:

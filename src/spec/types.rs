@@ -440,6 +440,22 @@ pub struct Credentials {
     /// Login on the target server (for RDS, the master user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Login>,
+    /// Passwords for roles pgplan creates on the target, by role name. A
+    /// role's password is otherwise carried from the source as it is (its
+    /// SCRAM or MD5 verifier), which needs a superuser on the source; give it
+    /// here where the source does not allow that (RDS, an external server
+    /// reached without one), or to replace it. Stored on the target as a
+    /// SCRAM-SHA-256 verifier.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, RoleSecret>,
+}
+
+/// The password of one role pgplan creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RoleSecret {
+    /// Must be a `${VAR}` reference: literal passwords would end up in plans.
+    pub password: String,
 }
 
 /// A user name and a password reference.
@@ -623,6 +639,19 @@ pub struct Backup {
     /// VolumeSnapshots of the target's volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<Snapshots>,
+    /// How long a data step (backup, prepare, restore, verify) may go without
+    /// progress (bytes moved, tables measured, or the server at work on
+    /// pgplan's statements) before it fails and the apply rolls back: `90s`,
+    /// `5m`, `1h`. A frozen server or a network partition looks like this.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: String,
+}
+
+impl Backup {
+    /// The stall timeout in seconds (validated: it parses).
+    pub fn stall_seconds(&self) -> u64 {
+        crate::quantity::parse_seconds(&self.stall_timeout).unwrap_or(300)
+    }
 }
 
 impl Default for Backup {
@@ -635,6 +664,7 @@ impl Default for Backup {
             retention_days: default_retention_days(),
             storage_size: default_backup_storage(),
             snapshots: None,
+            stall_timeout: default_stall_timeout(),
         }
     }
 }
@@ -765,6 +795,9 @@ fn default_jobs() -> u32 {
 }
 fn default_retention_days() -> u32 {
     7
+}
+fn default_stall_timeout() -> String {
+    "5m".into()
 }
 fn default_backup_storage() -> String {
     "10Gi".into()

@@ -492,6 +492,17 @@ impl<'a> Validator<'a> {
     }
 
     fn credentials(&mut self, credentials: &Credentials) {
+        for (role, secret) in &credentials.roles {
+            let whole_ref = matches!(references(&secret.password), Ok(r) if r.len() == 1 && r[0].0 == (0..secret.password.len()));
+            if !whole_ref {
+                self.err(
+                    &p(&["spec", "credentials", "roles", role, "password"]),
+                    "pgplan::spec::literal-secret",
+                    "passwords must be an environment reference, not a literal".into(),
+                    "write `password: ${SOME_VAR}` and export SOME_VAR; literal passwords would end up in plans and pull requests",
+                );
+            }
+        }
         for (side, login) in [
             ("source", &credentials.source),
             ("target", &credentials.target),
@@ -842,6 +853,14 @@ impl<'a> Validator<'a> {
             if matches!(target, Some(Target::Rds(_))) {
                 self.err(&p(&["spec", "backup", "schedule"]), "pgplan::spec::contradiction", "scheduled backups are a CronJob next to a StatefulSet target; RDS keeps its own automated backups".into(), "remove `schedule` for RDS targets");
             }
+        }
+        if quantity::parse_seconds(&b.stall_timeout).is_none() {
+            self.err(
+                &p(&["spec", "backup", "stallTimeout"]),
+                "pgplan::spec::value",
+                format!("`{}` is not a duration", b.stall_timeout),
+                "write whole seconds with a unit, e.g. `90s`, `5m` or `1h`",
+            );
         }
         if let Err(why) = quantity::parse_bytes(&b.storage_size) {
             self.err(

@@ -41,6 +41,8 @@ impl World {
             superuser: "postgres".into(),
             password: MASTER_PASSWORD.into(),
             databases: Vec::new(),
+            // RDS's pg_hba.conf: md5, which takes SCRAM and MD5 verifiers.
+            host_auth: "md5".into(),
         })
         .expect("the server standing behind RDS");
         World {

@@ -366,8 +366,11 @@ spec:
     );
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("pgplan::pg::connect"), "{err}");
-    assert!(err.contains("127.0.0.1:9 refused the connection"), "{err}");
+    assert!(err.contains("pgplan::pg::unreachable"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:9 refused the connection (nothing listens there)"),
+        "{err}"
+    );
     assert!(!err.contains("secret-pw-123"));
 }
 

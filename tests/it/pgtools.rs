@@ -98,6 +98,7 @@ fn roles() -> Vec<Role> {
             create_db: false,
             create_role: false,
             member_of: vec![],
+            ..Role::default()
         },
         Role {
             name: "backstage".into(),
@@ -106,6 +107,7 @@ fn roles() -> Vec<Role> {
             create_db: true,
             create_role: false,
             member_of: vec!["auditors".into()],
+            ..Role::default()
         },
     ]
 }
@@ -883,6 +885,7 @@ async fn prepare_creates_only_what_is_missing_and_reruns_change_nothing() {
         create_db: false,
         create_role: false,
         member_of: vec![],
+        ..Role::default()
     };
     let rds = prepare_target(&t, &[admin], &[], true).await.unwrap();
     assert_eq!(rds.roles, ["platform_admin"]);
@@ -1177,6 +1180,7 @@ async fn healthcare_through_exec(c: SimCluster) {
             create_db: true,
             create_role: true,
             member_of: vec![],
+            ..Role::default()
         }],
         &[(healthcare::DATABASE.into(), healthcare::USER.into())],
         false,

@@ -50,7 +50,7 @@
 //!
 //! ```ignore
 //! let pg = LocalPostgres::start();                        // superuser postgres, random password
-//! let pg = LocalPostgres::start_with(PgOptions { superuser, password, databases })?;
+//! let pg = LocalPostgres::start_with(PgOptions { superuser, password, databases, ..PgOptions::default() })?;
 //! pg.host(), pg.port(), pg.socket_dir(), pg.superuser(), pg.password(), pg.url(db), pg.env()
 //! pg.psql(db, sql) -> String, pg.try_psql(..) -> Result<..>, pg.query(db, sql) -> rows
 //! pg.create_database(name), pg.crash_and_restart()

@@ -102,6 +102,21 @@ host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
 ";
 
+/// Rewrites a data directory's pg_hba.conf with `method` for TCP connections (trust stays on
+/// the local socket), as the official image does from `POSTGRES_HOST_AUTH_METHOD`: `md5`
+/// accepts MD5 and SCRAM verifiers, `scram-sha-256` only SCRAM ones.
+pub fn set_host_auth(data_dir: &Path, method: &str) -> io::Result<()> {
+    let path = data_dir.join("pg_hba.conf");
+    fs::write(
+        &path,
+        format!(
+            "# Written by the pgplan test substrate: trust on the local socket, {method} over TCP.\n\
+             local all all trust\nhost all all 127.0.0.1/32 {method}\nhost all all ::1/128 {method}\n"
+        ),
+    )?;
+    proc::give_to_unprivileged(&path)
+}
+
 struct Templates {
     root: Scratch,
     by_superuser: HashMap<String, PathBuf>,
@@ -471,6 +486,9 @@ pub struct PgOptions {
     pub password: String,
     /// Databases to create after start.
     pub databases: Vec<String>,
+    /// The pg_hba.conf method for TCP connections (`scram-sha-256` by default; `md5`, as RDS
+    /// has it, also accepts MD5 verifiers).
+    pub host_auth: String,
 }
 
 impl Default for PgOptions {
@@ -479,6 +497,7 @@ impl Default for PgOptions {
             superuser: "postgres".into(),
             password: random_password(),
             databases: Vec::new(),
+            host_auth: "scram-sha-256".into(),
         }
     }
 }
@@ -520,6 +539,9 @@ impl LocalPostgres {
         let dir = Scratch::new("pg")?;
         let data = dir.path().join("data");
         init_data_dir(&data, &opts.superuser)?;
+        if opts.host_auth != "scram-sha-256" {
+            set_host_auth(&data, &opts.host_auth)?;
+        }
         let server = start_on_free_port(&data, &dir.path().join("s"), &dir.path().join("log"))?;
         let pg = LocalPostgres {
             server,

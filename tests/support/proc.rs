@@ -170,6 +170,69 @@ pub fn stop_group(pgid: u32) -> bool {
     }
 }
 
+/// `pid` and its children (from `/proc`). PostgreSQL's backends and helper processes each
+/// call `setsid()`, so signalling the postmaster's process group reaches only the postmaster.
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|f| f.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Freezes a server and every process it forked (SIGSTOP), as a hung host looks from outside:
+/// connections stay open and nothing answers. Returns whether all of them stopped (within 5 s).
+pub fn freeze_tree(pid: u32) -> bool {
+    let pids = with_children(pid);
+    for p in &pids {
+        // SAFETY: kill has no memory-safety preconditions; a stale pid only yields ESRCH.
+        unsafe {
+            libc::kill(*p as i32, libc::SIGSTOP);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stopped = pids.iter().all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.trim_start().chars().next())
+                })
+                .is_none_or(|c| matches!(c, 'T' | 't' | 'Z' | 'X'))
+        });
+        if stopped {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Lets a frozen server and its processes run again (SIGCONT).
+pub fn thaw_tree(pid: u32) {
+    for p in with_children(pid) {
+        // SAFETY: as in `freeze_tree`.
+        unsafe {
+            libc::kill(p as i32, libc::SIGCONT);
+        }
+    }
+}
+
 /// The scheduler states (`R`, `S`, `D`, `T`…) of the processes in group `pgid`, from `/proc`.
 fn group_states(pgid: u32) -> Vec<char> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

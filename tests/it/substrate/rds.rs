@@ -107,6 +107,7 @@ fn a_local_postgres_stands_behind_the_instance() {
         superuser: "backstage".into(),
         password: "correct-horse-battery".into(),
         databases: vec!["backstage_plugin_catalog".into()],
+        ..PgOptions::default()
     })
     .unwrap();
     let out = std::process::Command::new(crate::support::pg::bin("psql"))

@@ -1298,6 +1298,27 @@ impl Kubelet {
         }
     }
 
+    /// Freezes a pod's PostgreSQL server and its sessions (SIGSTOP to it and its children, as a
+    /// network partition or a hung host looks from outside), or thaws it (SIGCONT). Returns
+    /// whether a server was running (and, freezing, that all of it stopped).
+    pub fn freeze(&self, ns: &str, pod: &str, frozen: bool) -> bool {
+        let Some(p) = self.store.get(&kinds::POD, ns, pod) else {
+            return false;
+        };
+        let Some(rt) = self.runtime(obj::uid(&p)) else {
+            return false;
+        };
+        let guard = rt.server.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(server) if frozen => proc::freeze_tree(server.pid()),
+            Some(server) => {
+                proc::thaw_tree(server.pid());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Stops every pod's containers (cluster shutdown) and waits for them.
     pub async fn shutdown(&self) {
         let all: Vec<Arc<PodRuntime>> = self
@@ -1375,6 +1396,10 @@ impl Launch {
                         return Err("Error: Database is uninitialized and superuser password is not specified.\n       You must specify POSTGRES_PASSWORD to a non-empty value for the\n       superuser. For example, \"-e POSTGRES_PASSWORD=password\" on \"docker run\".".into());
                     }
                     pg::init_data_dir(&self.data_dir, &user).map_err(|e| e.to_string())?;
+                    // Like the image's entrypoint: TCP by POSTGRES_HOST_AUTH_METHOD.
+                    if let Some(method) = self.env("POSTGRES_HOST_AUTH_METHOD") {
+                        pg::set_host_auth(&self.data_dir, method).map_err(|e| e.to_string())?;
+                    }
                     let server = self.start()?;
                     let mut sql = String::new();
                     if let Some(pw) = password {

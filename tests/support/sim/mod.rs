@@ -890,4 +890,16 @@ impl Faults<'_> {
     pub fn crash_pod(&self, ns: &str, name: &str) -> bool {
         self.cluster.kubelet.crash(ns, name)
     }
+
+    /// Freezes a pod's PostgreSQL (SIGSTOP to the server and its sessions): it accepts
+    /// connections and answers nothing, as behind a network partition. Returns whether a
+    /// server was running and stopped.
+    pub fn freeze_pod(&self, ns: &str, name: &str) -> bool {
+        self.cluster.kubelet.freeze(ns, name, true)
+    }
+
+    /// Lets a frozen pod's PostgreSQL run again (SIGCONT).
+    pub fn thaw_pod(&self, ns: &str, name: &str) -> bool {
+        self.cluster.kubelet.freeze(ns, name, false)
+    }
 }
