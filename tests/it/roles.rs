@@ -486,7 +486,7 @@ fn outputs_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-mod statefulset {
+pub(crate) mod statefulset {
     use super::*;
     use crate::apply::{ok, pgplan_in, spec, text};
     use crate::support::sim::scenario::healthcare as hc;
@@ -495,7 +495,7 @@ mod statefulset {
     /// The healthcare cluster as a legacy one would be: TCP logins by md5
     /// (`POSTGRES_HOST_AUTH_METHOD=md5`, which the StatefulSet inherits), the
     /// billing roles, and default privileges in the healthcare database.
-    fn legacy_cluster() -> (SimCluster, String) {
+    pub(crate) fn legacy_cluster() -> (SimCluster, String) {
         use k8s_openapi::api::apps::v1::Deployment;
         use kube::api::{Api, Patch, PatchParams};
         let cluster = SimCluster::with_scenario(Scenario::Healthcare);

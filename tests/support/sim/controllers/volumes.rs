@@ -316,6 +316,20 @@ pub fn reconcile(ctl: &Controllers) {
         if obj::str_at(&pvc, "/status/phase") == Some("Lost") {
             continue;
         }
+        // A claim being restored from a snapshot is not bound to anything
+        // until the copy is in: its PV (reserved for it by claimRef) exists
+        // already, and binding it on the next pass would start a pod on a
+        // half-copied volume. (A real provisioner creates the PV only once
+        // the volume is restored.)
+        if ctl
+            .volumes
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&format!("restore-{}", obj::uid(&pvc)))
+        {
+            continue;
+        }
         if ctl.faults.pvc_held(ns, name) {
             registry::record_event(
                 store,
@@ -400,15 +414,6 @@ pub fn reconcile(ctl: &Controllers) {
                     None => None,
                 };
                 let busy_key = format!("restore-{}", obj::uid(&pvc));
-                if ctl
-                    .volumes
-                    .busy
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&busy_key)
-                {
-                    continue;
-                }
                 let Some(pv) = provision(ctl, c, &pvc, node) else {
                     continue;
                 };
@@ -426,10 +431,28 @@ pub fn reconcile(ctl: &Controllers) {
                         let busy = ctl.volumes.busy.clone();
                         let pvc = (*pvc).clone();
                         std::thread::spawn(move || {
-                            let _ = copy_dir(&from, &to);
-                            forget_postmasters(&to, 3);
-                            if let Some(pv) = store.get(&kinds::PV, "", obj::name(&pv)) {
-                                bind(&store, &pv, &pvc);
+                            // A snapshot whose data is gone restores nothing: the claim stays
+                            // Pending with the reason, as a failed CreateVolume leaves it.
+                            let copied = if from.exists() {
+                                copy_dir(&from, &to)
+                            } else {
+                                Err(format!("the snapshot's data {} is gone", from.display()))
+                            };
+                            match copied {
+                                Ok(()) => {
+                                    forget_postmasters(&to, 3);
+                                    if let Some(pv) = store.get(&kinds::PV, "", obj::name(&pv)) {
+                                        bind(&store, &pv, &pvc);
+                                    }
+                                }
+                                Err(e) => registry::record_event(
+                                    &store,
+                                    &kinds::PVC,
+                                    &pvc,
+                                    "Warning",
+                                    "ProvisioningFailed",
+                                    &format!("failed to restore the volume from its snapshot: {e}"),
+                                ),
                             }
                             busy.lock()
                                 .unwrap_or_else(|p| p.into_inner())
