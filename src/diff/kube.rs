@@ -719,7 +719,22 @@ fn day2_extras(
             .cloned()
             .collect()
     } else {
-        cx.databases.iter().map(|d| d.name.clone()).collect()
+        // Names read from the server go into a script: each is held to
+        // PostgreSQL's own rule here (the script quotes them for the shell).
+        let mut dbs = Vec::new();
+        let names: Vec<String> = cx.databases.iter().map(|d| d.name.clone()).collect();
+        for name in names {
+            match crate::names::pg_database_name(&name) {
+                Ok(()) => dbs.push(name),
+                Err(why) => cx.error(
+                    &["backup", "schedule"],
+                    "pgplan::plan::database-name",
+                    format!("the backup CronJob cannot dump this database: {why}"),
+                    "rename the database on the server, or leave `backup.schedule` unset",
+                ),
+            }
+        }
+        dbs
     };
     let claim = format!("{}-backup", t.name);
     let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);

@@ -190,7 +190,7 @@ pub async fn observe_as(
                         .and_then(|l| crate::spec::password_var(&l.password))
                         .and_then(|v| std::env::var(v).ok()),
                     sslmode: e.tls.mode.as_str().into(),
-                    sslrootcert: e.tls.ca_file.as_ref().map(PathBuf::from),
+                    sslrootcert: e.tls.ca_file.as_ref().map(|f| base_dir.join(f)),
                 };
                 let runner = Runner::Local { conn };
                 let locator = format!("external/{}:{}", e.host, e.port);
