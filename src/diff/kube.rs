@@ -195,7 +195,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     };
     let dbs = data::select(cx, server);
     let total: u64 = dbs.iter().map(|d| d.size_bytes).sum();
-    if let Ok(size) = parse_bytes(&t.storage.size) {
+    if let Some(size) = cx.p.model().target_storage_bytes {
         if size < total {
             cx.error(
                 &["target", "kubernetes", "statefulSet", "storage", "size"],
@@ -713,10 +713,10 @@ fn day2_extras(
         }
     }
     let dbs: Vec<String> = if cx.databases.is_empty() {
-        spec.databases
-            .iter()
-            .filter(|d| !d.contains(['*', '?', '[']))
-            .cloned()
+        cx.p.model()
+            .databases
+            .exact_names()
+            .map(str::to_string)
             .collect()
     } else {
         // Names read from the server go into a script: each is held to
@@ -971,7 +971,8 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     };
 
     // Volume expansion of each existing claim.
-    let want = parse_bytes(&t.storage.size).unwrap_or(0);
+    // Validated when the spec was loaded.
+    let want = cx.p.model().target_storage_bytes.unwrap_or_default();
     let class = live_class
         .as_deref()
         .and_then(|c| cx.idx.get("StorageClass", "", c));
