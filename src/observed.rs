@@ -806,12 +806,15 @@ impl<'de> serde::de::Visitor<'de> for ObservedSeed<'_> {
     }
 }
 
+/// Every field of [`KubeState`]; the streamed reader must read them all.
+const KUBE_STATE_FIELDS: &[&str] = &["servedApis", "missingNamespaces", "objects"];
+
 struct KubeStateSeed<'s>(Option<&'s Scope>);
 
 impl<'de> serde::de::DeserializeSeed<'de> for KubeStateSeed<'_> {
     type Value = KubeState;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<KubeState, D::Error> {
-        d.deserialize_struct("KubeState", &["objects"], self)
+        d.deserialize_struct("KubeState", KUBE_STATE_FIELDS, self)
     }
 }
 
@@ -822,15 +825,17 @@ impl<'de> serde::de::Visitor<'de> for KubeStateSeed<'_> {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KubeState, A::Error> {
         let mut out = KubeState::default();
-        while let Some(key) = map.next_key_seed(Field(&["objects"]))? {
+        while let Some(key) = map.next_key_seed(Field(KUBE_STATE_FIELDS))? {
             match key.as_str() {
+                "servedApis" => out.served_apis = map.next_value()?,
+                "missingNamespaces" => out.missing_namespaces = map.next_value()?,
                 "objects" => {
                     out.objects = map.next_value_seed(Filtered {
                         keep: |o: &Value| self.0.is_none_or(|s| s.keeps(o)),
                         marker: std::marker::PhantomData,
                     })?
                 }
-                _ => unreachable!("Field admits only objects"),
+                _ => unreachable!("Field admits only these"),
             }
         }
         Ok(out)
