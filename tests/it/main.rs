@@ -24,4 +24,5 @@ mod safety;
 mod saved_plan;
 mod schema;
 mod substrate;
+mod tidy;
 mod yaml11;
