@@ -20,6 +20,7 @@ mod pgtools;
 mod redaction;
 mod render;
 mod roles;
+mod run;
 mod safety;
 mod saved_plan;
 mod schema;

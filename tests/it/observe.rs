@@ -258,11 +258,9 @@ fn a_server_that_never_answers_fails_the_plan_within_the_request_timeout() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     cluster.faults().hang("*", "*");
     let started = std::time::Instant::now();
-    let mut child = std::process::Command::new(crate::cli::pgplan_bin())
+    let mut child = crate::run::pgplan_command()
         .args(["plan", "-f", SPEC, "--request-timeout", "2s"])
-        .current_dir(repo())
         .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -533,10 +531,9 @@ spec:
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(crate::cli::pgplan_bin())
+    let out = crate::run::pgplan_command()
         .args(["observe", "-f", "../spec/pgplan.yaml"])
         .current_dir(&elsewhere)
-        .env("NO_COLOR", "1")
         .env("PGPLAN_TEST_PW", "secret-pw-123")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
