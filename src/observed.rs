@@ -772,7 +772,15 @@ impl<'de> serde::de::DeserializeSeed<'de> for ObservedSeed<'_> {
     }
 }
 
-const OBSERVED_FIELDS: &[&str] = &["formatVersion", "origin", "kubernetes", "rds", "servers"];
+/// Every field of [`Observed`]; the streamed reader must read them all.
+const OBSERVED_FIELDS: &[&str] = &[
+    "formatVersion",
+    "origin",
+    "kubernetes",
+    "rds",
+    "servers",
+    "unfinished",
+];
 
 impl<'de> serde::de::Visitor<'de> for ObservedSeed<'_> {
     type Value = Observed;
@@ -789,6 +797,7 @@ impl<'de> serde::de::Visitor<'de> for ObservedSeed<'_> {
                 "origin" => out.origin = map.next_value()?,
                 "kubernetes" => out.kubernetes = map.next_value_seed(KubeStateSeed(self.scope))?,
                 "rds" => out.rds = map.next_value()?,
+                "unfinished" => out.unfinished = map.next_value()?,
                 "servers" => {
                     out.servers = map.next_value_seed(Filtered {
                         keep: |s: &ServerInventory| {
@@ -940,6 +949,32 @@ pub fn keys_only(secret: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_streamed_reader_reads_every_field_a_snapshot_has() {
+        let observed = Observed {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            kubernetes: KubeState {
+                served_apis: Some(vec!["v1".into(), "apps/v1".into()]),
+                missing_namespaces: vec!["gone".into()],
+                objects: Vec::new(),
+            },
+            unfinished: vec![UnfinishedApply {
+                placement: "healthcare".into(),
+                lock: None,
+                stopped_consumers: vec![StoppedConsumer {
+                    object: "k8s/default/Deployment/api".into(),
+                    replicas: 0,
+                    quiesced_from: 2,
+                }],
+                tuned_servers: Vec::new(),
+            }],
+            ..Observed::default()
+        };
+        let text = to_yaml(&observed).expect("plain data");
+        let read = load_snapshot("live.yaml", text.as_bytes()).expect("its own snapshot");
+        assert_eq!(read, observed, "{text}");
+    }
 
     #[test]
     fn a_scoped_snapshot_keeps_what_the_spec_reads() {
