@@ -830,7 +830,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for KubeStateSeed<'_> {
 impl<'de> serde::de::Visitor<'de> for KubeStateSeed<'_> {
     type Value = KubeState;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a mapping with `objects`")
+        f.write_str("a mapping with `servedApis`, `missingNamespaces` and `objects`")
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KubeState, A::Error> {
         let mut out = KubeState::default();

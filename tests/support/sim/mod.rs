@@ -212,21 +212,12 @@ impl SimCluster {
                     snapshot_controller: opts.snapshot_controller,
                     stalled_resize_classes: opts.stalled_resize_classes.clone(),
                 },
+                exec: opts_exec,
+                tls,
             };
             std::thread::Builder::new()
                 .name("simcluster".into())
-                .spawn(move || {
-                    serve(
-                        store,
-                        log,
-                        faults,
-                        kubelet,
-                        (opts_exec, tls),
-                        served,
-                        shutdown,
-                        ready_tx,
-                    )
-                })
+                .spawn(move || serve(store, log, faults, kubelet, served, shutdown, ready_tx))
                 .map_err(|e| e.to_string())?
         };
         let addr = ready_rx
@@ -703,6 +694,8 @@ fn kubeconfig_yaml(addr: SocketAddr, ca_pem: Option<&str>) -> String {
 struct Served {
     absent_api_groups: Vec<String>,
     controllers: controllers::Options,
+    exec: ExecProtocols,
+    tls: Option<tls::Tls>,
 }
 
 fn serve(
@@ -710,11 +703,16 @@ fn serve(
     log: Arc<RequestLog>,
     faults: Arc<FaultState>,
     kubelet: Arc<Kubelet>,
-    (exec, tls): (ExecProtocols, Option<tls::Tls>),
     served: Served,
     shutdown: CancellationToken,
     ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
 ) {
+    let Served {
+        absent_api_groups,
+        controllers,
+        exec,
+        tls,
+    } = served;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("simcluster-rt")
@@ -750,13 +748,13 @@ fn serve(
             token: TOKEN.into(),
             server_addr: addr.to_string(),
             exec,
-            absent_api_groups: served.absent_api_groups,
+            absent_api_groups,
         });
         let ctl = Arc::new(controllers::Controllers::new(
             store,
             kubelet.clone(),
             faults,
-            served.controllers,
+            controllers,
         ));
         let ctl_task = tokio::spawn(ctl.run(shutdown.clone()));
         let router = api::router(state);
