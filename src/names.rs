@@ -114,6 +114,38 @@ pub fn pg_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The claim a StatefulSet's controller makes for pod `ordinal` from the
+/// volumeClaimTemplate `template`: the one naming rule the planner, the
+/// adapter and apply share.
+pub fn claim_name(template: &str, statefulset: &str, ordinal: impl std::fmt::Display) -> String {
+    format!("{template}-{statefulset}-{ordinal}")
+}
+
+/// The backup CronJob of a StatefulSet target, and its claim.
+pub fn backup_object_name(statefulset: &str) -> String {
+    format!("{statefulset}-backup")
+}
+
+/// A database name as PostgreSQL itself allows it: 1 to 63 bytes
+/// (NAMEDATALEN − 1) and no NUL. Names read from a server are held to this
+/// before they are written into anything that runs, such as the backup
+/// CronJob's script (which quotes them, whatever else they hold).
+pub fn pg_database_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!(
+            "the database name `{}` must be 1 to 63 bytes long",
+            name.escape_debug()
+        ));
+    }
+    if name.contains('\0') {
+        return Err(format!(
+            "the database name `{}` contains a NUL byte",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +158,22 @@ mod tests {
         assert!(dns_label(&"a".repeat(64)).is_err());
         assert!(dns_subdomain("postgres.pv-0").is_ok());
         assert!(dns_subdomain("a..b").is_err());
+    }
+
+    #[test]
+    fn claim_names_follow_the_statefulset_controller() {
+        assert_eq!(
+            claim_name("postgres-storage", "postgres", 0),
+            "postgres-storage-postgres-0"
+        );
+    }
+
+    #[test]
+    fn postgres_database_names() {
+        assert!(pg_database_name("a b;$(x)").is_ok());
+        assert!(pg_database_name("").is_err());
+        assert!(pg_database_name(&"d".repeat(64)).is_err());
+        assert!(pg_database_name("a\0b").is_err());
     }
 
     #[test]

@@ -13,10 +13,8 @@ use crate::plan::{
     VerifyChecks,
 };
 use crate::quantity::{count, human_bytes};
+use crate::spec::model::SYSTEM_DATABASES;
 use crate::spec::LoadTuningMode;
-
-/// Databases every server has that are never moved unless named exactly.
-const SYSTEM_DATABASES: [&str; 4] = ["template0", "template1", "postgres", "rdsadmin"];
 
 pub(super) fn facts(db: &DatabaseInventory) -> DatabaseFacts {
     DatabaseFacts {
@@ -37,16 +35,12 @@ pub(super) fn select<'a>(
     server: &'a ServerInventory,
 ) -> Vec<&'a DatabaseInventory> {
     let mut chosen: BTreeMap<&str, &DatabaseInventory> = BTreeMap::new();
-    let patterns = cx.p.spec().databases.clone();
-    for (i, pat) in patterns.iter().enumerate() {
-        let is_glob = pat.contains(['*', '?', '[']);
-        let Ok(g) = glob::Pattern::new(pat) else {
-            continue;
-        };
+    let selector = cx.p.model().databases.clone();
+    for (i, entry) in selector.entries() {
+        let (pat, is_glob) = (entry.text(), entry.is_glob());
         let mut hit = false;
         for db in &server.databases {
-            let system = SYSTEM_DATABASES.contains(&db.name.as_str());
-            if (is_glob && !system && g.matches(&db.name)) || (!is_glob && db.name == *pat) {
+            if entry.selects(&db.name) {
                 chosen.insert(&db.name, db);
                 hit = true;
             }

@@ -195,7 +195,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     };
     let dbs = data::select(cx, server);
     let total: u64 = dbs.iter().map(|d| d.size_bytes).sum();
-    if let Ok(size) = parse_bytes(&t.storage.size) {
+    if let Some(size) = cx.p.model().target_storage_bytes {
         if size < total {
             cx.error(
                 &["target", "kubernetes", "statefulSet", "storage", "size"],
@@ -434,11 +434,10 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         },
     );
     sts.summary = format!(
-        "create {} ({}; PVC {}-{}-0 of {}) and wait until ready",
+        "create {} ({}; PVC {} of {}) and wait until ready",
         target_workload.display(),
         crate::quantity::count(t.replicas, "replica"),
-        t.storage.volume_claim_template,
-        t.name,
+        crate::names::claim_name(&t.storage.volume_claim_template, &t.name, 0),
         t.storage.size
     );
     sts.reason = "a StatefulSet gives the pod a stable name and its own claim, so the data survives pod restarts".into();
@@ -584,7 +583,7 @@ fn static_volumes(
             .name
             .clone()
             .unwrap_or_else(|| format!("{}-pv-{i}", t.name));
-        let claim = format!("{}-{}-{i}", t.storage.volume_claim_template, t.name);
+        let claim = crate::names::claim_name(&t.storage.volume_claim_template, &t.name, i);
         let desired = manifests::static_pv(
             cx.p,
             &manifests::StaticPvInput {
@@ -713,21 +712,36 @@ fn day2_extras(
         }
     }
     let dbs: Vec<String> = if cx.databases.is_empty() {
-        spec.databases
-            .iter()
-            .filter(|d| !d.contains(['*', '?', '[']))
-            .cloned()
+        cx.p.model()
+            .databases
+            .exact_names()
+            .map(str::to_string)
             .collect()
     } else {
-        cx.databases.iter().map(|d| d.name.clone()).collect()
+        // Names read from the server go into a script: each is held to
+        // PostgreSQL's own rule here (the script quotes them for the shell).
+        let mut dbs = Vec::new();
+        let names: Vec<String> = cx.databases.iter().map(|d| d.name.clone()).collect();
+        for name in names {
+            match crate::names::pg_database_name(&name) {
+                Ok(()) => dbs.push(name),
+                Err(why) => cx.error(
+                    &["backup", "schedule"],
+                    "pgplan::plan::database-name",
+                    format!("the backup CronJob cannot dump this database: {why}"),
+                    "rename the database on the server, or leave `backup.schedule` unset",
+                ),
+            }
+        }
+        dbs
     };
-    let claim = format!("{}-backup", t.name);
+    let claim = crate::names::backup_object_name(&t.name);
     let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);
     let host = format!("{}-0.{svc_name}", t.name);
     let cron = manifests::backup_cronjob(
         cx.p,
         &manifests::CronJobInput {
-            name: &format!("{}-backup", t.name),
+            name: &crate::names::backup_object_name(&t.name),
             namespace: ns,
             schedule,
             retention_days: spec.backup.retention_days,
@@ -956,7 +970,8 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     };
 
     // Volume expansion of each existing claim.
-    let want = parse_bytes(&t.storage.size).unwrap_or(0);
+    // Validated when the spec was loaded.
+    let want = cx.p.model().target_storage_bytes.unwrap_or_default();
     let class = live_class
         .as_deref()
         .and_then(|c| cx.idx.get("StorageClass", "", c));
@@ -973,7 +988,7 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     let mut expansions = Vec::new();
     let mut snapshot_targets = Vec::new();
     for i in 0..live_replicas {
-        let claim = format!("{vct_name}-{}-{i}", t.name);
+        let claim = crate::names::claim_name(&vct_name, &t.name, i);
         let Some(pvc) = cx.idx.get("PersistentVolumeClaim", ns, &claim) else {
             continue;
         };
@@ -1087,7 +1102,7 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             changes.push(format!("image {} → {img}", live_img.unwrap_or("?")));
             disruptive = true;
             for i in 0..live_replicas {
-                let claim = format!("{vct_name}-{}-{i}", t.name);
+                let claim = crate::names::claim_name(&vct_name, &t.name, i);
                 if !snapshot_targets.contains(&claim) {
                     snapshot_targets.push(claim);
                 }

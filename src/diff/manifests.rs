@@ -256,7 +256,10 @@ pub struct CronJobInput<'a> {
 }
 
 pub fn backup_cronjob(p: &Placement, i: &CronJobInput<'_>) -> Value {
-    let dbs = i.databases.join(" ");
+    // Each name is one shell word whatever it holds: PostgreSQL allows
+    // spaces, quotes, `$` and `;` in database names.
+    let dbs: Vec<String> = i.databases.iter().map(|d| shell_word(d)).collect();
+    let dbs = dbs.join(" ");
     let script = format!(
         "set -eu\n\
          dir=/backups/$(date +%Y%m%d-%H%M%S)\n\
@@ -294,6 +297,25 @@ pub fn backup_cronjob(p: &Placement, i: &CronJobInput<'_>) -> Value {
             }},
         },
     })
+}
+
+/// `s` as one word of a POSIX shell command line: bare when every byte is
+/// one the shell gives no meaning to (so ordinary names read as before),
+/// else in single quotes, each `'` written as `'\''`.
+pub fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'_' | b'-' | b'.' | b'/' | b',' | b'+' | b'@' | b'%' | b':' | b'='
+                )
+        });
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// A CSI VolumeSnapshot of a PVC.
@@ -496,6 +518,19 @@ mod tests {
         merge_patch(&mut applied, &patch);
         assert_eq!(applied, to);
         assert_eq!(diff_patch(&to, &to), None);
+    }
+
+    #[test]
+    fn shell_words_are_bare_only_when_the_shell_gives_them_no_meaning() {
+        assert_eq!(shell_word("healthcare"), "healthcare");
+        assert_eq!(
+            shell_word("backstage_plugin-auth.v2"),
+            "backstage_plugin-auth.v2"
+        );
+        assert_eq!(shell_word("a b;$(x)"), "'a b;$(x)'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("pay$ments"), "'pay$ments'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

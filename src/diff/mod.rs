@@ -19,8 +19,10 @@ pub mod gitops;
 mod kube;
 pub mod manifests;
 mod rds;
+pub mod reads;
 pub mod source;
 pub use data::RESTART_FROM_BYTES;
+pub use reads::reads;
 
 use std::collections::BTreeMap;
 

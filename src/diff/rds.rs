@@ -259,12 +259,12 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                     Some(existing) if existing.fingerprint() == db.fingerprint() => {}
                     Some(existing) if existing.tables.is_empty() => to_copy.push(db),
                     Some(existing) => {
-                        let i = spec
-                            .databases
-                            .iter()
-                            .position(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(&db.name)))
-                            .unwrap_or(0)
-                            .to_string();
+                        let i =
+                            cx.p.model()
+                                .databases
+                                .position(&db.name)
+                                .unwrap_or(0)
+                                .to_string();
                         cx.error(
                             &["databases", &i],
                             "pgplan::plan::target-not-empty",
@@ -358,11 +358,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     } else if let Some(t) = target_server {
         // Already moved: report what lives on the target.
         for db in &t.databases {
-            if spec
-                .databases
-                .iter()
-                .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(&db.name)))
-            {
+            if cx.p.model().databases.selects(&db.name) {
                 cx.databases.push(data::facts(db));
             }
         }
@@ -371,11 +367,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
         if let Some(s) = source_server {
             // Nothing to copy this time, but name what the placement covers.
             for db in &s.databases {
-                if spec
-                    .databases
-                    .iter()
-                    .any(|p| glob::Pattern::new(p).is_ok_and(|g| g.matches(&db.name)))
-                {
+                if cx.p.model().databases.selects(&db.name) {
                     cx.databases.push(data::facts(db));
                 }
             }

@@ -424,7 +424,7 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
                             let pvc = idx.get(
                                 "PersistentVolumeClaim",
                                 &src.namespace,
-                                &format!("{t}-{name}-{i}"),
+                                &crate::names::claim_name(&t, &name, i),
                             )?;
                             Some((pvc, bound_volume(idx, pvc)))
                         })

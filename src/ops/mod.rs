@@ -156,11 +156,7 @@ pub fn write(path: &Path, contents: &str) -> Result<(), OpsError> {
 
 /// The directory of a spec file, against which its relative paths resolve.
 pub fn spec_dir(file: &str) -> PathBuf {
-    Path::new(file)
-        .parent()
-        .map(Path::to_path_buf)
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("."))
+    crate::spec::model::spec_dir(file)
 }
 
 /// The process environment, as the spec loader's lookup.

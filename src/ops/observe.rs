@@ -50,12 +50,29 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, OpsError> {
         .map_err(|e| OpsError::Runtime(e.to_string()))
 }
 
+/// The databases whose contents are read: those the planner selects.
 fn wants(p: &Placement) -> impl Fn(&str) -> bool + '_ {
-    move |db: &str| {
-        p.spec()
-            .databases
-            .iter()
-            .any(|pat| glob::Pattern::new(pat).is_ok_and(|g| g.matches(db)))
+    move |db: &str| p.model().databases.selects(db)
+}
+
+/// A libpq connection to a server the spec names by address, as the
+/// model resolved it; the password from the login's `${VAR}`.
+fn conn_info(
+    endpoint: &crate::spec::Endpoint,
+    login: Option<&crate::spec::Login>,
+    default_user: &str,
+) -> ConnInfo {
+    ConnInfo {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        user: login
+            .map(|l| l.username.clone())
+            .unwrap_or_else(|| default_user.into()),
+        password: login
+            .and_then(|l| crate::spec::password_var(&l.password))
+            .and_then(|v| std::env::var(v).ok()),
+        sslmode: endpoint.tls_mode.as_str().into(),
+        sslrootcert: endpoint.ca_file.clone(),
     }
 }
 
@@ -74,7 +91,6 @@ pub async fn observe_as(
     opts: &ClusterOptions,
     own_lock: Option<&str>,
 ) -> Result<(Observed, Option<Cluster>), OpsError> {
-    let base_dir = crate::ops::spec_dir(&spec.file.name);
     let needs_cluster = spec.placements.iter().any(|p| {
         matches!(p.spec().source, Source::Kubernetes(_))
             || matches!(p.spec().target, Target::Kubernetes(_))
@@ -174,24 +190,10 @@ pub async fn observe_as(
                 }
             }
             Source::External(e) => {
-                let login = p.spec().credentials.source.as_ref();
-                let (host, port) = e
-                    .connect
-                    .as_ref()
-                    .map(|c| (c.host.clone(), c.port))
-                    .unwrap_or((e.host.clone(), e.port));
-                let conn = ConnInfo {
-                    host,
-                    port,
-                    user: login
-                        .map(|l| l.username.clone())
-                        .unwrap_or_else(|| "postgres".into()),
-                    password: login
-                        .and_then(|l| crate::spec::password_var(&l.password))
-                        .and_then(|v| std::env::var(v).ok()),
-                    sslmode: e.tls.mode.as_str().into(),
-                    sslrootcert: e.tls.ca_file.as_ref().map(PathBuf::from),
+                let Some(endpoint) = &p.model().source_endpoint else {
+                    continue;
                 };
+                let conn = conn_info(endpoint, p.model().source_login.as_ref(), "postgres");
                 let runner = Runner::Local { conn };
                 let locator = format!("external/{}:{}", e.host, e.port);
                 servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
@@ -205,26 +207,18 @@ pub async fn observe_as(
             rds.instances.extend(state.instances);
             rds.snapshots.extend(state.snapshots);
             // The target's own inventory, when it is up and we can log in.
-            let login = p.spec().credentials.target.as_ref();
+            let login = p.model().target_login.as_ref();
             let password = login
                 .and_then(|l| crate::spec::password_var(&l.password))
                 .and_then(|v| std::env::var(v).ok());
-            if let (Some(i), Some(login), Some(password)) = (instance, login, password) {
+            if let (Some(i), Some(login), Some(_)) = (instance, login, password) {
                 if i.status == "available" {
-                    let (host, port) = match (&r.connect, &i.endpoint) {
-                        (Some(c), _) => (c.host.clone(), c.port),
-                        (None, Some(e)) => (e.address.clone(), e.port),
-                        (None, None) => continue,
+                    let address = i.endpoint.as_ref().map(|e| (e.address.as_str(), e.port));
+                    let Some(endpoint) = p.model().rds_endpoint(&r.tls, address) else {
+                        continue;
                     };
                     let runner = Runner::Local {
-                        conn: ConnInfo {
-                            host,
-                            port,
-                            user: login.username.clone(),
-                            password: Some(password),
-                            sslmode: r.tls.mode.as_str().into(),
-                            sslrootcert: r.tls.ca_file.as_ref().map(|f| base_dir.join(f)),
-                        },
+                        conn: conn_info(&endpoint, Some(login), &login.username),
                     };
                     let locator = format!("rds/{}/{}", r.region, r.instance_identifier);
                     servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);

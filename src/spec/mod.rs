@@ -8,12 +8,14 @@
 pub mod check;
 pub mod env;
 pub mod error;
+pub mod model;
 pub mod types;
 pub mod validate;
 
 use std::collections::HashMap;
 
 pub use error::{SourceFile, SpecError, SpecErrors};
+pub use model::{DatabaseSelector, Endpoint, Model};
 pub use types::*;
 
 use crate::yaml::{self, Node, NodeKind, PathSeg, Span};
@@ -35,6 +37,8 @@ pub struct Placement {
     pub document: usize,
     /// The merged, expanded tree; spans point into the file.
     pub node: Node,
+    /// What the spec means (selector, sizes, endpoints), worked out once.
+    pub model: Model,
 }
 
 impl Placement {
@@ -43,6 +47,9 @@ impl Placement {
     }
     pub fn spec(&self) -> &PlacementSpec {
         &self.doc.spec
+    }
+    pub fn model(&self) -> &Model {
+        &self.model
     }
     /// Span of a field, for diagnostics raised after loading (by the
     /// planner): a scalar's value, or the key of a section.
@@ -398,7 +405,9 @@ fn load_document(
     semantic.parts(&view);
     errors.extend(semantic.errors.into_iter().filter(|e| !hidden(e.span)));
     collect_passwords(&parsed.spec.credentials, opts, secrets);
+    let model = Model::of(&parsed.spec, &model::spec_dir(&file.name));
     Some(Placement {
+        model,
         doc: parsed,
         environment: environment.map(str::to_string),
         document: doc.index,

@@ -538,6 +538,7 @@ impl<'a> Validator<'a> {
                 "list names or globs, e.g. `- healthcare` or `- backstage_plugin_*`",
             );
         }
+        let (_, glob_errors) = super::DatabaseSelector::compile(databases);
         let mut seen = std::collections::HashSet::with_capacity(databases.len());
         for (i, d) in databases.iter().enumerate() {
             let path = p(&["spec", "databases", &i.to_string()]);
@@ -545,7 +546,7 @@ impl<'a> Validator<'a> {
                 .chars()
                 .filter(|c| !matches!(c, '*' | '?' | '[' | ']' | '!'))
                 .collect();
-            if let Err(e) = glob::Pattern::new(d) {
+            if let Some((_, e)) = glob_errors.iter().find(|(at, _)| *at == i) {
                 self.err(
                     &path,
                     "pgplan::spec::glob",
@@ -768,12 +769,10 @@ impl<'a> Validator<'a> {
                 "remove `selfHeal` or set it to false",
             );
         }
+        let selector = databases.map(|list| super::DatabaseSelector::compile(list).0);
         for (i, probe) in v.sql.iter().enumerate() {
             let idx = i.to_string();
-            let matches = databases.map(|list| {
-                list.iter()
-                    .any(|d| glob::Pattern::new(d).is_ok_and(|g| g.matches(&probe.database)))
-            });
+            let matches = selector.as_ref().map(|s| s.selects(&probe.database));
             if matches == Some(false) {
                 self.err(
                     &p(&["spec", "verify", "sql", &idx, "database"]),

@@ -5,11 +5,11 @@
 //! locks, saved plans and unverifiable dumps behave.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{json, Value};
 
-use crate::cli::{pgplan_bin, repo};
+use crate::cli::repo;
 use crate::support::sim::scenario::healthcare as hc;
 use crate::support::{Scenario, SimCluster};
 
@@ -33,15 +33,10 @@ pub fn pgplan_in(
     args: &[&str],
     extra: &[(&str, &str)],
 ) -> Output {
-    let mut cmd = Command::new(pgplan_bin());
+    let mut cmd = crate::run::pgplan_command();
     cmd.args(args)
         .current_dir(state)
-        .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env_remove("PGPLAN_TEST_FAIL")
-        .env_remove("PGPLAN_TEST_CRASH")
-        .env_remove("PGPLAN_TEST_CORRUPT_BACKUP")
-        .env_remove("PGPLAN_TEST_HOLD")
-        .env("NO_COLOR", "1");
+        .env("KUBECONFIG", cluster.kubeconfig_path());
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -854,7 +849,7 @@ fn two_concurrent_applies_exactly_one_proceeds() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let command = |state: &Path| {
-        let mut c = Command::new(pgplan_bin());
+        let mut c = crate::run::pgplan_command();
         c.args([
             "apply",
             "-f",

@@ -6,13 +6,13 @@
 //! everything is verified.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine;
 use serde_json::Value;
 
 use crate::apply::{ok, text};
-use crate::cli::{pgplan_bin, repo};
+use crate::cli::repo;
 use crate::support::sim::scenario::backstage as bs;
 use crate::support::{LocalPostgres, Moto, MotoAccount, PgOptions, Scenario, SimCluster};
 
@@ -75,14 +75,11 @@ impl World {
     }
 
     pub fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(pgplan_bin());
+        let mut cmd = crate::run::pgplan_command();
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("KUBECONFIG", self.cluster.kubeconfig_path())
-            .env("RDS_MASTER_PASSWORD", MASTER_PASSWORD)
-            .env("NO_COLOR", "1")
-            .env_remove("PGPLAN_TEST_FAIL")
-            .env_remove("PGPLAN_TEST_CRASH");
+            .env("RDS_MASTER_PASSWORD", MASTER_PASSWORD);
         for (k, v) in self.aws.env() {
             cmd.env(k, v);
         }

@@ -2,27 +2,13 @@
 //! be answered with a located error (exit 1), never a panic or a hang.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-pub fn pgplan_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_pgplan")
-}
+pub use crate::run::{pgplan_bin, pgplan_command, repo};
 
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Run pgplan from the repository root with a clean, fixed environment.
+/// Run pgplan from the repository root with the runner's clean environment.
 pub fn pgplan(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(pgplan_bin());
-    cmd.args(args)
-        .current_dir(repo())
-        .env_remove("NO_COLOR")
-        .env_remove("KUBECONFIG");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run pgplan")
+    crate::run::run(args, envs)
 }
 
 fn text(b: &[u8]) -> String {
@@ -289,7 +275,12 @@ fn missing_file_is_an_error_naming_it() {
 #[test]
 fn plan_exit_codes() {
     // Changes: 0 without --detailed-exitcode, 2 with it.
-    let out = pgplan(&["plan", "--example", "healthcare"], &[]);
+    // Colours allowed: they must still not appear when not on a terminal.
+    let out = pgplan_command()
+        .args(["plan", "--example", "healthcare"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run pgplan");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = pgplan(
         &["plan", "--example", "healthcare", "--detailed-exitcode"],
@@ -387,15 +378,14 @@ fn completions_are_generated() {
 /// What the shell gets back when it asks pgplan to complete the last word
 /// of `line` (as the bash script registered by `pgplan completions bash` does).
 fn complete(dir: &Path, line: &[&str], envs: &[(&str, &str)]) -> Vec<String> {
-    let mut cmd = Command::new(pgplan_bin());
+    let mut cmd = pgplan_command();
     cmd.arg("--")
         .arg("pgplan")
         .args(line)
         .current_dir(dir)
         .env("COMPLETE", "bash")
         .env("_CLAP_COMPLETE_INDEX", line.len().to_string())
-        .env("_CLAP_IFS", "\n")
-        .env_remove("KUBECONFIG");
+        .env("_CLAP_IFS", "\n");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -492,10 +482,9 @@ fn the_readme_first_command_prints_steps_in_order_with_risk_and_the_summary() {
 
 /// Run pgplan in `dir` (so that files it might write land there).
 fn pgplan_at(dir: &Path, args: &[&str]) -> Output {
-    Command::new(pgplan_bin())
+    pgplan_command()
         .args(args)
         .current_dir(dir)
-        .env_remove("NO_COLOR")
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .output()
         .expect("run pgplan")
@@ -647,9 +636,8 @@ fn each_command_takes_only_the_flags_it_honours() {
 
 /// pgplan in the repository without RDS_MASTER_PASSWORD and without a cluster.
 fn without_password(args: &[&str]) -> Output {
-    Command::new(pgplan_bin())
+    pgplan_command()
         .args(args)
-        .current_dir(repo())
         .env_remove("RDS_MASTER_PASSWORD")
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .output()

@@ -14,7 +14,6 @@ use pgplan::pgtools::{backup, no_progress, BackupOptions, ConnInfo, PgError, Pro
 use pgplan::spec::DumpFormat;
 
 use crate::apply::{patients, spec};
-use crate::cli::pgplan_bin;
 use crate::support::sim::scenario::healthcare as hc;
 use crate::support::{LocalPostgres, Scenario, SimCluster};
 
@@ -324,17 +323,13 @@ fn spec_with(state: &Path, directory: &Path, stall: Option<&str>) -> PathBuf {
 }
 
 fn apply_command(cluster: &SimCluster, state: &Path, spec: &Path) -> Command {
-    let mut cmd = Command::new(pgplan_bin());
+    let mut cmd = crate::run::pgplan_command();
     cmd.args(["apply", "-f"])
         .arg(spec)
         .args(["--auto-approve", "--json", "--state-dir"])
         .arg(state)
         .current_dir(state)
-        .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("NO_COLOR", "1")
-        .env_remove("PGPLAN_TEST_FAIL")
-        .env_remove("PGPLAN_TEST_CRASH")
-        .env_remove("PGPLAN_TEST_CORRUPT_BACKUP");
+        .env("KUBECONFIG", cluster.kubeconfig_path());
     cmd
 }
 

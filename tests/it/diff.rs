@@ -1175,3 +1175,28 @@ fn argo_cd_and_flux_tracking_is_recognised_on_the_replaced_service() {
         );
     }
 }
+
+/// A database name read from the server that PostgreSQL itself would not
+/// allow (a hand-edited snapshot: 64 bytes) never reaches the backup
+/// CronJob's script: the plan fails at `backup.schedule`, naming it.
+#[test]
+fn a_database_name_postgresql_would_refuse_is_not_written_into_the_backup_cronjob() {
+    let (spec_text, live) = example_files("healthcare");
+    let spec_text = spec_text
+        .replace("    - healthcare\n", "    - \"*\"\n")
+        .replace("  backup:\n", "  backup:\n    schedule: \"0 2 * * *\"\n");
+    let spec = load_spec(&spec_text, None);
+    let mut o = observed::load_snapshot("live.yaml", live.as_bytes()).expect("snapshot");
+    let server = o
+        .servers
+        .iter_mut()
+        .find(|s| s.databases.iter().any(|d| d.name == "healthcare"))
+        .expect("the healthcare server");
+    let mut long = server.databases[0].clone();
+    long.name = "d".repeat(64);
+    server.databases.push(long);
+    let err = error_text(try_plan(&spec, &o).expect_err("refused"));
+    assert!(err.contains("pgplan::plan::database-name"), "{err}");
+    assert!(err.contains("must be 1 to 63 bytes long"), "{err}");
+    assert!(err.contains("pgplan.yaml:"), "located: {err}");
+}

@@ -571,12 +571,13 @@ code = os.waitstatus_to_exitcode(status)
 print(f"{usage.ru_maxrss} {code} {time.monotonic() - t}")
 "#;
     let python = std::env::var("PGPLAN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = std::process::Command::new(&python)
+    let mut reaper = std::process::Command::new(&python);
+    crate::run::clean_env(&mut reaper);
+    let out = reaper
         .arg("-c")
         .arg(REAP)
         .arg(crate::cli::pgplan_bin())
         .args(args)
-        .current_dir(crate::cli::repo())
         .output()
         .expect("run python3 (the tests need it: PGPLAN_TEST_PYTHON)");
     let report = text(&out.stdout);

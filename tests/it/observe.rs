@@ -258,11 +258,9 @@ fn a_server_that_never_answers_fails_the_plan_within_the_request_timeout() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     cluster.faults().hang("*", "*");
     let started = std::time::Instant::now();
-    let mut child = std::process::Command::new(crate::cli::pgplan_bin())
+    let mut child = crate::run::pgplan_command()
         .args(["plan", "-f", SPEC, "--request-timeout", "2s"])
-        .current_dir(repo())
         .env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -466,4 +464,83 @@ mod backstage_to_rds {
         assert!(err.contains("pgplan::aws::credentials"), "{err}");
         assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
     }
+}
+
+/// An external source's `tls.caFile` is a path relative to the spec's
+/// directory, as everywhere else, not to where pgplan runs: observe run from
+/// another directory finds the CA and gets as far as the TLS handshake (a
+/// listener that agrees to TLS and then hangs up), instead of failing on a
+/// root certificate file that "does not exist".
+#[test]
+fn an_external_sources_ca_file_is_found_beside_the_spec_from_any_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let spec_dir = root.path().join("spec");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(
+        spec_dir.join("ca.pem"),
+        ca.self_signed(&ca_key).unwrap().pem(),
+    )
+    .unwrap();
+
+    // Answers each SSLRequest with 'S' (TLS agreed), then closes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut request = [0u8; 8];
+            if conn.read_exact(&mut request).is_ok() {
+                let _ = conn.write_all(b"S");
+                let _ = conn.read(&mut [0u8; 512]);
+            }
+        }
+    });
+    let spec = spec_dir.join("pgplan.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "apiVersion: pgplan.dev/v1alpha1
+kind: Placement
+metadata: {{name: legacy}}
+spec:
+  source:
+    external: {{host: 127.0.0.1, port: {port}, tls: {{mode: verify-full, caFile: ca.pem}}}}
+  target:
+    rds:
+      region: us-east-1
+      instanceIdentifier: legacy
+      engineVersion: \"15.4\"
+      instanceClass: db.t3.micro
+      allocatedStorage: 20
+      tls: {{mode: require}}
+  credentials:
+    source:
+      username: app
+      password: ${{PGPLAN_TEST_PW}}
+    target:
+      username: postgres
+      password: ${{PGPLAN_TEST_PW}}
+  databases: [app]
+"
+        ),
+    )
+    .unwrap();
+    let out = crate::run::pgplan_command()
+        .args(["observe", "-f", "../spec/pgplan.yaml"])
+        .current_dir(&elsewhere)
+        .env("PGPLAN_TEST_PW", "secret-pw-123")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("pgplan::pg::tls"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+    assert!(!err.contains("could not read root certificate"), "{err}");
 }

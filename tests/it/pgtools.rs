@@ -1351,3 +1351,108 @@ async fn large_backup_through_exec(c: SimCluster) {
     assert_eq!(visits.rows, 200_000);
     assert!(manifest.bytes > 4 << 20, "{} bytes", manifest.bytes);
 }
+
+/// The backup CronJob's script, as the planner writes it for a database
+/// whose name is shell syntax (`a b;$(x)`, which PostgreSQL allows), run by
+/// `sh` against a real server: the name reaches pg_dump as one argument and
+/// `$(x)` is never run (an `x` on `PATH` would leave a mark).
+#[test]
+fn the_backup_cronjob_dumps_a_database_whose_name_is_shell_syntax() {
+    use crate::diff::{example_files, load_spec, plan_of};
+    const NAME: &str = "a b;$(x)";
+
+    let (spec_text, live) = example_files("healthcare");
+    let spec_text = spec_text
+        .replace("    - healthcare\n", "    - \"*\"\n")
+        .replace(
+            "  backup:\n",
+            "  backup:\n    schedule: \"0 2 * * *\"\n    retentionDays: 3\n",
+        );
+    let spec = load_spec(&spec_text, None);
+    let mut observed =
+        pgplan::observed::load_snapshot("live.yaml", live.as_bytes()).expect("snapshot");
+    let server = observed
+        .servers
+        .iter_mut()
+        .find(|s| s.databases.iter().any(|d| d.name == "healthcare"))
+        .expect("the healthcare server's inventory");
+    let mut odd = server.databases[0].clone();
+    odd.name = NAME.into();
+    server.databases.push(odd);
+    let plan = plan_of(&spec, &observed);
+    let cron = plan
+        .steps
+        .iter()
+        .find_map(|s| s.after.as_ref().filter(|a| a["kind"] == "CronJob").cloned())
+        .expect("a CronJob step");
+    let command =
+        &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"];
+    assert_eq!(command[0], "sh");
+    let script = command[2].as_str().expect("the script").to_string();
+    assert!(
+        script.contains("for db in 'a b;$(x)' healthcare; do"),
+        "{script}"
+    );
+
+    let pg = LocalPostgres::start();
+    pg.create_database("healthcare");
+    pg.create_database(NAME);
+    pg.psql(
+        NAME,
+        "CREATE TABLE marker (v int); INSERT INTO marker VALUES (7);",
+    );
+    let work = crate::support::scratch::Scratch::new("cron").expect("scratch");
+    let backups = work.path().join("backups");
+    let canary = work.path().join("bin");
+    std::fs::create_dir_all(&canary).expect("bin dir");
+    let ran = work.path().join("x-ran");
+    let x = canary.join("x");
+    std::fs::write(&x, format!("#!/bin/sh\ntouch '{}'\n", ran.display())).expect("write x");
+    let mut perms = std::fs::metadata(&x).expect("x").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&x, perms).expect("chmod x");
+    // Only where the pod has things differs: the backup volume's mount and
+    // the server's address.
+    let script = script
+        .replace("/backups", &backups.display().to_string())
+        .replace(
+            " -h postgres-0.postgres ",
+            &format!(" -h 127.0.0.1 -p {} ", pg.port()),
+        );
+    std::fs::create_dir_all(&backups).expect("backups dir");
+    let mut path = std::ffi::OsString::from(&canary);
+    path.push(":");
+    path.push(crate::support::pg::child_path());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", path)
+        .env("PGUSER", pg.superuser())
+        .env("PGPASSWORD", pg.password())
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!ran.exists(), "`$(x)` was run by the shell");
+    let runs: Vec<_> = std::fs::read_dir(&backups)
+        .expect("backups")
+        .flatten()
+        .collect();
+    assert_eq!(runs.len(), 1, "one run directory");
+    let dump = runs[0].path().join(format!("{NAME}.dump"));
+    let listed = std::process::Command::new(crate::support::pg::bin("pg_restore"))
+        .arg("--list")
+        .arg(&dump)
+        .output()
+        .expect("pg_restore --list");
+    assert!(listed.status.success(), "{}", dump.display());
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("TABLE public marker"),
+        "the dump of `{NAME}` holds its table"
+    );
+    assert!(runs[0].path().join("healthcare.dump").is_file());
+}

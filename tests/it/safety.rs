@@ -19,14 +19,12 @@ use crate::cli::pgplan_bin;
 use crate::support::sim::scenario::healthcare as hc;
 use crate::support::{Scenario, SimCluster};
 
-/// `pgplan` (or `program`) against the cluster, with no test hook inherited.
+/// `pgplan` (or `program`, a shell running pgplan) against the cluster, in
+/// the runner's environment: no test hook inherited.
 fn command(cluster: &SimCluster, program: &str) -> Command {
     let mut cmd = Command::new(program);
-    cmd.env("KUBECONFIG", cluster.kubeconfig_path())
-        .env("NO_COLOR", "1")
-        .env_remove("PGPLAN_TEST_FAIL")
-        .env_remove("PGPLAN_TEST_CRASH")
-        .env_remove("PGPLAN_TEST_HOLD");
+    crate::run::clean_env(&mut cmd);
+    cmd.env("KUBECONFIG", cluster.kubeconfig_path());
     cmd
 }
 

@@ -4,23 +4,22 @@
 //! anything is read from or written to the cluster.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 use crate::apply::{ok, pgplan_in, spec, text};
-use crate::cli::pgplan_bin;
+use crate::cli::pgplan_command;
 use crate::support::sim::scenario::healthcare as hc;
 use crate::support::{Scenario, SimCluster};
 
 /// pgplan in `dir` with no reachable cluster.
 fn offline(dir: &Path, args: &[&str]) -> Output {
-    Command::new(pgplan_bin())
+    pgplan_command()
         .args(args)
         .current_dir(dir)
         .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .env("RDS_MASTER_PASSWORD", "canary-Xq7-password")
-        .env("NO_COLOR", "1")
         .output()
         .expect("run pgplan")
 }

@@ -1,0 +1,190 @@
+//! Tidy tests (rust-analyzer's kind): rules about the source tree itself.
+//! `core_is_pure` keeps the Architecture Invariant that the core does no IO
+//! and imports no tokio, kube or aws crates, nor the edge modules that do.
+
+use std::path::{Path, PathBuf};
+
+/// The pure core: these files and directories of `src/`.
+const CORE: &[&str] = &[
+    "spec", "observed", "diff", "graph", "plan", "render", "yaml", "names", "quantity", "redact",
+    "addr",
+];
+
+/// Crates that talk to the world (or run it).
+const FORBIDDEN_CRATES: &[&str] = &[
+    "tokio",
+    "tokio_rustls",
+    "kube",
+    "kube_client",
+    "kube_runtime",
+    "k8s_openapi",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "rustls",
+    "reqwest",
+    "aws_config",
+    "aws_sdk_rds",
+    "aws_types",
+    "aws_smithy_types",
+    "aws_smithy_runtime_api",
+    "aws_credential_types",
+    "futures",
+];
+
+/// pgplan's edge modules: importing one brings its IO in.
+const EDGE_MODULES: &[&str] = &[
+    "apply",
+    "aws",
+    "cli",
+    "cluster",
+    "examples",
+    "logging",
+    "ops",
+    "pgtools",
+    "private",
+    "testhooks",
+];
+
+/// IO of the standard library.
+const STD_IO: &[&str] = &["fs", "net", "process", "env"];
+
+/// Each line of `source` (outside `#[cfg(test)]` code and comments) that
+/// breaks the core's purity, with why.
+pub fn impurities(source: &str) -> Vec<(usize, String)> {
+    // Local modules (`mod kube;`) are not the crates of the same name.
+    let local: Vec<&str> = source
+        .lines()
+        .filter_map(|l| {
+            let l = l
+                .trim_start()
+                .strip_prefix("pub ")
+                .unwrap_or(l.trim_start());
+            let l = l.strip_prefix("pub(crate) ").unwrap_or(l);
+            l.strip_prefix("mod ")
+                .map(|m| m.trim_end_matches([';', '{', ' ']))
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (i, line) in source.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("").trim();
+        if code.starts_with("#[cfg(test)]") {
+            // Tests sit at the end of a module and may read files.
+            break;
+        }
+        for word in path_roots(code) {
+            let (root, next) = word;
+            if FORBIDDEN_CRATES.contains(&root) && !local.contains(&root) {
+                found.push((i + 1, format!("uses the crate `{root}`")));
+            }
+            if root == "crate" && EDGE_MODULES.contains(&next) {
+                found.push((i + 1, format!("uses the edge module `crate::{next}`")));
+            }
+            if root == "std" && STD_IO.contains(&next) {
+                found.push((i + 1, format!("does IO through `std::{next}`")));
+            }
+        }
+        // `use std::{fs, io};`
+        if let Some(group) = code.strip_prefix("use std::{") {
+            for item in group.split([',', '}', ' ']).map(|s| s.trim()) {
+                let item = item.split("::").next().unwrap_or("");
+                if STD_IO.contains(&item) {
+                    found.push((i + 1, format!("does IO through `std::{item}`")));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The first two segments of every path in `code` that starts at a root
+/// (not after `::`): `kube::Api` → (`kube`, `Api`).
+fn path_roots(code: &str) -> Vec<(&str, &str)> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(off) = code[i..].find("::") {
+        let at = i + off;
+        let mut start = at;
+        while start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
+            start -= 1;
+        }
+        let preceded_by_path = start >= 2 && &code[start - 2..start] == "::";
+        if start < at && !preceded_by_path {
+            let rest = &code[at + 2..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            out.push((&code[start..at], &rest[..end]));
+        }
+        i = at + 2;
+    }
+    out
+}
+
+fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .expect("read src")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for e in entries {
+            rust_files(&e, out);
+        }
+    } else if path.is_file() && path.extension().is_some_and(|e| e == "rs") {
+        out.push(path.to_path_buf());
+    }
+}
+
+#[test]
+fn core_is_pure() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for m in CORE {
+        rust_files(&src.join(m), &mut files);
+        rust_files(&src.join(format!("{m}.rs")), &mut files);
+    }
+    assert!(files.len() > 20, "the core's files were found: {files:?}");
+    let mut problems = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("read a source file");
+        for (line, why) in impurities(&text) {
+            problems.push(format!(
+                "{}:{line}: {why}",
+                f.strip_prefix(&src).unwrap_or(f).display()
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the pure core must not do IO or import tokio/kube/aws (ARCHITECTURE.md):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_purity_check_finds_what_it_must() {
+    let sample = "use std::collections::BTreeMap;
+use kube::Api;
+use std::{fs, io::Read};
+mod kube_free;
+fn f() {
+    let _ = std::env::var(\"HOME\");
+    let _ = tokio::spawn(async {});
+    let _ = crate::cluster::Cluster::connect;
+    let _ = std::process::Command::new(\"sh\");
+    let _ = aws_sdk_rds::Client::new;
+    // tokio::spawn in a comment is fine
+    let _ = crate::spec::load;
+}
+#[cfg(test)]
+mod tests { fn t() { std::fs::read(\"x\"); } }
+";
+    let found: Vec<usize> = impurities(sample).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(found, [2, 3, 6, 7, 8, 9, 10]);
+    // A local module named like a crate is the module.
+    assert!(impurities("mod kube;\nfn f() { kube::plan(); }\n").is_empty());
+    assert!(impurities("fn f() { super::kube::plan(); }\n").is_empty());
+}
