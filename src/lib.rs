@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the data flow and the invariants between modules.
 
 // The pure core: data in, data out; no IO, no tokio/kube/aws.
+pub mod addr;
 pub mod diff;
 pub mod graph;
 pub mod names;

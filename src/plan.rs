@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::addr::{Address, Journey, Locator, Phase};
 use crate::spec::{Connect, DumpFormat, SslMode};
 
 pub const PLAN_FORMAT_VERSION: &str = "1.0";
@@ -124,12 +125,17 @@ impl ObjectRef {
             &key.name,
         ))
     }
+    /// Where the object is (`k8s/{namespace}/{kind}/{name}`).
+    pub fn locator(&self) -> Locator {
+        Locator::k8s(&self.namespace, &self.kind, &self.name)
+    }
+    /// The address of the step that creates, changes or deletes the object.
     pub fn address(&self) -> String {
-        if self.namespace.is_empty() {
-            format!("k8s/{}/{}", self.kind, self.name)
-        } else {
-            format!("k8s/{}/{}/{}", self.namespace, self.kind, self.name)
-        }
+        Address::of(&self.locator()).into()
+    }
+    /// The address of a step that does `phase` to the object.
+    pub fn address_at(&self, phase: Phase) -> String {
+        Address::at(&self.locator(), phase).into()
     }
     /// `kind namespace/name` as kubectl users read it.
     pub fn display(&self) -> String {
@@ -157,7 +163,7 @@ pub enum ServerRef {
     /// A server reached over the network (RDS or external), tools run locally.
     Direct {
         /// `rds/{region}/{id}` or `external/{host}:{port}`.
-        locator: String,
+        locator: Locator,
         /// Known host (external) — RDS endpoints are resolved at apply.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<String>,
@@ -176,9 +182,9 @@ pub enum ServerRef {
 }
 
 impl ServerRef {
-    pub fn locator(&self) -> String {
+    pub fn locator(&self) -> Locator {
         match self {
-            ServerRef::Pod { workload, .. } => workload.address(),
+            ServerRef::Pod { workload, .. } => workload.locator(),
             ServerRef::Direct { locator, .. } => locator.clone(),
         }
     }
@@ -247,6 +253,8 @@ pub struct RdsSettings {
     rename_all_fields = "camelCase",
     tag = "type"
 )]
+// Steps are few (tens per plan) and built once: size over boxing.
+#[allow(clippy::large_enum_variant)]
 pub enum Operation {
     /// Set a consumer's replicas (Deployment/StatefulSet scale subresource,
     /// or a field of a custom resource).
@@ -431,7 +439,8 @@ pub enum Wait {
 #[serde(rename_all = "camelCase")]
 pub struct Step {
     /// Unique in the plan, e.g. `k8s/default/StatefulSet/postgres` or
-    /// `pg/healthcare/healthcare/backup`.
+    /// `pg/healthcare/healthcare/backup`. Built by the constructors of
+    /// [`Address`]; read back with [`Step::addr`].
     pub address: String,
     pub placement: String,
     pub action: Action,
@@ -510,7 +519,7 @@ pub struct PlacementPlan {
     pub environment: Option<String>,
     /// What kind of change: `deployment-to-statefulset`, `statefulset-to-statefulset`,
     /// `to-rds`, `day-2`, or `none`.
-    pub journey: String,
+    pub journey: Journey,
     pub databases: Vec<DatabaseFacts>,
     /// 1-based positions of the first and last step of the downtime window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -547,7 +556,37 @@ pub struct Plan {
     pub unfinished: Vec<crate::observed::UnfinishedApply>,
 }
 
+impl Step {
+    /// The typed address (its phase recovered as [`Address`] reads it).
+    pub fn addr(&self) -> Address {
+        Address::from(self.address.as_str())
+    }
+    /// Whether the placement is committed once this step is done: its data
+    /// is verified on the target, or its consumers use the target. The
+    /// planner says so in the step's typed parts (the operation, and the
+    /// [`Phase::Reconfigure`] of the address it built), which a plan read
+    /// back from a saved file or a journal has again (`Address: FromStr`).
+    pub fn commits(&self) -> bool {
+        match self.operation {
+            Operation::Verify { .. } | Operation::SelfHeal { .. } => true,
+            Operation::Patch { .. } => self.addr().phase() == Some(Phase::Reconfigure),
+            _ => false,
+        }
+    }
+}
+
 impl Plan {
+    /// Per placement, the position of its last commit point (see [`Step::commits`]).
+    pub fn commit_positions(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.commits() {
+                out.insert(s.placement.clone(), i);
+            }
+        }
+        out
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.steps.is_empty()
     }

@@ -117,8 +117,13 @@ fn rds_client<'a>(w: &'a World<'_>) -> Result<&'a crate::aws::Rds, StepError> {
 }
 
 /// The endpoint of an RDS instance (`rds/{region}/{id}`).
-async fn endpoint(w: &World<'_>, locator: &str) -> Result<(String, u16), StepError> {
-    let id = locator.rsplit('/').next().unwrap_or(locator);
+async fn endpoint(
+    w: &World<'_>,
+    locator: &crate::addr::Locator,
+) -> Result<(String, u16), StepError> {
+    let id = locator
+        .rds_instance()
+        .ok_or_else(|| StepError(format!("{locator} is not an RDS instance")))?;
     let instance = rds_client(w)?
         .describe_instance(id)
         .await?
@@ -302,7 +307,7 @@ pub(super) async fn secret(
 /// The directory this run's backups go to: `{directory}/{run}`, so runs
 /// never overwrite each other's archives.
 fn backup_root(w: &World<'_>, directory: &str) -> PathBuf {
-    PathBuf::from(directory).join(w.run.replace(':', "-"))
+    PathBuf::from(directory).join(w.run.file_name())
 }
 
 /// Forward a data-path progress report to the events and to the stall
@@ -541,7 +546,7 @@ async fn act_unwatched(
                 let mut v = pgtools::roles::read_verifiers(&r).await?;
                 // The roles as they are now, too: a rollback that recreates a
                 // source whose data was in its pod recreates them from here.
-                v.roles = pgtools::inventory::server(&r, &server.locator(), &|_| false)
+                v.roles = pgtools::inventory::server(&r, &server.locator().to_string(), &|_| false)
                     .await?
                     .roles;
                 let path = paths.dir.join(format!("{}.roles.json", database.name));
@@ -616,7 +621,7 @@ async fn act_unwatched(
             }
             let options = RestoreOptions {
                 jobs: *jobs,
-                run_id: w.run.replace(':', "-"),
+                run_id: w.run.file_name(),
                 ..RestoreOptions::default()
             };
             let restored =
@@ -964,7 +969,7 @@ pub(super) async fn restore_source(
             )
             .await?;
             let options = RestoreOptions {
-                run_id: w.run.replace(':', "-"),
+                run_id: w.run.file_name(),
                 ..RestoreOptions::default()
             };
             pgtools::restore::restore(

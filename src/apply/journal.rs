@@ -32,10 +32,10 @@ use crate::plan::Plan;
 use crate::redact::Redactor;
 
 /// The journal format this pgplan writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// What the first line's sum chains from.
-const GENESIS: &str = "pgplan-journal-2";
+const GENESIS: &str = "pgplan-journal-3";
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ pub enum JournalError {
     #[error("the journal {path} is in format {found}; this pgplan reads format {FORMAT_VERSION}")]
     #[diagnostic(
         code(pgplan::journal::version),
-        help("finish it with the pgplan that wrote it (`pgplan apply --resume`), or see what it left with `pgplan status` and docs/recovery.md")
+        help("finish it or roll it back with the pgplan that wrote it (`pgplan apply --resume`), or see what it left with `pgplan status` and docs/recovery.md")
     )]
     Version { path: String, found: String },
     #[error("an interrupted apply of {placements} is recorded in {path}")]
@@ -513,6 +513,13 @@ fn read_resolved(path: &Path, expansions: &[(String, String)]) -> Result<Replay,
                     found,
                 })
             }
+            // A journal another pgplan wrote: refused whole, naming both formats.
+            Err(Problem::Version(v)) if number == 1 => {
+                return Err(JournalError::Version {
+                    path: path.display().to_string(),
+                    found: v.to_string(),
+                })
+            }
             Err(p) => damage = Some((number, p)),
         }
     }
@@ -897,5 +904,43 @@ mod tests {
             load_plan(&stored, &["TAG".into()], &|_| None),
             Err(JournalError::MissingVariable(_))
         ));
+    }
+
+    #[test]
+    fn a_journal_of_the_previous_format_is_refused_naming_both_formats() {
+        // Written by the pgplan of journal format 2 (before typed addresses).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("healthcare.jsonl");
+        std::fs::write(&path, include_bytes!("testdata/journal-v2.jsonl")).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Version { found, .. } if found == "2"),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("format 2") && text.contains("reads format 3"),
+            "{text}"
+        );
+        let code = miette::Diagnostic::code(&err).map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("pgplan::journal::version"));
+        let help = miette::Diagnostic::help(&err)
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(
+            help.contains("the pgplan that wrote it")
+                && help.contains("pgplan status")
+                && help.contains("docs/recovery.md"),
+            "{help}"
+        );
+        // Resuming it is refused the same way, and the file is left as it was.
+        assert!(matches!(
+            Journal::reopen(&path, "healthcare", &[]),
+            Err(JournalError::Version { .. })
+        ));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            include_bytes!("testdata/journal-v2.jsonl")
+        );
     }
 }

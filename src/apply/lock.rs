@@ -137,12 +137,12 @@ pub fn new_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
-    format!(
-        "{}:{}:{:08x}",
-        hostname(),
+    crate::addr::LockId::new(
+        &hostname(),
         std::process::id(),
-        nanos ^ std::process::id().rotate_left(16)
+        nanos ^ std::process::id().rotate_left(16),
     )
+    .to_string()
 }
 
 /// This machine's name, as lock IDs and journal locations give it.
@@ -199,14 +199,16 @@ fn remaining(lease: &Value) -> i64 {
 
 /// A holder on this host whose process is gone (a killed apply) cannot renew.
 fn holder_is_dead(holder: &str) -> bool {
-    let (Some(host), Some(pid)) = (holder.split(':').next(), holder.split(':').nth(1)) else {
+    let Ok(id) = holder.parse::<crate::addr::LockId>() else {
         return false;
     };
-    let Ok(pid) = pid.parse::<i32>() else {
+    let Ok(pid) = i32::try_from(id.holder.pid) else {
         return false;
     };
     // SAFETY: signal 0 only checks that the process exists.
-    host == hostname() && pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } != 0
+    id.holder.host == hostname()
+        && id.holder.pid != std::process::id()
+        && unsafe { libc::kill(pid, 0) } != 0
 }
 
 fn annotation<'v>(lease: &'v Value, key: &str) -> Option<&'v str> {

@@ -41,7 +41,7 @@ pub struct World<'a> {
     /// The spec file's directory: CA files and relative backup directories.
     pub base_dir: PathBuf,
     pub events: &'a Events,
-    pub run: String,
+    pub run: crate::addr::RunId,
     /// Per placement, how long a data step may go without progress
     /// (`backup.stallTimeout`); [`DEFAULT_STALL`] for one not listed.
     pub stall_timeouts: BTreeMap<String, Duration>,
@@ -116,13 +116,23 @@ fn crash_hook(when: &str, position: usize) {
     crate::testhooks::crash(when, position);
 }
 
-/// Test hook (see `crate::testhooks`): hold at `point` (`lock` or
-/// `step:N`) until the test releases it.
-async fn hold_hook(point: &str) {
-    let Some(dir) = crate::testhooks::hold_dir(point) else {
+/// Where a test may hold an apply (`PGPLAN_TEST_HOLD`: `lock` or `step:N`).
+enum HoldPoint {
+    Lock,
+    /// Before the step at this 1-based position.
+    Step(usize),
+}
+
+/// Test hook (see `crate::testhooks`): hold at `point` until the test
+/// releases it (files `held-{name}`, `release-{name}`).
+async fn hold_hook(point: HoldPoint) {
+    let (point, name) = match point {
+        HoldPoint::Lock => ("lock".to_string(), "lock".to_string()),
+        HoldPoint::Step(n) => (format!("step:{n}"), n.to_string()),
+    };
+    let Some(dir) = crate::testhooks::hold_dir(&point) else {
         return;
     };
-    let name = point.rsplit(':').next().unwrap_or(point);
     let _ = std::fs::write(dir.join(format!("held-{name}")), b"");
     while !dir.join(format!("release-{name}")).exists() {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -131,7 +141,7 @@ async fn hold_hook(point: &str) {
 
 /// Hold before taking the locks (see [`hold_hook`]).
 pub async fn hold_before_lock() {
-    hold_hook("lock").await;
+    hold_hook(HoldPoint::Lock).await;
 }
 
 fn fail_hook(address: &str) -> Option<StepError> {
@@ -140,23 +150,6 @@ fn fail_hook(address: &str) -> Option<StepError> {
             "injected failure (PGPLAN_TEST_FAIL) after {address} acted"
         ))
     })
-}
-
-/// Steps after which a failure no longer rolls the placement back: its
-/// data is verified on the target and consumers use it.
-fn commit_positions(plan: &Plan) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for (i, s) in plan.steps.iter().enumerate() {
-        let commits = matches!(
-            s.operation,
-            Operation::Verify { .. } | Operation::SelfHeal { .. }
-        ) || (matches!(s.operation, Operation::Patch { .. })
-            && s.address.ends_with(":reconfigure"));
-        if commits {
-            out.insert(s.placement.clone(), i);
-        }
-    }
-    out
 }
 
 fn post_commit(plan: &Plan, commits: &BTreeMap<String, usize>, index: usize) -> bool {
@@ -391,7 +384,7 @@ impl Run<'_, '_> {
             let mut j = Journal::create(path, label, origin.expansions)?;
             *ending = Ending::Unfinished;
             j.record(&Record::Begin {
-                run: w.run.clone(),
+                run: w.run.to_string(),
                 spec_file: origin.spec_file.into(),
                 spec_text: origin.spec_text.into(),
                 environment: origin.environment.map(str::to_string),
@@ -419,13 +412,13 @@ impl Run<'_, '_> {
         }
         self.mark(Phase::Applying).await;
         w.events
-            .begin(&w.run, std::slice::from_ref(&w.run), done.len());
+            .begin(w.run.as_str(), &[w.run.to_string()], done.len());
         for (i, s) in plan.steps.iter().enumerate() {
             if done.contains_key(&s.address) {
                 w.events.skipped(i + 1, s);
             }
         }
-        let commits = commit_positions(plan);
+        let commits = plan.commit_positions();
         let mut running: HashSet<usize> = HashSet::new();
         // Every step that failed in this run; the first is the one reported.
         let mut failures: Vec<(usize, StepError)> = Vec::new();
@@ -466,7 +459,7 @@ impl Run<'_, '_> {
                         .filter_map(|d| done.get(d).map(|f| (d.clone(), f.clone())))
                         .collect();
                     futs.push(async move {
-                        hold_hook(&format!("step:{}", i + 1)).await;
+                        hold_hook(HoldPoint::Step(i + 1)).await;
                         let t = Instant::now();
                         let mut r = act::act(w, s, &deps).await;
                         if r.is_ok() {
@@ -674,7 +667,7 @@ impl Run<'_, '_> {
             .or(replay.failed.last())
             .map(|(a, e)| (a.as_str(), e.as_str()))
             .unwrap_or(("(unknown step)", reason));
-        w.events.begin(&w.run, std::slice::from_ref(&w.run), 0);
+        w.events.begin(w.run.as_str(), &[w.run.to_string()], 0);
         w.events.note(&format!(
             "Resuming the rollback of {address} ({} compensation(s) already done): the apply failed with: {message}",
             replay.compensated.len()
@@ -708,7 +701,7 @@ impl Run<'_, '_> {
         already: &BTreeSet<String>,
     ) -> Result<Report, ApplyError> {
         let (plan, w) = (self.plan, self.w);
-        let commits = commit_positions(plan);
+        let commits = plan.commit_positions();
         let mut order: Vec<usize> = plan
             .steps
             .iter()
@@ -886,7 +879,7 @@ fn source_of<'p>(plan: &'p Plan, placement: &str) -> Option<&'p crate::plan::Ser
 /// are, and which steps did not finish.
 fn world_state(plan: &Plan, done: &BTreeMap<String, Value>, abandoned: &[usize]) -> Vec<String> {
     let is_done = |a: &str| done.contains_key(a);
-    let commits = commit_positions(plan);
+    let commits = plan.commit_positions();
     let mut out = Vec::new();
     for (i, s) in plan.steps.iter().enumerate() {
         if !is_done(&s.address) {

@@ -233,7 +233,8 @@ pub(super) async fn undo(
             // when the patch is accepted. A source pgplan deleted itself is
             // brought back (and waited for) by that step's compensation.
             if let Some(server @ ServerRef::Pod { workload, .. }) = source {
-                if step.address.ends_with(":reconfigure") && !done.contains_key(&workload.address())
+                if step.addr().phase() == Some(crate::addr::Phase::Reconfigure)
+                    && !done.contains_key(&workload.address())
                 {
                     super::data::wait_serving(w, server, act::READY_TIMEOUT).await?;
                     return Ok(Undo::Undone(format!(

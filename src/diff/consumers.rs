@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::manifests::{diff_patch, field_patch, get_field, merge_patch, secret_display, shown};
 use super::Ctx;
+use crate::addr::Phase;
 use crate::observed::{at, str_at};
 use crate::plan::{Action, ObjectRef, Operation, Risk, ScalePurpose, SecretContents, ServerRef};
 use crate::spec::Consumer;
@@ -96,7 +97,7 @@ pub(super) fn quiesce(
         let mut after = shown(c.manifest);
         merge_patch(&mut after, &patch);
         let mut s = cx.new_step(
-            format!("{}:quiesce", c.object.address()),
+            c.object.address_at(Phase::Quiesce),
             Action::Update,
             Risk::Disruptive,
             Operation::Scale {
@@ -136,7 +137,7 @@ pub(super) fn resume(
         let mut after = before.clone();
         merge_patch(&mut after, &patch);
         let mut s = cx.new_step(
-            format!("{}:resume", c.object.address()),
+            c.object.address_at(Phase::Resume),
             Action::Update,
             Risk::Safe,
             Operation::Scale {
@@ -274,7 +275,7 @@ pub(super) fn reconfigure(
             continue;
         };
         let mut s = cx.new_step(
-            format!("{}:reconfigure", c.object.address()),
+            c.object.address_at(Phase::Reconfigure),
             Action::Update,
             Risk::Disruptive,
             Operation::Patch {

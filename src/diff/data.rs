@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::Ctx;
+use crate::addr::Address;
 use crate::observed::{DatabaseInventory, ServerInventory};
 use crate::observed::{PasswordKind, Role};
 use crate::plan::{
@@ -98,7 +99,7 @@ pub(super) fn backups(
     for db in dbs {
         let f = facts(db);
         let mut s = cx.new_step(
-            format!("pg/{name}/{}/backup", db.name),
+            Address::database(&name, &db.name, "backup").into(),
             Action::Run,
             Risk::Safe,
             Operation::Backup {
@@ -171,7 +172,7 @@ pub(super) fn restore_chain(
         }
     }
     let mut prepare = cx.new_step(
-        format!("pg/{name}/prepare"),
+        Address::placement(&name, "prepare").into(),
         Action::Run,
         Risk::Safe,
         Operation::PrepareTarget {
@@ -324,7 +325,7 @@ fn tuning_step(
 ) -> (Step, bool) {
     let restart = minimal_wal(t.mode, dbs);
     let step = cx.new_step(
-        format!("pg/{}/{suffix}", cx.p.name()),
+        Address::placement(cx.p.name(), suffix).into(),
         Action::Run,
         Risk::Safe,
         operation(c.target.clone(), t.pod.clone(), restart),
@@ -415,7 +416,7 @@ fn restore(
     let jobs = cx.p.spec().backup.jobs;
     let f = facts(db);
     let mut r = cx.new_step(
-        format!("pg/{name}/{}/restore", db.name),
+        Address::database(&name, &db.name, "restore").into(),
         Action::Run,
         Risk::Safe,
         Operation::Restore {
@@ -458,7 +459,7 @@ fn verify(
     let name = cx.p.name().to_string();
     let f = facts(db);
     let mut v = cx.new_step(
-        format!("pg/{name}/{}/verify", db.name),
+        Address::database(&name, &db.name, "verify").into(),
         Action::Run,
         Risk::Safe,
         Operation::Verify {
@@ -530,7 +531,7 @@ fn verify(
         .collect();
     if !locked.is_empty() {
         let mut k = cx.new_step(
-            format!("pg/{name}/{}/knex-unlock", db.name),
+            Address::database(&name, &db.name, "knex-unlock").into(),
             Action::Run,
             Risk::Safe,
             Operation::ReleaseKnexLocks {

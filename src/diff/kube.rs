@@ -12,6 +12,7 @@ use super::data::{self, Chain};
 use super::manifests::{self, covers, diff_patch, merge_patch, shown};
 use super::source::{self, DataVolume, SourceFacts, SourceProblem};
 use super::Ctx;
+use crate::addr::{Journey, Phase};
 use crate::observed::{at, str_at};
 use crate::plan::{Action, ObjectRef, Operation, Risk, ServerRef, Wait};
 use crate::quantity::{human_bytes, parse_bytes};
@@ -176,8 +177,8 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     let spec = cx.p.spec().clone();
     let t = &kt.stateful_set;
     cx.journey = match src.kind {
-        crate::spec::WorkloadKind::Deployment => "deployment-to-statefulset".into(),
-        crate::spec::WorkloadKind::StatefulSet => "statefulset-to-statefulset".into(),
+        crate::spec::WorkloadKind::Deployment => Journey::DeploymentToStatefulset,
+        crate::spec::WorkloadKind::StatefulSet => Journey::StatefulsetToStatefulset,
     };
     let svc_name = t.service_name.clone().unwrap_or_else(|| t.name.clone());
 
@@ -262,7 +263,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         let mut after = shown(pv);
         after["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
         let mut s = cx.new_step(
-            format!("{}:protect", volume.address()),
+            volume.address_at(Phase::Protect),
             Action::Update,
             Risk::Safe,
             Operation::ProtectVolume {
@@ -473,7 +474,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         let first = dbs.first().map(|d| (d.name.clone(), d.total_rows()));
         if let Some((db, rows)) = first {
             let mut s = cx.new_step(
-                format!("{}:self-heal", pod.address()),
+                pod.address_at(Phase::SelfHeal),
                 Action::Run,
                 Risk::Disruptive,
                 Operation::SelfHeal {
@@ -902,7 +903,7 @@ fn cleanup_old_volumes(
 /// Day-2: the target StatefulSet exists; bring it to the spec in place.
 fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     let t = &kt.stateful_set;
-    cx.journey = "day-2".into();
+    cx.journey = Journey::Day2;
     let spec = cx.p.spec().clone();
     let svc_name = str_at(sts, &["spec", "serviceName"])
         .unwrap_or(&t.name)

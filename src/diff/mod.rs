@@ -28,6 +28,8 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::addr::Journey;
+
 use crate::graph::{self, GraphError};
 use crate::observed::{Index, Observed};
 use crate::plan::{Operation, PlacementPlan, Plan, ScalePurpose, Step};
@@ -76,7 +78,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
             placements.push(PlacementPlan {
                 name: p.name().to_string(),
                 environment: p.environment.clone(),
-                journey: "unfinished".into(),
+                journey: Journey::Unfinished,
                 databases: Vec::new(),
                 downtime: None,
             });
@@ -100,9 +102,9 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
             name: p.name().to_string(),
             environment: p.environment.clone(),
             journey: if cx.steps.is_empty() {
-                "none".into()
+                Journey::None
             } else {
-                cx.journey.clone()
+                cx.journey
             },
             databases: cx.databases,
             downtime: None,
@@ -192,7 +194,7 @@ pub(crate) struct Ctx<'a> {
     pub errors: Vec<SpecError>,
     pub warnings: Vec<String>,
     pub reads: BTreeMap<String, String>,
-    pub journey: String,
+    pub journey: Journey,
     pub databases: Vec<crate::plan::DatabaseFacts>,
 }
 
@@ -212,7 +214,7 @@ impl<'a> Ctx<'a> {
             errors: Vec::new(),
             warnings: Vec::new(),
             reads: BTreeMap::new(),
-            journey: "none".into(),
+            journey: Journey::None,
             databases: Vec::new(),
         }
     }

@@ -11,18 +11,19 @@ use super::data::{self, Chain};
 use super::manifests::shown;
 use super::source::{self, DataVolume, SourceProblem};
 use super::Ctx;
+use crate::addr::{Address, Journey, Locator, Phase};
 use crate::observed::{str_at, RdsInstance, ServerInventory};
 use crate::plan::{Action, ObjectRef, Operation, RdsSettings, Risk, ServerRef, Wait};
 use crate::spec::{RdsTarget, Source};
 
 pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     let spec = cx.p.spec().clone();
-    cx.journey = "to-rds".into();
+    cx.journey = Journey::ToRds;
     let Some(login) = spec.credentials.target.clone() else {
         return; // validation already reported it
     };
     let password_var = crate::spec::password_var(&login.password).map(str::to_string);
-    let locator = format!("rds/{}/{}", rt.region, rt.instance_identifier);
+    let locator = Locator::rds(&rt.region, &rt.instance_identifier);
     let target_ref = ServerRef::Direct {
         locator: locator.clone(),
         host: None,
@@ -45,9 +46,9 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     let mut instance_ready = Vec::new();
     match instance {
         None => {
-            cx.read_absent(locator.clone());
+            cx.read_absent(locator.to_string());
             let mut s = cx.new_step(
-                locator.clone(),
+                locator.to_string(),
                 Action::Create,
                 Risk::Safe,
                 Operation::CreateRdsInstance {
@@ -64,7 +65,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
             instance_ready.push(cx.push(s));
         }
         Some(i) => {
-            cx.reads.insert(locator.clone(), instance_version(i));
+            cx.reads.insert(locator.to_string(), instance_version(i));
             if !i.managed_by_pgplan() && !rt.adopt {
                 cx.error(
                     &["target", "rds", "instanceIdentifier"],
@@ -108,7 +109,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                     deps.push(snapshot(cx, rt, &changes.join(",")));
                 }
                 let mut s = cx.new_step(
-                    format!("{locator}:modify"),
+                    Address::at(&locator, Phase::Modify).into(),
                     Action::Update,
                     Risk::Disruptive,
                     Operation::ModifyRdsInstance {
@@ -129,7 +130,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
             }
         }
     }
-    let target_server = cx.idx.server(&locator);
+    let target_server = cx.idx.server(&locator.to_string());
 
     // The source.
     let (source_ref, source_server, default_ns, local): (
@@ -188,7 +189,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
             }
         },
         Source::External(e) => {
-            let loc = format!("external/{}:{}", e.host, e.port);
+            let loc = Locator::external(&e.host, e.port);
             let r = ServerRef::Direct {
                 locator: loc.clone(),
                 host: Some(e.host.clone()),
@@ -208,7 +209,12 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 sslmode: e.tls.mode,
                 ca_file: e.tls.ca_file.clone(),
             };
-            (Some(r), cx.idx.server(&loc), "default".into(), None)
+            (
+                Some(r),
+                cx.idx.server(&loc.to_string()),
+                "default".into(),
+                None,
+            )
         }
     };
 
@@ -586,7 +592,7 @@ fn snapshot(cx: &mut Ctx<'_>, rt: &RdsTarget, change: &str) -> String {
     let tag = crate::observed::secret_fingerprint([("change", change.as_bytes())]);
     let short: String = tag.trim_start_matches("sha256:").chars().take(8).collect();
     let id = format!("{}-pgplan-{short}", rt.instance_identifier);
-    let address = format!("rds/{}/{}/snapshot/{id}", rt.region, rt.instance_identifier);
+    let address = Address::rds_snapshot(&rt.region, &rt.instance_identifier, &id).into();
     let mut s = cx.new_step(
         address,
         Action::Create,

@@ -497,7 +497,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         lookup: &|v: &str| std::env::var(v).ok(),
         base_dir,
         events: &events,
-        run: run_id.clone(),
+        run: crate::addr::RunId::of_lock(&run_id),
         stall_timeouts: spec
             .placements
             .iter()

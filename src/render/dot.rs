@@ -32,7 +32,7 @@ pub(super) fn render(plan: &Plan) -> String {
             // A cluster needs a node to be drawn at all.
             out.push_str(&format!(
                 "    empty_{g} [label={}, shape=plaintext, style=\"\"];\n",
-                quote(&journey_label("none"))
+                quote(&journey_label(crate::addr::Journey::None))
             ));
         }
         for (position, step) in &group.steps {

@@ -294,7 +294,8 @@ fn head(plan: &Plan) -> String {
             cell(&g.name),
             cell(environment.as_deref().unwrap_or("—")),
             cell(&journey_label(
-                g.placement.map_or("none", |pp| pp.journey.as_str())
+                g.placement
+                    .map_or(crate::addr::Journey::None, |pp| pp.journey)
             )),
             g.steps.len(),
             cell(databases.as_deref().unwrap_or("—")),

@@ -302,16 +302,8 @@ pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
 }
 
 /// How people name a journey.
-pub(crate) fn journey_label(journey: &str) -> String {
-    match journey {
-        "deployment-to-statefulset" => "Deployment → StatefulSet".into(),
-        "statefulset-to-statefulset" => "StatefulSet → StatefulSet".into(),
-        "to-rds" => "Kubernetes → RDS".into(),
-        "day-2" => "day-2 changes".into(),
-        "unfinished" => "not planned: an apply is unfinished".into(),
-        "none" => "no changes".into(),
-        other => other.into(),
-    }
+pub(crate) fn journey_label(journey: crate::addr::Journey) -> String {
+    journey.label().into()
 }
 
 /// `healthcare` or `pyairtable (staging)`.
@@ -409,7 +401,10 @@ impl Group<'_> {
         }
     }
     pub(crate) fn journey(&self) -> String {
-        journey_label(self.placement.map_or("none", |pp| pp.journey.as_str()))
+        journey_label(
+            self.placement
+                .map_or(crate::addr::Journey::None, |pp| pp.journey),
+        )
     }
 }
 

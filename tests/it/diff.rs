@@ -199,7 +199,7 @@ fn simulate(mut o: Observed, plan: &Plan) -> Observed {
                     .find(|d| d.name == database.name)
                     .cloned()
                     .expect("restored database exists on the source");
-                let locator = server.locator();
+                let locator = server.locator().to_string();
                 match o.servers.iter_mut().find(|s| s.locator == locator) {
                     Some(s) => s.databases.push(src),
                     None => o.servers.push(observed::ServerInventory {

@@ -339,7 +339,7 @@ fn placements_are_grouped_and_windows_named() {
     plan.placements.push(PlacementPlan {
         name: "small".into(),
         environment: Some("staging".into()),
-        journey: "day-2".into(),
+        journey: pgplan::addr::Journey::Day2,
         databases: vec![],
         downtime: Some((5, 6)),
     });
@@ -870,7 +870,7 @@ fn synthetic_plan(n: usize, risky: usize) -> Plan {
         placements: vec![PlacementPlan {
             name: "big".into(),
             environment: None,
-            journey: "deployment-to-statefulset".into(),
+            journey: pgplan::addr::Journey::DeploymentToStatefulset,
             databases: vec![],
             downtime: None,
         }],

@@ -188,3 +188,76 @@ mod tests { fn t() { std::fs::read(\"x\"); } }
     assert!(impurities("mod kube;\nfn f() { kube::plan(); }\n").is_empty());
     assert!(impurities("fn f() { super::kube::plan(); }\n").is_empty());
 }
+
+/// Where decisions must not be read back out of addresses, locators or
+/// lock holders (src/addr.rs gives them typed parts).
+const NO_STRING_DECISIONS: &[&str] = &["apply", "render", "ops"];
+
+/// `file:line` of what parses an identity string, and the allowed ones
+/// with why (none are addresses, locators or holders).
+const STRING_DECISIONS_ALLOWED: &[(&str, &str)] = &[];
+
+fn string_decisions(text: &str) -> Vec<(usize, &'static str)> {
+    const PATTERNS: &[(&str, &str)] = &[
+        (
+            ".ends_with(\":",
+            "a step's kind read from its address suffix",
+        ),
+        ("rsplit('/')", "a locator taken apart by `/`"),
+        ("split(':')", "a lock holder or address taken apart by `:`"),
+        ("rsplit(':')", "an address taken apart by `:`"),
+    ];
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for (p, why) in PATTERNS {
+            if code.contains(p) {
+                out.push((n + 1, *why));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_decision_is_read_out_of_an_identity_string() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for m in NO_STRING_DECISIONS {
+        rust_files(&src.join(m), &mut files);
+    }
+    assert!(files.len() > 10, "the files were found: {files:?}");
+    let mut problems = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap_or(f).display().to_string();
+        let text = std::fs::read_to_string(f).expect("read a source file");
+        for (line, why) in string_decisions(&text) {
+            let at = format!("{rel}:{line}");
+            if !STRING_DECISIONS_ALLOWED.iter().any(|(a, _)| *a == at) {
+                problems.push(format!("{at}: {why}"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "use the typed parts of pgplan::addr (Address::phase, Locator::rds_instance, LockId) instead:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_string_decision_check_finds_what_it_must() {
+    let sample = "fn f(a: &str) {
+    if a.ends_with(\":reconfigure\") {}
+    let id = a.rsplit('/').next();
+    let host = a.split(':').next();
+    // a.ends_with(\":x\") in a comment is fine
+    let ok = a.ends_with(\".json\");
+}
+";
+    let found: Vec<usize> = string_decisions(sample)
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(found, [2, 3, 4]);
+}
