@@ -100,7 +100,7 @@ pub fn generated(placements: usize, databases: usize) -> (String, String) {
         }
         for server in &live.servers {
             let mut server = server.clone();
-            server.locator = format!("k8s/{ns}/Deployment/postgres");
+            server.locator = crate::addr::Locator::k8s(&ns, "Deployment", "postgres").to_string();
             let Some(template) = server.databases.first().cloned() else {
                 continue;
             };

@@ -236,11 +236,7 @@ impl ObjectKey {
     /// The plan address of the object: `k8s/{namespace}/{Kind}/{name}`, or
     /// `k8s/{Kind}/{name}` for cluster-scoped kinds.
     pub fn address(&self) -> String {
-        if self.namespace.is_empty() {
-            format!("k8s/{}/{}", self.kind, self.name)
-        } else {
-            format!("k8s/{}/{}/{}", self.namespace, self.kind, self.name)
-        }
+        crate::addr::Locator::k8s(&self.namespace, &self.kind, &self.name).to_string()
     }
 }
 
@@ -287,7 +283,7 @@ pub struct RdsInstance {
 
 impl RdsInstance {
     pub fn address(&self) -> String {
-        format!("rds/{}/{}", self.region, self.identifier)
+        crate::addr::Locator::rds(&self.region, &self.identifier).to_string()
     }
     pub fn managed_by_pgplan(&self) -> bool {
         self.tags.get("managed-by").map(String::as_str) == Some("pgplan")

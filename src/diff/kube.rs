@@ -12,7 +12,7 @@ use super::data::{self, Chain};
 use super::manifests::{self, covers, diff_patch, merge_patch, shown};
 use super::source::{self, DataVolume, SourceFacts, SourceProblem};
 use super::Ctx;
-use crate::addr::{Journey, Phase};
+use crate::addr::{Journey, Locator, Phase};
 use crate::observed::{at, str_at};
 use crate::plan::{Action, ObjectRef, Operation, Risk, ServerRef, Wait};
 use crate::quantity::{human_bytes, parse_bytes};
@@ -87,12 +87,14 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
         Err(SourceProblem::NotFound) => match live_sts {
             // The move happened earlier: keep the target in shape.
             Some(sts) => {
-                cx.read_absent(format!(
-                    "k8s/{}/{}/{}",
-                    src.namespace,
-                    src.workload.kind.as_str(),
-                    src.workload.name.clone().unwrap_or_default()
-                ));
+                cx.read_absent(
+                    Locator::k8s(
+                        &src.namespace,
+                        src.workload.kind.as_str(),
+                        src.workload.name.as_deref().unwrap_or_default(),
+                    )
+                    .to_string(),
+                );
                 day2(cx, kt, &ns, sts)
             }
             None => {

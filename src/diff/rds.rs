@@ -161,12 +161,14 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 (Some(r), f.server, src.namespace.clone(), Some(local))
             }
             Err(SourceProblem::NotFound) => {
-                cx.read_absent(format!(
-                    "k8s/{}/{}/{}",
-                    src.namespace,
-                    src.workload.kind.as_str(),
-                    src.workload.name.clone().unwrap_or_default()
-                ));
+                cx.read_absent(
+                    Locator::k8s(
+                        &src.namespace,
+                        src.workload.kind.as_str(),
+                        src.workload.name.as_deref().unwrap_or_default(),
+                    )
+                    .to_string(),
+                );
                 (None, None, src.namespace.clone(), None)
             }
             Err(SourceProblem::Ambiguous(names)) => {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::addr::Locator;
 use crate::observed::{at, labels, str_at, Index, ServerInventory};
 use crate::spec::{KubeSource, WorkloadKind};
 
@@ -46,12 +47,7 @@ pub struct SourceFacts<'a> {
 
 impl SourceFacts<'_> {
     pub fn locator(&self) -> String {
-        format!(
-            "k8s/{}/{}/{}",
-            self.namespace,
-            self.kind.as_str(),
-            self.name
-        )
+        Locator::k8s(&self.namespace, self.kind.as_str(), &self.name).to_string()
     }
     pub fn data_at_risk(&self) -> bool {
         matches!(self.data, DataVolume::Ephemeral { .. })
@@ -457,7 +453,7 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
         })
         .collect();
 
-    let locator = format!("k8s/{}/{}/{}", src.namespace, kind, name);
+    let locator = Locator::k8s(&src.namespace, kind, &name).to_string();
     Ok(SourceFacts {
         kind: src.workload.kind,
         namespace: src.namespace.clone(),

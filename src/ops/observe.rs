@@ -146,7 +146,8 @@ pub async fn observe_as(
                         }
                 });
                 if let Some((key, workload)) = found {
-                    let locator = format!("k8s/{}/{}/{}", key.namespace, key.kind, key.name);
+                    let locator =
+                        crate::addr::Locator::k8s(&key.namespace, &key.kind, &key.name).to_string();
                     let selector =
                         crate::observed::at(workload, &["spec", "selector", "matchLabels"])
                             .and_then(serde_json::Value::as_object)
@@ -195,7 +196,7 @@ pub async fn observe_as(
                 };
                 let conn = conn_info(endpoint, p.model().source_login.as_ref(), "postgres");
                 let runner = Runner::Local { conn };
-                let locator = format!("external/{}:{}", e.host, e.port);
+                let locator = crate::addr::Locator::external(&e.host, e.port).to_string();
                 servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
             }
         }
@@ -220,7 +221,8 @@ pub async fn observe_as(
                     let runner = Runner::Local {
                         conn: conn_info(&endpoint, Some(login), &login.username),
                     };
-                    let locator = format!("rds/{}/{}", r.region, r.instance_identifier);
+                    let locator =
+                        crate::addr::Locator::rds(&r.region, &r.instance_identifier).to_string();
                     servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
                 }
             }
