@@ -96,7 +96,7 @@ pub(super) fn quiesce(
         let (field, patch) = replicas_patch(c, 0);
         let mut after = shown(c.manifest);
         merge_patch(&mut after, &patch);
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             c.object.address_at(Phase::Quiesce),
             Action::Update,
             Risk::Disruptive,
@@ -107,10 +107,10 @@ pub(super) fn quiesce(
                 purpose: ScalePurpose::Quiesce,
                 field,
             },
+            format!("stop {} ({} → 0 replicas)", c.object.display(), c.original),
+            "a consumer writing during the copy would lose those writes; it is stopped first and its replica count remembered".into(),
         );
-        s.summary = format!("stop {} ({} → 0 replicas)", c.object.display(), c.original);
         s.depends_on = first.to_vec();
-        s.reason = "a consumer writing during the copy would lose those writes; it is stopped first and its replica count remembered".into();
         s.before = Some(shown(c.manifest));
         s.after = Some(after);
         out.push(cx.push(s));
@@ -136,7 +136,7 @@ pub(super) fn resume(
         merge_patch(&mut before, &replicas_patch(c, 0).1);
         let mut after = before.clone();
         merge_patch(&mut after, &patch);
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             c.object.address_at(Phase::Resume),
             Action::Update,
             Risk::Safe,
@@ -147,13 +147,13 @@ pub(super) fn resume(
                 purpose: ScalePurpose::Resume,
                 field,
             },
+            format!(
+                "start {} again (0 → {} replicas)",
+                c.object.display(),
+                c.original
+            ),
+            "the data is verified on the target; the consumer comes back".into(),
         );
-        s.summary = format!(
-            "start {} again (0 → {} replicas)",
-            c.object.display(),
-            c.original
-        );
-        s.reason = "the data is verified on the target; the consumer comes back".into();
         s.depends_on = deps.to_vec();
         s.before = Some(before);
         s.after = Some(after);
@@ -274,7 +274,7 @@ pub(super) fn reconfigure(
         let Some(effective) = diff_patch(&shown(c.manifest), &after) else {
             continue;
         };
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             c.object.address_at(Phase::Reconfigure),
             Action::Update,
             Risk::Disruptive,
@@ -282,12 +282,12 @@ pub(super) fn reconfigure(
                 object: c.object.clone(),
                 patch: effective,
             },
-        );
-        s.summary = format!("point {} at the new server", c.object.display());
-        s.reason = match (c.spec.is_backstage(), r.merge_patch.is_some()) {
+            format!("point {} at the new server", c.object.display()),
+            match (c.spec.is_backstage(), r.merge_patch.is_some()) {
             (true, false) => "the Backstage operator stops its local database when `enableLocalDb` is false and mounts the connection and CA Secrets".into(),
             _ => "the consumer must use the verified target from now on".into(),
-        };
+        },
+        );
         s.depends_on = deps.to_vec();
         s.before = Some(shown(c.manifest));
         s.after = Some(after);
@@ -337,17 +337,7 @@ fn secret_step(
         Some(l) => cx.read(l),
         None => cx.read_absent(address.clone()),
     }
-    let mut s = cx.new_step(
-        address,
-        action,
-        Risk::Safe,
-        Operation::Secret {
-            object: object.clone(),
-            contents,
-            fingerprint: desired.unwrap_or_else(|| "resolved at apply".into()),
-        },
-    );
-    s.summary = format!(
+    let mut summary = format!(
         "{} {} (keys {})",
         if action == Action::Create {
             "create"
@@ -358,9 +348,20 @@ fn secret_step(
         keys.join(", ")
     );
     if let (Action::Update, Some(pending)) = (action, &pending) {
-        s.summary = format!("{} if its data differs: {pending}", s.summary);
+        summary = format!("{summary} if its data differs: {pending}");
     }
-    s.reason = reason.into();
+    let mut s = cx.step(
+        address,
+        action,
+        Risk::Safe,
+        Operation::Secret {
+            object: object.clone(),
+            contents,
+            fingerprint: desired.unwrap_or_else(|| "resolved at apply".into()),
+        },
+        summary,
+        reason.into(),
+    );
     s.depends_on = deps.to_vec();
     s.before = live.map(shown);
     s.after = Some(secret_display(cx.p, name, namespace, keys));

@@ -98,7 +98,7 @@ pub(super) fn backups(
     let mut out = Vec::new();
     for db in dbs {
         let f = facts(db);
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             Address::database(&name, &db.name, "backup").into(),
             Action::Run,
             Risk::Safe,
@@ -110,16 +110,16 @@ pub(super) fn backups(
                 directory: spec.backup.directory.clone(),
                 verifiers: false,
             },
-        );
-        s.summary = format!(
+            format!(
             "back up {} ({}, {}, {}) from {}",
             db.name,
             human_bytes(db.size_bytes),
             count(f.tables, "table"),
             count(f.rows, "row"),
             source.locator()
+        ),
+            "no step that can lose data runs before a verified backup exists: the dump is checksummed, read back with `pg_restore --list`, and row counts and sequences are recorded".into(),
         );
-        s.reason = "no step that can lose data runs before a verified backup exists: the dump is checksummed, read back with `pg_restore --list`, and row counts and sequences are recorded".into();
         s.depends_on = deps.to_vec();
         s.after = Some(json!({
             "database": db.name,
@@ -171,20 +171,6 @@ pub(super) fn restore_chain(
             }
         }
     }
-    let mut prepare = cx.new_step(
-        Address::placement(&name, "prepare").into(),
-        Action::Run,
-        Risk::Safe,
-        Operation::PrepareTarget {
-            server: c.target.clone(),
-            roles: roles.clone(),
-            databases: databases.clone(),
-            strip_superuser: c.strip_superuser,
-            passwords: carried.passwords.clone(),
-            verifiers_from: verifiers_from.clone(),
-        },
-    );
-    prepare.summary = prepare_summary(&roles, &databases, &carried, c);
     let mut reason = if c.strip_superuser {
         "restores keep ownership, so owners must exist first; pg_dump carries no roles, so their attributes, settings, memberships and passwords are carried here; RDS has no superuser, so roles are created without SUPERUSER, REPLICATION or BYPASSRLS".to_string()
     } else {
@@ -196,7 +182,21 @@ pub(super) fn restore_chain(
             backups[0]
         ));
     }
-    prepare.reason = reason;
+    let mut prepare = cx.step(
+        Address::placement(&name, "prepare").into(),
+        Action::Run,
+        Risk::Safe,
+        Operation::PrepareTarget {
+            server: c.target.clone(),
+            roles: roles.clone(),
+            databases: databases.clone(),
+            strip_superuser: c.strip_superuser,
+            passwords: carried.passwords.clone(),
+            verifiers_from: verifiers_from.clone(),
+        },
+        prepare_summary(&roles, &databases, &carried, c),
+        reason,
+    );
     prepare.depends_on = c.target_ready.to_vec();
     prepare.depends_on.extend(verifiers_from.iter().cloned());
     let mut after = json!({
@@ -322,13 +322,17 @@ fn tuning_step(
     dbs: &[&DatabaseInventory],
     suffix: &str,
     operation: impl FnOnce(ServerRef, ObjectRef, bool) -> Operation,
+    says: impl FnOnce(bool) -> (String, String),
 ) -> (Step, bool) {
     let restart = minimal_wal(t.mode, dbs);
-    let step = cx.new_step(
+    let (summary, reason) = says(restart);
+    let step = cx.step(
         Address::placement(cx.p.name(), suffix).into(),
         Action::Run,
         Risk::Safe,
         operation(c.target.clone(), t.pod.clone(), restart),
+        summary,
+        reason,
     );
     (step, restart)
 }
@@ -340,6 +344,30 @@ fn tune_for_loading(
     dbs: &[&DatabaseInventory],
     prepared: String,
 ) -> String {
+    let pod = t.pod.display();
+    let size = human_bytes(bytes_to_load(dbs));
+    let says = |restart: bool| {
+        let summary = if restart {
+            format!("tune {pod} for loading: no fsync, minimal WAL, autovacuum off (restarts it)")
+        } else {
+            format!(
+                "tune {pod} for loading: no fsync or full-page writes, autovacuum off (by reload)"
+            )
+        };
+        let why = match (t.mode, restart) {
+        (LoadTuningMode::Auto, true) => format!(
+            "minimal WAL needs a restart, which pays off for the {size} to load (`loadTuning: auto` restarts from {})",
+            human_bytes(RESTART_FROM_BYTES)
+        ),
+        (_, true) => "`loadTuning: restart`: minimal WAL, which needs a restart".into(),
+        // `auto` never tunes by reload (it does not tune below the threshold).
+        (_, false) => "`loadTuning: reload`: settings a reload applies".into(),
+    };
+        let reason = format!(
+        "the new server holds nothing but the restore, which is redone from the backup if it crashes, so it loads without durability as CloudNativePG's import does; {why}"
+    );
+        (summary, reason)
+    };
     let (mut s, restart) = tuning_step(
         cx,
         c,
@@ -351,25 +379,7 @@ fn tune_for_loading(
             pod,
             minimal_wal,
         },
-    );
-    let pod = t.pod.display();
-    s.summary = if restart {
-        format!("tune {pod} for loading: no fsync, minimal WAL, autovacuum off (restarts it)")
-    } else {
-        format!("tune {pod} for loading: no fsync or full-page writes, autovacuum off (by reload)")
-    };
-    let size = human_bytes(bytes_to_load(dbs));
-    let why = match (t.mode, restart) {
-        (LoadTuningMode::Auto, true) => format!(
-            "minimal WAL needs a restart, which pays off for the {size} to load (`loadTuning: auto` restarts from {})",
-            human_bytes(RESTART_FROM_BYTES)
-        ),
-        (_, true) => "`loadTuning: restart`: minimal WAL, which needs a restart".into(),
-        // `auto` never tunes by reload (it does not tune below the threshold).
-        (_, false) => "`loadTuning: reload`: settings a reload applies".into(),
-    };
-    s.reason = format!(
-        "the new server holds nothing but the restore, which is redone from the backup if it crashes, so it loads without durability as CloudNativePG's import does; {why}"
+        says,
     );
     s.depends_on = vec![prepared];
     s.after = Some(json!({"pod": t.pod.name, "restart": restart, "toLoad": size}));
@@ -383,22 +393,30 @@ fn untune(
     dbs: &[&DatabaseInventory],
     restores: &[String],
 ) -> String {
-    let (mut s, restart) = tuning_step(cx, c, t, dbs, "untune", |server, pod, minimal_wal| {
-        Operation::UntuneAfterLoading {
+    let pod = t.pod.display();
+    let says = |restart: bool| {
+        let summary = if restart {
+            format!("put {pod}'s settings back (restarts it), checkpoint and sync")
+        } else {
+            format!("put {pod}'s settings back, checkpoint and sync")
+        };
+        let reason =
+            "the restored data is verified as it will serve: durable, on the server's own settings";
+        (summary, reason.to_string())
+    };
+    let (mut s, restart) = tuning_step(
+        cx,
+        c,
+        t,
+        dbs,
+        "untune",
+        |server, pod, minimal_wal| Operation::UntuneAfterLoading {
             server,
             pod,
             minimal_wal,
-        }
-    });
-    let pod = t.pod.display();
-    s.summary = if restart {
-        format!("put {pod}'s settings back (restarts it), checkpoint and sync")
-    } else {
-        format!("put {pod}'s settings back, checkpoint and sync")
-    };
-    s.reason =
-        "the restored data is verified as it will serve: durable, on the server's own settings"
-            .into();
+        },
+        says,
+    );
     s.depends_on = restores.to_vec();
     s.after = Some(json!({"pod": t.pod.name, "restart": restart}));
     cx.push(s)
@@ -415,7 +433,7 @@ fn restore(
     let name = cx.p.name().to_string();
     let jobs = cx.p.spec().backup.jobs;
     let f = facts(db);
-    let mut r = cx.new_step(
+    let mut r = cx.step(
         Address::database(&name, &db.name, "restore").into(),
         Action::Run,
         Risk::Safe,
@@ -425,16 +443,16 @@ fn restore(
             backup_step: backup.to_string(),
             jobs,
         },
-    );
-    r.summary = format!(
-        "restore {} into {} ({} parallel jobs)",
-        db.name,
-        c.target.locator(),
-        jobs
-    );
-    r.reason = format!(
-        "the restore stops at the first error and names the archive entry that failed{}",
-        untuned.unwrap_or_default()
+        format!(
+            "restore {} into {} ({} parallel jobs)",
+            db.name,
+            c.target.locator(),
+            jobs
+        ),
+        format!(
+            "the restore stops at the first error and names the archive entry that failed{}",
+            untuned.unwrap_or_default()
+        ),
     );
     let mut d = deps.to_vec();
     d.push(backup.to_string());
@@ -458,30 +476,6 @@ fn verify(
     let spec = cx.p.spec().clone();
     let name = cx.p.name().to_string();
     let f = facts(db);
-    let mut v = cx.new_step(
-        Address::database(&name, &db.name, "verify").into(),
-        Action::Run,
-        Risk::Safe,
-        Operation::Verify {
-            source: c.source.clone(),
-            target: c.target.clone(),
-            database: f.clone(),
-            backup_step: backup.to_string(),
-            checks: VerifyChecks {
-                row_counts: spec.verify.row_counts,
-                checksums: spec.verify.checksums,
-                sequences: spec.verify.sequences,
-                sql: spec
-                    .verify
-                    .sql
-                    .iter()
-                    .filter(|q| q.database == db.name)
-                    .cloned()
-                    .collect(),
-            },
-            roles: roles.clone(),
-        },
-    );
     let mut checks = Vec::new();
     if spec.verify.row_counts {
         checks.push("row counts");
@@ -506,7 +500,30 @@ fn verify(
         });
     }
     checks.push("privileges");
-    v.summary = format!(
+    let mut v = cx.step(
+        Address::database(&name, &db.name, "verify").into(),
+        Action::Run,
+        Risk::Safe,
+        Operation::Verify {
+            source: c.source.clone(),
+            target: c.target.clone(),
+            database: f.clone(),
+            backup_step: backup.to_string(),
+            checks: VerifyChecks {
+                row_counts: spec.verify.row_counts,
+                checksums: spec.verify.checksums,
+                sequences: spec.verify.sequences,
+                sql: spec
+                    .verify
+                    .sql
+                    .iter()
+                    .filter(|q| q.database == db.name)
+                    .cloned()
+                    .collect(),
+            },
+            roles: roles.clone(),
+        },
+        format!(
         "verify {} on {}: {}{}",
         db.name,
         c.target.locator(),
@@ -516,8 +533,9 @@ fn verify(
         } else {
             String::new()
         }
+    ),
+        "nothing is cleaned up and no consumer is switched until the restored data matches the backup manifest".into(),
     );
-    v.reason = "nothing is cleaned up and no consumer is switched until the restored data matches the backup manifest".into();
     v.depends_on = deps.to_vec();
     v.after = Some(
         json!({"database": db.name, "expectRows": f.rows, "expectTables": f.tables, "checks": checks}),
@@ -530,7 +548,7 @@ fn verify(
         .map(|l| format!("{}.{}", l.schema, l.table))
         .collect();
     if !locked.is_empty() {
-        let mut k = cx.new_step(
+        let mut k = cx.step(
             Address::database(&name, &db.name, "knex-unlock").into(),
             Action::Run,
             Risk::Safe,
@@ -539,9 +557,9 @@ fn verify(
                 database: db.name.clone(),
                 tables: locked.clone(),
             },
+            format!("release {} in {}", locked.join(", "), db.name),
+            "a migration lock copied in the locked state makes Backstage crash-loop with `Migration table is already locked`; released after verify, which compares the copy with the backup as taken".into(),
         );
-        k.summary = format!("release {} in {}", locked.join(", "), db.name);
-        k.reason = "a migration lock copied in the locked state makes Backstage crash-loop with `Migration table is already locked`; released after verify, which compares the copy with the backup as taken".into();
         k.depends_on = vec![ready.clone()];
         k.after = Some(json!({"database": db.name, "tables": locked}));
         ready = cx.push(k);

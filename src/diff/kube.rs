@@ -264,7 +264,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         let volume = ObjectRef::new("v1", "PersistentVolume", "", name);
         let mut after = shown(pv);
         after["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             volume.address_at(Phase::Protect),
             Action::Update,
             Risk::Safe,
@@ -272,12 +272,12 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                 volume: volume.clone(),
                 from: policy.to_string(),
             },
-        );
-        s.summary = format!(
+            format!(
             "keep {} when its claim goes (reclaim policy {policy} → Retain)",
             volume.display()
+        ),
+            "the old volume is the rollback path: with Retain it survives the old workload and its claim".into(),
         );
-        s.reason = "the old volume is the rollback path: with Retain it survives the old workload and its claim".into();
         s.before = Some(shown(pv));
         s.after = Some(after);
         protect.push(cx.push(s));
@@ -310,7 +310,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
 
     // Delete the source workload.
     let src_obj = ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name);
-    let mut del = cx.new_step(
+    let mut del = cx.step(
         src_obj.address(),
         Action::Delete,
         if src.data_at_risk() {
@@ -322,17 +322,17 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             object: src_obj.clone(),
             wait: Wait::Gone,
         },
-    );
-    del.summary = format!(
+        format!(
         "delete {} (the database is down from here until the StatefulSet is ready)",
         src_obj.display()
-    );
-    del.reason = match &src.data {
+    ),
+        match &src.data {
         DataVolume::Ephemeral { what } => format!(
             "its data lives on {what} and dies with the pod; the verified backup is the only copy from here on"
         ),
         _ => "its pods must be gone before the StatefulSet's pods take the same labels; the data stays on the retained volume".into(),
-    };
+    },
+    );
     del.depends_on = backups.iter().chain(protect.iter()).cloned().collect();
     del.before = Some(shown(src.manifest));
     let del_addr = cx.push(del);
@@ -370,7 +370,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             {
                 None
             } else {
-                let mut s = cx.new_step(
+                let mut s = cx.step(
                     svc_obj.address(),
                     Action::Replace,
                     Risk::Disruptive,
@@ -378,12 +378,12 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                         object: svc_obj.clone(),
                         wait: Wait::None,
                     },
-                );
-                s.summary = format!(
+                    format!(
                     "replace {} with a headless Service (clusterIP: None)",
                     svc_obj.display()
+                ),
+                    format!("a StatefulSet's pods get stable DNS names ({pod_dns}) only through a headless Service, and clusterIP cannot be changed in place; its labels, annotations and selector are kept"),
                 );
-                s.reason = format!("a StatefulSet's pods get stable DNS names ({pod_dns}) only through a headless Service, and clusterIP cannot be changed in place; its labels, annotations and selector are kept");
                 s.depends_on = backups.clone();
                 s.before = Some(shown(live));
                 s.after = Some(desired_svc.clone());
@@ -392,7 +392,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         }
         None => {
             cx.read_absent(svc_obj.address());
-            let mut s = cx.new_step(
+            let mut s = cx.step(
                 svc_obj.address(),
                 Action::Create,
                 Risk::Safe,
@@ -400,9 +400,9 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                     object: svc_obj.clone(),
                     wait: Wait::None,
                 },
+                format!("create headless {}", svc_obj.display()),
+                format!("the StatefulSet's serviceName must name a headless Service, which gives its pod the stable name {pod_dns}"),
             );
-            s.summary = format!("create headless {}", svc_obj.display());
-            s.reason = format!("the StatefulSet's serviceName must name a headless Service, which gives its pod the stable name {pod_dns}");
             s.after = Some(desired_svc.clone());
             Some(cx.push(s))
         }
@@ -427,7 +427,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             storage_class: class_name.as_deref(),
         },
     );
-    let mut sts = cx.new_step(
+    let mut sts = cx.step(
         target_workload.address(),
         Action::Create,
         Risk::Safe,
@@ -435,15 +435,15 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             object: target_workload.clone(),
             wait: Wait::Ready,
         },
-    );
-    sts.summary = format!(
+        format!(
         "create {} ({}; PVC {} of {}) and wait until ready",
         target_workload.display(),
         crate::quantity::count(t.replicas, "replica"),
         crate::names::claim_name(&t.storage.volume_claim_template, &t.name, 0),
         t.storage.size
+    ),
+        "a StatefulSet gives the pod a stable name and its own claim, so the data survives pod restarts".into(),
     );
-    sts.reason = "a StatefulSet gives the pod a stable name and its own claim, so the data survives pod restarts".into();
     let mut deps = vec![del_addr.clone()];
     deps.extend(svc_step.clone());
     deps.extend(pv_steps.iter().cloned());
@@ -475,7 +475,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         let pod = ObjectRef::new("v1", "Pod", ns, &format!("{}-0", t.name));
         let first = dbs.first().map(|d| (d.name.clone(), d.total_rows()));
         if let Some((db, rows)) = first {
-            let mut s = cx.new_step(
+            let mut s = cx.step(
                 pod.address_at(Phase::SelfHeal),
                 Action::Run,
                 Risk::Disruptive,
@@ -485,13 +485,12 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
                     database: db.clone(),
                     expect_rows: rows,
                 },
+                format!(
+                    "delete {} and check that {db} still has {rows} rows when it returns",
+                    pod.display()
+                ),
+                "proves the pod reattaches its own volume (seed 002's self-healing check)".into(),
             );
-            s.summary = format!(
-                "delete {} and check that {db} still has {rows} rows when it returns",
-                pod.display()
-            );
-            s.reason =
-                "proves the pod reattaches its own volume (seed 002's self-healing check)".into();
             s.depends_on = verifies.clone();
             after_verify = vec![cx.push(s)];
         }
@@ -640,7 +639,7 @@ fn static_volumes(
             }
             None => {
                 cx.read_absent(obj.address());
-                let mut s = cx.new_step(
+                let mut s = cx.step(
                     obj.address(),
                     Action::Create,
                     Risk::Safe,
@@ -648,15 +647,15 @@ fn static_volumes(
                         object: obj.clone(),
                         wait: Wait::None,
                     },
-                );
-                s.summary = format!(
+                    format!(
                     "create {} ({}:{}, {}) for claim {claim}",
                     obj.display(),
                     v.node,
                     v.path,
                     t.storage.size
+                ),
+                    format!("StorageClass `{class}` has no provisioner; the claim binds only to a PV that already exists, pinned to its node"),
                 );
-                s.reason = format!("StorageClass `{class}` has no provisioner; the claim binds only to a PV that already exists, pinned to its node");
                 s.after = Some(desired);
                 out.push(cx.push(s));
             }
@@ -785,7 +784,7 @@ fn day2_extras(
                 let Some(effective) = diff_patch(&shown(live), &after) else {
                     continue;
                 };
-                let mut s = cx.new_step(
+                let mut s = cx.step(
                     obj.address(),
                     Action::Update,
                     Risk::Safe,
@@ -793,9 +792,9 @@ fn day2_extras(
                         object: obj.clone(),
                         patch: effective,
                     },
+                    format!("update {}", obj.display()),
+                    reason.into(),
                 );
-                s.summary = format!("update {}", obj.display());
-                s.reason = reason.into();
                 if !sts_addr.is_empty() {
                     s.depends_on = vec![sts_addr.to_string()];
                 }
@@ -805,7 +804,7 @@ fn day2_extras(
             }
             None => {
                 cx.read_absent(obj.address());
-                let mut s = cx.new_step(
+                let mut s = cx.step(
                     obj.address(),
                     Action::Create,
                     Risk::Safe,
@@ -813,9 +812,9 @@ fn day2_extras(
                         object: obj.clone(),
                         wait: Wait::None,
                     },
+                    format!("create {}", obj.display()),
+                    reason.into(),
                 );
-                s.summary = format!("create {}", obj.display());
-                s.reason = reason.into();
                 if !sts_addr.is_empty() {
                     s.depends_on = vec![sts_addr.to_string()];
                 }
@@ -831,7 +830,7 @@ fn http_checks(cx: &mut Ctx<'_>, resumed: &[String], verified: &[String]) {
     let checks = cx.p.spec().verify.http.clone();
     let pname = cx.p.name().to_string();
     for h in checks {
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             format!("http/{pname}/{}", h.name.replace(' ', "-")),
             Action::Run,
             Risk::Safe,
@@ -841,10 +840,9 @@ fn http_checks(cx: &mut Ctx<'_>, resumed: &[String], verified: &[String]) {
                 expect_status: h.expect_status,
                 contains: h.contains.clone(),
             },
+            format!("GET {} expects {}", h.url, h.expect_status),
+            "the application answers from the new database (seed 002's `curl /patients`)".into(),
         );
-        s.summary = format!("GET {} expects {}", h.url, h.expect_status);
-        s.reason =
-            "the application answers from the new database (seed 002's `curl /patients`)".into();
         s.depends_on = if resumed.is_empty() {
             verified.to_vec()
         } else {
@@ -864,7 +862,7 @@ fn cleanup_old_volumes(
         let name = str_at(pvc, &["metadata", "name"]).unwrap_or_default();
         let ns = str_at(pvc, &["metadata", "namespace"]).unwrap_or_default();
         let obj = ObjectRef::new("v1", "PersistentVolumeClaim", ns, name);
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             obj.address(),
             Action::Delete,
             Risk::Destructive,
@@ -872,16 +870,16 @@ fn cleanup_old_volumes(
                 object: obj.clone(),
                 wait: Wait::Gone,
             },
+            format!("delete the old claim {}", obj.display()),
+            "`cleanup.oldVolume` is set and the target is verified".into(),
         );
-        s.summary = format!("delete the old claim {}", obj.display());
-        s.reason = "`cleanup.oldVolume` is set and the target is verified".into();
         s.depends_on = verified.iter().chain(resumed).cloned().collect();
         s.before = Some(shown(pvc));
         let pvc_addr = cx.push(s);
         if let Some(pv) = pv {
             let pv_name = str_at(pv, &["metadata", "name"]).unwrap_or_default();
             let obj = ObjectRef::new("v1", "PersistentVolume", "", pv_name);
-            let mut s = cx.new_step(
+            let mut s = cx.step(
                 obj.address(),
                 Action::Delete,
                 Risk::Destructive,
@@ -889,12 +887,12 @@ fn cleanup_old_volumes(
                     object: obj.clone(),
                     wait: Wait::Gone,
                 },
-            );
-            s.summary = format!(
+                format!(
                 "delete the old volume {} (its data is on the target, verified)",
                 obj.display()
+            ),
+                "a retained volume stays Released after its claim is gone; `cleanup.oldVolume` removes it".into(),
             );
-            s.reason = "a retained volume stays Released after its claim is gone; `cleanup.oldVolume` removes it".into();
             s.depends_on = vec![pvc_addr];
             s.before = Some(shown(pv));
             cx.push(s);
@@ -1036,7 +1034,31 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
         let patch = json!({"spec": {"resources": {"requests": {"storage": t.storage.size}}}});
         let mut after = shown(pvc);
         merge_patch(&mut after, &patch);
-        let mut s = cx.new_step(
+        let (summary, reason) = if pending {
+            let fs_pending = at(pvc, &["status", "conditions"])
+                .and_then(Value::as_array)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "FileSystemResizePending" && c["status"] == "True")
+                });
+            let summary = format!(
+                "finish growing {}: it asks for {have_q} and has {}",
+                obj.display(),
+                capacity_q.unwrap_or("less")
+            );
+            let reason = if fs_pending {
+                "the volume has grown but its file system resize is pending (FileSystemResizePending): the kubelet finishes it when a pod mounts the claim, so restart the pod that uses it if it does not"
+            } else {
+                "an earlier resize has not finished: the claim's capacity is still below its request"
+            };
+            (summary, reason)
+        } else {
+            (
+                format!("grow {} from {have_q} to {}", obj.display(), t.storage.size),
+                "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template",
+            )
+        };
+        let mut s = cx.step(
             obj.address(),
             Action::Update,
             Risk::Safe,
@@ -1044,28 +1066,9 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 object: obj.clone(),
                 patch,
             },
+            summary,
+            reason.into(),
         );
-        if pending {
-            let fs_pending = at(pvc, &["status", "conditions"])
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "FileSystemResizePending" && c["status"] == "True")
-                });
-            s.summary = format!(
-                "finish growing {}: it asks for {have_q} and has {}",
-                obj.display(),
-                capacity_q.unwrap_or("less")
-            );
-            s.reason = if fs_pending {
-                "the volume has grown but its file system resize is pending (FileSystemResizePending): the kubelet finishes it when a pod mounts the claim, so restart the pod that uses it if it does not".into()
-            } else {
-                "an earlier resize has not finished: the claim's capacity is still below its request".into()
-            };
-        } else {
-            s.summary = format!("grow {} from {have_q} to {}", obj.display(), t.storage.size);
-            s.reason = "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template".into();
-        }
         s.before = Some(shown(pvc));
         s.after = Some(after);
         expansions.push(s);
@@ -1140,7 +1143,7 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                     Some(e) => cx.read(e),
                     None => cx.read_absent(obj.address()),
                 }
-                let mut s = cx.new_step(
+                let mut s = cx.step(
                     obj.address(),
                     Action::Create,
                     Risk::Safe,
@@ -1148,9 +1151,9 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                         object: obj.clone(),
                         wait: Wait::Ready,
                     },
+                    format!("snapshot claim {ns}/{claim} before changing it"),
+                    "`backup.snapshots.beforeChanges`: a point to return to if the change goes wrong".into(),
                 );
-                s.summary = format!("snapshot claim {ns}/{claim} before changing it");
-                s.reason = "`backup.snapshots.beforeChanges`: a point to return to if the change goes wrong".into();
                 s.after = Some(desired);
                 snap_addrs.push(cx.push(s));
             }
@@ -1167,7 +1170,7 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
         }
         let mut after = shown(sts);
         merge_patch(&mut after, &sts_patch);
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             sts_obj.address(),
             Action::Update,
             if disruptive {
@@ -1179,13 +1182,14 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 object: sts_obj.clone(),
                 patch: sts_patch,
             },
+            format!("update {}: {}", sts_obj.display(), changes.join(", ")),
+            if disruptive {
+                "pods restart one at a time (OrderedReady), so Postgres is briefly unavailable"
+                    .into()
+            } else {
+                "new pods get their own claims; existing pods are untouched".into()
+            },
         );
-        s.summary = format!("update {}: {}", sts_obj.display(), changes.join(", "));
-        s.reason = if disruptive {
-            "pods restart one at a time (OrderedReady), so Postgres is briefly unavailable".into()
-        } else {
-            "new pods get their own claims; existing pods are untouched".into()
-        };
         s.depends_on = snap_addrs.clone();
         s.before = Some(shown(sts));
         s.after = Some(after);
@@ -1205,7 +1209,7 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 manifests::headless_service(cx.p, &svc_name, ns, &selector, None, Some(sts));
             let obj = ObjectRef::new("v1", "Service", ns, &svc_name);
             cx.read_absent(obj.address());
-            let mut s = cx.new_step(
+            let mut s = cx.step(
                 obj.address(),
                 Action::Create,
                 Risk::Safe,
@@ -1213,9 +1217,9 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                     object: obj.clone(),
                     wait: Wait::None,
                 },
+                format!("create headless {}", obj.display()),
+                "the StatefulSet names this Service, and it does not exist".into(),
             );
-            s.summary = format!("create headless {}", obj.display());
-            s.reason = "the StatefulSet names this Service, and it does not exist".into();
             s.after = Some(desired);
             cx.push(s);
         }

@@ -264,21 +264,24 @@ impl<'a> Ctx<'a> {
         a
     }
 
-    /// A step of this placement with the common fields filled in.
-    pub fn new_step(
+    /// A step of this placement: what it does (`summary`, one line) and
+    /// why it is in the plan (`reason`) are part of making one.
+    pub fn step(
         &self,
         address: String,
         action: crate::plan::Action,
         risk: crate::plan::Risk,
         operation: Operation,
+        summary: String,
+        reason: String,
     ) -> Step {
         Step {
             address,
             placement: self.p.name().to_string(),
             action,
             risk,
-            summary: String::new(),
-            reason: String::new(),
+            summary,
+            reason,
             depends_on: Vec::new(),
             in_downtime: false,
             before: None,

@@ -47,7 +47,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     match instance {
         None => {
             cx.read_absent(locator.to_string());
-            let mut s = cx.new_step(
+            let mut s = cx.step(
                 locator.to_string(),
                 Action::Create,
                 Risk::Safe,
@@ -55,12 +55,12 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                     settings: settings.clone(),
                     delete_on_rollback: spec.cleanup.rds_instance_on_rollback,
                 },
-            );
-            s.summary = format!(
+                format!(
                 "create RDS instance {} (postgres {}, {}, {} GiB, encrypted: {}, deletion protection: {}) and wait until available",
                 rt.instance_identifier, rt.engine_version, rt.instance_class, rt.allocated_storage, rt.storage_encrypted, rt.deletion_protection
+            ),
+                "the target server does not exist yet".into(),
             );
-            s.reason = "the target server does not exist yet".into();
             s.after = Some(serde_json::to_value(&settings).unwrap_or_default());
             instance_ready.push(cx.push(s));
         }
@@ -108,7 +108,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 if rt.snapshot_before_changes {
                     deps.push(snapshot(cx, rt, &changes.join(",")));
                 }
-                let mut s = cx.new_step(
+                let mut s = cx.step(
                     Address::at(&locator, Phase::Modify).into(),
                     Action::Update,
                     Risk::Disruptive,
@@ -116,13 +116,13 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                         settings: settings.clone(),
                         changes: changes.clone(),
                     },
-                );
-                s.summary = format!(
+                    format!(
                     "modify RDS instance {}: {}",
                     rt.instance_identifier,
                     changes.join(", ")
+                ),
+                    "the instance differs from the spec; the change is applied immediately and may restart it".into(),
                 );
-                s.reason = "the instance differs from the spec; the change is applied immediately and may restart it".into();
                 s.depends_on = deps;
                 s.before = Some(serde_json::to_value(i).unwrap_or_default());
                 s.after = Some(serde_json::to_value(&settings).unwrap_or_default());
@@ -414,7 +414,7 @@ struct LocalDb<'a> {
 }
 
 fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
-    let mut s = cx.new_step(
+    let mut s = cx.step(
         local.workload.address(),
         Action::Delete,
         Risk::Destructive,
@@ -422,9 +422,9 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
             object: local.workload.clone(),
             wait: Wait::Gone,
         },
+        format!("delete the local database {}", local.workload.display()),
+        "`cleanup.localDatabase` is set and every database is verified on RDS (an operator may already have removed it; then this does nothing)".into(),
     );
-    s.summary = format!("delete the local database {}", local.workload.display());
-    s.reason = "`cleanup.localDatabase` is set and every database is verified on RDS (an operator may already have removed it; then this does nothing)".into();
     s.depends_on = deps.to_vec();
     s.before = Some(shown(local.manifest));
     let sts_addr = cx.push(s);
@@ -432,7 +432,7 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
         let Some(obj) = ObjectRef::of(svc) else {
             continue;
         };
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             obj.address(),
             Action::Delete,
             Risk::Disruptive,
@@ -440,9 +440,9 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
                 object: obj.clone(),
                 wait: Wait::None,
             },
+            format!("delete {}", obj.display()),
+            "it fronted the local database, which is gone".into(),
         );
-        s.summary = format!("delete {}", obj.display());
-        s.reason = "it fronted the local database, which is gone".into();
         s.depends_on = vec![sts_addr.clone()];
         s.before = Some(shown(svc));
         cx.push(s);
@@ -451,7 +451,7 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
         let Some(obj) = ObjectRef::of(pvc) else {
             continue;
         };
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             obj.address(),
             Action::Delete,
             Risk::Destructive,
@@ -459,10 +459,9 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
                 object: obj.clone(),
                 wait: Wait::Gone,
             },
+            format!("delete the retained claim {}", obj.display()),
+            "StatefulSet claims outlive the StatefulSet (seed 004: \"clean local PV\")".into(),
         );
-        s.summary = format!("delete the retained claim {}", obj.display());
-        s.reason =
-            "StatefulSet claims outlive the StatefulSet (seed 004: \"clean local PV\")".into();
         s.depends_on = vec![sts_addr.clone()];
         s.before = Some(shown(pvc));
         let pvc_addr = cx.push(s);
@@ -473,7 +472,7 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
         let Some(obj) = ObjectRef::of(pv) else {
             continue;
         };
-        let mut s = cx.new_step(
+        let mut s = cx.step(
             obj.address(),
             Action::Delete,
             Risk::Destructive,
@@ -481,9 +480,9 @@ fn cleanup_local(cx: &mut Ctx<'_>, local: &LocalDb<'_>, deps: &[String]) {
                 object: obj.clone(),
                 wait: Wait::Gone,
             },
+            format!("delete the released volume {}", obj.display()),
+            "a Retain volume stays behind as Released once its claim is deleted".into(),
         );
-        s.summary = format!("delete the released volume {}", obj.display());
-        s.reason = "a Retain volume stays behind as Released once its claim is deleted".into();
         s.depends_on = vec![pvc_addr];
         s.before = Some(shown(pv));
         cx.push(s);
@@ -595,7 +594,7 @@ fn snapshot(cx: &mut Ctx<'_>, rt: &RdsTarget, change: &str) -> String {
     let short: String = tag.trim_start_matches("sha256:").chars().take(8).collect();
     let id = format!("{}-pgplan-{short}", rt.instance_identifier);
     let address = Address::rds_snapshot(&rt.region, &rt.instance_identifier, &id).into();
-    let mut s = cx.new_step(
+    let mut s = cx.step(
         address,
         Action::Create,
         Risk::Safe,
@@ -604,12 +603,12 @@ fn snapshot(cx: &mut Ctx<'_>, rt: &RdsTarget, change: &str) -> String {
             identifier: rt.instance_identifier.clone(),
             snapshot: id.clone(),
         },
+        format!(
+            "snapshot RDS instance {} as {id} before changing it",
+            rt.instance_identifier
+        ),
+        "`snapshotBeforeChanges`: a restore point before the instance is modified".into(),
     );
-    s.summary = format!(
-        "snapshot RDS instance {} as {id} before changing it",
-        rt.instance_identifier
-    );
-    s.reason = "`snapshotBeforeChanges`: a restore point before the instance is modified".into();
     s.after = Some(json!({"snapshot": id, "instance": rt.instance_identifier}));
     cx.push(s)
 }
