@@ -93,7 +93,7 @@ pub(super) fn backups(
     dbs: &[&DatabaseInventory],
     deps: &[String],
 ) -> Vec<String> {
-    let spec = cx.p.spec().clone();
+    let spec = cx.p.spec();
     let name = cx.p.name().to_string();
     let mut out = Vec::new();
     for db in dbs {
@@ -473,7 +473,7 @@ fn verify(
     deps: &[String],
     roles: Option<Box<RoleChecks>>,
 ) -> String {
-    let spec = cx.p.spec().clone();
+    let spec = cx.p.spec();
     let name = cx.p.name().to_string();
     let f = facts(db);
     let mut checks = Vec::new();
@@ -605,7 +605,7 @@ impl Carried {
 /// observed. Memberships in roles that are neither carried nor on the
 /// target (nor built in) are dropped and said so.
 fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
-    let spec = cx.p.spec().clone();
+    let spec = cx.p.spec();
     let existing: Vec<&str> = c
         .target_server
         .map(|t| t.roles.iter().map(|r| r.name.as_str()).collect())

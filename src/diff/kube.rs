@@ -21,7 +21,7 @@ use crate::spec::{KubeTarget, LoadTuningMode, Source, StatefulSetTarget};
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 
 pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
-    let spec = cx.p.spec().clone();
+    let spec = cx.p.spec();
     let t = &kt.stateful_set;
     let src_ns = match &spec.source {
         Source::Kubernetes(k) => k.namespace.clone(),
@@ -176,7 +176,7 @@ fn storage_class<'v>(cx: &mut Ctx<'v>, t: &StatefulSetTarget) -> Option<&'v Valu
 }
 
 fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &SourceFacts<'_>) {
-    let spec = cx.p.spec().clone();
+    let spec = cx.p.spec();
     let t = &kt.stateful_set;
     cx.journey = match src.kind {
         crate::spec::WorkloadKind::Deployment => Journey::DeploymentToStatefulset,
@@ -498,13 +498,15 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
 
     day2_extras(
         cx,
-        t,
-        ns,
-        &template,
-        &src.container_name,
-        &svc_name,
-        class_name.as_deref(),
-        &sts_addr,
+        Extras {
+            t,
+            ns,
+            template: &template,
+            container_name: &src.container_name,
+            svc_name: &svc_name,
+            class: class_name.as_deref(),
+            after: Some(&sts_addr),
+        },
     );
 
     let conn = consumers::Connection {
@@ -666,17 +668,31 @@ fn static_volumes(
 
 /// The backup CronJob and its PVC (when `backup.schedule` is set).
 #[allow(clippy::too_many_arguments)]
-fn day2_extras(
-    cx: &mut Ctx<'_>,
-    t: &StatefulSetTarget,
-    ns: &str,
-    template: &Value,
-    container_name: &str,
-    svc_name: &str,
-    class: Option<&str>,
-    sts_addr: &str,
-) -> Vec<String> {
-    let spec = cx.p.spec().clone();
+/// What the backup CronJob and its claim are made from: the StatefulSet
+/// (target, its pod template, container, Service and storage class) and
+/// the step that creates it, when this plan does.
+struct Extras<'e> {
+    t: &'e StatefulSetTarget,
+    ns: &'e str,
+    template: &'e Value,
+    container_name: &'e str,
+    svc_name: &'e str,
+    class: Option<&'e str>,
+    /// The StatefulSet's creating step (`None`: it exists already).
+    after: Option<&'e str>,
+}
+
+fn day2_extras(cx: &mut Ctx<'_>, x: Extras<'_>) -> Vec<String> {
+    let Extras {
+        t,
+        ns,
+        template,
+        container_name,
+        svc_name,
+        class,
+        after: sts_addr,
+    } = x;
+    let spec = cx.p.spec();
     let mut out = Vec::new();
     let Some(schedule) = &spec.backup.schedule else {
         return out;
@@ -795,9 +811,7 @@ fn day2_extras(
                     format!("update {}", obj.display()),
                     reason.into(),
                 );
-                if !sts_addr.is_empty() {
-                    s.depends_on = vec![sts_addr.to_string()];
-                }
+                s.depends_on = sts_addr.map(str::to_string).into_iter().collect();
                 s.before = Some(shown(live));
                 s.after = Some(after);
                 out.push(cx.push(s));
@@ -815,9 +829,7 @@ fn day2_extras(
                     format!("create {}", obj.display()),
                     reason.into(),
                 );
-                if !sts_addr.is_empty() {
-                    s.depends_on = vec![sts_addr.to_string()];
-                }
+                s.depends_on = sts_addr.map(str::to_string).into_iter().collect();
                 s.after = Some(desired);
                 out.push(cx.push(s));
             }
@@ -904,7 +916,7 @@ fn cleanup_old_volumes(
 fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     let t = &kt.stateful_set;
     cx.journey = Journey::Day2;
-    let spec = cx.p.spec().clone();
+    let spec = cx.p.spec();
     let svc_name = str_at(sts, &["spec", "serviceName"])
         .unwrap_or(&t.name)
         .to_string();
@@ -1227,12 +1239,14 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
 
     day2_extras(
         cx,
-        t,
-        ns,
-        &template,
-        &container_name,
-        &svc_name,
-        live_class.as_deref(),
-        "",
+        Extras {
+            t,
+            ns,
+            template: &template,
+            container_name: &container_name,
+            svc_name: &svc_name,
+            class: live_class.as_deref(),
+            after: None,
+        },
     );
 }

@@ -17,7 +17,7 @@ use crate::plan::{Action, ObjectRef, Operation, RdsSettings, Risk, ServerRef, Wa
 use crate::spec::{RdsTarget, Source};
 
 pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
-    let spec = cx.p.spec().clone();
+    let spec = cx.p.spec();
     cx.journey = Journey::ToRds;
     let Some(login) = spec.credentials.target.clone() else {
         return; // validation already reported it
