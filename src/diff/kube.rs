@@ -246,42 +246,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     }
 
     // Protect the old volume so a rollback can bring the Deployment back on it.
-    let mut protect = Vec::new();
-    let old_volumes: Vec<(&Value, Option<&Value>)> = match &src.data {
-        DataVolume::Claim { pvc, pv } => vec![(*pvc, *pv)],
-        DataVolume::Templates { claims } => claims.clone(),
-        DataVolume::Ephemeral { .. } => Vec::new(),
-    };
-    for (pvc, pv) in &old_volumes {
-        cx.read(pvc);
-        let Some(pv) = pv else { continue };
-        cx.read(pv);
-        let policy = str_at(pv, &["spec", "persistentVolumeReclaimPolicy"]).unwrap_or("Delete");
-        if policy == "Retain" {
-            continue;
-        }
-        let name = str_at(pv, &["metadata", "name"]).unwrap_or_default();
-        let volume = ObjectRef::new("v1", "PersistentVolume", "", name);
-        let mut after = shown(pv);
-        after["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
-        let mut s = cx.step(
-            volume.address_at(Phase::Protect),
-            Action::Update,
-            Risk::Safe,
-            Operation::ProtectVolume {
-                volume: volume.clone(),
-                from: policy.to_string(),
-            },
-            format!(
-            "keep {} when its claim goes (reclaim policy {policy} → Retain)",
-            volume.display()
-        ),
-            "the old volume is the rollback path: with Retain it survives the old workload and its claim".into(),
-        );
-        s.before = Some(shown(pv));
-        s.after = Some(after);
-        protect.push(cx.push(s));
-    }
+    let protect = protect_old_volume(cx, src);
 
     // Static PVs.
     let mut pv_steps = Vec::new();
@@ -309,33 +274,11 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     let backups = data::backups(cx, &source_ref, &dbs, &quiesced);
 
     // Delete the source workload.
-    let src_obj = ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name);
-    let mut del = cx.step(
-        src_obj.address(),
-        Action::Delete,
-        if src.data_at_risk() {
-            Risk::Destructive
-        } else {
-            Risk::Disruptive
-        },
-        Operation::Delete {
-            object: src_obj.clone(),
-            wait: Wait::Gone,
-        },
-        format!(
-        "delete {} (the database is down from here until the StatefulSet is ready)",
-        src_obj.display()
-    ),
-        match &src.data {
-        DataVolume::Ephemeral { what } => format!(
-            "its data lives on {what} and dies with the pod; the verified backup is the only copy from here on"
-        ),
-        _ => "its pods must be gone before the StatefulSet's pods take the same labels; the data stays on the retained volume".into(),
-    },
+    let del_addr = delete_source(
+        cx,
+        src,
+        backups.iter().chain(protect.iter()).cloned().collect(),
     );
-    del.depends_on = backups.iter().chain(protect.iter()).cloned().collect();
-    del.before = Some(shown(src.manifest));
-    let del_addr = cx.push(del);
 
     // Services: the one named like the target's headless Service is replaced
     // (clusterIP is immutable) and keeps its labels, annotations, ports and
@@ -534,8 +477,87 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     http_checks(cx, &resumed, &after_verify);
 
     if spec.cleanup.old_volume {
-        cleanup_old_volumes(cx, &old_volumes, &verifies, &resumed);
+        cleanup_old_volumes(cx, &old_volumes(src), &verifies, &resumed);
     }
+}
+
+/// The source's claims and their volumes.
+fn old_volumes<'s>(src: &SourceFacts<'s>) -> Vec<(&'s Value, Option<&'s Value>)> {
+    match &src.data {
+        DataVolume::Claim { pvc, pv } => vec![(*pvc, *pv)],
+        DataVolume::Templates { claims } => claims.clone(),
+        DataVolume::Ephemeral { .. } => Vec::new(),
+    }
+}
+
+/// Keep the old volume when its claim goes (reclaim policy Retain): it is
+/// the rollback path. Returns the steps' addresses.
+fn protect_old_volume(cx: &mut Ctx<'_>, src: &SourceFacts<'_>) -> Vec<String> {
+    let mut protect = Vec::new();
+    let old_volumes = old_volumes(src);
+    for (pvc, pv) in &old_volumes {
+        cx.read(pvc);
+        let Some(pv) = pv else { continue };
+        cx.read(pv);
+        let policy = str_at(pv, &["spec", "persistentVolumeReclaimPolicy"]).unwrap_or("Delete");
+        if policy == "Retain" {
+            continue;
+        }
+        let name = str_at(pv, &["metadata", "name"]).unwrap_or_default();
+        let volume = ObjectRef::new("v1", "PersistentVolume", "", name);
+        let mut after = shown(pv);
+        after["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
+        let mut s = cx.step(
+            volume.address_at(Phase::Protect),
+            Action::Update,
+            Risk::Safe,
+            Operation::ProtectVolume {
+                volume: volume.clone(),
+                from: policy.to_string(),
+            },
+            format!(
+            "keep {} when its claim goes (reclaim policy {policy} → Retain)",
+            volume.display()
+        ),
+            "the old volume is the rollback path: with Retain it survives the old workload and its claim".into(),
+        );
+        s.before = Some(shown(pv));
+        s.after = Some(after);
+        protect.push(cx.push(s));
+    }
+    protect
+}
+
+/// Delete the source workload once `deps` (the backups, the protected
+/// volume) are done. Returns the step's address.
+fn delete_source(cx: &mut Ctx<'_>, src: &SourceFacts<'_>, deps: Vec<String>) -> String {
+    let src_obj = ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name);
+    let mut del = cx.step(
+        src_obj.address(),
+        Action::Delete,
+        if src.data_at_risk() {
+            Risk::Destructive
+        } else {
+            Risk::Disruptive
+        },
+        Operation::Delete {
+            object: src_obj.clone(),
+            wait: Wait::Gone,
+        },
+        format!(
+        "delete {} (the database is down from here until the StatefulSet is ready)",
+        src_obj.display()
+    ),
+        match &src.data {
+        DataVolume::Ephemeral { what } => format!(
+            "its data lives on {what} and dies with the pod; the verified backup is the only copy from here on"
+        ),
+        _ => "its pods must be gone before the StatefulSet's pods take the same labels; the data stays on the retained volume".into(),
+    },
+    );
+    del.depends_on = deps;
+    del.before = Some(shown(src.manifest));
+    cx.push(del)
 }
 
 /// The selector of a live Service when it selects the source's pods (every
