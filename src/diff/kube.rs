@@ -284,72 +284,7 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     // (clusterIP is immutable) and keeps its labels, annotations, ports and
     // selector, so that whatever selects it (ServiceMonitors, policies,
     // runbooks) still does; others keep selecting the same labels.
-    let live_svc = cx.idx.get("Service", ns, &svc_name);
-    let selector = match live_svc.and_then(|l| selects(l, &src.pod_labels)) {
-        Some(kept) => kept,
-        None => workload_selector(src),
-    };
-    let ports = live_svc
-        .or(src.services.first().copied())
-        .and_then(|s| at(s, &["spec", "ports"]));
-    let desired_svc = manifests::headless_service(
-        cx.p,
-        &svc_name,
-        ns,
-        &selector,
-        ports,
-        Some(live_svc.unwrap_or(src.manifest)),
-    );
-    let svc_obj = ObjectRef::new("v1", "Service", ns, &svc_name);
-    let pod_dns = format!("{}-0.{svc_name}", t.name);
-    let svc_step = match live_svc {
-        Some(live) => {
-            cx.read(live);
-            if str_at(live, &["spec", "clusterIP"]) == Some("None")
-                && covers(
-                    live,
-                    &json!({"spec": {"selector": desired_svc["spec"]["selector"].clone()}}),
-                )
-            {
-                None
-            } else {
-                let mut s = cx.step(
-                    svc_obj.address(),
-                    Action::Replace,
-                    Risk::Disruptive,
-                    Operation::Replace {
-                        object: svc_obj.clone(),
-                        wait: Wait::None,
-                    },
-                    format!(
-                    "replace {} with a headless Service (clusterIP: None)",
-                    svc_obj.display()
-                ),
-                    format!("a StatefulSet's pods get stable DNS names ({pod_dns}) only through a headless Service, and clusterIP cannot be changed in place; its labels, annotations and selector are kept"),
-                );
-                s.depends_on = backups.clone();
-                s.before = Some(shown(live));
-                s.after = Some(desired_svc.clone());
-                Some(cx.push(s))
-            }
-        }
-        None => {
-            cx.read_absent(svc_obj.address());
-            let mut s = cx.step(
-                svc_obj.address(),
-                Action::Create,
-                Risk::Safe,
-                Operation::Create {
-                    object: svc_obj.clone(),
-                    wait: Wait::None,
-                },
-                format!("create headless {}", svc_obj.display()),
-                format!("the StatefulSet's serviceName must name a headless Service, which gives its pod the stable name {pod_dns}"),
-            );
-            s.after = Some(desired_svc.clone());
-            Some(cx.push(s))
-        }
-    };
+    let svc_step = headless_service(cx, ns, &svc_name, &t.name, src, &backups);
 
     // The StatefulSet.
     let template = at(src.manifest, &["spec", "template"])
@@ -478,6 +413,84 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
 
     if spec.cleanup.old_volume {
         cleanup_old_volumes(cx, &old_volumes(src), &verifies, &resumed);
+    }
+}
+
+/// The headless Service the StatefulSet names: the live Service of that name
+/// replaced (after `backups`), or a new one. Returns its step, if any.
+fn headless_service(
+    cx: &mut Ctx<'_>,
+    ns: &str,
+    svc_name: &str,
+    sts_name: &str,
+    src: &SourceFacts<'_>,
+    backups: &[String],
+) -> Option<String> {
+    let live_svc = cx.idx.get("Service", ns, svc_name);
+    let selector = match live_svc.and_then(|l| selects(l, &src.pod_labels)) {
+        Some(kept) => kept,
+        None => workload_selector(src),
+    };
+    let ports = live_svc
+        .or(src.services.first().copied())
+        .and_then(|s| at(s, &["spec", "ports"]));
+    let desired_svc = manifests::headless_service(
+        cx.p,
+        svc_name,
+        ns,
+        &selector,
+        ports,
+        Some(live_svc.unwrap_or(src.manifest)),
+    );
+    let svc_obj = ObjectRef::new("v1", "Service", ns, svc_name);
+    let pod_dns = format!("{sts_name}-0.{svc_name}");
+    match live_svc {
+        Some(live) => {
+            cx.read(live);
+            if str_at(live, &["spec", "clusterIP"]) == Some("None")
+                && covers(
+                    live,
+                    &json!({"spec": {"selector": desired_svc["spec"]["selector"].clone()}}),
+                )
+            {
+                None
+            } else {
+                let mut s = cx.step(
+                    svc_obj.address(),
+                    Action::Replace,
+                    Risk::Disruptive,
+                    Operation::Replace {
+                        object: svc_obj.clone(),
+                        wait: Wait::None,
+                    },
+                    format!(
+                    "replace {} with a headless Service (clusterIP: None)",
+                    svc_obj.display()
+                ),
+                    format!("a StatefulSet's pods get stable DNS names ({pod_dns}) only through a headless Service, and clusterIP cannot be changed in place; its labels, annotations and selector are kept"),
+                );
+                s.depends_on = backups.to_vec();
+                s.before = Some(shown(live));
+                s.after = Some(desired_svc.clone());
+                Some(cx.push(s))
+            }
+        }
+        None => {
+            cx.read_absent(svc_obj.address());
+            let mut s = cx.step(
+                svc_obj.address(),
+                Action::Create,
+                Risk::Safe,
+                Operation::Create {
+                    object: svc_obj.clone(),
+                    wait: Wait::None,
+                },
+                format!("create headless {}", svc_obj.display()),
+                format!("the StatefulSet's serviceName must name a headless Service, which gives its pod the stable name {pod_dns}"),
+            );
+            s.after = Some(desired_svc.clone());
+            Some(cx.push(s))
+        }
     }
 }
 
