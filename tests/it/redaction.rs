@@ -124,8 +124,13 @@ fn journal_records(state: &Path) -> Vec<(String, Value)> {
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("{}: {e}: {line}", path.display()));
-                // Format 2 seals each record: `{"v":2,"seq":N,"record":{…},"sum":…}`.
-                assert_eq!(v["v"], 2, "{}: {line}", path.display());
+                // Each record is sealed: `{"v":N,"seq":N,"record":{…},"sum":…}`.
+                assert_eq!(
+                    v["v"],
+                    pgplan::apply::journal::FORMAT_VERSION,
+                    "{}: {line}",
+                    path.display()
+                );
                 out.push((line.to_string(), v["record"].clone()));
             }
         }
