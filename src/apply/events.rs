@@ -8,8 +8,18 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::outcome::StepError;
 use crate::plan::Step;
 use crate::redact::Redactor;
+
+/// One placement's measured downtime window (reported once the apply is done).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub placement: String,
+    pub steps: (usize, usize),
+    pub total: Duration,
+    pub dump_and_restore: Duration,
+}
 
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +123,23 @@ impl Events {
         }
     }
 
-    pub fn failed(&self, position: usize, step: &Step, error: &str) {
+    /// A step failed; `--json` carries the code and help of the diagnostic
+    /// it failed with, when it had one.
+    pub fn failed(&self, position: usize, step: &Step, error: &StepError) {
         match self.mode {
-            Mode::Json => self.emit_json(json!({"event": "step_failed", "position": position, "address": step.address, "error": error})),
+            Mode::Json => self.emit_json(json!({"event": "step_failed", "position": position, "address": step.address, "error": error.to_string(), "code": error.code(), "help": error.help()})),
             Mode::Human { .. } => self.line(&format!("[{position}/{}]   {}: {error}", self.total, self.paint("1;31", "FAILED"))),
+        }
+    }
+
+    /// A compensation that failed: the step is not undone.
+    pub fn rollback_failed(&self, address: &str, error: &StepError) {
+        let detail = format!("could not be undone: {error}");
+        match self.mode {
+            Mode::Json => self.emit_json(
+                json!({"event": "rollback_kept", "address": address, "detail": detail, "code": error.code()}),
+            ),
+            Mode::Human { .. } => self.rollback("kept", address, &detail),
         }
     }
 
@@ -207,7 +230,7 @@ impl Events {
     }
 
     /// How long a placement's consumers were stopped, once the apply is done.
-    pub fn downtime(&self, m: &super::Measured) {
+    pub fn downtime(&self, m: &Measured) {
         let other = m.total.saturating_sub(m.dump_and_restore);
         match self.mode {
             Mode::Json => self.emit_json(json!({

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::outcome::Outcome;
 use crate::plan::Plan;
 use crate::redact::Redactor;
 
@@ -52,10 +53,10 @@ pub enum Record {
     Started {
         step: String,
     },
-    /// A step finished; `facts` is what its compensation or a later step needs.
+    /// A step finished; its outcome is what its compensation or a later step needs.
     Done {
         step: String,
-        facts: Value,
+        outcome: Outcome,
     },
     Failed {
         step: String,
@@ -133,7 +134,7 @@ pub enum JournalError {
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
     pub begin: Option<(String, String, String, Option<String>, Value)>,
-    pub done: BTreeMap<String, Value>,
+    pub done: BTreeMap<String, Outcome>,
     pub started: Vec<String>,
     pub failed: Vec<(String, String)>,
     /// Why a rollback began, when one did: a resumed apply then finishes
@@ -548,8 +549,8 @@ fn apply_record(replay: &mut Replay, r: Record) {
             plan,
         } => replay.begin = Some((run, spec_file, spec_text, environment, plan)),
         Record::Started { step } => replay.started.push(step),
-        Record::Done { step, facts } => {
-            replay.done.insert(step, facts);
+        Record::Done { step, outcome } => {
+            replay.done.insert(step, outcome);
         }
         Record::Failed { step, error } => replay.failed.push((step, error)),
         Record::RolledBack => replay.rolled_back = true,
@@ -715,7 +716,7 @@ mod tests {
         j.record(&Record::Started { step: "s1".into() }).unwrap();
         j.record(&Record::Done {
             step: "s1".into(),
-            facts: serde_json::json!({"replicas": 2}),
+            outcome: Outcome::Scaled { replicas_before: 2 },
         })
         .unwrap();
         drop(j);
@@ -727,7 +728,7 @@ mod tests {
             .write_all(b"{\"type\":\"sta")
             .unwrap();
         let r = read(&path).unwrap();
-        assert_eq!(r.done["s1"]["replicas"], 2);
+        assert_eq!(r.done["s1"], Outcome::Scaled { replicas_before: 2 });
         assert!(matches!(
             Journal::create(&path, "a+b", &[]),
             Err(JournalError::Unfinished { .. })
@@ -759,7 +760,7 @@ mod tests {
         assert_eq!(r.started, ["s1"]);
         j.record(&Record::Done {
             step: "s1".into(),
-            facts: serde_json::json!({}),
+            outcome: Outcome::Deleted { existed: true },
         })
         .unwrap();
         drop(j);
@@ -798,11 +799,11 @@ mod tests {
             },
             Record::Done {
                 step: "s1".into(),
-                facts: serde_json::json!({}),
+                outcome: Outcome::Deleted { existed: true },
             },
             Record::Done {
                 step: "s2".into(),
-                facts: serde_json::json!({}),
+                outcome: Outcome::Deleted { existed: true },
             },
             Record::Failed {
                 step: "s3".into(),
@@ -852,7 +853,9 @@ mod tests {
             Record::Started { step: step.clone() },
             Record::Done {
                 step: step.clone(),
-                facts: serde_json::json!({"note": "deleted in team-s3cr3t"}),
+                outcome: Outcome::VolumeProtected {
+                    from: "Delete-in-team-s3cr3t".into(),
+                },
             },
             Record::Failed {
                 step: step.clone(),
@@ -874,7 +877,12 @@ mod tests {
         assert_eq!(text.lines().count(), 6);
         assert!(text.contains("k8s/${NS}/Deployment/postgres"), "{text}");
         let (_, r) = Journal::reopen(&path, "a", &env).unwrap();
-        assert_eq!(r.done[&step]["note"], "deleted in team-s3cr3t");
+        assert_eq!(
+            r.done[&step],
+            Outcome::VolumeProtected {
+                from: "Delete-in-team-s3cr3t".into()
+            }
+        );
         assert_eq!(r.started, vec![step.clone()]);
         assert_eq!(r.rollback.as_deref(), Some("probe returned team-s3cr3t"));
         assert!(r.compensated.contains(&step));

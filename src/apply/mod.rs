@@ -9,46 +9,32 @@
 //! plans. A saved plan is re-planned by the caller and compared before it
 //! gets here; a resumed apply takes its plan from the journal.
 
-pub mod act;
-pub mod data;
+mod dispatch;
 pub mod events;
 pub mod interrupt;
 pub mod journal;
+mod kube;
 pub mod lock;
-mod undo;
+pub mod outcome;
+mod pgdata;
+mod probe;
+mod rds;
+mod secret;
+mod servers;
+pub mod world;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
-use serde_json::Value;
-
-use crate::cluster::Cluster;
 use crate::plan::{Operation, Plan, ScalePurpose};
-use act::StepError;
-use events::Events;
+pub use events::Measured;
+use futures::stream::{FuturesUnordered, StreamExt};
 use interrupt::Interrupts;
 use journal::{Journal, JournalError, Record};
 use lock::{LockError, Locks, Phase};
-
-/// What the steps reach the world through.
-pub struct World<'a> {
-    pub cluster: Option<&'a Cluster>,
-    /// The RDS client of the plan's region (one region per apply).
-    pub rds: Option<&'a crate::aws::Rds>,
-    pub lookup: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
-    /// The spec file's directory: CA files and relative backup directories.
-    pub base_dir: PathBuf,
-    pub events: &'a Events,
-    pub run: crate::addr::RunId,
-    /// Per placement, how long a data step may go without progress
-    /// (`backup.stallTimeout`); [`DEFAULT_STALL`] for one not listed.
-    pub stall_timeouts: BTreeMap<String, Duration>,
-}
-
-/// The stall timeout of a placement the apply has no setting for.
-pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
+use outcome::{Outcome, StepError, Undo};
+pub use world::{World, DEFAULT_STALL};
 
 /// How to apply.
 #[derive(Debug, Clone)]
@@ -146,7 +132,7 @@ pub async fn hold_before_lock() {
 
 fn fail_hook(address: &str) -> Option<StepError> {
     crate::testhooks::fail(address).then(|| {
-        StepError(format!(
+        StepError::new(format!(
             "injected failure (PGPLAN_TEST_FAIL) after {address} acted"
         ))
     })
@@ -191,15 +177,6 @@ struct Downtime<'p> {
     plan: &'p Plan,
     began: BTreeMap<usize, Instant>,
     spans: Vec<(usize, Instant, Instant)>,
-}
-
-/// One placement's measured window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Measured {
-    pub placement: String,
-    pub steps: (usize, usize),
-    pub total: Duration,
-    pub dump_and_restore: Duration,
 }
 
 impl<'p> Downtime<'p> {
@@ -348,9 +325,10 @@ struct Run<'r, 'w> {
     interrupts: &'r Interrupts,
 }
 
-/// What the walk of the steps waits for next.
+/// What the walk of the steps waits for next (one at a time, never stored).
+#[allow(clippy::large_enum_variant)]
 enum Next {
-    Step(Option<(usize, Result<Value, StepError>, Duration)>),
+    Step(Option<(usize, Result<Outcome, StepError>, Duration)>),
     Renew,
     Interrupt,
 }
@@ -399,7 +377,7 @@ impl Run<'_, '_> {
                 "the lock records that a rollback had begun, which the journal has lost".into(),
             );
         }
-        let mut done: BTreeMap<String, Value> = replay.done.clone();
+        let mut done: pgdata::Done = replay.done.clone();
         if let Some(reason) = replay.rollback.clone() {
             // The apply was rolling back when it stopped: finish that, and never
             // go forward again over steps the rollback may already have undone.
@@ -452,7 +430,7 @@ impl Run<'_, '_> {
                     w.events.started(i + 1, s);
                     clock.started(i);
                     running.insert(i);
-                    let deps: BTreeMap<String, Value> = s
+                    let deps: pgdata::Done = s
                         .depends_on
                         .iter()
                         .chain(backup_ancestors(s).iter())
@@ -461,7 +439,7 @@ impl Run<'_, '_> {
                     futs.push(async move {
                         hold_hook(HoldPoint::Step(i + 1)).await;
                         let t = Instant::now();
-                        let mut r = act::act(w, s, &deps).await;
+                        let mut r = dispatch::act(w, s, &deps).await;
                         if r.is_ok() {
                             if let Some(e) = fail_hook(&s.address) {
                                 r = Err(e);
@@ -521,17 +499,13 @@ impl Run<'_, '_> {
             w.events.progress_done();
             clock.ended(i, took);
             match result {
-                Ok(facts) => {
+                Ok(outcome) => {
                     journal.record(&Record::Done {
                         step: s.address.clone(),
-                        facts: facts.clone(),
+                        outcome: outcome.clone(),
                     })?;
-                    let note = facts
-                        .get("note")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    done.insert(s.address.clone(), facts);
+                    let note = outcome.note();
+                    done.insert(s.address.clone(), outcome);
                     applied += 1;
                     w.events.done(i + 1, s, took, &note);
                     crash_hook("after", i + 1);
@@ -539,9 +513,9 @@ impl Run<'_, '_> {
                 Err(e) => {
                     journal.record(&Record::Failed {
                         step: s.address.clone(),
-                        error: e.0.clone(),
+                        error: e.to_string(),
                     })?;
-                    w.events.failed(i + 1, s, &e.0);
+                    w.events.failed(i + 1, s, &e);
                     failures.push((i, e));
                 }
             }
@@ -603,7 +577,7 @@ impl Run<'_, '_> {
             );
             return Err(ApplyError::Failed {
                 address: step.address.clone(),
-                message: error.0.clone(),
+                message: error.to_string(),
                 outcome: "The data is verified on the target and consumers use it; nothing was rolled back.".into(),
                 help: format!(
                     "fix the cause and run `{}` to finish the remaining steps (journal: {})",
@@ -614,7 +588,7 @@ impl Run<'_, '_> {
             });
         }
         journal.record(&Record::RollbackStarted {
-            reason: error.0.clone(),
+            reason: error.to_string(),
         })?;
         self.mark(Phase::RollingBack).await;
         w.events.note("Rolling back:");
@@ -624,7 +598,7 @@ impl Run<'_, '_> {
                 journal,
                 &done,
                 &failed,
-                (&step.address, &error.0),
+                (&step.address, &error.to_string()),
                 &BTreeSet::new(),
             )
             .await;
@@ -695,7 +669,7 @@ impl Run<'_, '_> {
     async fn roll_back(
         &self,
         mut journal: Journal,
-        done: &BTreeMap<String, Value>,
+        done: &pgdata::Done,
         failed: &[usize],
         (address, message): (&str, &str),
         already: &BTreeSet<String>,
@@ -732,7 +706,7 @@ impl Run<'_, '_> {
             }
             let source = source_of(plan, &s.placement);
             let mut compensation =
-                std::pin::pin!(undo::undo(w, s, done.get(&s.address), done, source));
+                std::pin::pin!(dispatch::undo(w, s, done.get(&s.address), done, source));
             let result = loop {
                 tokio::select! {
                     r = &mut compensation => break Some(r),
@@ -771,7 +745,7 @@ impl Run<'_, '_> {
             };
             crash_hook("undone", i + 1);
             match result {
-                Ok(undo::Undo::Undone(detail)) => {
+                Ok(Undo::Undone(detail)) => {
                     journal.record(&Record::Compensated {
                         step: s.address.clone(),
                         detail: detail.clone(),
@@ -779,7 +753,7 @@ impl Run<'_, '_> {
                     w.events.rollback("undone", &s.address, &detail);
                     undone.push(detail);
                 }
-                Ok(undo::Undo::Kept(reason)) => {
+                Ok(Undo::Kept(reason)) => {
                     journal.record(&Record::NotCompensated {
                         step: s.address.clone(),
                         reason: reason.clone(),
@@ -787,15 +761,14 @@ impl Run<'_, '_> {
                     w.events.rollback("kept", &s.address, &reason);
                     kept.push(reason);
                 }
-                Ok(undo::Undo::Nothing) => {}
+                Ok(Undo::Nothing) => {}
                 Err(e) => {
                     journal.record(&Record::NotCompensated {
                         step: s.address.clone(),
-                        reason: e.0.clone(),
+                        reason: e.to_string(),
                     })?;
-                    w.events
-                        .rollback("kept", &s.address, &format!("could not be undone: {}", e.0));
-                    broken.push(format!("{}: {}", s.address, e.0));
+                    w.events.rollback_failed(&s.address, &e);
+                    broken.push(format!("{}: {e}", s.address));
                 }
             }
         }
@@ -877,7 +850,7 @@ fn source_of<'p>(plan: &'p Plan, placement: &str) -> Option<&'p crate::plan::Ser
 /// What the world is like after an apply stopped part-way, one fact a
 /// line: what is stopped, deleted, created or tuned, where the backups
 /// are, and which steps did not finish.
-fn world_state(plan: &Plan, done: &BTreeMap<String, Value>, abandoned: &[usize]) -> Vec<String> {
+fn world_state(plan: &Plan, done: &pgdata::Done, abandoned: &[usize]) -> Vec<String> {
     let is_done = |a: &str| done.contains_key(a);
     let commits = plan.commit_positions();
     let mut out = Vec::new();
@@ -941,8 +914,8 @@ fn world_state(plan: &Plan, done: &BTreeMap<String, Value>, abandoned: &[usize])
                 }
             }
             Operation::Backup { .. } => {
-                if let Some(a) = done[&s.address]["archive"].as_str() {
-                    out.push(format!("backup: {a} (step {n})"));
+                if let Some(b) = done.get(&s.address).and_then(Outcome::backup) {
+                    out.push(format!("backup: {} (step {n})", b.archive.display()));
                 }
             }
             _ => {}

@@ -36,9 +36,9 @@ pub use backup::{backup, backup_paths, verify_archive, BackupOptions, BackupPath
 pub use contents::{Method, SequenceValue, TableContents};
 pub use knex::release_knex_locks;
 pub use manifest::Manifest;
-pub use prepare::{prepare_target, prepare_target_with, Passwords, Prepared};
+pub use prepare::{drop_prepared, prepare_target, prepare_target_with, Passwords, Prepared};
 pub use progress::{no_progress, Phase, Progress, ProgressFn};
-pub use restore::{restore, RestoreOptions, Restored};
+pub use restore::{has_tables, reset_database, restore, RestoreOptions, Restored};
 pub use tune::{make_durable, tune_for_loading, untune, wait_accepting, LoadTuning};
 pub use verify::{
     verify, verify_in_sessions, verify_with_roles, Mismatch, Verified, VerifyFailure, VERIFY_JOBS,

@@ -28,7 +28,7 @@ use super::{PgError, Runner};
 use crate::observed::Role;
 
 /// What [`prepare_target`] created or set.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Prepared {
     /// Roles created (a rollback may drop them).
@@ -296,6 +296,31 @@ fn without(e: PgError, secrets: &[String]) -> PgError {
             "setting the roles on the target failed; the message above has the passwords taken out"
                 .into(),
     }
+}
+
+/// Drops databases (their sessions too), then roles, that a prepare
+/// created: its compensation on a server that outlives the rollback.
+/// What was dropped, in order (roles as `role {name}`).
+pub async fn drop_prepared(
+    r: &Runner<'_>,
+    databases: &[String],
+    roles: &[String],
+) -> Result<Vec<String>, PgError> {
+    let mut dropped = Vec::new();
+    for db in databases {
+        r.query(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db)),
+        )
+        .await?;
+        dropped.push(db.clone());
+    }
+    for role in roles {
+        r.query("postgres", &format!("DROP ROLE IF EXISTS {}", ident(role)))
+            .await?;
+        dropped.push(format!("role {role}"));
+    }
+    Ok(dropped)
 }
 
 #[cfg(test)]

@@ -383,6 +383,52 @@ fn parse_failure(stderr: &str) -> (Option<u32>, String) {
     (id, message)
 }
 
+/// Whether `database` exists and holds a user table (a restore, or part
+/// of one, is there).
+pub async fn has_tables(r: &Runner<'_>, database: &str) -> Result<bool, PgError> {
+    let exists = r
+        .query(
+            "postgres",
+            &format!(
+                "select count(*) from pg_database where datname = {}",
+                super::contents::literal(database)
+            ),
+        )
+        .await?;
+    if exists.trim() == "0" {
+        return Ok(false);
+    }
+    let n = r
+        .query(
+            database,
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r','p') and n.nspname not in ('pg_catalog','information_schema') and n.nspname !~ '^pg_toast'",
+        )
+        .await?;
+    Ok(n.trim() != "0")
+}
+
+/// Drops `database` (its sessions too) and creates it again, empty, owned
+/// by `owner`: a partial restore set aside for a fresh one.
+pub async fn reset_database(r: &Runner<'_>, database: &str, owner: &str) -> Result<(), PgError> {
+    use super::contents::ident;
+    r.query(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)),
+    )
+    .await?;
+    r.query(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {} OWNER {} TEMPLATE template0",
+            ident(database),
+            ident(owner)
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

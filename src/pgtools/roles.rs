@@ -431,7 +431,7 @@ pub struct RoleCheck<'a> {
 }
 
 /// What [`check_roles`] established, for the step's report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RolesChecked {
     /// Roles whose attributes, settings and memberships match.

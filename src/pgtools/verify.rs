@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::contents::{self, Measure, Method};
 use super::manifest::Manifest;
@@ -208,7 +208,7 @@ fn summary(mismatches: &[Mismatch]) -> String {
 }
 
 /// What a successful verification compared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Verified {
     pub database: String,

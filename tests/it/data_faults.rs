@@ -423,6 +423,15 @@ fn apply_with_the_source_frozen_stalls_fails_and_rolls_back() {
         .collect();
     assert_eq!(failed.len(), 1, "{stdout}");
     assert!(failed[0].contains("/backup"), "{stdout}");
+    // The diagnostic's code and help reach the pipeline, not only its text.
+    let event: serde_json::Value = serde_json::from_str(failed[0]).unwrap();
+    assert_eq!(event["code"], "pgplan::pg::stalled", "{stdout}");
+    assert!(
+        event["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("backup.stallTimeout")),
+        "{stdout}"
+    );
     rolled_back(&cluster, &before, &stderr);
 }
 

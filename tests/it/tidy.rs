@@ -353,3 +353,237 @@ fn the_function_length_check_counts_what_it_must() {
         ]
     );
 }
+
+/// The sibling modules a file of `src/apply` names (`super::x`,
+/// `super::{x, y}`, `crate::apply::x`; from `mod.rs`, `x::`), test code
+/// left out. A `super::` item that is no module is `mod.rs`'s.
+fn apply_imports(file: &str, text: &str, modules: &[String]) -> Vec<String> {
+    // Test code and comments (doc links) left out.
+    let code: String = text
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap_or(text)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let code = code.as_str();
+    let mut out = std::collections::BTreeSet::new();
+    let mut named = |first: &str| {
+        let first = first.trim().trim_start_matches("self::");
+        let head = first
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        if head.is_empty() || head == "self" {
+            return;
+        }
+        if modules.iter().any(|m| m == head) {
+            out.insert(head.to_string());
+        } else {
+            out.insert("mod".to_string());
+        }
+    };
+    for prefix in ["super::", "crate::apply::"] {
+        for (at, _) in code.match_indices(prefix) {
+            let rest = &code[at + prefix.len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // The group's top-level items: `a::{b, c}, d` is `a`, `d`.
+                let mut depth = 0usize;
+                let mut start = 0usize;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            named(&group[start..i]);
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            named(&group[start..i]);
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                named(rest);
+            }
+        }
+    }
+    if file == "mod" {
+        for m in modules {
+            let called = code.match_indices(&format!("{m}::")).any(|(at, _)| {
+                !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+            });
+            if called {
+                out.insert(m.clone());
+            }
+        }
+    }
+    out.remove(file);
+    out.into_iter().collect()
+}
+
+/// A cycle in `edges` (module → the modules it imports), if any.
+fn import_cycle(edges: &std::collections::BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        edges: &std::collections::BTreeMap<String, Vec<String>>,
+        path: &mut Vec<String>,
+        finished: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == n) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        if finished.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for m in edges.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, edges, path, finished) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        finished.insert(n.to_string());
+        None
+    }
+    let mut finished = std::collections::BTreeSet::new();
+    edges
+        .keys()
+        .find_map(|n| visit(n, edges, &mut Vec::new(), &mut finished))
+}
+
+fn apply_sources() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/apply");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    files
+        .iter()
+        .filter(|f| f.parent() == Some(dir.as_path()))
+        .map(|f| {
+            let name = f.file_stem().unwrap().to_string_lossy().to_string();
+            (
+                name,
+                std::fs::read_to_string(f).expect("read a source file"),
+            )
+        })
+        .collect()
+}
+
+/// The executor's files depend one way: dispatch (and the walk in
+/// `mod.rs`) → the family modules → `servers` → `world`/`outcome`; the
+/// outcome types import nothing of apply.
+#[test]
+fn apply_modules_import_one_way() {
+    let sources = apply_sources();
+    let modules: Vec<String> = sources
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| n != "mod")
+        .collect();
+    assert!(
+        modules.len() > 8,
+        "the apply modules were found: {modules:?}"
+    );
+    let edges: std::collections::BTreeMap<String, Vec<String>> = sources
+        .iter()
+        .map(|(n, text)| (n.clone(), apply_imports(n, text, &modules)))
+        .collect();
+    assert_eq!(
+        edges["outcome"],
+        Vec::<String>::new(),
+        "outcome is the leaf"
+    );
+    assert!(edges["mod"].contains(&"dispatch".to_string()), "{edges:?}");
+    assert!(
+        edges["dispatch"].contains(&"pgdata".to_string()),
+        "{edges:?}"
+    );
+    if let Some(cycle) = import_cycle(&edges) {
+        panic!(
+            "src/apply imports in a cycle: {}; move what both need into a module below them (servers, world, outcome)",
+            cycle.join(" → ")
+        );
+    }
+}
+
+#[test]
+fn the_import_check_finds_what_it_must() {
+    let modules: Vec<String> = ["act", "data", "undo", "journal"]
+        .map(String::from)
+        .to_vec();
+    let act = "//! See [`super::journal::Record`].\nuse super::data::runner;\nuse super::World;\nfn f() { super::undo::x(); }\n#[cfg(test)]\nmod tests { use super::super::data; }";
+    assert_eq!(apply_imports("act", act, &modules), ["data", "mod", "undo"]);
+    let data = "use super::{act::{self, cluster}, undo::Undo};";
+    assert_eq!(apply_imports("data", data, &modules), ["act", "undo"]);
+    let edges = [
+        ("act".to_string(), vec!["data".to_string()]),
+        ("data".to_string(), vec!["undo".to_string()]),
+        ("undo".to_string(), vec!["act".to_string()]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        import_cycle(&edges),
+        Some(["act", "data", "undo", "act"].map(String::from).to_vec())
+    );
+    let acyclic = [
+        ("act".to_string(), vec!["data".to_string()]),
+        ("data".to_string(), vec![]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(import_cycle(&acyclic), None);
+}
+
+/// One exhaustive `match` for the act and one for the compensation: a new
+/// operation does not compile until both say what it does.
+#[test]
+fn the_dispatch_has_no_fallback_arm() {
+    let sources = apply_sources();
+    let dispatch = &sources
+        .iter()
+        .find(|(n, _)| n == "dispatch")
+        .expect("dispatch.rs")
+        .1;
+    assert!(dispatch.contains("pub async fn act(") && dispatch.contains("pub async fn undo("));
+    for (i, line) in dispatch.lines().enumerate() {
+        assert!(
+            !line.trim_start().starts_with("_ =>") && !line.contains("| _ =>"),
+            "src/apply/dispatch.rs:{}: a fallback arm hides a new operation from the compiler: {line}",
+            i + 1
+        );
+    }
+    // And no family module falls back to "not a … step" either.
+    for (n, text) in &sources {
+        assert!(
+            !text.contains("is not a data step") && !text.contains("is not an RDS step"),
+            "src/apply/{n}.rs re-dispatches on the operation"
+        );
+    }
+}
+
+/// What an act returns, the journal stores and a compensation reads is
+/// typed: no `serde_json::Value` in the outcome, the dispatch or the
+/// journal's record of a finished step.
+#[test]
+fn no_untyped_value_crosses_act_journal_undo() {
+    let sources = apply_sources();
+    let text = |n: &str| &sources.iter().find(|(m, _)| m == n).expect(n).1;
+    for n in ["outcome", "dispatch"] {
+        let code = text(n).split("#[cfg(test)]").next().unwrap();
+        assert!(
+            !code.contains("Value"),
+            "src/apply/{n}.rs uses an untyped JSON value"
+        );
+    }
+    let journal = text("journal");
+    let done = &journal[journal.find("    Done {").expect("Record::Done")..];
+    let done = &done[..done.find('}').unwrap()];
+    assert!(done.contains("outcome: Outcome"), "{done}");
+    assert!(!done.contains("Value"), "{done}");
+}

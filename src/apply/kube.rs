@@ -1,159 +1,111 @@
-//! Each step's precheck → act → verify, against the live world. Every act
-//! is idempotent: it first looks at what is there and does nothing when the
-//! step's effect already holds, which is what makes `--resume` safe after a
-//! crash in the middle of a step.
-//!
-//! An act returns the facts its compensation (or a later step) needs; they
-//! are written to the journal before anything depends on the step.
+//! The steps on Kubernetes objects — create, delete, replace, patch,
+//! scale, protect a volume — each with its compensation, and the waits
+//! that say when one has taken effect. Every act is idempotent: it first
+//! looks at what is there and does nothing when the step's effect already
+//! holds, which is what makes `--resume` safe after a crash mid-step.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::World;
+use super::outcome::{Outcome, StepError, Undo};
+use super::world::{World, READY_TIMEOUT};
 use crate::cluster::{Cluster, ClusterError, Write};
-use crate::diff::manifests::{covers, field_patch, get_field, merge_patch, strip_server_fields};
+use crate::diff::manifests::{
+    covers, diff_patch, field_patch, get_field, merge_patch, strip_server_fields,
+};
 use crate::observed::{at, str_at};
-use crate::plan::{ObjectRef, Operation, ScalePurpose, Step, Wait, QUIESCED_ANNOTATION};
+use crate::plan::{ObjectRef, ScalePurpose, ServerRef, Step, Wait, QUIESCED_ANNOTATION};
 
-/// Why a step failed, as printed and journaled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepError(pub String);
-
-impl std::fmt::Display for StepError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// The manifest a step creates (its `after`).
+fn after_of(step: &Step) -> Result<&Value, StepError> {
+    step.after
+        .as_ref()
+        .ok_or_else(|| StepError::new(format!("{}: no manifest to create", step.address)))
 }
 
-impl<E: miette::Diagnostic> From<E> for StepError {
-    fn from(e: E) -> Self {
-        let mut msg = e.to_string();
-        if let Some(h) = e.help() {
-            msg.push_str(&format!(" (help: {h})"));
+/// Create the step's `after`.
+pub async fn create_step(
+    w: &World<'_>,
+    step: &Step,
+    object: &ObjectRef,
+    wait: Wait,
+) -> Result<Outcome, StepError> {
+    create(w.cluster()?, object, after_of(step)?, wait).await
+}
+
+/// Delete an object; a workload is gone when its pods are.
+pub async fn delete_step(
+    w: &World<'_>,
+    step: &Step,
+    object: &ObjectRef,
+    wait: Wait,
+) -> Result<Outcome, StepError> {
+    delete(w.cluster()?, object, step.before.as_ref(), wait).await
+}
+
+/// Delete the step's `before` and create its `after`, unless the live
+/// object is the `after` already.
+pub async fn replace(
+    w: &World<'_>,
+    step: &Step,
+    object: &ObjectRef,
+    wait: Wait,
+) -> Result<Outcome, StepError> {
+    let c = w.cluster()?;
+    let after = after_of(step)?;
+    if let Some(live) = c.get(object).await? {
+        if covers(&live, after) {
+            return Ok(Outcome::Created { created: false });
         }
-        StepError(msg)
     }
+    delete(c, object, step.before.as_ref(), Wait::Gone).await?;
+    create(c, object, after, wait).await
 }
 
-/// How long a workload may take to become ready.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Merge-patch an object (a claim: and wait until it has grown).
+pub async fn patch(w: &World<'_>, object: &ObjectRef, patch: &Value) -> Result<Outcome, StepError> {
+    let c = w.cluster()?;
+    let live = c
+        .get(object)
+        .await?
+        .ok_or_else(|| StepError::new(format!("{} does not exist", object.display())))?;
+    let mut merged = live.clone();
+    merge_patch(&mut merged, patch);
+    let already = covers(&live, &merged) && covers(&merged, &live);
+    if !already {
+        c.merge_patch(object, patch, Write::Apply).await?;
+    }
+    // A claim has grown when its capacity says so, not when the
+    // request was accepted (also when a resize asked for earlier is
+    // still pending).
+    if object.kind == "PersistentVolumeClaim" {
+        if let Some(size) =
+            get_field(patch, "spec.resources.requests.storage").and_then(Value::as_str)
+        {
+            wait_resized(c, object, size).await?;
+        }
+    }
+    Ok(Outcome::Patched { changed: !already })
+}
 
-pub(super) fn cluster<'a>(w: &'a World<'_>) -> Result<&'a Cluster, StepError> {
-    w.cluster.ok_or_else(|| {
-        StepError("this step needs a Kubernetes cluster and none is configured".into())
+/// Keep a volume's data past its claim: reclaim policy Retain.
+pub async fn protect_volume(
+    w: &World<'_>,
+    volume: &ObjectRef,
+    from: &str,
+) -> Result<Outcome, StepError> {
+    let patch = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
+    w.cluster()?
+        .merge_patch(volume, &patch, Write::Apply)
+        .await?;
+    Ok(Outcome::VolumeProtected {
+        from: from.to_string(),
     })
 }
 
-/// Run one step; returns its facts. `deps` are the facts of the steps it
-/// depends on.
-pub(super) async fn act(
-    w: &World<'_>,
-    step: &Step,
-    deps: &std::collections::BTreeMap<String, Value>,
-) -> Result<Value, StepError> {
-    match &step.operation {
-        Operation::Create { object, wait } => {
-            let manifest = step
-                .after
-                .as_ref()
-                .ok_or_else(|| StepError(format!("{}: no manifest to create", step.address)))?;
-            create(cluster(w)?, object, manifest, *wait).await
-        }
-        Operation::Delete { object, wait } => {
-            delete(cluster(w)?, object, step.before.as_ref(), *wait).await
-        }
-        Operation::Replace { object, wait } => {
-            let c = cluster(w)?;
-            let after = step
-                .after
-                .as_ref()
-                .ok_or_else(|| StepError(format!("{}: no manifest to create", step.address)))?;
-            if let Some(live) = c.get(object).await? {
-                if covers(&live, after) {
-                    return Ok(json!({"already": true}));
-                }
-            }
-            delete(c, object, step.before.as_ref(), Wait::Gone).await?;
-            create(c, object, after, *wait).await
-        }
-        Operation::Patch { object, patch } => {
-            let c = cluster(w)?;
-            let live = c
-                .get(object)
-                .await?
-                .ok_or_else(|| StepError(format!("{} does not exist", object.display())))?;
-            let mut merged = live.clone();
-            merge_patch(&mut merged, patch);
-            let already = covers(&live, &merged) && covers(&merged, &live);
-            if !already {
-                c.merge_patch(object, patch, Write::Apply).await?;
-            }
-            // A claim has grown when its capacity says so, not when the
-            // request was accepted (also when a resize asked for earlier is
-            // still pending).
-            if object.kind == "PersistentVolumeClaim" {
-                if let Some(size) =
-                    get_field(patch, "spec.resources.requests.storage").and_then(Value::as_str)
-                {
-                    wait_resized(c, object, size).await?;
-                }
-            }
-            Ok(if already {
-                json!({"already": true})
-            } else {
-                json!({})
-            })
-        }
-        Operation::Scale {
-            object,
-            from,
-            to,
-            purpose,
-            field,
-        } => scale(cluster(w)?, object, *from, *to, *purpose, field.as_deref()).await,
-        Operation::ProtectVolume { volume, from } => {
-            let c = cluster(w)?;
-            let patch = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
-            c.merge_patch(volume, &patch, Write::Apply).await?;
-            Ok(json!({"from": from}))
-        }
-        Operation::SelfHeal {
-            pod,
-            workload,
-            database,
-            expect_rows,
-        } => self_heal(w, pod, workload, database, *expect_rows).await,
-        Operation::HttpCheck {
-            url,
-            expect_status,
-            contains,
-            ..
-        } => http_check(url, *expect_status, contains.as_deref()).await,
-        Operation::Secret {
-            object, contents, ..
-        } => super::data::secret(w, object, contents).await,
-        Operation::Backup { .. }
-        | Operation::PrepareTarget { .. }
-        | Operation::Restore { .. }
-        | Operation::ReleaseKnexLocks { .. }
-        | Operation::Verify { .. } => super::data::act(w, step, deps).await,
-        Operation::TuneForLoading {
-            server,
-            pod,
-            minimal_wal,
-        } => super::data::tune(w, server, pod, *minimal_wal).await,
-        Operation::UntuneAfterLoading { server, pod, .. } => {
-            super::data::untune(w, server, pod).await
-        }
-        Operation::CreateRdsInstance { .. }
-        | Operation::ModifyRdsInstance { .. }
-        | Operation::SnapshotRdsInstance { .. } => super::data::rds(w, step).await,
-    }
-}
-
 /// A manifest as pgplan writes it back: no server-owned fields, no clusterIP pinned.
-pub(super) fn recreatable(manifest: &Value) -> Value {
+pub fn recreatable(manifest: &Value) -> Value {
     let mut m = manifest.clone();
     strip_server_fields(&mut m);
     if let Some(md) = m.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -165,12 +117,12 @@ pub(super) fn recreatable(manifest: &Value) -> Value {
     m
 }
 
-pub(super) async fn create(
+async fn create(
     c: &Cluster,
     object: &ObjectRef,
     manifest: &Value,
     wait: Wait,
-) -> Result<Value, StepError> {
+) -> Result<Outcome, StepError> {
     let desired = recreatable(manifest);
     match c.get(object).await? {
         Some(live)
@@ -179,7 +131,7 @@ pub(super) async fn create(
                 &json!({"spec": desired.get("spec").cloned().unwrap_or(Value::Null)}),
             ) || desired.get("spec").is_none() => {}
         Some(_) => {
-            return Err(StepError(format!(
+            return Err(StepError::new(format!(
                 "{} already exists and differs from the plan; plan again",
                 object.display()
             )))
@@ -194,15 +146,15 @@ pub(super) async fn create(
     if wait == Wait::Ready {
         wait_ready(c, object, &desired).await?;
     }
-    Ok(json!({"created": true}))
+    Ok(Outcome::Created { created: true })
 }
 
-pub(super) async fn delete(
+async fn delete(
     c: &Cluster,
     object: &ObjectRef,
     before: Option<&Value>,
     wait: Wait,
-) -> Result<Value, StepError> {
+) -> Result<Outcome, StepError> {
     let existed = c.delete(object, Write::Apply).await?;
     if wait == Wait::Gone {
         c.wait(object, READY_TIMEOUT, |o| match o {
@@ -218,7 +170,7 @@ pub(super) async fn delete(
             wait_no_pods(c, &object.namespace, b).await?;
         }
     }
-    Ok(json!({"existed": existed}))
+    Ok(Outcome::Deleted { existed })
 }
 
 fn selector_of(workload: &Value) -> String {
@@ -245,7 +197,7 @@ async fn wait_no_pods(c: &Cluster, namespace: &str, workload: &Value) -> Result<
             return Ok(());
         }
         if start.elapsed() > READY_TIMEOUT {
-            return Err(StepError(format!(
+            return Err(StepError::new(format!(
                 "pods {sel} in {namespace} did not go away within {} s",
                 READY_TIMEOUT.as_secs()
             )));
@@ -255,11 +207,7 @@ async fn wait_no_pods(c: &Cluster, namespace: &str, workload: &Value) -> Result<
 }
 
 /// Wait until a workload's pods are ready, a claim is bound, a snapshot is usable.
-pub(super) async fn wait_ready(
-    c: &Cluster,
-    object: &ObjectRef,
-    desired: &Value,
-) -> Result<(), StepError> {
+async fn wait_ready(c: &Cluster, object: &ObjectRef, desired: &Value) -> Result<(), StepError> {
     let want = desired["spec"]["replicas"].as_u64().unwrap_or(1);
     match object.kind.as_str() {
         "StatefulSet" | "Deployment" => {
@@ -311,7 +259,7 @@ async fn wait_snapshot(c: &Cluster, object: &ObjectRef, desired: &Value) -> Resu
         let live = c
             .get(object)
             .await?
-            .ok_or_else(|| StepError(format!("{} disappeared", object.display())))?;
+            .ok_or_else(|| StepError::new(format!("{} disappeared", object.display())))?;
         let status = live
             .get("status")
             .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()));
@@ -321,7 +269,7 @@ async fn wait_snapshot(c: &Cluster, object: &ObjectRef, desired: &Value) -> Resu
         match status {
             Some(s) if s["readyToUse"] == json!(true) => return Ok(()),
             None if start.elapsed() >= SNAPSHOT_NOTICE => {
-                return Err(StepError(format!(
+                return Err(StepError::new(format!(
                     "{} has no status after {} s: no snapshot controller acted on it. The cluster serves the VolumeSnapshot CRDs but runs no snapshot controller (or none for class `{class}`): install the CSI snapshot controller (kubernetes-csi/external-snapshotter) and a CSI driver that can snapshot these volumes, or remove backup.snapshots",
                     object.display(),
                     SNAPSHOT_NOTICE.as_secs()
@@ -332,7 +280,7 @@ async fn wait_snapshot(c: &Cluster, object: &ObjectRef, desired: &Value) -> Resu
         if let Some(msg) = &error {
             let since = *erring_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= SNAPSHOT_NOTICE {
-                return Err(StepError(format!(
+                return Err(StepError::new(format!(
                     "{} is not ready to use: the snapshot controller reports: {msg}",
                     object.display()
                 )));
@@ -341,7 +289,7 @@ async fn wait_snapshot(c: &Cluster, object: &ObjectRef, desired: &Value) -> Resu
             erring_since = None;
         }
         if start.elapsed() >= READY_TIMEOUT {
-            return Err(StepError(format!(
+            return Err(StepError::new(format!(
                 "{} is not ready to use after {} s{}",
                 object.display(),
                 READY_TIMEOUT.as_secs(),
@@ -367,14 +315,14 @@ fn condition<'v>(pvc: &'v Value, kind: &str) -> Option<&'v Value> {
 /// does not finish it within [`FS_RESIZE_GRACE`], the step fails saying
 /// what is pending and what to do; it is never reported grown before.
 async fn wait_resized(c: &Cluster, object: &ObjectRef, size: &str) -> Result<(), StepError> {
-    let want = crate::quantity::parse_bytes(size).map_err(StepError)?;
+    let want = crate::quantity::parse_bytes(size).map_err(StepError::new)?;
     let start = std::time::Instant::now();
     let mut pending_since: Option<std::time::Instant> = None;
     loop {
         let live = c
             .get(object)
             .await?
-            .ok_or_else(|| StepError(format!("{} disappeared", object.display())))?;
+            .ok_or_else(|| StepError::new(format!("{} disappeared", object.display())))?;
         let capacity = str_at(&live, &["status", "capacity", "storage"]);
         let have = capacity.and_then(|q| crate::quantity::parse_bytes(q).ok());
         if have.is_some_and(|h| h >= want) {
@@ -393,7 +341,7 @@ async fn wait_resized(c: &Cluster, object: &ObjectRef, size: &str) -> Result<(),
                         pods.join(" ")
                     ),
                 };
-                return Err(StepError(format!(
+                return Err(StepError::new(format!(
                     "{} asks for {size} and still has {capacity}: the volume has grown, but its file system resize is pending (FileSystemResizePending: {}). The kubelet finishes it when a pod mounts the claim: {restart}, then run `pgplan apply` again to confirm the new size",
                     object.display(),
                     str_at(cond, &["message"]).unwrap_or("no message")
@@ -407,7 +355,7 @@ async fn wait_resized(c: &Cluster, object: &ObjectRef, size: &str) -> Result<(),
                 .flatten()
                 .filter_map(|c| str_at(c, &["type"]).map(str::to_string))
                 .collect();
-            return Err(StepError(format!(
+            return Err(StepError::new(format!(
                 "{} asks for {size} and still has {capacity} after {} s{}: the volume was not resized; `kubectl describe pvc -n {} {}` shows the resizer's events",
                 object.display(),
                 READY_TIMEOUT.as_secs(),
@@ -441,19 +389,19 @@ async fn pods_using(c: &Cluster, namespace: &str, claim: &str) -> Result<Vec<Str
         .collect())
 }
 
-async fn scale(
+pub async fn scale(
     c: &Cluster,
     object: &ObjectRef,
     from: u32,
     to: u32,
     purpose: ScalePurpose,
     field: Option<&str>,
-) -> Result<Value, StepError> {
+) -> Result<Outcome, StepError> {
     let path = field.unwrap_or("spec.replicas");
     let live = c
         .get(object)
         .await?
-        .ok_or_else(|| StepError(format!("{} does not exist", object.display())))?;
+        .ok_or_else(|| StepError::new(format!("{} does not exist", object.display())))?;
     let current = get_field(&live, path).and_then(Value::as_u64).unwrap_or(1) as u32;
     let mut patch = field_patch(path, json!(to));
     match purpose {
@@ -481,7 +429,9 @@ async fn scale(
     if purpose == ScalePurpose::Resume {
         forget_quiesce_on_replica_sets(c, object).await?;
     }
-    Ok(json!({"replicasBefore": current}))
+    Ok(Outcome::Scaled {
+        replicas_before: current,
+    })
 }
 
 /// The Deployment controller copies a Deployment's annotations onto its
@@ -492,7 +442,7 @@ async fn scale(
 /// cannot bring it back. Called once the Deployment is ready at its count
 /// again, i.e. once its controller has seen the Deployment without the
 /// annotation and will not copy it again.
-pub(super) async fn forget_quiesce_on_replica_sets(
+async fn forget_quiesce_on_replica_sets(
     c: &Cluster,
     deployment: &ObjectRef,
 ) -> Result<(), StepError> {
@@ -531,66 +481,239 @@ pub(super) async fn forget_quiesce_on_replica_sets(
     }
     Ok(())
 }
-
-async fn self_heal(
+/// Undo a quiesce: the consumer back at its count, the bookkeeping gone.
+pub async fn undo_quiesce(
     w: &World<'_>,
-    pod: &ObjectRef,
-    workload: &ObjectRef,
-    database: &str,
-    expect_rows: u64,
-) -> Result<Value, StepError> {
-    restart_pod(w, pod).await?;
-    let rows = super::data::count_rows(w, &pod.namespace, &pod.name, database).await?;
-    let _ = workload;
-    if rows != expect_rows {
-        return Err(StepError(format!(
-            "after {} was recreated, {database} has {rows} rows instead of {expect_rows}: the volume did not come back",
-            pod.display()
-        )));
+    object: &ObjectRef,
+    from: u32,
+    field: Option<&str>,
+) -> Result<Undo, StepError> {
+    let c = w.cluster()?;
+    let path = field.unwrap_or("spec.replicas");
+    let mut patch = field_patch(path, json!(from));
+    patch["metadata"]["annotations"][QUIESCED_ANNOTATION] = Value::Null;
+    match c.merge_patch(object, &patch, Write::Apply).await {
+        Ok(_) => {}
+        Err(ClusterError::Rejected { code: 404, .. }) => {
+            return Ok(Undo::Kept(format!("{} is gone", object.display())))
+        }
+        Err(e) => return Err(e.into()),
     }
-    Ok(json!({"rows": rows}))
+    if field.is_none() {
+        wait_ready(c, object, &json!({"spec": {"replicas": from}})).await?;
+    }
+    forget_quiesce_on_replica_sets(c, object).await?;
+    Ok(Undo::Undone(format!(
+        "{} back at {from} replicas",
+        object.display()
+    )))
 }
 
-/// Deletes a pod of a StatefulSet and waits until its replacement (a new
-/// uid) is Ready: how a server in a pod is restarted.
-pub(super) async fn restart_pod(w: &World<'_>, pod: &ObjectRef) -> Result<(), StepError> {
-    let c = cluster(w)?;
-    let before = c
-        .get(pod)
-        .await?
-        .ok_or_else(|| StepError(format!("{} does not exist", pod.display())))?;
-    let uid = str_at(&before, &["metadata", "uid"])
-        .unwrap_or_default()
-        .to_string();
-    c.delete(pod, Write::Apply).await?;
-    c.wait(pod, READY_TIMEOUT, |o| {
-        let o = o.ok_or_else(|| "not recreated yet".to_string())?;
-        let new = str_at(o, &["metadata", "uid"]) != Some(uid.as_str());
-        let ready = o["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-        if new && ready {
+/// Put a volume's reclaim policy back.
+pub async fn undo_protect_volume(
+    w: &World<'_>,
+    volume: &ObjectRef,
+    from: &str,
+) -> Result<Undo, StepError> {
+    w.cluster()?
+        .merge_patch(
+            volume,
+            &json!({"spec": {"persistentVolumeReclaimPolicy": from}}),
+            Write::Apply,
+        )
+        .await?;
+    Ok(Undo::Undone(format!(
+        "{} reclaim policy back to {from}",
+        volume.display()
+    )))
+}
+
+/// Whether deleting this object took data with it: a workload whose data
+/// lived in its pod (the planner marks that step destructive).
+pub fn took_its_data(step: &Step, object: &ObjectRef) -> bool {
+    step.risk == crate::plan::Risk::Destructive && is_workload(object)
+}
+
+/// Recreate a deleted object from the manifest the step recorded (a
+/// workload: and wait until it is ready). `None` when none was recorded.
+pub async fn recreate(
+    w: &World<'_>,
+    step: &Step,
+    object: &ObjectRef,
+) -> Result<Option<()>, StepError> {
+    let Some(before) = &step.before else {
+        return Ok(None);
+    };
+    let manifest = recreatable(before);
+    let wait = if is_workload(object) {
+        Wait::Ready
+    } else {
+        Wait::None
+    };
+    create(w.cluster()?, object, &manifest, wait).await?;
+    Ok(Some(()))
+}
+
+/// Undo a replace: the old object back (its cluster IP, when still free).
+pub async fn undo_replace(
+    w: &World<'_>,
+    step: &Step,
+    object: &ObjectRef,
+) -> Result<Undo, StepError> {
+    let c = w.cluster()?;
+    // Run again by a resumed rollback: the old object may be back
+    // already, and deleting it again would change its cluster IP.
+    if let (Some(before), Some(live)) = (&step.before, c.get(object).await?) {
+        let is_replacement = step
+            .after
+            .as_ref()
+            .is_some_and(|a| covers(&live, &json!({"spec": spec_of(a)})));
+        let mut old = spec_of(before);
+        // The server may have picked it a new cluster IP.
+        if let Some(o) = old.as_object_mut() {
+            o.remove("clusterIP");
+            o.remove("clusterIPs");
+        }
+        if !is_replacement && covers(&live, &json!({ "spec": old })) {
+            return Ok(Undo::Undone(format!(
+                "the old {} is back",
+                object.display()
+            )));
+        }
+    }
+    c.delete(object, Write::Apply).await?;
+    c.wait(object, READY_TIMEOUT, |o| {
+        if o.is_none() {
             Ok(true)
         } else {
-            Err("waiting for the recreated pod to be ready".into())
+            Err("terminating".into())
         }
     })
     .await?;
-    Ok(())
+    let Some(before) = &step.before else {
+        return Ok(Undo::Kept(format!(
+            "no manifest of the old {} was recorded",
+            object.display()
+        )));
+    };
+    let mut old = recreatable(before);
+    if c.create(&old, Write::Apply).await.is_err() {
+        // Its cluster IP may be taken by now: let the server pick one.
+        if let Some(spec) = old.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+        }
+        c.create(&old, Write::Apply).await?;
+    }
+    Ok(Undo::Undone(format!(
+        "the old {} is back",
+        object.display()
+    )))
 }
 
-async fn http_check(url: &str, expect: u16, contains: Option<&str>) -> Result<Value, StepError> {
-    let (status, body) = super::data::http_get(url).await?;
-    if status != expect {
-        return Err(StepError(format!(
-            "GET {url} answered {status}, expected {expect}"
+/// Undo a create: what this apply created is deleted (a StatefulSet with
+/// the claims made for it); a snapshot that became usable is kept as a
+/// restore point.
+pub async fn undo_create(
+    w: &World<'_>,
+    step: &Step,
+    object: &ObjectRef,
+) -> Result<Undo, StepError> {
+    let c = w.cluster()?;
+    if object.kind == "VolumeSnapshot" {
+        // One that never became usable is no restore point.
+        let ready = c
+            .get(object)
+            .await?
+            .is_some_and(|s| s["status"]["readyToUse"] == json!(true));
+        if !ready {
+            let existed = c.delete(object, Write::Apply).await?;
+            return Ok(if existed {
+                Undo::Undone(format!(
+                    "{} deleted: it never became ready to use",
+                    object.display()
+                ))
+            } else {
+                Undo::Nothing
+            });
+        }
+        return Ok(Undo::Kept(format!(
+            "{} kept as a restore point",
+            object.display()
         )));
     }
-    if let Some(text) = contains {
-        if !body.contains(text) {
-            return Err(StepError(format!("GET {url} did not contain `{text}`")));
+    let after = step.after.clone().unwrap_or(Value::Null);
+    delete(c, object, Some(&after), Wait::Gone).await?;
+    if object.kind == "StatefulSet" {
+        // Its claims were created for it by this apply.
+        let replicas = after["spec"]["replicas"].as_u64().unwrap_or(1);
+        for t in after["spec"]["volumeClaimTemplates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(template) = t["metadata"]["name"].as_str() else {
+                continue;
+            };
+            for ordinal in 0..replicas {
+                let pvc = ObjectRef::new(
+                    "v1",
+                    "PersistentVolumeClaim",
+                    &object.namespace,
+                    &crate::names::claim_name(template, &object.name, ordinal),
+                );
+                delete(c, &pvc, None, Wait::Gone).await?;
+            }
         }
     }
-    Ok(json!({"status": status}))
+    Ok(Undo::Undone(format!("{} deleted", object.display())))
+}
+
+/// Undo a patch: the reverse patch (a grown claim stays grown). With
+/// `serving`, the compensation is done when that server serves again, not
+/// when the patch is accepted: pointing a consumer back at its local
+/// database (a Backstage CR's `enableLocalDb`) makes its operator recreate
+/// that database.
+pub async fn undo_patch(
+    w: &World<'_>,
+    step: &Step,
+    object: &ObjectRef,
+    serving: Option<(&ServerRef, &ObjectRef)>,
+) -> Result<Undo, StepError> {
+    if object.kind == "PersistentVolumeClaim" {
+        return Ok(Undo::Kept(format!(
+            "{} stays grown: volumes cannot shrink",
+            object.display()
+        )));
+    }
+    let (Some(before), Some(after)) = (&step.before, &step.after) else {
+        return Ok(Undo::Nothing);
+    };
+    let Some(reverse) = diff_patch(after, before) else {
+        return Ok(Undo::Nothing);
+    };
+    w.cluster()?
+        .merge_patch(object, &reverse, Write::Apply)
+        .await?;
+    if let Some((server, workload)) = serving {
+        super::servers::wait_serving(w, server, READY_TIMEOUT).await?;
+        return Ok(Undo::Undone(format!(
+            "{} changed back, and {} serves again",
+            object.display(),
+            workload.display()
+        )));
+    }
+    Ok(Undo::Undone(format!("{} changed back", object.display())))
+}
+
+/// A manifest's spec as pgplan would create it.
+fn spec_of(manifest: &Value) -> Value {
+    recreatable(manifest)
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn is_workload(o: &ObjectRef) -> bool {
+    matches!(o.kind.as_str(), "Deployment" | "StatefulSet")
 }

@@ -1,0 +1,62 @@
+//! What the steps reach the world through, and how long they wait on it.
+//! Below every family module; depends only on [`super::outcome`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::events::Events;
+use super::outcome::StepError;
+use crate::cluster::Cluster;
+
+/// What the steps reach the world through.
+pub struct World<'a> {
+    pub cluster: Option<&'a Cluster>,
+    /// The RDS client of the plan's region (one region per apply).
+    pub rds: Option<&'a crate::aws::Rds>,
+    pub lookup: &'a (dyn Fn(&str) -> Option<String> + Send + Sync),
+    /// The spec file's directory: CA files and relative backup directories.
+    pub base_dir: PathBuf,
+    pub events: &'a Events,
+    pub run: crate::addr::RunId,
+    /// Per placement, how long a data step may go without progress
+    /// (`backup.stallTimeout`); [`DEFAULT_STALL`] for one not listed.
+    pub stall_timeouts: BTreeMap<String, Duration>,
+}
+
+/// The stall timeout of a placement the apply has no setting for.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
+
+/// How long a workload may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl<'a> World<'a> {
+    /// The cluster, for a step that needs one.
+    pub fn cluster(&self) -> Result<&'a Cluster, StepError> {
+        self.cluster.ok_or_else(|| {
+            StepError::new("this step needs a Kubernetes cluster and none is configured")
+        })
+    }
+
+    /// The RDS client, for a step that needs one.
+    pub fn rds(&self) -> Result<&'a crate::aws::Rds, StepError> {
+        self.rds.ok_or_else(|| {
+            StepError::new("this step needs AWS RDS and no RDS client is configured")
+        })
+    }
+
+    /// A variable of the environment, or an error naming it (and `what` it is).
+    pub fn var(&self, name: &str, what: &str) -> Result<String, StepError> {
+        (self.lookup)(name).ok_or_else(|| {
+            StepError::new(format!("environment variable `{name}`{what} is not set"))
+        })
+    }
+
+    /// How long a data step of `placement` may go without progress.
+    pub fn stall_timeout(&self, placement: &str) -> Duration {
+        self.stall_timeouts
+            .get(placement)
+            .copied()
+            .unwrap_or(DEFAULT_STALL)
+    }
+}
