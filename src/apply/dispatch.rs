@@ -11,6 +11,7 @@ use super::world::World;
 use super::{kube, probe, rds, secret};
 use crate::pgtools::backup::BackupOptions;
 use crate::plan::{Operation, ScalePurpose, ServerRef, Step};
+use crate::spec::DumpFormat;
 
 /// Run one step; its outcome. `deps` are the outcomes of the steps it
 /// depends on (and of the backups it reads).
@@ -39,11 +40,7 @@ pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, Ste
             directory,
             verifiers,
         } => {
-            let options = BackupOptions {
-                format: *format,
-                jobs: *jobs,
-                ..BackupOptions::default()
-            };
+            let options = backup_options(*format, *jobs);
             pgdata::backup(w, step, server, database, options, directory, *verifiers).await
         }
         Operation::PrepareTarget {
@@ -115,6 +112,16 @@ pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, Ste
             contains,
             name: _,
         } => probe::http_check(url, *expect_status, contains.as_deref()).await,
+    }
+}
+
+/// How a backup step dumps: the plan's format and parallelism, pgplan's
+/// defaults for the rest.
+fn backup_options(format: DumpFormat, jobs: u32) -> BackupOptions {
+    BackupOptions {
+        format,
+        jobs,
+        ..BackupOptions::default()
     }
 }
 

@@ -33,7 +33,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use interrupt::Interrupts;
 use journal::{Journal, JournalError, Record};
 use lock::{LockError, Locks, Phase};
-use outcome::{Outcome, StepError, Undo};
+use outcome::{Outcome, StepError, StepFailure, Undo};
 pub use world::{World, DEFAULT_STALL};
 
 /// How to apply.
@@ -71,15 +71,19 @@ pub enum ApplyError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Lock(#[from] LockError),
-    #[error("step {address} failed: {message}\n{outcome}")]
+    /// A step failed. Its error (with the code it came with) is the cause;
+    /// what was done about it (nothing past the commit point, a complete
+    /// rollback, or one that did not finish and what it left) follows it.
+    #[error("step {address} failed")]
     #[diagnostic(code(pgplan::apply::failed), help("{help}"))]
     Failed {
         address: String,
-        message: String,
-        outcome: String,
+        #[diagnostic_source]
+        cause: StepFailure,
+        /// One [`Aftermath`]: a list only so that it renders as related.
+        #[related]
+        aftermath: Vec<Aftermath>,
         help: String,
-        /// The original topology is back (the lock can be given back).
-        rolled_back: bool,
     },
     #[error(
         "the apply was interrupted ({signal}) and stopped {how}; the world is part-way:\n  {state}"
@@ -94,6 +98,37 @@ pub enum ApplyError {
         state: String,
         resume: String,
     },
+}
+
+/// What a failed apply did about its failure, said after the cause.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Aftermath {
+    /// The failure came after the commit point: nothing is undone.
+    #[error("The data is verified on the target and consumers use it; nothing was rolled back.")]
+    #[diagnostic(code(pgplan::apply::past_commit), severity(Advice))]
+    PastCommit,
+    /// The original topology is back (the lock can be given back).
+    #[error("Rolled back to the original topology.{lines}")]
+    #[diagnostic(code(pgplan::apply::rolled_back), severity(Advice))]
+    RolledBack { lines: String },
+    /// Some compensations failed: each is related, with its own cause.
+    #[error("The rollback did not finish:{lines}")]
+    #[diagnostic(code(pgplan::apply::rollback_incomplete))]
+    Incomplete {
+        lines: String,
+        #[related]
+        not_undone: Vec<NotUndone>,
+    },
+}
+
+/// A compensation that failed: the step it was for, and why.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("NOT undone: {address}")]
+#[diagnostic(code(pgplan::apply::not_undone))]
+pub struct NotUndone {
+    pub address: String,
+    #[diagnostic_source]
+    pub cause: StepFailure,
 }
 
 /// Test hooks (see `crate::testhooks`, live only in builds with the
@@ -325,6 +360,62 @@ struct Run<'r, 'w> {
     interrupts: &'r Interrupts,
 }
 
+/// Where a walk over the steps got to.
+struct Walked<'p> {
+    /// The outcome of every step done, in this run or before it.
+    done: pgdata::Done,
+    /// Every step that failed in this run; the first is the one reported.
+    failures: Vec<(usize, StepError)>,
+    /// Steps done in this run.
+    applied: usize,
+    clock: Downtime<'p>,
+    /// The signal, once an interrupt stops the apply.
+    stopping: Option<&'static str>,
+    /// The steps a second interrupt dropped mid-way.
+    abandoned: Vec<usize>,
+}
+
+/// The outcomes a step reads: its dependencies' and its backups'.
+fn inputs(s: &crate::plan::Step, done: &pgdata::Done) -> pgdata::Done {
+    s.depends_on
+        .iter()
+        .chain(backup_ancestors(s).iter())
+        .filter_map(|d| done.get(d).map(|f| (d.clone(), f.clone())))
+        .collect()
+}
+
+/// What a rollback did, in words, for its report.
+#[derive(Default)]
+struct Tally {
+    undone: Vec<String>,
+    kept: Vec<String>,
+    /// Compensations that failed.
+    broken: Vec<NotUndone>,
+}
+
+/// The order steps are undone in: the failed ones first, then every done
+/// step in reverse plan order; steps after the commit point are never undone.
+fn rollback_order(plan: &Plan, done: &pgdata::Done, failed: &[usize]) -> Vec<usize> {
+    let commits = plan.commit_positions();
+    let mut order: Vec<usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(i, s)| done.contains_key(&s.address) && !post_commit(plan, &commits, *i))
+        .map(|(i, _)| i)
+        .collect();
+    let mut first: Vec<usize> = failed
+        .iter()
+        .copied()
+        .filter(|&i| !post_commit(plan, &commits, i))
+        .collect();
+    first.sort_unstable_by(|a, b| b.cmp(a));
+    first.dedup();
+    first.append(&mut order);
+    first
+}
+
 /// What the walk of the steps waits for next (one at a time, never stored).
 #[allow(clippy::large_enum_variant)]
 enum Next {
@@ -333,7 +424,7 @@ enum Next {
     Interrupt,
 }
 
-impl Run<'_, '_> {
+impl<'r> Run<'r, '_> {
     async fn mark(&self, phase: Phase) {
         if let Some(c) = self.w.cluster {
             let journal = journal_location(self.path);
@@ -344,32 +435,12 @@ impl Run<'_, '_> {
     }
 
     async fn run(&self, ending: &mut Ending) -> Result<Report, ApplyError> {
-        let (plan, origin, w, opts, path, label) = (
-            self.plan,
-            self.origin,
-            self.w,
-            self.opts,
-            self.path,
-            self.label,
-        );
+        let w = self.w;
         // Still ours? (A lease can expire while a long plan is made under it.)
         if let Some(c) = w.cluster {
             self.locks.confirm(c).await?;
         }
-        let (mut journal, mut replay) = if opts.resume {
-            Journal::reopen(path, label, origin.expansions)?
-        } else {
-            let mut j = Journal::create(path, label, origin.expansions)?;
-            *ending = Ending::Unfinished;
-            j.record(&Record::Begin {
-                run: w.run.to_string(),
-                spec_file: origin.spec_file.into(),
-                spec_text: origin.spec_text.into(),
-                environment: origin.environment.map(str::to_string),
-                plan: journal::store_plan(plan, origin.expansions),
-            })?;
-            (j, journal::Replay::default())
-        };
+        let (mut journal, mut replay) = self.open_journal(ending)?;
         if replay.rollback.is_none() && self.locks.rollback_recorded() {
             // The Lease says a rollback began, the journal does not: its end
             // was lost. Never go forward from it.
@@ -377,7 +448,6 @@ impl Run<'_, '_> {
                 "the lock records that a rollback had begun, which the journal has lost".into(),
             );
         }
-        let mut done: pgdata::Done = replay.done.clone();
         if let Some(reason) = replay.rollback.clone() {
             // The apply was rolling back when it stopped: finish that, and never
             // go forward again over steps the rollback may already have undone.
@@ -390,52 +460,75 @@ impl Run<'_, '_> {
         }
         self.mark(Phase::Applying).await;
         w.events
-            .begin(w.run.as_str(), &[w.run.to_string()], done.len());
-        for (i, s) in plan.steps.iter().enumerate() {
-            if done.contains_key(&s.address) {
+            .begin(w.run.as_str(), &[w.run.to_string()], replay.done.len());
+        for (i, s) in self.plan.steps.iter().enumerate() {
+            if replay.done.contains_key(&s.address) {
                 w.events.skipped(i + 1, s);
             }
         }
-        let commits = plan.commit_positions();
+        let walked = self.walk(&mut journal, replay.done.clone()).await?;
+        self.conclude(journal, &replay, walked, ending).await
+    }
+
+    /// The journal of this apply: created (and begun) for a new one,
+    /// reopened with what it recorded for `--resume`.
+    fn open_journal(
+        &self,
+        ending: &mut Ending,
+    ) -> Result<(Journal, journal::Replay), JournalError> {
+        let (origin, path, label) = (self.origin, self.path, self.label);
+        if self.opts.resume {
+            return Journal::reopen(path, label, origin.expansions);
+        }
+        let mut j = Journal::create(path, label, origin.expansions)?;
+        *ending = Ending::Unfinished;
+        j.record(&Record::Begin {
+            run: self.w.run.to_string(),
+            spec_file: origin.spec_file.into(),
+            spec_text: origin.spec_text.into(),
+            environment: origin.environment.map(str::to_string),
+            plan: journal::store_plan(self.plan, origin.expansions),
+        })?;
+        Ok((j, journal::Replay::default()))
+    }
+
+    /// Runs the steps whose dependencies are done, up to the parallelism,
+    /// until every step is done, one failed (the running ones finish), or
+    /// an interrupt stops the apply. Each start and end is journalled
+    /// before anything else sees it.
+    async fn walk(
+        &self,
+        journal: &mut Journal,
+        done: pgdata::Done,
+    ) -> Result<Walked<'r>, ApplyError> {
+        let (plan, w) = (self.plan, self.w);
+        let mut st = Walked {
+            done,
+            failures: Vec::new(),
+            applied: 0,
+            clock: Downtime::new(plan),
+            stopping: None,
+            abandoned: Vec::new(),
+        };
         let mut running: HashSet<usize> = HashSet::new();
-        // Every step that failed in this run; the first is the one reported.
-        let mut failures: Vec<(usize, StepError)> = Vec::new();
         let mut futs = FuturesUnordered::new();
-        let mut applied = 0usize;
-        let mut clock = Downtime::new(plan);
         let mut renew =
             tokio::time::interval(Duration::from_secs((lock::LEASE_SECONDS / 3) as u64));
         renew.tick().await;
-        // Interrupts handled so far; the signal once the apply is stopping.
+        // Interrupts handled so far.
         let mut seen = self.interrupts.count();
-        let mut stopping: Option<&'static str> = None;
-        let mut abandoned: Vec<usize> = Vec::new();
-
         loop {
-            if failures.is_empty() && stopping.is_none() {
-                for (i, s) in plan.steps.iter().enumerate() {
-                    if running.len() >= opts.parallelism.max(1) {
-                        break;
-                    }
-                    if done.contains_key(&s.address) || running.contains(&i) {
-                        continue;
-                    }
-                    if !s.depends_on.iter().all(|d| done.contains_key(d)) {
-                        continue;
-                    }
+            if st.failures.is_empty() && st.stopping.is_none() {
+                for i in self.ready(&st.done, &running) {
+                    let s = &plan.steps[i];
                     crash_hook("before", i + 1);
                     journal.record(&Record::Started {
                         step: s.address.clone(),
                     })?;
                     w.events.started(i + 1, s);
-                    clock.started(i);
+                    st.clock.started(i);
                     running.insert(i);
-                    let deps: pgdata::Done = s
-                        .depends_on
-                        .iter()
-                        .chain(backup_ancestors(s).iter())
-                        .filter_map(|d| done.get(d).map(|f| (d.clone(), f.clone())))
-                        .collect();
+                    let deps = inputs(s, &st.done);
                     futs.push(async move {
                         hold_hook(HoldPoint::Step(i + 1)).await;
                         let t = Instant::now();
@@ -468,83 +561,151 @@ impl Run<'_, '_> {
                 }
                 Next::Interrupt => {
                     seen = self.interrupts.count();
-                    let mut now: Vec<usize> = running.iter().copied().collect();
-                    now.sort_unstable();
-                    if stopping.is_none() && seen < 2 {
-                        stopping = Some(self.interrupts.signal());
-                        w.events.interrupt_received(
-                            self.interrupts.signal(),
-                            &now.iter()
-                                .map(|&i| (i + 1, &plan.steps[i]))
-                                .collect::<Vec<_>>(),
-                        );
-                        continue;
+                    if self.on_interrupt(&mut st, &running, seen) {
+                        // Again: stop at once. The running steps are dropped
+                        // mid-way; each is idempotent and runs again on resume.
+                        futs.clear();
+                        break;
                     }
-                    // Again: stop at once. The running steps are dropped
-                    // mid-way; each is idempotent and runs again on resume.
-                    stopping.get_or_insert(self.interrupts.signal());
-                    futs.clear();
-                    w.events.progress_done();
-                    w.events.stopping_at_once(
-                        &now.iter()
-                            .map(|&i| (i + 1, &plan.steps[i]))
-                            .collect::<Vec<_>>(),
-                    );
-                    abandoned = now;
-                    break;
+                    continue;
                 }
             };
             running.remove(&i);
-            let s = &plan.steps[i];
-            w.events.progress_done();
-            clock.ended(i, took);
-            match result {
-                Ok(outcome) => {
-                    journal.record(&Record::Done {
-                        step: s.address.clone(),
-                        outcome: outcome.clone(),
-                    })?;
-                    let note = outcome.note();
-                    done.insert(s.address.clone(), outcome);
-                    applied += 1;
-                    w.events.done(i + 1, s, took, &note);
-                    crash_hook("after", i + 1);
-                }
-                Err(e) => {
-                    journal.record(&Record::Failed {
-                        step: s.address.clone(),
-                        error: e.to_string(),
-                    })?;
-                    w.events.failed(i + 1, s, &e);
-                    failures.push((i, e));
-                }
+            self.settle(journal, &mut st, i, result, took)?;
+        }
+        Ok(st)
+    }
+
+    /// The steps to start now: not done, not running, their dependencies
+    /// done, as many as the parallelism leaves room for, in plan order.
+    fn ready(&self, done: &pgdata::Done, running: &HashSet<usize>) -> Vec<usize> {
+        let room = self.opts.parallelism.max(1).saturating_sub(running.len());
+        self.plan
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                !done.contains_key(&s.address)
+                    && !running.contains(i)
+                    && s.depends_on.iter().all(|d| done.contains_key(d))
+            })
+            .map(|(i, _)| i)
+            .take(room)
+            .collect()
+    }
+
+    /// An interrupt: the first lets the running steps finish and starts
+    /// nothing more; a second stops at once. Returns whether to stop now.
+    fn on_interrupt(&self, st: &mut Walked<'_>, running: &HashSet<usize>, seen: usize) -> bool {
+        let (plan, w) = (self.plan, self.w);
+        let mut now: Vec<usize> = running.iter().copied().collect();
+        now.sort_unstable();
+        let steps: Vec<(usize, &crate::plan::Step)> =
+            now.iter().map(|&i| (i + 1, &plan.steps[i])).collect();
+        if st.stopping.is_none() && seen < 2 {
+            st.stopping = Some(self.interrupts.signal());
+            w.events
+                .interrupt_received(self.interrupts.signal(), &steps);
+            return false;
+        }
+        st.stopping.get_or_insert(self.interrupts.signal());
+        w.events.progress_done();
+        w.events.stopping_at_once(&steps);
+        st.abandoned = now;
+        true
+    }
+
+    /// A step ended: its outcome (or failure) journalled, then shown.
+    fn settle(
+        &self,
+        journal: &mut Journal,
+        st: &mut Walked<'_>,
+        i: usize,
+        result: Result<Outcome, StepError>,
+        took: Duration,
+    ) -> Result<(), JournalError> {
+        let (s, w) = (&self.plan.steps[i], self.w);
+        w.events.progress_done();
+        st.clock.ended(i, took);
+        match result {
+            Ok(outcome) => {
+                journal.record(&Record::Done {
+                    step: s.address.clone(),
+                    outcome: outcome.clone(),
+                })?;
+                let note = outcome.note();
+                st.done.insert(s.address.clone(), outcome);
+                st.applied += 1;
+                w.events.done(i + 1, s, took, &note);
+                crash_hook("after", i + 1);
+            }
+            Err(e) => {
+                journal.record(&Record::Failed {
+                    step: s.address.clone(),
+                    error: e.to_string(),
+                })?;
+                w.events.failed(i + 1, s, &e);
+                st.failures.push((i, e));
             }
         }
+        Ok(())
+    }
 
+    /// An interrupt stopped the apply part-way: journalled, the world's
+    /// state said, and the error that tells how to resume.
+    fn stopped(
+        &self,
+        journal: &mut Journal,
+        done: &pgdata::Done,
+        abandoned: &[usize],
+        signal: &str,
+    ) -> Result<ApplyError, JournalError> {
+        let (plan, w, opts) = (self.plan, self.w, self.opts);
+        let running: Vec<String> = abandoned
+            .iter()
+            .map(|&i| plan.steps[i].address.clone())
+            .collect();
+        journal.record(&Record::Interrupted {
+            signal: signal.into(),
+            running,
+        })?;
+        let state = world_state(plan, done, abandoned);
+        w.events
+            .interrupted(signal, &state, &opts.resume_command, journal.path());
+        Ok(ApplyError::Interrupted {
+            signal: signal.into(),
+            how: if abandoned.is_empty() {
+                "after the steps it was running".into()
+            } else {
+                "at once (a second interrupt)".into()
+            },
+            state: state.join("\n  "),
+            resume: opts.resume_command.clone(),
+        })
+    }
+
+    /// How the walk ended: finished, interrupted part-way, stopped after
+    /// the commit point, or rolled back.
+    async fn conclude(
+        &self,
+        mut journal: Journal,
+        replay: &journal::Replay,
+        st: Walked<'_>,
+        ending: &mut Ending,
+    ) -> Result<Report, ApplyError> {
+        let (plan, w, opts) = (self.plan, self.w, self.opts);
+        let Walked {
+            done,
+            failures,
+            applied,
+            clock,
+            stopping,
+            abandoned,
+        } = st;
         let all_done = plan.steps.iter().all(|s| done.contains_key(&s.address));
         if failures.is_empty() && !all_done {
             if let Some(signal) = stopping {
-                let running: Vec<String> = abandoned
-                    .iter()
-                    .map(|&i| plan.steps[i].address.clone())
-                    .collect();
-                journal.record(&Record::Interrupted {
-                    signal: signal.into(),
-                    running,
-                })?;
-                let state = world_state(plan, &done, &abandoned);
-                w.events
-                    .interrupted(signal, &state, &opts.resume_command, journal.path());
-                return Err(ApplyError::Interrupted {
-                    signal: signal.into(),
-                    how: if abandoned.is_empty() {
-                        "after the steps it was running".into()
-                    } else {
-                        "at once (a second interrupt)".into()
-                    },
-                    state: state.join("\n  "),
-                    resume: opts.resume_command.clone(),
-                });
+                return Err(self.stopped(&mut journal, &done, &abandoned, signal)?);
             }
         }
         if failures.is_empty() {
@@ -566,8 +727,9 @@ impl Run<'_, '_> {
                 skipped: replay.done.len(),
                 journal: archived,
             });
-        };
+        }
 
+        let commits = plan.commit_positions();
         let (failed, error) = &failures[0];
         let step = &plan.steps[*failed];
         if post_commit(plan, &commits, *failed) {
@@ -577,14 +739,13 @@ impl Run<'_, '_> {
             );
             return Err(ApplyError::Failed {
                 address: step.address.clone(),
-                message: error.to_string(),
-                outcome: "The data is verified on the target and consumers use it; nothing was rolled back.".into(),
+                cause: StepFailure(error.clone()),
+                aftermath: vec![Aftermath::PastCommit],
                 help: format!(
                     "fix the cause and run `{}` to finish the remaining steps (journal: {})",
                     opts.resume_command,
                     journal.path().display()
                 ),
-                rolled_back: false,
             });
         }
         journal.record(&Record::RollbackStarted {
@@ -598,7 +759,7 @@ impl Run<'_, '_> {
                 journal,
                 &done,
                 &failed,
-                (&step.address, &error.to_string()),
+                (&step.address, error),
                 &BTreeSet::new(),
             )
             .await;
@@ -653,7 +814,7 @@ impl Run<'_, '_> {
             journal,
             &replay.done,
             &failed,
-            (address, message),
+            (address, &StepError::new(message)),
             &replay.compensated,
         )
         .await
@@ -671,171 +832,198 @@ impl Run<'_, '_> {
         mut journal: Journal,
         done: &pgdata::Done,
         failed: &[usize],
-        (address, message): (&str, &str),
+        (address, cause): (&str, &StepError),
         already: &BTreeSet<String>,
     ) -> Result<Report, ApplyError> {
-        let (plan, w) = (self.plan, self.w);
-        let commits = plan.commit_positions();
-        let mut order: Vec<usize> = plan
-            .steps
-            .iter()
-            .enumerate()
-            .rev()
-            .filter(|(i, s)| done.contains_key(&s.address) && !post_commit(plan, &commits, *i))
-            .map(|(i, _)| i)
-            .collect();
-        let mut first: Vec<usize> = failed
-            .iter()
-            .copied()
-            .filter(|&i| !post_commit(plan, &commits, i))
-            .collect();
-        first.sort_unstable_by(|a, b| b.cmp(a));
-        first.dedup();
-        first.append(&mut order);
-        let mut undone = Vec::new();
-        let mut kept = Vec::new();
-        let mut broken = Vec::new();
+        let plan = self.plan;
+        let mut tally = Tally::default();
         // An interrupt lets the rollback finish; the second after the
         // apply's first stops it at once.
         let mut seen = self.interrupts.count();
         let stop_at = (seen + 1).max(2);
-        for i in first {
+        for i in rollback_order(plan, done, failed) {
             let s = &plan.steps[i];
             if already.contains(&s.address) {
                 continue;
             }
-            let source = source_of(plan, &s.placement);
-            let mut compensation =
-                std::pin::pin!(dispatch::undo(w, s, done.get(&s.address), done, source));
-            let result = loop {
-                tokio::select! {
-                    r = &mut compensation => break Some(r),
-                    _ = self.interrupts.reached(seen + 1) => {
-                        seen = self.interrupts.count();
-                        if seen >= stop_at {
-                            break None;
-                        }
-                        w.events.note(&format!(
-                            "Interrupt received ({}): finishing the rollback (undoing {}); interrupt again to stop at once.",
-                            self.interrupts.signal(),
-                            s.address
-                        ));
-                    }
-                }
-            };
-            let Some(result) = result else {
-                let left = vec![format!(
-                    "rolling back: stopped while undoing {} (step {}); the rollback has begun and `--resume` finishes it, never the move",
-                    s.address,
-                    i + 1
-                )];
-                let signal = self.interrupts.signal();
-                journal.record(&Record::Interrupted {
-                    signal: signal.into(),
-                    running: vec![s.address.clone()],
-                })?;
-                w.events
-                    .interrupted(signal, &left, &self.opts.resume_command, journal.path());
-                return Err(ApplyError::Interrupted {
-                    signal: signal.into(),
-                    how: "in the middle of its rollback".into(),
-                    state: left.join("\n  "),
-                    resume: self.opts.resume_command.clone(),
-                });
+            let Some(result) = self.undo_one(s, done, &mut seen, stop_at).await else {
+                return Err(self.stopped_rolling_back(&mut journal, s, i)?);
             };
             crash_hook("undone", i + 1);
-            match result {
-                Ok(Undo::Undone(detail)) => {
-                    journal.record(&Record::Compensated {
-                        step: s.address.clone(),
-                        detail: detail.clone(),
-                    })?;
-                    w.events.rollback("undone", &s.address, &detail);
-                    undone.push(detail);
-                }
-                Ok(Undo::Kept(reason)) => {
-                    journal.record(&Record::NotCompensated {
-                        step: s.address.clone(),
-                        reason: reason.clone(),
-                    })?;
-                    w.events.rollback("kept", &s.address, &reason);
-                    kept.push(reason);
-                }
-                Ok(Undo::Nothing) => {}
-                Err(e) => {
-                    journal.record(&Record::NotCompensated {
-                        step: s.address.clone(),
-                        reason: e.to_string(),
-                    })?;
-                    w.events.rollback_failed(&s.address, &e);
-                    broken.push(format!("{}: {e}", s.address));
+            self.record_undo(&mut journal, s, result, &mut tally)?;
+        }
+        Err(self.rollback_ended(journal, tally, already, (address, cause))?)
+    }
+
+    /// One compensation, run to its end unless interrupts reach `stop_at`
+    /// (`None`); an interrupt before that is said and the undo goes on.
+    async fn undo_one(
+        &self,
+        s: &crate::plan::Step,
+        done: &pgdata::Done,
+        seen: &mut usize,
+        stop_at: usize,
+    ) -> Option<Result<Undo, StepError>> {
+        let w = self.w;
+        let source = source_of(self.plan, &s.placement);
+        let mut compensation =
+            std::pin::pin!(dispatch::undo(w, s, done.get(&s.address), done, source));
+        loop {
+            tokio::select! {
+                r = &mut compensation => return Some(r),
+                _ = self.interrupts.reached(*seen + 1) => {
+                    *seen = self.interrupts.count();
+                    if *seen >= stop_at {
+                        return None;
+                    }
+                    w.events.note(&format!(
+                        "Interrupt received ({}): finishing the rollback (undoing {}); interrupt again to stop at once.",
+                        self.interrupts.signal(),
+                        s.address
+                    ));
                 }
             }
         }
-        let mut outcome = String::new();
-        if broken.is_empty() {
+    }
+
+    /// A second interrupt stopped the rollback while undoing step `i`:
+    /// journalled, and the error that says `--resume` finishes it.
+    fn stopped_rolling_back(
+        &self,
+        journal: &mut Journal,
+        s: &crate::plan::Step,
+        i: usize,
+    ) -> Result<ApplyError, JournalError> {
+        let left = vec![format!(
+            "rolling back: stopped while undoing {} (step {}); the rollback has begun and `--resume` finishes it, never the move",
+            s.address,
+            i + 1
+        )];
+        let signal = self.interrupts.signal();
+        journal.record(&Record::Interrupted {
+            signal: signal.into(),
+            running: vec![s.address.clone()],
+        })?;
+        self.w
+            .events
+            .interrupted(signal, &left, &self.opts.resume_command, journal.path());
+        Ok(ApplyError::Interrupted {
+            signal: signal.into(),
+            how: "in the middle of its rollback".into(),
+            state: left.join("\n  "),
+            resume: self.opts.resume_command.clone(),
+        })
+    }
+
+    /// A compensation's result: journalled, shown, and counted.
+    fn record_undo(
+        &self,
+        journal: &mut Journal,
+        s: &crate::plan::Step,
+        result: Result<Undo, StepError>,
+        tally: &mut Tally,
+    ) -> Result<(), JournalError> {
+        let w = self.w;
+        match result {
+            Ok(Undo::Undone(detail)) => {
+                journal.record(&Record::Compensated {
+                    step: s.address.clone(),
+                    detail: detail.clone(),
+                })?;
+                w.events.rollback("undone", &s.address, &detail);
+                tally.undone.push(detail);
+            }
+            Ok(Undo::Kept(reason)) => {
+                journal.record(&Record::NotCompensated {
+                    step: s.address.clone(),
+                    reason: reason.clone(),
+                })?;
+                w.events.rollback("kept", &s.address, &reason);
+                tally.kept.push(reason);
+            }
+            Ok(Undo::Nothing) => {}
+            Err(e) => {
+                journal.record(&Record::NotCompensated {
+                    step: s.address.clone(),
+                    reason: e.to_string(),
+                })?;
+                w.events.rollback_failed(&s.address, &e);
+                tally.broken.push(NotUndone {
+                    address: s.address.clone(),
+                    cause: StepFailure(e),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The rollback's end: the original topology back (the journal is
+    /// archived), or what was not undone and how to finish. Either way the
+    /// apply failed, at `failure` (its step and error): the error it ends with.
+    fn rollback_ended(
+        &self,
+        mut journal: Journal,
+        tally: Tally,
+        already: &BTreeSet<String>,
+        (address, cause): (&str, &StepError),
+    ) -> Result<ApplyError, JournalError> {
+        let w = self.w;
+        let Tally {
+            undone,
+            kept,
+            broken,
+        } = tally;
+        let mut lines = String::new();
+        if broken.is_empty() && !already.is_empty() {
+            lines.push_str(&format!(
+                "\n  undone before the interruption: {} step(s)",
+                already.len()
+            ));
+        }
+        for u in &undone {
+            lines.push_str(&format!("\n  undone: {u}"));
+        }
+        for k in &kept {
+            lines.push_str(&format!("\n  kept: {k}"));
+        }
+        let (aftermath, help) = if broken.is_empty() {
             journal.record(&Record::RolledBack)?;
             let archived = journal.close()?;
-            outcome.push_str("Rolled back to the original topology.");
-            if !already.is_empty() {
-                outcome.push_str(&format!(
-                    "\n  undone before the interruption: {} step(s)",
-                    already.len()
-                ));
-            }
-            for u in &undone {
-                outcome.push_str(&format!("\n  undone: {u}"));
-            }
-            for k in &kept {
-                outcome.push_str(&format!("\n  kept: {k}"));
-            }
-            outcome.push_str(&format!("\n  journal: {}", archived.display()));
+            lines.push_str(&format!("\n  journal: {}", archived.display()));
             w.events
                 .finished("Apply failed and was rolled back.", false);
-            Err(ApplyError::Failed {
-                address: address.to_string(),
-                message: message.to_string(),
-                outcome,
-                help: "the plan can be applied again once the cause is fixed".into(),
-                rolled_back: true,
-            })
+            (
+                Aftermath::RolledBack { lines },
+                "the plan can be applied again once the cause is fixed".to_string(),
+            )
         } else {
-            outcome.push_str("The rollback did not finish:");
-            for b in &broken {
-                outcome.push_str(&format!("\n  NOT undone: {b}"));
-            }
-            for u in &undone {
-                outcome.push_str(&format!("\n  undone: {u}"));
-            }
-            for k in &kept {
-                outcome.push_str(&format!("\n  kept: {k}"));
-            }
             w.events
                 .finished("Apply failed; the rollback needs attention.", false);
-            Err(ApplyError::Failed {
-                address: address.to_string(),
-                message: message.to_string(),
-                outcome,
-                help: format!(
-                    "the journal {} says what was and was not undone; fix the cause, then `{}` rolls back the rest",
-                    journal.path().display(),
-                    self.opts.resume_command
-                ),
-                rolled_back: false,
-            })
-        }
+            let help = format!(
+                "the journal {} says what was and was not undone; fix the cause, then `{}` rolls back the rest",
+                journal.path().display(),
+                self.opts.resume_command
+            );
+            let not_undone = broken;
+            (Aftermath::Incomplete { lines, not_undone }, help)
+        };
+        Ok(ApplyError::Failed {
+            address: address.to_string(),
+            cause: StepFailure(cause.clone()),
+            aftermath: vec![aftermath],
+            help,
+        })
     }
 }
 
 /// True for the error of an apply that rolled back completely.
 fn rolled_back(e: &ApplyError) -> bool {
-    matches!(
-        e,
-        ApplyError::Failed {
-            rolled_back: true,
-            ..
+    match e {
+        ApplyError::Failed { aftermath, .. } => {
+            matches!(aftermath.as_slice(), [Aftermath::RolledBack { .. }])
         }
-    )
+        _ => false,
+    }
 }
 
 /// The source server of a placement (what its backups read), which a
@@ -931,4 +1119,99 @@ fn world_state(plan: &Plan, done: &pgdata::Done, abandoned: &[usize]) -> Vec<Str
     let left = plan.steps.iter().filter(|s| !is_done(&s.address)).count();
     out.push(format!("{left} of {} steps not done yet", plan.steps.len()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(e: &ApplyError) -> String {
+        let mut out = String::new();
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_width(10_000)
+            .render_report(&mut out, e)
+            .expect("render");
+        out
+    }
+
+    /// A failure of pgplan's own code under a diagnostic of a dependency.
+    #[derive(Debug, thiserror::Error, miette::Diagnostic)]
+    #[error("pg_restore made no progress for 30s")]
+    #[diagnostic(code(pgplan::pg::stalled), help("raise backup.stallTimeout"))]
+    struct Stalled;
+
+    #[derive(Debug, thiserror::Error, miette::Diagnostic)]
+    #[error("the restored rows do not match the backup")]
+    #[diagnostic(code(pgplan::pg::mismatch), help("Drop that database, then resume"))]
+    struct Mismatch;
+
+    #[test]
+    fn a_failure_keeps_the_steps_code_and_says_what_was_not_undone() {
+        let e = ApplyError::Failed {
+            address: "pg/app/db/restore".into(),
+            cause: StepFailure(Stalled.into()),
+            aftermath: vec![Aftermath::Incomplete {
+                lines: "\n  undone: deleted Service default/pg".into(),
+                not_undone: vec![NotUndone {
+                    address: "k8s/default/StatefulSet/pg".into(),
+                    cause: StepFailure(Mismatch.into()),
+                }],
+            }],
+            help: "fix the cause, then resume".into(),
+        };
+        use miette::Diagnostic;
+        let cause = e
+            .diagnostic_source()
+            .expect("the step's error is the cause");
+        assert_eq!(
+            cause.code().map(|c| c.to_string()).as_deref(),
+            Some("pgplan::pg::stalled")
+        );
+        let related: Vec<String> = e
+            .related()
+            .expect("the aftermath is related")
+            .map(|d| d.code().map(|c| c.to_string()).unwrap_or_default())
+            .collect();
+        assert_eq!(related, ["pgplan::apply::rollback_incomplete"]);
+        assert!(!rolled_back(&e), "an unfinished rollback is not a rollback");
+
+        let text = rendered(&e);
+        for part in [
+            "pgplan::apply::failed",
+            "step pg/app/db/restore failed",
+            "pg_restore made no progress for 30s (help: raise backup.stallTimeout)",
+            "help: fix the cause, then resume",
+            "The rollback did not finish:",
+            "undone: deleted Service default/pg",
+            "pgplan::apply::not_undone",
+            "NOT undone: k8s/default/StatefulSet/pg",
+            "the restored rows do not match the backup (help: Drop that database, then resume)",
+        ] {
+            assert!(text.contains(part), "{part:?} missing from:\n{text}");
+        }
+        let cause_line = text.find("pg_restore made no progress").unwrap();
+        assert!(
+            cause_line < text.find("The rollback did not finish").unwrap(),
+            "the cause comes before what the rollback did:\n{text}"
+        );
+        assert_eq!(
+            text.matches("pg_restore made no progress").count(),
+            1,
+            "the cause is said once:\n{text}"
+        );
+    }
+
+    #[test]
+    fn only_a_complete_rollback_gives_the_lock_back() {
+        let failed = |aftermath| ApplyError::Failed {
+            address: "a".into(),
+            cause: StepFailure(StepError::new("x")),
+            aftermath: vec![aftermath],
+            help: String::new(),
+        };
+        assert!(rolled_back(&failed(Aftermath::RolledBack {
+            lines: String::new()
+        })));
+        assert!(!rolled_back(&failed(Aftermath::PastCommit)));
+    }
 }

@@ -67,6 +67,28 @@ impl<E: miette::Diagnostic> From<E> for StepError {
     }
 }
 
+/// A [`StepError`] as a diagnostic, for the error an apply ends with: its
+/// message (with its help, as everywhere it is shown) under the code it
+/// came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepFailure(pub StepError);
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StepFailure {}
+
+impl miette::Diagnostic for StepFailure {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0
+            .code()
+            .map(|c| Box::new(c) as Box<dyn std::fmt::Display + 'a>)
+    }
+}
+
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::Ctx;
 use crate::addr::Address;
@@ -144,94 +144,13 @@ pub(super) fn restore_chain(
     dbs: &[&DatabaseInventory],
     backups: &[String],
 ) -> Vec<String> {
-    let name = cx.p.name().to_string();
     let mut verifies = Vec::new();
     if dbs.is_empty() {
         return verifies;
     }
     // Roles first (ownership is restored with the data), then databases.
     let carried = carried_roles(cx, c);
-    let roles = carried.roles.clone();
-    let existing_dbs: Vec<&str> = c
-        .target_server
-        .map(|t| t.databases.iter().map(|d| d.name.as_str()).collect())
-        .unwrap_or_default();
-    let databases: Vec<(String, String)> = dbs
-        .iter()
-        .filter(|d| !existing_dbs.contains(&d.name.as_str()))
-        .map(|d| (d.name.clone(), d.owner.clone()))
-        .collect();
-    // The verifiers are read by the first backup (the source may be gone
-    // when the target is prepared); none are needed without roles.
-    let verifiers_from = backups.first().filter(|_| !roles.is_empty()).cloned();
-    if let Some(b) = &verifiers_from {
-        for s in cx.steps.iter_mut().filter(|s| &s.address == b) {
-            if let Operation::Backup { verifiers, .. } = &mut s.operation {
-                *verifiers = true;
-            }
-        }
-    }
-    let mut reason = if c.strip_superuser {
-        "restores keep ownership, so owners must exist first; pg_dump carries no roles, so their attributes, settings, memberships and passwords are carried here; RDS has no superuser, so roles are created without SUPERUSER, REPLICATION or BYPASSRLS".to_string()
-    } else {
-        "restores keep ownership, so owners must exist first; pg_dump carries no roles, so their attributes, settings, memberships and passwords are carried here (roles the target had are left alone)".to_string()
-    };
-    if verifiers_from.is_some() {
-        reason.push_str(&format!(
-            "; the source's password verifiers are read by {} and never enter the plan or the journal",
-            backups[0]
-        ));
-    }
-    let mut prepare = cx.step(
-        Address::placement(&name, "prepare").into(),
-        Action::Run,
-        Risk::Safe,
-        Operation::PrepareTarget {
-            server: c.target.clone(),
-            roles: roles.clone(),
-            databases: databases.clone(),
-            strip_superuser: c.strip_superuser,
-            passwords: carried.passwords.clone(),
-            verifiers_from: verifiers_from.clone(),
-        },
-        prepare_summary(&roles, &databases, &carried, c),
-        reason,
-    );
-    prepare.depends_on = c.target_ready.to_vec();
-    prepare.depends_on.extend(verifiers_from.iter().cloned());
-    let mut after = json!({
-        "server": c.target.locator(),
-        "roles": roles.iter().map(|r| format!("{} ({}; password: {})", r.name, r.attributes(), carried.password_of(r))).collect::<Vec<_>>(),
-    });
-    let memberships: Vec<String> = roles
-        .iter()
-        .flat_map(|r| {
-            r.member_of.iter().map(move |g| {
-                format!(
-                    "{} in {}{}",
-                    r.name,
-                    g,
-                    if r.admin_of.contains(g) {
-                        " with admin option"
-                    } else {
-                        ""
-                    }
-                )
-            })
-        })
-        .collect();
-    if !memberships.is_empty() {
-        after["memberships"] = json!(memberships);
-    }
-    if !carried.dropped.is_empty() {
-        after["notCarried"] = json!(carried.dropped);
-    }
-    after["databases"] = json!(databases
-        .iter()
-        .map(|(d, o)| json!({"name": d, "owner": o}))
-        .collect::<Vec<_>>());
-    prepare.after = Some(after);
-    let prepare_addr = cx.push(prepare);
+    let prepare_addr = prepare_target(cx, c, dbs, backups, &carried);
 
     let tuning = c
         .tuning
@@ -281,6 +200,109 @@ pub(super) fn restore_chain(
         }
     }
     verifies
+}
+
+/// The step creating the carried roles and the databases the target lacks
+/// (owners first: restores keep ownership). The verifiers are read by the
+/// first backup, which this marks. Returns its address.
+fn prepare_target(
+    cx: &mut Ctx<'_>,
+    c: &Chain<'_>,
+    dbs: &[&DatabaseInventory],
+    backups: &[String],
+    carried: &Carried,
+) -> String {
+    let name = cx.p.name().to_string();
+    let existing_dbs: Vec<&str> = c
+        .target_server
+        .map(|t| t.databases.iter().map(|d| d.name.as_str()).collect())
+        .unwrap_or_default();
+    let databases: Vec<(String, String)> = dbs
+        .iter()
+        .filter(|d| !existing_dbs.contains(&d.name.as_str()))
+        .map(|d| (d.name.clone(), d.owner.clone()))
+        .collect();
+    // The verifiers are read by the first backup (the source may be gone
+    // when the target is prepared); none are needed without roles.
+    let verifiers_from = backups
+        .first()
+        .filter(|_| !carried.roles.is_empty())
+        .cloned();
+    if let Some(b) = &verifiers_from {
+        for s in cx.steps.iter_mut().filter(|s| &s.address == b) {
+            if let Operation::Backup { verifiers, .. } = &mut s.operation {
+                *verifiers = true;
+            }
+        }
+    }
+    let mut reason = if c.strip_superuser {
+        "restores keep ownership, so owners must exist first; pg_dump carries no roles, so their attributes, settings, memberships and passwords are carried here; RDS has no superuser, so roles are created without SUPERUSER, REPLICATION or BYPASSRLS".to_string()
+    } else {
+        "restores keep ownership, so owners must exist first; pg_dump carries no roles, so their attributes, settings, memberships and passwords are carried here (roles the target had are left alone)".to_string()
+    };
+    if verifiers_from.is_some() {
+        reason.push_str(&format!(
+            "; the source's password verifiers are read by {} and never enter the plan or the journal",
+            backups[0]
+        ));
+    }
+    let mut prepare = cx.step(
+        Address::placement(&name, "prepare").into(),
+        Action::Run,
+        Risk::Safe,
+        Operation::PrepareTarget {
+            server: c.target.clone(),
+            roles: carried.roles.clone(),
+            databases: databases.clone(),
+            strip_superuser: c.strip_superuser,
+            passwords: carried.passwords.clone(),
+            verifiers_from: verifiers_from.clone(),
+        },
+        prepare_summary(&carried.roles, &databases, carried, c),
+        reason,
+    );
+    prepare.depends_on = c.target_ready.to_vec();
+    prepare.depends_on.extend(verifiers_from.iter().cloned());
+    prepare.after = Some(prepare_shown(c, &databases, carried));
+    cx.push(prepare)
+}
+
+/// What the prepare step shows as its result: the roles (and where each
+/// password comes from), memberships, what is not carried, the databases.
+fn prepare_shown(c: &Chain<'_>, databases: &[(String, String)], carried: &Carried) -> Value {
+    let roles = &carried.roles;
+    let mut after = json!({
+        "server": c.target.locator(),
+        "roles": roles.iter().map(|r| format!("{} ({}; password: {})", r.name, r.attributes(), carried.password_of(r))).collect::<Vec<_>>(),
+    });
+    let memberships: Vec<String> = roles
+        .iter()
+        .flat_map(|r| {
+            r.member_of.iter().map(move |g| {
+                format!(
+                    "{} in {}{}",
+                    r.name,
+                    g,
+                    if r.admin_of.contains(g) {
+                        " with admin option"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        })
+        .collect();
+    if !memberships.is_empty() {
+        after["memberships"] = json!(memberships);
+    }
+    if !carried.dropped.is_empty() {
+        after["notCarried"] = json!(carried.dropped);
+    }
+    after["databases"] = json!(databases
+        .iter()
+        .map(|(d, o)| json!({"name": d, "owner": o}))
+        .collect::<Vec<_>>());
+    after
 }
 
 /// From this much data to load, `loadTuning: auto` tunes the target,
@@ -540,7 +562,21 @@ fn verify(
     v.after = Some(
         json!({"database": db.name, "expectRows": f.rows, "expectTables": f.tables, "checks": checks}),
     );
-    let mut ready = cx.push(v);
+    let verified = cx.push(v);
+    let ready = release_knex_locks(cx, c, db, verified);
+    cx.databases.push(f);
+    ready
+}
+
+/// Releases the knex migration locks copied in the locked state, after
+/// `verified`. Returns the step after which the database is ready.
+fn release_knex_locks(
+    cx: &mut Ctx<'_>,
+    c: &Chain<'_>,
+    db: &DatabaseInventory,
+    verified: String,
+) -> String {
+    let name = cx.p.name().to_string();
     let locked: Vec<String> = db
         .knex_locks
         .iter()
@@ -560,13 +596,11 @@ fn verify(
             format!("release {} in {}", locked.join(", "), db.name),
             "a migration lock copied in the locked state makes Backstage crash-loop with `Migration table is already locked`; released after verify, which compares the copy with the backup as taken".into(),
         );
-        k.depends_on = vec![ready.clone()];
+        k.depends_on = vec![verified];
         k.after = Some(json!({"database": db.name, "tables": locked}));
-        ready = cx.push(k);
+        return cx.push(k);
     }
-
-    cx.databases.push(f);
-    ready
+    verified
 }
 
 /// The roles a placement carries to its target, and how.
@@ -605,7 +639,6 @@ impl Carried {
 /// observed. Memberships in roles that are neither carried nor on the
 /// target (nor built in) are dropped and said so.
 fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
-    let spec = cx.p.spec();
     let existing: Vec<&str> = c
         .target_server
         .map(|t| t.roles.iter().map(|r| r.name.as_str()).collect())
@@ -622,10 +655,32 @@ fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
         .filter(|r| !existing.contains(&r.name.as_str()) && Some(r.name.as_str()) != login)
         .cloned()
         .collect();
-    let mut dropped = Vec::new();
     let names: Vec<String> = roles.iter().map(|r| r.name.clone()).collect();
-    for r in &mut roles {
-        if c.strip_superuser {
+    let dropped = fit_to_target(&mut roles, &names, &existing, c.strip_superuser);
+    let passwords = given_passwords(cx, c, &names);
+    let carried = Carried {
+        roles,
+        passwords,
+        dropped,
+        source: c.source_server.locator.clone(),
+    };
+    warn_about_passwords(cx, &carried);
+    carried
+}
+
+/// The carried roles made to fit the target: without what only a
+/// superuser grants when there is none (`strip_superuser`), and without
+/// memberships in roles that are neither carried (`names`) nor on the
+/// target (`existing`) nor built in. Returns what was dropped, in words.
+fn fit_to_target(
+    roles: &mut [Role],
+    names: &[String],
+    existing: &[&str],
+    strip_superuser: bool,
+) -> Vec<String> {
+    let mut dropped = Vec::new();
+    for r in roles.iter_mut() {
+        if strip_superuser {
             let only_superuser: Vec<&str> = [
                 (r.superuser, "SUPERUSER"),
                 (r.replication, "REPLICATION"),
@@ -659,6 +714,14 @@ fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
         let member_of = r.member_of.clone();
         r.admin_of.retain(|g| member_of.contains(g));
     }
+    dropped
+}
+
+/// The passwords `credentials.roles` gives for carried roles (`names`), by
+/// variable; a role it names that is not carried is a warning (it exists
+/// on the target already) or an error (no such role).
+fn given_passwords(cx: &mut Ctx<'_>, c: &Chain<'_>, names: &[String]) -> Vec<RolePassword> {
+    let spec = cx.p.spec();
     let mut passwords = Vec::new();
     for (role, secret) in &spec.credentials.roles {
         let Some(var) = crate::spec::password_var(&secret.password) else {
@@ -687,12 +750,12 @@ fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
             );
         }
     }
-    let carried = Carried {
-        roles,
-        passwords,
-        dropped,
-        source: c.source_server.locator.clone(),
-    };
+    passwords
+}
+
+/// Warnings for carried logins that will not log in as they did: a
+/// password the source does not let pgplan read, or an MD5 hash.
+fn warn_about_passwords(cx: &mut Ctx<'_>, carried: &Carried) {
     let unreadable: Vec<&str> = carried
         .roles
         .iter()
@@ -721,7 +784,6 @@ fn carried_roles(cx: &mut Ctx<'_>, c: &Chain<'_>) -> Carried {
             if md5.len() == 1 { "has" } else { "have" }
         ));
     }
-    carried
 }
 
 /// What the first verify checks of the carried roles.

@@ -12,7 +12,7 @@ use super::data::{self, Chain};
 use super::manifests::{self, covers, diff_patch, merge_patch, shown};
 use super::source::{self, DataVolume, SourceFacts, SourceProblem};
 use super::Ctx;
-use crate::addr::{Journey, Locator, Phase};
+use crate::addr::{Journey, Phase};
 use crate::observed::{at, str_at};
 use crate::plan::{Action, ObjectRef, Operation, Risk, ServerRef, Wait};
 use crate::quantity::{human_bytes, parse_bytes};
@@ -48,18 +48,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
         && src.workload.name.as_deref() == Some(t.name.as_str());
 
     if same_object {
-        match live_sts {
-            Some(sts) => day2(cx, kt, &ns, sts),
-            None => {
-                let (missing, help) = source::describe_missing(cx.idx, src);
-                cx.error(
-                    &["source", "kubernetes", "workload"],
-                    "pgplan::plan::source-missing",
-                    format!("the source {missing}"),
-                    format!("{help}; pgplan manages an existing StatefulSet in place when source and target name it"),
-                )
-            }
-        }
+        manage_in_place(cx, kt, src, &ns, live_sts);
         return;
     }
 
@@ -87,14 +76,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
         Err(SourceProblem::NotFound) => match live_sts {
             // The move happened earlier: keep the target in shape.
             Some(sts) => {
-                cx.read_absent(
-                    Locator::k8s(
-                        &src.namespace,
-                        src.workload.kind.as_str(),
-                        src.workload.name.as_deref().unwrap_or_default(),
-                    )
-                    .to_string(),
-                );
+                cx.read_absent(source::absent_address(src));
                 day2(cx, kt, &ns, sts)
             }
             None => {
@@ -123,6 +105,29 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
             if let Some(d) = p.container_diagnosis() {
                 cx.error(d.path, d.code, d.message, d.help);
             }
+        }
+    }
+}
+
+/// Source and target name the same StatefulSet: day-2 changes to it, or
+/// an error when it does not exist.
+fn manage_in_place(
+    cx: &mut Ctx<'_>,
+    kt: &KubeTarget,
+    src: &crate::spec::KubeSource,
+    ns: &str,
+    live_sts: Option<&Value>,
+) {
+    match live_sts {
+        Some(sts) => day2(cx, kt, ns, sts),
+        None => {
+            let (missing, help) = source::describe_missing(cx.idx, src);
+            cx.error(
+                &["source", "kubernetes", "workload"],
+                "pgplan::plan::source-missing",
+                format!("the source {missing}"),
+                format!("{help}; pgplan manages an existing StatefulSet in place when source and target name it"),
+            )
         }
     }
 }
@@ -184,7 +189,102 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     };
     let svc_name = t.service_name.clone().unwrap_or_else(|| t.name.clone());
 
-    let Some(server) = src.server else {
+    let Some(server) = inventory(cx, src) else {
+        return;
+    };
+    let dbs = data::select(cx, server);
+    let Some(storage) = target_storage(cx, t, &dbs) else {
+        return;
+    };
+    let class_name = storage.class_name;
+
+    // Protect the old volume so a rollback can bring the Deployment back on it.
+    let protect = protect_old_volume(cx, src);
+
+    // Static PVs.
+    let mut pv_steps = Vec::new();
+    if storage.needs_static {
+        pv_steps = static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0);
+    }
+
+    // Only now stop the consumers: everything above is safe while they run.
+    let consumers = consumers::resolve(cx, &src.namespace);
+    let quiesced = consumers::quiesce(cx, &consumers, &[]);
+
+    let source_ref = pod_server(
+        ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name),
+        src,
+    );
+    let target_workload = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
+    let target_ref = pod_server(target_workload.clone(), src);
+
+    // Backups first; everything disruptive waits for them.
+    let backups = data::backups(cx, &source_ref, &dbs, &quiesced);
+
+    // Delete the source workload.
+    let del_addr = delete_source(
+        cx,
+        src,
+        backups.iter().chain(protect.iter()).cloned().collect(),
+    );
+
+    // Services: the one named like the target's headless Service is replaced
+    // (clusterIP is immutable) and keeps its labels, annotations, ports and
+    // selector, so that whatever selects it (ServiceMonitors, policies,
+    // runbooks) still does; others keep selecting the same labels.
+    let svc_step = headless_service(cx, ns, &svc_name, &t.name, src, &backups);
+
+    // The StatefulSet.
+    let template = at(src.manifest, &["spec", "template"])
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let shape = Shape {
+        t,
+        ns,
+        template: &template,
+        container_name: &src.container_name,
+        svc_name: &svc_name,
+        class: class_name.as_deref(),
+        after: None,
+    };
+    let mut deps = vec![del_addr.clone()];
+    deps.extend(svc_step.clone());
+    deps.extend(pv_steps.iter().cloned());
+    let sts_addr = create_statefulset(cx, &shape, src, deps);
+
+    // Data.
+    let from = (&source_ref, server);
+    let verifies = restore(cx, &shape, from, &target_ref, &sts_addr, &dbs, &backups);
+
+    let after_verify = if spec.verify.self_heal {
+        self_heal(cx, ns, &target_workload, &dbs, &verifies)
+    } else {
+        verifies.clone()
+    };
+
+    backup_cronjob(
+        cx,
+        Shape {
+            after: Some(&sts_addr),
+            ..shape
+        },
+    );
+
+    let host = format!("{svc_name}.{ns}.svc");
+    let resumed = hand_back(cx, &consumers, target_ref, host, &sts_addr, &after_verify);
+
+    if spec.cleanup.old_volume {
+        cleanup_old_volumes(cx, &old_volumes(src), &verifies, &resumed);
+    }
+}
+
+/// The source server's database inventory, or an error saying how to
+/// observe it.
+fn inventory<'s>(
+    cx: &mut Ctx<'_>,
+    src: &SourceFacts<'s>,
+) -> Option<&'s crate::observed::ServerInventory> {
+    if src.server.is_none() {
         cx.error(
             &["source", "kubernetes", "workload"],
             "pgplan::plan::no-inventory",
@@ -194,9 +294,38 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             ),
             "observe the databases too: `pgplan observe -f SPEC --out live.yaml` (or plan online)",
         );
-        return;
-    };
-    let dbs = data::select(cx, server);
+    }
+    src.server
+}
+
+/// The Postgres server in the pods of `workload`, found by the source's
+/// pod labels and container.
+fn pod_server(workload: ObjectRef, src: &SourceFacts<'_>) -> ServerRef {
+    ServerRef::Pod {
+        workload,
+        selector: src.pod_labels.clone(),
+        container: Some(src.container_name.clone()),
+    }
+}
+
+/// Where the target's data will live, decided before anything is planned
+/// that changes the cluster.
+struct TargetStorage {
+    /// The StorageClass the claims name (`None`: the cluster's default).
+    class_name: Option<String>,
+    /// The class has no provisioner: pgplan creates the PVs itself.
+    needs_static: bool,
+}
+
+/// Checks that the target volume holds the selected databases and that
+/// something will create its volumes (seed 002's lesson: a class without a
+/// provisioner and no static volumes leaves the claims pending forever).
+/// `None` once any error is recorded.
+fn target_storage(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    dbs: &[&crate::observed::DatabaseInventory],
+) -> Option<TargetStorage> {
     let total: u64 = dbs.iter().map(|d| d.size_bytes).sum();
     if let Some(size) = cx.p.model().target_storage_bytes {
         if size < total {
@@ -242,69 +371,40 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         ));
     }
     if !cx.errors.is_empty() {
-        return;
+        return None;
     }
+    Some(TargetStorage {
+        class_name,
+        needs_static,
+    })
+}
 
-    // Protect the old volume so a rollback can bring the Deployment back on it.
-    let protect = protect_old_volume(cx, src);
-
-    // Static PVs.
-    let mut pv_steps = Vec::new();
-    if needs_static {
-        pv_steps = static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0);
-    }
-
-    // Only now stop the consumers: everything above is safe while they run.
-    let consumers = consumers::resolve(cx, &src.namespace);
-    let quiesced = consumers::quiesce(cx, &consumers, &[]);
-
-    let source_ref = ServerRef::Pod {
-        workload: ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name),
-        selector: src.pod_labels.clone(),
-        container: Some(src.container_name.clone()),
-    };
-    let target_workload = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
-    let target_ref = ServerRef::Pod {
-        workload: target_workload.clone(),
-        selector: src.pod_labels.clone(),
-        container: Some(src.container_name.clone()),
-    };
-
-    // Backups first; everything disruptive waits for them.
-    let backups = data::backups(cx, &source_ref, &dbs, &quiesced);
-
-    // Delete the source workload.
-    let del_addr = delete_source(
-        cx,
-        src,
-        backups.iter().chain(protect.iter()).cloned().collect(),
-    );
-
-    // Services: the one named like the target's headless Service is replaced
-    // (clusterIP is immutable) and keeps its labels, annotations, ports and
-    // selector, so that whatever selects it (ServiceMonitors, policies,
-    // runbooks) still does; others keep selecting the same labels.
-    let svc_step = headless_service(cx, ns, &svc_name, &t.name, src, &backups);
-
-    // The StatefulSet.
-    let template = at(src.manifest, &["spec", "template"])
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+/// The StatefulSet step: created in `shape` with the source's pod labels,
+/// selector, metadata and data volume, after `deps`; ready before anything
+/// restores into it. Returns its address.
+fn create_statefulset(
+    cx: &mut Ctx<'_>,
+    shape: &Shape<'_>,
+    src: &SourceFacts<'_>,
+    deps: Vec<String>,
+) -> String {
+    let t = shape.t;
     let desired = manifests::statefulset(
         cx.p,
         &manifests::StatefulSetInput {
-            namespace: ns,
+            namespace: shape.ns,
             target: t,
-            service_name: &svc_name,
+            service_name: shape.svc_name,
             pod_labels: &src.pod_labels,
             selector: at(src.manifest, &["spec", "selector"]),
             metadata_from: Some(src.manifest),
-            template: &template,
+            template: shape.template,
             container_name: &src.container_name,
             data_volume: src.data_volume_name.as_deref(),
-            storage_class: class_name.as_deref(),
+            storage_class: shape.class,
         },
     );
+    let target_workload = ObjectRef::new("apps/v1", "StatefulSet", shape.ns, &t.name);
     let mut sts = cx.step(
         target_workload.address(),
         Action::Create,
@@ -314,106 +414,120 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
             wait: Wait::Ready,
         },
         format!(
-        "create {} ({}; PVC {} of {}) and wait until ready",
-        target_workload.display(),
-        crate::quantity::count(t.replicas, "replica"),
-        crate::names::claim_name(&t.storage.volume_claim_template, &t.name, 0),
-        t.storage.size
-    ),
+            "create {} ({}; PVC {} of {}) and wait until ready",
+            target_workload.display(),
+            crate::quantity::count(t.replicas, "replica"),
+            crate::names::claim_name(&t.storage.volume_claim_template, &t.name, 0),
+            t.storage.size
+        ),
         "a StatefulSet gives the pod a stable name and its own claim, so the data survives pod restarts".into(),
     );
-    let mut deps = vec![del_addr.clone()];
-    deps.extend(svc_step.clone());
-    deps.extend(pv_steps.iter().cloned());
     sts.depends_on = deps;
-    sts.after = Some(desired.clone());
-    let sts_addr = cx.push(sts);
+    sts.after = Some(desired);
+    cx.push(sts)
+}
 
-    // Data.
-    let verifies = data::restore_chain(
+/// The restore chain from `from` (the source server and its inventory)
+/// into the new StatefulSet's server once `ready`, with load tuning when
+/// the target asks for it. Returns the verify steps.
+fn restore(
+    cx: &mut Ctx<'_>,
+    shape: &Shape<'_>,
+    from: (&ServerRef, &crate::observed::ServerInventory),
+    target: &ServerRef,
+    ready: &str,
+    dbs: &[&crate::observed::DatabaseInventory],
+    backups: &[String],
+) -> Vec<String> {
+    let t = shape.t;
+    data::restore_chain(
         cx,
         &Chain {
-            source: &source_ref,
-            source_server: server,
-            target: &target_ref,
+            source: from.0,
+            source_server: from.1,
+            target,
             target_server: None,
-            target_ready: std::slice::from_ref(&sts_addr),
+            target_ready: &[ready.to_string()],
             strip_superuser: false,
             tuning: (t.load_tuning != LoadTuningMode::Off).then(|| data::Tuning {
-                pod: ObjectRef::new("v1", "Pod", ns, &format!("{}-0", t.name)),
+                pod: ObjectRef::new("v1", "Pod", shape.ns, &format!("{}-0", t.name)),
                 mode: t.load_tuning,
             }),
         },
-        &dbs,
-        &backups,
-    );
+        dbs,
+        backups,
+    )
+}
 
-    let mut after_verify = verifies.clone();
-    if spec.verify.self_heal {
-        let pod = ObjectRef::new("v1", "Pod", ns, &format!("{}-0", t.name));
-        let first = dbs.first().map(|d| (d.name.clone(), d.total_rows()));
-        if let Some((db, rows)) = first {
-            let mut s = cx.step(
-                pod.address_at(Phase::SelfHeal),
-                Action::Run,
-                Risk::Disruptive,
-                Operation::SelfHeal {
-                    pod: pod.clone(),
-                    workload: target_workload.clone(),
-                    database: db.clone(),
-                    expect_rows: rows,
-                },
-                format!(
-                    "delete {} and check that {db} still has {rows} rows when it returns",
-                    pod.display()
-                ),
-                "proves the pod reattaches its own volume (seed 002's self-healing check)".into(),
-            );
-            s.depends_on = verifies.clone();
-            after_verify = vec![cx.push(s)];
-        }
-    }
-
-    day2_extras(
-        cx,
-        Extras {
-            t,
-            ns,
-            template: &template,
-            container_name: &src.container_name,
-            svc_name: &svc_name,
-            class: class_name.as_deref(),
-            after: Some(&sts_addr),
+/// Seed 002's self-healing check: the first pod deleted after `verifies`,
+/// its first database counted when it returns. Returns what later steps
+/// wait for (the check, or `verifies` when there is no database to count).
+fn self_heal(
+    cx: &mut Ctx<'_>,
+    ns: &str,
+    workload: &ObjectRef,
+    dbs: &[&crate::observed::DatabaseInventory],
+    verifies: &[String],
+) -> Vec<String> {
+    let pod = ObjectRef::new("v1", "Pod", ns, &format!("{}-0", workload.name));
+    let Some((db, rows)) = dbs.first().map(|d| (d.name.clone(), d.total_rows())) else {
+        return verifies.to_vec();
+    };
+    let mut s = cx.step(
+        pod.address_at(Phase::SelfHeal),
+        Action::Run,
+        Risk::Disruptive,
+        Operation::SelfHeal {
+            pod: pod.clone(),
+            workload: workload.clone(),
+            database: db.clone(),
+            expect_rows: rows,
         },
+        format!(
+            "delete {} and check that {db} still has {rows} rows when it returns",
+            pod.display()
+        ),
+        "proves the pod reattaches its own volume (seed 002's self-healing check)".into(),
     );
+    s.depends_on = verifies.to_vec();
+    vec![cx.push(s)]
+}
 
-    let conn = consumers::Connection {
-        server: target_ref.clone(),
-        host: Some(format!("{svc_name}.{ns}.svc")),
+/// The consumers handed to the new server (`server`, reached at `host`):
+/// their Secrets written once it is ready (`ready`), their connection settings changed after `verified`, then
+/// resumed and checked over HTTP. Returns the resume steps.
+fn hand_back(
+    cx: &mut Ctx<'_>,
+    consumers: &[consumers::ConsumerFacts<'_>],
+    server: ServerRef,
+    host: String,
+    ready: &str,
+    verified: &[String],
+) -> Vec<String> {
+    let conn = &consumers::Connection {
+        server,
+        host: Some(host),
         port: 5432,
         user: String::new(),
         password_var: None,
         ca: None,
     };
-    let mut reconf_deps = after_verify.clone();
+    let mut reconf_deps = verified.to_vec();
     reconf_deps.extend(consumers::secrets(
         cx,
-        &consumers,
-        &conn,
-        std::slice::from_ref(&sts_addr),
+        consumers,
+        conn,
+        &[ready.to_string()],
     ));
-    let reconf = consumers::reconfigure(cx, &consumers, &reconf_deps);
+    let reconf = consumers::reconfigure(cx, consumers, &reconf_deps);
     let resume_deps = if reconf.is_empty() {
-        after_verify.clone()
+        verified.to_vec()
     } else {
         reconf
     };
-    let resumed = consumers::resume(cx, &consumers, &resume_deps, true);
-    http_checks(cx, &resumed, &after_verify);
-
-    if spec.cleanup.old_volume {
-        cleanup_old_volumes(cx, &old_volumes(src), &verifies, &resumed);
-    }
+    let resumed = consumers::resume(cx, consumers, &resume_deps, true);
+    http_checks(cx, &resumed, verified);
+    resumed
 }
 
 /// The headless Service the StatefulSet names: the live Service of that name
@@ -701,12 +815,11 @@ fn static_volumes(
     out
 }
 
-/// The backup CronJob and its PVC (when `backup.schedule` is set).
-#[allow(clippy::too_many_arguments)]
-/// What the backup CronJob and its claim are made from: the StatefulSet
-/// (target, its pod template, container, Service and storage class) and
+/// What the StatefulSet and its backup CronJob and claim are made from:
+/// the target, its pod template, container, Service and storage class, and
 /// the step that creates it, when this plan does.
-struct Extras<'e> {
+#[derive(Clone, Copy)]
+struct Shape<'e> {
     t: &'e StatefulSetTarget,
     ns: &'e str,
     template: &'e Value,
@@ -717,8 +830,9 @@ struct Extras<'e> {
     after: Option<&'e str>,
 }
 
-fn day2_extras(cx: &mut Ctx<'_>, x: Extras<'_>) -> Vec<String> {
-    let Extras {
+/// The backup CronJob and its PVC (when `backup.schedule` is set).
+fn backup_cronjob(cx: &mut Ctx<'_>, x: Shape<'_>) -> Vec<String> {
+    let Shape {
         t,
         ns,
         template,
@@ -728,10 +842,50 @@ fn day2_extras(cx: &mut Ctx<'_>, x: Extras<'_>) -> Vec<String> {
         after: sts_addr,
     } = x;
     let spec = cx.p.spec();
-    let mut out = Vec::new();
     let Some(schedule) = &spec.backup.schedule else {
-        return out;
+        return Vec::new();
     };
+    let (image, env) = backup_image_and_login(t, template, container_name);
+    let dbs = backup_databases(cx);
+    let claim = crate::names::backup_object_name(&t.name);
+    let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);
+    let host = format!("{}-0.{svc_name}", t.name);
+    let cron = manifests::backup_cronjob(
+        cx.p,
+        &manifests::CronJobInput {
+            name: &crate::names::backup_object_name(&t.name),
+            namespace: ns,
+            schedule,
+            retention_days: spec.backup.retention_days,
+            image: &image,
+            host: &host,
+            env,
+            databases: &dbs,
+            claim: &claim,
+        },
+    );
+    [
+        (
+            pvc,
+            "scheduled dumps are kept on their own volume, not the database's",
+        ),
+        (
+            cron,
+            "scheduled, verified dumps with retention (seed 003's backup CronJob)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(desired, reason)| converge(cx, desired, reason, ns, sts_addr))
+    .collect()
+}
+
+/// The dump job's image (the spec's, else the Postgres container's) and
+/// the Postgres container's own login, passed on as libpq variables.
+fn backup_image_and_login(
+    t: &StatefulSetTarget,
+    template: &Value,
+    container_name: &str,
+) -> (String, Vec<Value>) {
     let container = at(template, &["spec", "containers"])
         .and_then(Value::as_array)
         .and_then(|cs| {
@@ -748,7 +902,6 @@ fn day2_extras(cx: &mut Ctx<'_>, x: Extras<'_>) -> Vec<String> {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "postgres".into());
-    // The Postgres container's own login, passed on as libpq variables.
     let mut env = Vec::new();
     if let Some(Value::Array(cenv)) = container.and_then(|c| c.get("env")) {
         for e in cenv {
@@ -764,7 +917,13 @@ fn day2_extras(cx: &mut Ctx<'_>, x: Extras<'_>) -> Vec<String> {
             env.push(e);
         }
     }
-    let dbs: Vec<String> = if cx.databases.is_empty() {
+    (image, env)
+}
+
+/// The databases the CronJob dumps: those the plan moves, else the spec's
+/// exact names.
+fn backup_databases(cx: &mut Ctx<'_>) -> Vec<String> {
+    if cx.databases.is_empty() {
         cx.p.model()
             .databases
             .exact_names()
@@ -787,90 +946,69 @@ fn day2_extras(cx: &mut Ctx<'_>, x: Extras<'_>) -> Vec<String> {
             }
         }
         dbs
-    };
-    let claim = crate::names::backup_object_name(&t.name);
-    let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);
-    let host = format!("{}-0.{svc_name}", t.name);
-    let cron = manifests::backup_cronjob(
-        cx.p,
-        &manifests::CronJobInput {
-            name: &crate::names::backup_object_name(&t.name),
-            namespace: ns,
-            schedule,
-            retention_days: spec.backup.retention_days,
-            image: &image,
-            host: &host,
-            env,
-            databases: &dbs,
-            claim: &claim,
-        },
-    );
-    for (desired, reason) in [
-        (
-            pvc,
-            "scheduled dumps are kept on their own volume, not the database's",
-        ),
-        (
-            cron,
-            "scheduled, verified dumps with retention (seed 003's backup CronJob)",
-        ),
-    ] {
-        let Some(obj) = ObjectRef::of(&desired) else {
-            continue;
-        };
-        let kind = obj.kind.clone();
-        match cx.idx.get(&kind, ns, &obj.name) {
-            Some(live) => {
-                cx.read(live);
-                if covers(live, &json!({"spec": desired["spec"].clone()})) {
-                    continue;
-                }
-                if kind == "PersistentVolumeClaim" {
-                    // Only the size of a claim can change; handled as expansion elsewhere.
-                    continue;
-                }
-                let mut after = shown(live);
-                let patch = json!({"spec": desired["spec"].clone()});
-                merge_patch(&mut after, &patch);
-                let Some(effective) = diff_patch(&shown(live), &after) else {
-                    continue;
-                };
-                let mut s = cx.step(
-                    obj.address(),
-                    Action::Update,
-                    Risk::Safe,
-                    Operation::Patch {
-                        object: obj.clone(),
-                        patch: effective,
-                    },
-                    format!("update {}", obj.display()),
-                    reason.into(),
-                );
-                s.depends_on = sts_addr.map(str::to_string).into_iter().collect();
-                s.before = Some(shown(live));
-                s.after = Some(after);
-                out.push(cx.push(s));
+    }
+}
+
+/// One object made to match `desired`: created when absent, patched with
+/// what differs when present (a claim is only resized, elsewhere), after
+/// `wait_for`. Returns the step, if one is needed.
+fn converge(
+    cx: &mut Ctx<'_>,
+    desired: Value,
+    reason: &str,
+    ns: &str,
+    wait_for: Option<&str>,
+) -> Option<String> {
+    let obj = ObjectRef::of(&desired)?;
+    let kind = obj.kind.clone();
+    match cx.idx.get(&kind, ns, &obj.name) {
+        Some(live) => {
+            cx.read(live);
+            if covers(live, &json!({"spec": desired["spec"].clone()})) {
+                return None;
             }
-            None => {
-                cx.read_absent(obj.address());
-                let mut s = cx.step(
-                    obj.address(),
-                    Action::Create,
-                    Risk::Safe,
-                    Operation::Create {
-                        object: obj.clone(),
-                        wait: Wait::None,
-                    },
-                    format!("create {}", obj.display()),
-                    reason.into(),
-                );
-                s.depends_on = sts_addr.map(str::to_string).into_iter().collect();
-                s.after = Some(desired);
-                out.push(cx.push(s));
+            if kind == "PersistentVolumeClaim" {
+                // Only the size of a claim can change; handled as expansion elsewhere.
+                return None;
             }
+            let mut after = shown(live);
+            let patch = json!({"spec": desired["spec"].clone()});
+            merge_patch(&mut after, &patch);
+            let effective = diff_patch(&shown(live), &after)?;
+            let mut s = cx.step(
+                obj.address(),
+                Action::Update,
+                Risk::Safe,
+                Operation::Patch {
+                    object: obj.clone(),
+                    patch: effective,
+                },
+                format!("update {}", obj.display()),
+                reason.into(),
+            );
+            s.depends_on = wait_for.map(str::to_string).into_iter().collect();
+            s.before = Some(shown(live));
+            s.after = Some(after);
+            Some(cx.push(s))
+        }
+        None => {
+            cx.read_absent(obj.address());
+            let mut s = cx.step(
+                obj.address(),
+                Action::Create,
+                Risk::Safe,
+                Operation::Create {
+                    object: obj.clone(),
+                    wait: Wait::None,
+                },
+                format!("create {}", obj.display()),
+                reason.into(),
+            );
+            s.depends_on = wait_for.map(str::to_string).into_iter().collect();
+            s.after = Some(desired);
+            Some(cx.push(s))
         }
     }
-    out
 }
 
 fn http_checks(cx: &mut Ctx<'_>, resumed: &[String], verified: &[String]) {
@@ -951,6 +1089,90 @@ fn cleanup_old_volumes(
 fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
     let t = &kt.stateful_set;
     cx.journey = Journey::Day2;
+    let Some(live) = live_statefulset(cx, t, ns, sts) else {
+        return;
+    };
+    let live_replicas = at(sts, &["spec", "replicas"])
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as u32;
+
+    let (expansions, mut snapshot_targets) = expand_volumes(cx, t, ns, &live, live_replicas);
+
+    // Image and replicas.
+    let mut sts_patch = json!({});
+    let mut changes = Vec::new();
+    let mut disruptive = false;
+    if t.replicas != live_replicas {
+        sts_patch["spec"]["replicas"] = json!(t.replicas);
+        changes.push(format!("replicas {live_replicas} → {}", t.replicas));
+        disruptive |= t.replicas < live_replicas;
+    }
+    if let Some(img) = &t.image {
+        if let Some((containers, change)) = new_image(&live, img) {
+            sts_patch["spec"]["template"]["spec"]["containers"] = containers;
+            changes.push(change);
+            disruptive = true;
+            for i in 0..live_replicas {
+                let claim = crate::names::claim_name(&live.claim_template, &t.name, i);
+                if !snapshot_targets.contains(&claim) {
+                    snapshot_targets.push(claim);
+                }
+            }
+        }
+    }
+
+    // Snapshots before anything touches the volumes or restarts Postgres.
+    let snap_addrs = snapshots_before_changes(cx, t, ns, &snapshot_targets);
+    for mut s in expansions {
+        s.depends_on = snap_addrs.clone();
+        cx.push(s);
+    }
+    if !changes.is_empty() {
+        if t.replicas > live_replicas && !t.storage.static_volumes.is_empty() {
+            let class_name = live.class.clone().unwrap_or_default();
+            static_volumes(cx, t, ns, &class_name, live_replicas);
+        }
+        let obj = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
+        update_statefulset(cx, sts, obj, sts_patch, &changes, disruptive, &snap_addrs);
+    }
+
+    day2_headless_service(cx, ns, &live.service_name, sts);
+
+    backup_cronjob(
+        cx,
+        Shape {
+            t,
+            ns,
+            template: &live.template,
+            container_name: &live.container_name,
+            svc_name: &live.service_name,
+            class: live.class.as_deref(),
+            after: None,
+        },
+    );
+}
+
+/// What day 2 reads from the live StatefulSet, once the spec is found not
+/// to ask for a change that cannot be made in place.
+struct LiveStatefulSet {
+    service_name: String,
+    /// The claim template's name (`data` in `data-pg-0`).
+    claim_template: String,
+    /// The claims' StorageClass (`None`: the cluster's default).
+    class: Option<String>,
+    template: Value,
+    container_name: String,
+}
+
+/// Reads the live StatefulSet and reports what cannot change in place
+/// (serviceName, the claim template, the claims' class) or a pod template
+/// without a Postgres container. `None` after an error.
+fn live_statefulset(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    sts: &Value,
+) -> Option<LiveStatefulSet> {
     let spec = cx.p.spec();
     let svc_name = str_at(sts, &["spec", "serviceName"])
         .unwrap_or(&t.name)
@@ -979,7 +1201,7 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             format!("StatefulSet {ns}/{} names its claim template `{vct_name}`; volumeClaimTemplates cannot change in place", t.name),
             format!("write `volumeClaimTemplate: {vct_name}`"),
         );
-        return;
+        return None;
     }
     if let (Some(want), Some(have)) = (&t.storage.storage_class_name, &live_class) {
         if want != have {
@@ -989,10 +1211,9 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 format!("the volumes of StatefulSet {ns}/{} are on StorageClass `{have}`; a claim's class cannot change", t.name),
                 "move the data to a new StatefulSet (another name, or another volumeClaimTemplate) with this class as the target",
             );
-            return;
+            return None;
         }
     }
-    let sts_obj = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
     let template = at(sts, &["spec", "template"])
         .cloned()
         .unwrap_or(Value::Null);
@@ -1013,161 +1234,211 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             if let Some(d) = p.container_diagnosis() {
                 cx.error(d.path, d.code, d.message, d.help);
             }
-            return;
+            return None;
         }
     };
+    Some(LiveStatefulSet {
+        service_name: svc_name,
+        claim_template: vct_name,
+        class: live_class,
+        template,
+        container_name,
+    })
+}
 
-    // Volume expansion of each existing claim.
-    // Validated when the spec was loaded.
-    let want = cx.p.model().target_storage_bytes.unwrap_or_default();
-    let class = live_class
+/// Volume expansion of each existing claim: the patches (not yet pushed:
+/// they wait for the snapshots) and the claims they change.
+fn expand_volumes(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    live: &LiveStatefulSet,
+    live_replicas: u32,
+) -> (Vec<crate::plan::Step>, Vec<String>) {
+    let class = live
+        .class
         .as_deref()
         .and_then(|c| cx.idx.get("StorageClass", "", c));
     if let Some(c) = class {
         cx.read(c);
     }
-    let expandable = class
-        .and_then(|c| c.get("allowVolumeExpansion"))
-        .and_then(Value::as_bool)
-        == Some(true);
-    let live_replicas = at(sts, &["spec", "replicas"])
-        .and_then(Value::as_u64)
-        .unwrap_or(1) as u32;
+    let resize = Resize {
+        // Validated when the spec was loaded.
+        want: cx.p.model().target_storage_bytes.unwrap_or_default(),
+        expandable: class
+            .and_then(|c| c.get("allowVolumeExpansion"))
+            .and_then(Value::as_bool)
+            == Some(true),
+        class: live.class.as_deref(),
+    };
     let mut expansions = Vec::new();
     let mut snapshot_targets = Vec::new();
     for i in 0..live_replicas {
-        let claim = crate::names::claim_name(&vct_name, &t.name, i);
+        let claim = crate::names::claim_name(&live.claim_template, &t.name, i);
         let Some(pvc) = cx.idx.get("PersistentVolumeClaim", ns, &claim) else {
             continue;
         };
         cx.read(pvc);
-        let have_q = str_at(pvc, &["spec", "resources", "requests", "storage"]).unwrap_or("0");
-        let have = parse_bytes(have_q).unwrap_or(0);
-        // A claim has the size its capacity says: a resize asked for but not
-        // finished (e.g. FileSystemResizePending) is not converged.
-        let capacity_q = str_at(pvc, &["status", "capacity", "storage"]);
-        let pending = want == have
-            && capacity_q
-                .and_then(|c| parse_bytes(c).ok())
-                .is_some_and(|c| c < want);
-        if want < have {
-            cx.error(
-                &["target", "kubernetes", "statefulSet", "storage", "size"],
-                "pgplan::plan::shrink",
-                format!(
-                    "claim {ns}/{claim} has {have_q}; Kubernetes volumes cannot shrink to {}",
-                    t.storage.size
-                ),
-                format!("keep `size: {have_q}` or larger"),
-            );
-            continue;
+        if let Some(s) = expand_claim(cx, t, ns, pvc, &claim, &resize) {
+            expansions.push(s);
+            snapshot_targets.push(claim);
         }
-        if want == have && !pending {
-            continue;
-        }
-        if !expandable && !pending {
-            cx.error(
-                &["target", "kubernetes", "statefulSet", "storage", "size"],
-                "pgplan::plan::not-expandable",
-                format!(
-                    "StorageClass `{}` does not allow volume expansion, so claim {ns}/{claim} cannot grow from {have_q}",
-                    live_class.as_deref().unwrap_or("(default)")
-                ),
-                "set `allowVolumeExpansion: true` on the class, or move the data to a new StatefulSet",
-            );
-            continue;
-        }
-        let obj = ObjectRef::new("v1", "PersistentVolumeClaim", ns, &claim);
-        let patch = json!({"spec": {"resources": {"requests": {"storage": t.storage.size}}}});
-        let mut after = shown(pvc);
-        merge_patch(&mut after, &patch);
-        let (summary, reason) = if pending {
-            let fs_pending = at(pvc, &["status", "conditions"])
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "FileSystemResizePending" && c["status"] == "True")
-                });
-            let summary = format!(
-                "finish growing {}: it asks for {have_q} and has {}",
-                obj.display(),
-                capacity_q.unwrap_or("less")
-            );
-            let reason = if fs_pending {
-                "the volume has grown but its file system resize is pending (FileSystemResizePending): the kubelet finishes it when a pod mounts the claim, so restart the pod that uses it if it does not"
-            } else {
-                "an earlier resize has not finished: the claim's capacity is still below its request"
-            };
-            (summary, reason)
-        } else {
-            (
-                format!("grow {} from {have_q} to {}", obj.display(), t.storage.size),
-                "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template",
-            )
-        };
-        let mut s = cx.step(
-            obj.address(),
-            Action::Update,
-            Risk::Safe,
-            Operation::Patch {
-                object: obj.clone(),
-                patch,
-            },
-            summary,
-            reason.into(),
+    }
+    (expansions, snapshot_targets)
+}
+
+/// What every claim of a StatefulSet is resized against.
+struct Resize<'c> {
+    /// The size the spec asks for, in bytes.
+    want: u64,
+    /// The claims' class allows volume expansion.
+    expandable: bool,
+    class: Option<&'c str>,
+}
+
+/// The patch growing one claim (or finishing its earlier resize); `None`
+/// when it has its size or cannot grow (an error then says why).
+fn expand_claim(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    pvc: &Value,
+    claim: &str,
+    r: &Resize<'_>,
+) -> Option<crate::plan::Step> {
+    let have_q = str_at(pvc, &["spec", "resources", "requests", "storage"]).unwrap_or("0");
+    let have = parse_bytes(have_q).unwrap_or(0);
+    // A claim has the size its capacity says: a resize asked for but not
+    // finished (e.g. FileSystemResizePending) is not converged.
+    let capacity_q = str_at(pvc, &["status", "capacity", "storage"]);
+    let pending = r.want == have
+        && capacity_q
+            .and_then(|c| parse_bytes(c).ok())
+            .is_some_and(|c| c < r.want);
+    if r.want < have {
+        cx.error(
+            &["target", "kubernetes", "statefulSet", "storage", "size"],
+            "pgplan::plan::shrink",
+            format!(
+                "claim {ns}/{claim} has {have_q}; Kubernetes volumes cannot shrink to {}",
+                t.storage.size
+            ),
+            format!("keep `size: {have_q}` or larger"),
         );
-        s.before = Some(shown(pvc));
-        s.after = Some(after);
-        expansions.push(s);
-        snapshot_targets.push(claim);
+        return None;
     }
+    if r.want == have && !pending {
+        return None;
+    }
+    if !r.expandable && !pending {
+        cx.error(
+            &["target", "kubernetes", "statefulSet", "storage", "size"],
+            "pgplan::plan::not-expandable",
+            format!(
+                "StorageClass `{}` does not allow volume expansion, so claim {ns}/{claim} cannot grow from {have_q}",
+                r.class.unwrap_or("(default)")
+            ),
+            "set `allowVolumeExpansion: true` on the class, or move the data to a new StatefulSet",
+        );
+        return None;
+    }
+    let obj = ObjectRef::new("v1", "PersistentVolumeClaim", ns, claim);
+    let patch = json!({"spec": {"resources": {"requests": {"storage": t.storage.size}}}});
+    let mut after = shown(pvc);
+    merge_patch(&mut after, &patch);
+    let (summary, reason) = if pending {
+        resize_pending(pvc, &obj, have_q, capacity_q)
+    } else {
+        (
+            format!("grow {} from {have_q} to {}", obj.display(), t.storage.size),
+            "volume expansion happens online on classes that allow it; the claim template keeps its old size (it is immutable), so pgplan compares claims, not the template",
+        )
+    };
+    let mut s = cx.step(
+        obj.address(),
+        Action::Update,
+        Risk::Safe,
+        Operation::Patch {
+            object: obj.clone(),
+            patch,
+        },
+        summary,
+        reason.into(),
+    );
+    s.before = Some(shown(pvc));
+    s.after = Some(after);
+    Some(s)
+}
 
-    // Image and replicas.
-    let mut sts_patch = json!({});
-    let mut changes = Vec::new();
-    let mut disruptive = false;
-    if t.replicas != live_replicas {
-        sts_patch["spec"]["replicas"] = json!(t.replicas);
-        changes.push(format!("replicas {live_replicas} → {}", t.replicas));
-        disruptive |= t.replicas < live_replicas;
+/// The words for a claim whose earlier resize has not finished.
+fn resize_pending(
+    pvc: &Value,
+    obj: &ObjectRef,
+    have_q: &str,
+    capacity_q: Option<&str>,
+) -> (String, &'static str) {
+    let fs_pending = at(pvc, &["status", "conditions"])
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "FileSystemResizePending" && c["status"] == "True")
+        });
+    let summary = format!(
+        "finish growing {}: it asks for {have_q} and has {}",
+        obj.display(),
+        capacity_q.unwrap_or("less")
+    );
+    let reason = if fs_pending {
+        "the volume has grown but its file system resize is pending (FileSystemResizePending): the kubelet finishes it when a pod mounts the claim, so restart the pod that uses it if it does not"
+    } else {
+        "an earlier resize has not finished: the claim's capacity is still below its request"
+    };
+    (summary, reason)
+}
+
+/// The pod template's containers with the Postgres container on `img`,
+/// and the change in words; `None` when it already runs `img`.
+fn new_image(live: &LiveStatefulSet, img: &str) -> Option<(Value, String)> {
+    let containers = at(&live.template, &["spec", "containers"])
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let live_img = containers
+        .iter()
+        .find(|c| str_at(c, &["name"]) == Some(live.container_name.as_str()))
+        .and_then(|c| str_at(c, &["image"]));
+    if live_img == Some(img) {
+        return None;
     }
-    if let Some(img) = &t.image {
-        let containers = at(&template, &["spec", "containers"])
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let live_img = containers
-            .iter()
-            .find(|c| str_at(c, &["name"]) == Some(container_name.as_str()))
-            .and_then(|c| str_at(c, &["image"]));
-        if live_img != Some(img.as_str()) {
-            let new: Vec<Value> = containers
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    if str_at(&c, &["name"]) == Some(container_name.as_str()) {
-                        c["image"] = json!(img);
-                    }
-                    c
-                })
-                .collect();
-            sts_patch["spec"]["template"]["spec"]["containers"] = Value::Array(new);
-            changes.push(format!("image {} → {img}", live_img.unwrap_or("?")));
-            disruptive = true;
-            for i in 0..live_replicas {
-                let claim = crate::names::claim_name(&vct_name, &t.name, i);
-                if !snapshot_targets.contains(&claim) {
-                    snapshot_targets.push(claim);
-                }
+    let new: Vec<Value> = containers
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if str_at(&c, &["name"]) == Some(live.container_name.as_str()) {
+                c["image"] = json!(img);
             }
-        }
-    }
+            c
+        })
+        .collect();
+    Some((
+        Value::Array(new),
+        format!("image {} → {img}", live_img.unwrap_or("?")),
+    ))
+}
 
-    // Snapshots before anything touches the volumes or restarts Postgres.
+/// `backup.snapshots.beforeChanges`: a VolumeSnapshot of each claim a
+/// change touches, ready before the change. Returns their steps.
+fn snapshots_before_changes(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    snapshot_targets: &[String],
+) -> Vec<String> {
+    let spec = cx.p.spec();
     let mut snap_addrs = Vec::new();
     if let Some(sn) = &spec.backup.snapshots {
         if sn.before_changes {
-            for claim in &snapshot_targets {
+            for claim in snapshot_targets {
                 let tag = crate::observed::secret_fingerprint([(
                     "change",
                     format!("{}|{:?}", t.storage.size, t.image).as_bytes(),
@@ -1206,45 +1477,50 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             }
         }
     }
-    for mut s in expansions {
-        s.depends_on = snap_addrs.clone();
-        cx.push(s);
-    }
-    if !changes.is_empty() {
-        if t.replicas > live_replicas && !t.storage.static_volumes.is_empty() {
-            let class_name = live_class.clone().unwrap_or_default();
-            static_volumes(cx, t, ns, &class_name, live_replicas);
-        }
-        let mut after = shown(sts);
-        merge_patch(&mut after, &sts_patch);
-        let mut s = cx.step(
-            sts_obj.address(),
-            Action::Update,
-            if disruptive {
-                Risk::Disruptive
-            } else {
-                Risk::Safe
-            },
-            Operation::Patch {
-                object: sts_obj.clone(),
-                patch: sts_patch,
-            },
-            format!("update {}: {}", sts_obj.display(), changes.join(", ")),
-            if disruptive {
-                "pods restart one at a time (OrderedReady), so Postgres is briefly unavailable"
-                    .into()
-            } else {
-                "new pods get their own claims; existing pods are untouched".into()
-            },
-        );
-        s.depends_on = snap_addrs.clone();
-        s.before = Some(shown(sts));
-        s.after = Some(after);
-        cx.push(s);
-    }
+    snap_addrs
+}
 
-    // The headless Service.
-    let live_svc = cx.idx.get("Service", ns, &svc_name);
+/// The StatefulSet patched with the image and replica `changes`, after the
+/// snapshots.
+fn update_statefulset(
+    cx: &mut Ctx<'_>,
+    sts: &Value,
+    sts_obj: ObjectRef,
+    sts_patch: Value,
+    changes: &[String],
+    disruptive: bool,
+    snapshots: &[String],
+) {
+    let mut after = shown(sts);
+    merge_patch(&mut after, &sts_patch);
+    let mut s = cx.step(
+        sts_obj.address(),
+        Action::Update,
+        if disruptive {
+            Risk::Disruptive
+        } else {
+            Risk::Safe
+        },
+        Operation::Patch {
+            object: sts_obj.clone(),
+            patch: sts_patch,
+        },
+        format!("update {}: {}", sts_obj.display(), changes.join(", ")),
+        if disruptive {
+            "pods restart one at a time (OrderedReady), so Postgres is briefly unavailable".into()
+        } else {
+            "new pods get their own claims; existing pods are untouched".into()
+        },
+    );
+    s.depends_on = snapshots.to_vec();
+    s.before = Some(shown(sts));
+    s.after = Some(after);
+    cx.push(s);
+}
+
+/// The headless Service the StatefulSet names, created when it is missing.
+fn day2_headless_service(cx: &mut Ctx<'_>, ns: &str, svc_name: &str, sts: &Value) {
+    let live_svc = cx.idx.get("Service", ns, svc_name);
     match live_svc {
         Some(l) => cx.read(l),
         None => {
@@ -1253,8 +1529,8 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
                 .cloned()
                 .unwrap_or_default();
             let desired =
-                manifests::headless_service(cx.p, &svc_name, ns, &selector, None, Some(sts));
-            let obj = ObjectRef::new("v1", "Service", ns, &svc_name);
+                manifests::headless_service(cx.p, svc_name, ns, &selector, None, Some(sts));
+            let obj = ObjectRef::new("v1", "Service", ns, svc_name);
             cx.read_absent(obj.address());
             let mut s = cx.step(
                 obj.address(),
@@ -1271,17 +1547,4 @@ fn day2(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, sts: &Value) {
             cx.push(s);
         }
     }
-
-    day2_extras(
-        cx,
-        Extras {
-            t,
-            ns,
-            template: &template,
-            container_name: &container_name,
-            svc_name: &svc_name,
-            class: live_class.as_deref(),
-            after: None,
-        },
-    );
 }

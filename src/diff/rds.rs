@@ -24,16 +24,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     };
     let password_var = crate::spec::password_var(&login.password).map(str::to_string);
     let locator = Locator::rds(&rt.region, &rt.instance_identifier);
-    let target_ref = ServerRef::Direct {
-        locator: locator.clone(),
-        host: None,
-        port: None,
-        connect: rt.connect.clone(),
-        user: login.username.clone(),
-        password_var: password_var.clone(),
-        sslmode: rt.tls.mode,
-        ca_file: rt.tls.ca_file.clone(),
-    };
+    let target_ref = instance_server(rt, &locator, &login.username, password_var.as_deref());
 
     // The instance.
     let instance = cx.idx.rds_instance(&rt.region, &rt.instance_identifier);
@@ -43,64 +34,141 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
         &login.username,
         password_var.clone().unwrap_or_default(),
     );
+    let Some(instance_ready) = the_instance(cx, rt, &locator, &settings, instance) else {
+        return;
+    };
+    let target_server = cx.idx.server(&locator.to_string());
+
+    // The source.
+    let Some(source) = rds_source(cx) else {
+        return;
+    };
+
+    let consumers = consumers::resolve(cx, &source.default_ns);
+    let Ok(ca) = ca_bundle(cx, rt, &consumers) else {
+        return;
+    };
+    let conn = Connection {
+        server: target_ref.clone(),
+        host: instance.and_then(|i| i.endpoint.as_ref().map(|e| e.address.clone())),
+        port: instance
+            .and_then(|i| i.endpoint.as_ref().map(|e| e.port))
+            .unwrap_or(5432),
+        user: login.username.clone(),
+        password_var: password_var.clone(),
+        ca,
+    };
+    let cut_over = consumers::cut_over(&consumers);
+
+    // Which databases need copying.
+    let to_copy = match (source.server, &source.server_ref) {
+        (Some(server), Some(_)) if !cut_over => to_copy(cx, server, target_server, &locator),
+        (server, server_ref) => {
+            let nothing_there = target_server.is_none() && instance.is_none();
+            no_inventory_or_source(cx, server, server_ref, cut_over, nothing_there);
+            Vec::new()
+        }
+    };
+    if !cx.errors.is_empty() {
+        return;
+    }
+
+    // Secrets need only the instance; written before anything stops.
+    let secrets = consumers::secrets(cx, &consumers, &conn, &instance_ready);
+
+    // Quiesce, copy, verify.
+    let verifies = copy(
+        cx,
+        &Copy {
+            source: &source,
+            target: &target_ref,
+            target_server,
+            to_copy: &to_copy,
+            ready: &[instance_ready.clone(), secrets.clone()].concat(),
+            instance_ready: &instance_ready,
+        },
+        &consumers,
+    );
+
+    // Cut over: Secrets, consumer changes, then consumers back.
+    let mut deps = verifies.clone();
+    deps.extend(instance_ready.iter().cloned());
+    deps.extend(secrets);
+    let reconf = consumers::reconfigure(cx, &consumers, &deps);
+    let resume_deps = if reconf.is_empty() {
+        deps.clone()
+    } else {
+        reconf.clone()
+    };
+    let resumed = consumers::resume(cx, &consumers, &resume_deps, !verifies.is_empty());
+
+    // Only after verify and cutover: the local database.
+    if spec.cleanup.local_database {
+        if let Some(local) = &source.local {
+            let mut after = verifies.clone();
+            after.extend(reconf);
+            after.extend(resumed);
+            cleanup_local(cx, local, &after);
+        }
+    }
+}
+
+/// The instance's server as pgplan logs in to it: at its endpoint (found
+/// when it is ready), as the spec's target login.
+fn instance_server(
+    rt: &RdsTarget,
+    locator: &Locator,
+    user: &str,
+    password_var: Option<&str>,
+) -> ServerRef {
+    ServerRef::Direct {
+        locator: locator.clone(),
+        host: None,
+        port: None,
+        connect: rt.connect.clone(),
+        user: user.to_string(),
+        password_var: password_var.map(str::to_string),
+        sslmode: rt.tls.mode,
+        ca_file: rt.tls.ca_file.clone(),
+    }
+}
+
+/// The instance created, or the live one checked and modified where it
+/// differs from the spec. Returns the steps after which it is ready (none
+/// when it is), `None` after an error.
+fn the_instance(
+    cx: &mut Ctx<'_>,
+    rt: &RdsTarget,
+    locator: &Locator,
+    settings: &RdsSettings,
+    instance: Option<&RdsInstance>,
+) -> Option<Vec<String>> {
+    let spec = cx.p.spec();
     let mut instance_ready = Vec::new();
     match instance {
         None => {
             cx.read_absent(locator.to_string());
             let mut s = cx.step(
-                locator.to_string(),
-                Action::Create,
-                Risk::Safe,
-                Operation::CreateRdsInstance {
-                    settings: settings.clone(),
-                    delete_on_rollback: spec.cleanup.rds_instance_on_rollback,
-                },
-                format!(
-                "create RDS instance {} (postgres {}, {}, {} GiB, encrypted: {}, deletion protection: {}) and wait until available",
-                rt.instance_identifier, rt.engine_version, rt.instance_class, rt.allocated_storage, rt.storage_encrypted, rt.deletion_protection
-            ),
-                "the target server does not exist yet".into(),
-            );
-            s.after = Some(serde_json::to_value(&settings).unwrap_or_default());
+            locator.to_string(),
+            Action::Create,
+            Risk::Safe,
+            Operation::CreateRdsInstance {
+                settings: settings.clone(),
+                delete_on_rollback: spec.cleanup.rds_instance_on_rollback,
+            },
+            format!(
+            "create RDS instance {} (postgres {}, {}, {} GiB, encrypted: {}, deletion protection: {}) and wait until available",
+            rt.instance_identifier, rt.engine_version, rt.instance_class, rt.allocated_storage, rt.storage_encrypted, rt.deletion_protection
+        ),
+            "the target server does not exist yet".into(),
+        );
+            s.after = Some(serde_json::to_value(settings).unwrap_or_default());
             instance_ready.push(cx.push(s));
         }
         Some(i) => {
             cx.reads.insert(locator.to_string(), instance_version(i));
-            if !i.managed_by_pgplan() && !rt.adopt {
-                cx.error(
-                    &["target", "rds", "instanceIdentifier"],
-                    "pgplan::plan::not-managed",
-                    format!(
-                        "RDS instance {} exists and was not created by pgplan",
-                        rt.instance_identifier
-                    ),
-                    "set `adopt: true` to manage it, or choose another identifier",
-                );
-                return;
-            }
-            if i.engine != "postgres" {
-                cx.error(
-                    &["target", "rds", "instanceIdentifier"],
-                    "pgplan::plan::engine",
-                    format!(
-                        "RDS instance {} runs `{}`, not postgres",
-                        rt.instance_identifier, i.engine
-                    ),
-                    "choose a PostgreSQL instance",
-                );
-                return;
-            }
-            if matches!(
-                i.status.as_str(),
-                "deleting" | "failed" | "incompatible-parameters" | "storage-full"
-            ) {
-                cx.error(
-                    &["target", "rds", "instanceIdentifier"],
-                    "pgplan::plan::instance-state",
-                    format!("RDS instance {} is `{}`", rt.instance_identifier, i.status),
-                    "wait for it to become available, or fix it in the AWS console",
-                );
-                return;
+            if !usable(cx, rt, i) {
+                return None;
             }
             let changes = modifications(cx, rt, i);
             if !changes.is_empty() {
@@ -109,7 +177,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                     deps.push(snapshot(cx, rt, &changes.join(",")));
                 }
                 let mut s = cx.step(
-                    Address::at(&locator, Phase::Modify).into(),
+                    Address::at(locator, Phase::Modify).into(),
                     Action::Update,
                     Risk::Disruptive,
                     Operation::ModifyRdsInstance {
@@ -125,71 +193,73 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 );
                 s.depends_on = deps;
                 s.before = Some(serde_json::to_value(i).unwrap_or_default());
-                s.after = Some(serde_json::to_value(&settings).unwrap_or_default());
+                s.after = Some(serde_json::to_value(settings).unwrap_or_default());
                 instance_ready.push(cx.push(s));
             }
         }
     }
-    let target_server = cx.idx.server(&locator.to_string());
+    Some(instance_ready)
+}
 
-    // The source.
-    let (source_ref, source_server, default_ns, local): (
-        Option<ServerRef>,
-        Option<&ServerInventory>,
-        String,
-        Option<LocalDb<'_>>,
-    ) = match &spec.source {
-        Source::Kubernetes(src) => match source::resolve(cx.idx, src) {
-            Ok(f) => {
-                cx.read(f.manifest);
-                let r = ServerRef::Pod {
-                    workload: ObjectRef::new("apps/v1", f.kind.as_str(), &f.namespace, &f.name),
-                    selector: f.pod_labels.clone(),
-                    container: Some(f.container_name.clone()),
-                };
-                let claims: Vec<(&serde_json::Value, Option<&serde_json::Value>)> = match &f.data {
-                    DataVolume::Claim { pvc, pv } => vec![(*pvc, *pv)],
-                    DataVolume::Templates { claims } => claims.clone(),
-                    DataVolume::Ephemeral { .. } => Vec::new(),
-                };
-                let local = LocalDb {
-                    workload: ObjectRef::new("apps/v1", f.kind.as_str(), &f.namespace, &f.name),
-                    manifest: f.manifest,
-                    services: f.services.clone(),
-                    claims,
-                };
-                (Some(r), f.server, src.namespace.clone(), Some(local))
-            }
-            Err(SourceProblem::NotFound) => {
-                cx.read_absent(
-                    Locator::k8s(
-                        &src.namespace,
-                        src.workload.kind.as_str(),
-                        src.workload.name.as_deref().unwrap_or_default(),
-                    )
-                    .to_string(),
-                );
-                (None, None, src.namespace.clone(), None)
-            }
-            Err(SourceProblem::Ambiguous(names)) => {
-                cx.error(
-                    &["source", "kubernetes", "workload", "selector"],
-                    "pgplan::plan::source-ambiguous",
-                    format!(
-                        "the selector matches several workloads: {}",
-                        names.join(", ")
-                    ),
-                    "add labels to the selector, or name the workload",
-                );
-                return;
-            }
-            Err(p @ SourceProblem::NoContainer { .. }) => {
-                if let Some(d) = p.container_diagnosis() {
-                    cx.error(d.path, d.code, d.message, d.help);
-                }
-                return;
-            }
-        },
+/// A live instance pgplan may use: created by pgplan (or adopted), running
+/// postgres, in a state that can serve. Errors say why not.
+fn usable(cx: &mut Ctx<'_>, rt: &RdsTarget, i: &RdsInstance) -> bool {
+    if !i.managed_by_pgplan() && !rt.adopt {
+        cx.error(
+            &["target", "rds", "instanceIdentifier"],
+            "pgplan::plan::not-managed",
+            format!(
+                "RDS instance {} exists and was not created by pgplan",
+                rt.instance_identifier
+            ),
+            "set `adopt: true` to manage it, or choose another identifier",
+        );
+        return false;
+    }
+    if i.engine != "postgres" {
+        cx.error(
+            &["target", "rds", "instanceIdentifier"],
+            "pgplan::plan::engine",
+            format!(
+                "RDS instance {} runs `{}`, not postgres",
+                rt.instance_identifier, i.engine
+            ),
+            "choose a PostgreSQL instance",
+        );
+        return false;
+    }
+    if matches!(
+        i.status.as_str(),
+        "deleting" | "failed" | "incompatible-parameters" | "storage-full"
+    ) {
+        cx.error(
+            &["target", "rds", "instanceIdentifier"],
+            "pgplan::plan::instance-state",
+            format!("RDS instance {} is `{}`", rt.instance_identifier, i.status),
+            "wait for it to become available, or fix it in the AWS console",
+        );
+        return false;
+    }
+    true
+}
+
+/// Where a move to RDS copies from.
+struct RdsSource<'a> {
+    server_ref: Option<ServerRef>,
+    server: Option<&'a ServerInventory>,
+    /// Where consumers without a namespace are looked for.
+    default_ns: String,
+    /// The in-cluster database left behind (Kubernetes sources).
+    local: Option<LocalDb<'a>>,
+}
+
+/// The source as the live state shows it; `None` after an error (an
+/// ambiguous selector, no Postgres container). A workload that is gone
+/// (moved earlier) is a source without a server.
+fn rds_source<'a>(cx: &mut Ctx<'a>) -> Option<RdsSource<'a>> {
+    let spec = cx.p.spec();
+    match &spec.source {
+        Source::Kubernetes(src) => kube_source(cx, src),
         Source::External(e) => {
             let loc = Locator::external(&e.host, e.port);
             let r = ServerRef::Direct {
@@ -211,16 +281,81 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 sslmode: e.tls.mode,
                 ca_file: e.tls.ca_file.clone(),
             };
-            (
-                Some(r),
-                cx.idx.server(&loc.to_string()),
-                "default".into(),
-                None,
-            )
+            Some(RdsSource {
+                server_ref: Some(r),
+                server: cx.idx.server(&loc.to_string()),
+                default_ns: "default".into(),
+                local: None,
+            })
         }
-    };
+    }
+}
 
-    let consumers = consumers::resolve(cx, &default_ns);
+fn kube_source<'a>(cx: &mut Ctx<'a>, src: &crate::spec::KubeSource) -> Option<RdsSource<'a>> {
+    match source::resolve(cx.idx, src) {
+        Ok(f) => {
+            cx.read(f.manifest);
+            let r = ServerRef::Pod {
+                workload: ObjectRef::new("apps/v1", f.kind.as_str(), &f.namespace, &f.name),
+                selector: f.pod_labels.clone(),
+                container: Some(f.container_name.clone()),
+            };
+            let claims: Vec<(&serde_json::Value, Option<&serde_json::Value>)> = match &f.data {
+                DataVolume::Claim { pvc, pv } => vec![(*pvc, *pv)],
+                DataVolume::Templates { claims } => claims.clone(),
+                DataVolume::Ephemeral { .. } => Vec::new(),
+            };
+            let local = LocalDb {
+                workload: ObjectRef::new("apps/v1", f.kind.as_str(), &f.namespace, &f.name),
+                manifest: f.manifest,
+                services: f.services.clone(),
+                claims,
+            };
+            Some(RdsSource {
+                server_ref: Some(r),
+                server: f.server,
+                default_ns: src.namespace.clone(),
+                local: Some(local),
+            })
+        }
+        Err(SourceProblem::NotFound) => {
+            cx.read_absent(source::absent_address(src));
+            Some(RdsSource {
+                server_ref: None,
+                server: None,
+                default_ns: src.namespace.clone(),
+                local: None,
+            })
+        }
+        Err(SourceProblem::Ambiguous(names)) => {
+            cx.error(
+                &["source", "kubernetes", "workload", "selector"],
+                "pgplan::plan::source-ambiguous",
+                format!(
+                    "the selector matches several workloads: {}",
+                    names.join(", ")
+                ),
+                "add labels to the selector, or name the workload",
+            );
+            None
+        }
+        Err(p @ SourceProblem::NoContainer { .. }) => {
+            if let Some(d) = p.container_diagnosis() {
+                cx.error(d.path, d.code, d.message, d.help);
+            }
+            None
+        }
+    }
+}
+
+/// The CA bundle consumers are given in a Secret, read from the spec's
+/// `tls.caFile`; `Err` (after an error) when a consumer needs it and it
+/// could not be read.
+fn ca_bundle<'r>(
+    cx: &mut Ctx<'_>,
+    rt: &'r RdsTarget,
+    consumers: &[consumers::ConsumerFacts<'_>],
+) -> Result<Option<(&'r str, String)>, ()> {
     let ca = rt
         .tls
         .ca_file
@@ -244,54 +379,63 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
             ),
             "the path is relative to the spec file's directory",
         );
-        return;
+        return Err(());
     }
-    let conn = Connection {
-        server: target_ref.clone(),
-        host: instance.and_then(|i| i.endpoint.as_ref().map(|e| e.address.clone())),
-        port: instance
-            .and_then(|i| i.endpoint.as_ref().map(|e| e.port))
-            .unwrap_or(5432),
-        user: login.username.clone(),
-        password_var: password_var.clone(),
-        ca: ca.clone(),
-    };
-    let cut_over = consumers::cut_over(&consumers);
+    Ok(ca)
+}
 
-    // Which databases need copying.
+/// The selected databases the target lacks or holds empty; a non-empty
+/// target database with other contents is an error (never overwritten).
+fn to_copy<'s>(
+    cx: &mut Ctx<'_>,
+    server: &'s ServerInventory,
+    target_server: Option<&ServerInventory>,
+    locator: &Locator,
+) -> Vec<&'s crate::observed::DatabaseInventory> {
     let mut to_copy = Vec::new();
-    match (source_server, &source_ref) {
-        (Some(server), Some(_)) if !cut_over => {
-            for db in data::select(cx, server) {
-                match target_server.and_then(|t| t.databases.iter().find(|d| d.name == db.name)) {
-                    Some(existing) if existing.fingerprint() == db.fingerprint() => {}
-                    Some(existing) if existing.tables.is_empty() => to_copy.push(db),
-                    Some(existing) => {
-                        let i =
-                            cx.p.model()
-                                .databases
-                                .position(&db.name)
-                                .unwrap_or(0)
-                                .to_string();
-                        cx.error(
-                            &["databases", &i],
-                            "pgplan::plan::target-not-empty",
-                            format!(
-                                "{} already has a database `{}` with different contents ({} rows in {} tables; the source has {} in {})",
-                                locator,
-                                db.name,
-                                existing.total_rows(),
-                                existing.tables.len(),
-                                db.total_rows(),
-                                db.tables.len()
-                            ),
-                            "pgplan never overwrites a non-empty target database: drop it on the target after checking it, or exclude it",
-                        );
-                    }
-                    None => to_copy.push(db),
-                }
+    for db in data::select(cx, server) {
+        match target_server.and_then(|t| t.databases.iter().find(|d| d.name == db.name)) {
+            Some(existing) if existing.fingerprint() == db.fingerprint() => {}
+            Some(existing) if existing.tables.is_empty() => to_copy.push(db),
+            Some(existing) => {
+                let i =
+                    cx.p.model()
+                        .databases
+                        .position(&db.name)
+                        .unwrap_or(0)
+                        .to_string();
+                cx.error(
+                    &["databases", &i],
+                    "pgplan::plan::target-not-empty",
+                    format!(
+                        "{} already has a database `{}` with different contents ({} rows in {} tables; the source has {} in {})",
+                        locator,
+                        db.name,
+                        existing.total_rows(),
+                        existing.tables.len(),
+                        db.total_rows(),
+                        db.tables.len()
+                    ),
+                    "pgplan never overwrites a non-empty target database: drop it on the target after checking it, or exclude it",
+                );
             }
+            None => to_copy.push(db),
         }
+    }
+    to_copy
+}
+
+/// Why nothing can be copied: no inventory of the source (unless the
+/// consumers were cut over already), or neither a source nor an instance.
+fn no_inventory_or_source(
+    cx: &mut Ctx<'_>,
+    server: Option<&ServerInventory>,
+    server_ref: &Option<ServerRef>,
+    cut_over: bool,
+    nothing_there: bool,
+) {
+    let spec = cx.p.spec();
+    match (server, server_ref) {
         (None, Some(ServerRef::Pod { workload, .. })) if !cut_over => {
             cx.error(
                 &["source"],
@@ -302,7 +446,6 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 ),
                 "observe the databases too: `pgplan observe -f SPEC --out live.yaml` (or plan online)",
             );
-            return;
         }
         (None, Some(ServerRef::Direct { locator, .. })) if !cut_over => {
             cx.error(
@@ -311,9 +454,8 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 format!("the live state has no database inventory for {locator}"),
                 "observe the databases too: `pgplan observe -f SPEC --out live.yaml` (or plan online)",
             );
-            return;
         }
-        (_, None) if target_server.is_none() && instance.is_none() => {
+        (_, None) if nothing_there => {
             let (missing, help) = match &spec.source {
                 Source::Kubernetes(src) => source::describe_missing(cx.idx, src),
                 Source::External(_) => (
@@ -327,43 +469,47 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
                 format!("the source {missing}, and the RDS instance does not exist: there is nothing to move"),
                 help,
             );
-            return;
         }
         _ => {}
     }
-    if !cx.errors.is_empty() {
-        return;
-    }
+}
 
-    // Secrets need only the instance; written before anything stops.
-    let secrets = consumers::secrets(cx, &consumers, &conn, &instance_ready);
+/// What the copy to RDS reads.
+struct Copy<'c> {
+    source: &'c RdsSource<'c>,
+    target: &'c ServerRef,
+    target_server: Option<&'c ServerInventory>,
+    to_copy: &'c [&'c crate::observed::DatabaseInventory],
+    /// What the consumers' quiesce waits for: the instance and Secrets.
+    ready: &'c [String],
+    instance_ready: &'c [String],
+}
 
-    // Quiesce, copy, verify.
+/// Quiesce, back up, restore and verify what must be copied; or, when
+/// nothing is, name the databases the placement covers. Returns the
+/// verify steps.
+fn copy(cx: &mut Ctx<'_>, c: &Copy<'_>, consumers: &[consumers::ConsumerFacts<'_>]) -> Vec<String> {
     let mut verifies = Vec::new();
     if let (false, Some(src_ref), Some(src_server)) =
-        (to_copy.is_empty(), &source_ref, source_server)
+        (c.to_copy.is_empty(), &c.source.server_ref, c.source.server)
     {
-        let quiesced = consumers::quiesce(
-            cx,
-            &consumers,
-            &[instance_ready.clone(), secrets.clone()].concat(),
-        );
-        let backups = data::backups(cx, src_ref, &to_copy, &quiesced);
+        let quiesced = consumers::quiesce(cx, consumers, c.ready);
+        let backups = data::backups(cx, src_ref, c.to_copy, &quiesced);
         verifies = data::restore_chain(
             cx,
             &Chain {
                 source: src_ref,
                 source_server: src_server,
-                target: &target_ref,
-                target_server,
-                target_ready: &instance_ready,
+                target: c.target,
+                target_server: c.target_server,
+                target_ready: c.instance_ready,
                 strip_superuser: true,
                 tuning: None,
             },
-            &to_copy,
+            c.to_copy,
             &backups,
         );
-    } else if let Some(t) = target_server {
+    } else if let Some(t) = c.target_server {
         // Already moved: report what lives on the target.
         for db in &t.databases {
             if cx.p.model().databases.selects(&db.name) {
@@ -372,7 +518,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
         }
     }
     if cx.databases.is_empty() {
-        if let Some(s) = source_server {
+        if let Some(s) = c.source.server {
             // Nothing to copy this time, but name what the placement covers.
             for db in &s.databases {
                 if cx.p.model().databases.selects(&db.name) {
@@ -381,28 +527,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
             }
         }
     }
-
-    // Cut over: Secrets, consumer changes, then consumers back.
-    let mut deps = verifies.clone();
-    deps.extend(instance_ready.iter().cloned());
-    deps.extend(secrets);
-    let reconf = consumers::reconfigure(cx, &consumers, &deps);
-    let resume_deps = if reconf.is_empty() {
-        deps.clone()
-    } else {
-        reconf.clone()
-    };
-    let resumed = consumers::resume(cx, &consumers, &resume_deps, !verifies.is_empty());
-
-    // Only after verify and cutover: the local database.
-    if spec.cleanup.local_database {
-        if let Some(local) = &local {
-            let mut after = verifies.clone();
-            after.extend(reconf);
-            after.extend(resumed);
-            cleanup_local(cx, local, &after);
-        }
-    }
+    verifies
 }
 
 /// The in-cluster database a move to RDS leaves behind.

@@ -289,6 +289,17 @@ pub fn postgres_container<'a>(
     }
 }
 
+/// The address a plan reads as absent for a source workload that is gone
+/// (a move that happened earlier): its kind and name in its namespace.
+pub fn absent_address(src: &KubeSource) -> String {
+    Locator::k8s(
+        &src.namespace,
+        src.workload.kind.as_str(),
+        src.workload.name.as_deref().unwrap_or_default(),
+    )
+    .to_string()
+}
+
 /// How a source that was not found is worded, after "the source …": the
 /// workload by kind and name (or selector) and its namespace, or that the
 /// namespace itself does not exist; with the matching help line.
@@ -327,34 +338,7 @@ pub fn describe_missing(idx: &Index<'_>, src: &KubeSource) -> (String, String) {
 
 pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>, SourceProblem> {
     let kind = src.workload.kind.as_str();
-    let manifest = match (&src.workload.name, &src.workload.selector) {
-        (Some(name), _) => idx
-            .get(kind, &src.namespace, name)
-            .ok_or(SourceProblem::NotFound)?,
-        (None, Some(sel)) => {
-            let found: Vec<&Value> = idx
-                .list(kind, &src.namespace)
-                .into_iter()
-                .filter(|o| {
-                    let l = labels(o);
-                    sel.iter().all(|(k, v)| l.get(k) == Some(v))
-                })
-                .collect();
-            match found.len() {
-                0 => return Err(SourceProblem::NotFound),
-                1 => found[0],
-                _ => {
-                    return Err(SourceProblem::Ambiguous(
-                        found
-                            .iter()
-                            .filter_map(|o| str_at(o, &["metadata", "name"]).map(str::to_string))
-                            .collect(),
-                    ))
-                }
-            }
-        }
-        (None, None) => return Err(SourceProblem::NotFound),
-    };
+    let manifest = find_workload(idx, src)?;
     let name = str_at(manifest, &["metadata", "name"])
         .unwrap_or_default()
         .to_string();
@@ -374,8 +358,74 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
     let container = choice.container;
     let container_name = choice.name;
 
-    // The data volume is the one mounted where Postgres keeps its cluster;
-    // failing that, the only volume mount.
+    let (data_volume_name, data_mount_path) = data_mount(container);
+
+    let replicas = at(manifest, &["spec", "replicas"])
+        .and_then(Value::as_u64)
+        .unwrap_or(1) as u32;
+    let data = data_volume(
+        idx,
+        src,
+        manifest,
+        &name,
+        replicas,
+        data_volume_name.as_deref(),
+    );
+
+    let services = selecting(idx, &src.namespace, &pod_labels);
+
+    let locator = Locator::k8s(&src.namespace, kind, &name).to_string();
+    Ok(SourceFacts {
+        kind: src.workload.kind,
+        namespace: src.namespace.clone(),
+        name,
+        manifest,
+        pod_labels,
+        container,
+        container_name,
+        replicas,
+        data,
+        data_volume_name,
+        data_mount_path,
+        services,
+        server: idx.server(&locator),
+    })
+}
+
+/// The workload the source names, or the one its selector matches.
+fn find_workload<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<&'a Value, SourceProblem> {
+    let kind = src.workload.kind.as_str();
+    match (&src.workload.name, &src.workload.selector) {
+        (Some(name), _) => idx
+            .get(kind, &src.namespace, name)
+            .ok_or(SourceProblem::NotFound),
+        (None, Some(sel)) => {
+            let found: Vec<&Value> = idx
+                .list(kind, &src.namespace)
+                .into_iter()
+                .filter(|o| {
+                    let l = labels(o);
+                    sel.iter().all(|(k, v)| l.get(k) == Some(v))
+                })
+                .collect();
+            match found.len() {
+                0 => Err(SourceProblem::NotFound),
+                1 => Ok(found[0]),
+                _ => Err(SourceProblem::Ambiguous(
+                    found
+                        .iter()
+                        .filter_map(|o| str_at(o, &["metadata", "name"]).map(str::to_string))
+                        .collect(),
+                )),
+            }
+        }
+        (None, None) => Err(SourceProblem::NotFound),
+    }
+}
+
+/// The data volume's name and mount path: the mount where Postgres keeps
+/// its cluster, failing that the only volume mount.
+fn data_mount(container: &Value) -> (Option<String>, String) {
     let mounts = at(container, &["volumeMounts"])
         .and_then(Value::as_array)
         .cloned()
@@ -396,10 +446,23 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
         .unwrap_or("/var/lib/postgresql/data")
         .to_string();
 
-    let replicas = at(manifest, &["spec", "replicas"])
-        .and_then(Value::as_u64)
-        .unwrap_or(1) as u32;
-    let data = match src.workload.kind {
+    (data_volume_name, data_mount_path)
+}
+
+/// Where the workload's data lives: a StatefulSet's claims from its
+/// template (the data volume's, else the first), or a pod volume.
+fn data_volume<'a>(
+    idx: &Index<'a>,
+    src: &KubeSource,
+    manifest: &Value,
+    name: &str,
+    replicas: u32,
+    data_volume_name: Option<&str>,
+) -> DataVolume<'a> {
+    let template = at(manifest, &["spec", "template"])
+        .cloned()
+        .unwrap_or(Value::Null);
+    match src.workload.kind {
         WorkloadKind::StatefulSet => {
             let templates: Vec<String> = at(manifest, &["spec", "volumeClaimTemplates"])
                 .and_then(Value::as_array)
@@ -410,7 +473,7 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
                 })
                 .unwrap_or_default();
             let claim_template = data_volume_name
-                .clone()
+                .map(str::to_string)
                 .filter(|v| templates.contains(v))
                 .or_else(|| templates.first().cloned());
             match claim_template {
@@ -420,25 +483,29 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
                             let pvc = idx.get(
                                 "PersistentVolumeClaim",
                                 &src.namespace,
-                                &crate::names::claim_name(&t, &name, i),
+                                &crate::names::claim_name(&t, name, i),
                             )?;
                             Some((pvc, bound_volume(idx, pvc)))
                         })
                         .collect();
                     DataVolume::Templates { claims }
                 }
-                None => {
-                    ephemeral_or_claim(idx, &src.namespace, &template, data_volume_name.as_deref())
-                }
+                None => ephemeral_or_claim(idx, &src.namespace, &template, data_volume_name),
             }
         }
         WorkloadKind::Deployment => {
-            ephemeral_or_claim(idx, &src.namespace, &template, data_volume_name.as_deref())
+            ephemeral_or_claim(idx, &src.namespace, &template, data_volume_name)
         }
-    };
+    }
+}
 
-    let services = idx
-        .list("Service", &src.namespace)
+/// The Services in `namespace` whose selector matches the pod labels.
+fn selecting<'a>(
+    idx: &Index<'a>,
+    namespace: &str,
+    pod_labels: &BTreeMap<String, String>,
+) -> Vec<&'a Value> {
+    idx.list("Service", namespace)
         .into_iter()
         .filter(|svc| {
             at(svc, &["spec", "selector"])
@@ -451,24 +518,7 @@ pub fn resolve<'a>(idx: &Index<'a>, src: &KubeSource) -> Result<SourceFacts<'a>,
                         })
                 })
         })
-        .collect();
-
-    let locator = Locator::k8s(&src.namespace, kind, &name).to_string();
-    Ok(SourceFacts {
-        kind: src.workload.kind,
-        namespace: src.namespace.clone(),
-        name,
-        manifest,
-        pod_labels,
-        container,
-        container_name,
-        replicas,
-        data,
-        data_volume_name,
-        data_mount_path,
-        services,
-        server: idx.server(&locator),
-    })
+        .collect()
 }
 
 fn ephemeral_or_claim<'a>(
