@@ -1,6 +1,6 @@
 //! The one place an operation meets the code that performs it: an
-//! exhaustive `match` for the act and one for the compensation, with no
-//! fallback arm, so a new operation does not compile until both say what
+//! exhaustive `match` for the act, one for the compensation and one for
+//! what a plan's dry run checks, with no fallback arm, so a new operation does not compile until both say what
 //! it does. Each arm hands the operation's fields to its family module
 //! (`kube`, `pgdata`, `rds`, `secret`, `probe`); dependencies run one way,
 //! dispatch → families → `servers` → `world`/`outcome`.
@@ -9,26 +9,36 @@ use super::outcome::{Outcome, StepError, Undo};
 use super::pgdata::{self, Done};
 use super::world::World;
 use super::{kube, probe, rds, secret};
-use crate::pgtools::backup::BackupOptions;
+use crate::cluster::{Cluster, Write};
 use crate::plan::{Operation, ScalePurpose, ServerRef, Step};
-use crate::spec::DumpFormat;
+
+/// The writes of an apply are real.
+const APPLY: Write = Write::Apply;
 
 /// Run one step; its outcome. `deps` are the outcomes of the steps it
 /// depends on (and of the backups it reads).
 pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, StepError> {
+    // The cluster, for a step that writes to it.
+    let c = || w.cluster();
     match &step.operation {
-        Operation::Create { object, wait } => kube::create_step(w, step, object, *wait).await,
-        Operation::Delete { object, wait } => kube::delete_step(w, step, object, *wait).await,
-        Operation::Replace { object, wait } => kube::replace(w, step, object, *wait).await,
-        Operation::Patch { object, patch } => kube::patch(w, object, patch).await,
+        Operation::Create { object, wait } => {
+            kube::create_step(c()?, APPLY, step, object, *wait).await
+        }
+        Operation::Delete { object, wait } => {
+            kube::delete_step(c()?, APPLY, step, object, *wait).await
+        }
+        Operation::Replace { object, wait } => kube::replace(c()?, step, object, *wait).await,
+        Operation::Patch { object, patch } => kube::patch(c()?, APPLY, object, patch).await,
         Operation::Scale {
             object,
             from,
             to,
             purpose,
             field,
-        } => kube::scale(w.cluster()?, object, *from, *to, *purpose, field.as_deref()).await,
-        Operation::ProtectVolume { volume, from } => kube::protect_volume(w, volume, from).await,
+        } => kube::scale(c()?, APPLY, object, *from, *to, *purpose, field.as_deref()).await,
+        Operation::ProtectVolume { volume, from } => {
+            kube::protect_volume(c()?, APPLY, volume, from).await
+        }
         Operation::Secret {
             object, contents, ..
         } => secret::write(w, object, contents).await,
@@ -40,8 +50,8 @@ pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, Ste
             directory,
             verifiers,
         } => {
-            let options = backup_options(*format, *jobs);
-            pgdata::backup(w, step, server, database, options, directory, *verifiers).await
+            let how = (*format, *jobs);
+            pgdata::backup(w, step, server, database, how, directory, *verifiers).await
         }
         Operation::PrepareTarget {
             server,
@@ -84,7 +94,7 @@ pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, Ste
             backup_step,
             checks,
             roles,
-            source: _,
+            ..
         } => {
             let checks = (checks, roles.as_deref());
             pgdata::verify(w, step, target, database, backup_step, checks, deps).await
@@ -98,31 +108,73 @@ pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, Ste
         Operation::SnapshotRdsInstance {
             identifier,
             snapshot,
-            region: _,
+            ..
         } => rds::snapshot(w, step, identifier, snapshot).await,
         Operation::SelfHeal {
             pod,
             database,
             expect_rows,
-            workload: _,
+            ..
         } => probe::self_heal(w, pod, database, *expect_rows).await,
         Operation::HttpCheck {
             url,
             expect_status,
             contains,
-            name: _,
+            ..
         } => probe::http_check(url, *expect_status, contains.as_deref()).await,
     }
 }
 
-/// How a backup step dumps: the plan's format and parallelism, pgplan's
-/// defaults for the rest.
-fn backup_options(format: DumpFormat, jobs: u32) -> BackupOptions {
-    BackupOptions {
-        format,
-        jobs,
-        ..BackupOptions::default()
+/// What `pgplan plan` checks with the API server before anything runs:
+/// each write a step makes to the cluster, by the same act as apply with
+/// `dryRun=All` (admission, validation, immutability, quota), waiting for
+/// nothing. A replacement is not checked (its delete-then-create cannot be
+/// dry-run as one request); steps on data, RDS or probes write nothing a
+/// Kubernetes API server checks.
+pub async fn dry_run(c: &Cluster, step: &Step) -> Result<(), StepError> {
+    const DRY: Write = Write::DryRun;
+    match &step.operation {
+        Operation::Create { object, wait } => {
+            kube::create_step(c, DRY, step, object, *wait).await?;
+        }
+        Operation::Delete { object, wait } => {
+            kube::delete_step(c, DRY, step, object, *wait).await?;
+        }
+        Operation::Patch { object, patch } => {
+            kube::patch(c, DRY, object, patch).await?;
+        }
+        Operation::Scale {
+            object,
+            from,
+            to,
+            purpose,
+            field,
+        } => {
+            kube::scale(c, DRY, object, *from, *to, *purpose, field.as_deref()).await?;
+        }
+        Operation::ProtectVolume { volume, from } => {
+            kube::protect_volume(c, DRY, volume, from).await?;
+        }
+        Operation::Secret {
+            object, contents, ..
+        } => {
+            secret::dry_run(c, object, contents).await?;
+        }
+        Operation::Replace { .. }
+        | Operation::Backup { .. }
+        | Operation::PrepareTarget { .. }
+        | Operation::TuneForLoading { .. }
+        | Operation::Restore { .. }
+        | Operation::ReleaseKnexLocks { .. }
+        | Operation::UntuneAfterLoading { .. }
+        | Operation::Verify { .. }
+        | Operation::CreateRdsInstance { .. }
+        | Operation::ModifyRdsInstance { .. }
+        | Operation::SnapshotRdsInstance { .. }
+        | Operation::SelfHeal { .. }
+        | Operation::HttpCheck { .. } => {}
     }
+    Ok(())
 }
 
 /// Undo one step, given the outcome its act recorded (if it got that

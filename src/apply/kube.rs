@@ -3,6 +3,10 @@
 //! that say when one has taken effect. Every act is idempotent: it first
 //! looks at what is there and does nothing when the step's effect already
 //! holds, which is what makes `--resume` safe after a crash mid-step.
+//!
+//! The acts take the [`Write`] they make: `pgplan plan` runs the same
+//! acts with [`Write::DryRun`] (see `dispatch::dry_run`), so the server
+//! checks the very requests apply will send; a dry run waits for nothing.
 
 use std::time::Duration;
 
@@ -26,46 +30,51 @@ fn after_of(step: &Step) -> Result<&Value, StepError> {
 
 /// Create the step's `after`.
 pub async fn create_step(
-    w: &World<'_>,
+    c: &Cluster,
+    write: Write,
     step: &Step,
     object: &ObjectRef,
     wait: Wait,
 ) -> Result<Outcome, StepError> {
-    create(w.cluster()?, object, after_of(step)?, wait).await
+    create(c, write, object, after_of(step)?, wait).await
 }
 
 /// Delete an object; a workload is gone when its pods are.
 pub async fn delete_step(
-    w: &World<'_>,
+    c: &Cluster,
+    write: Write,
     step: &Step,
     object: &ObjectRef,
     wait: Wait,
 ) -> Result<Outcome, StepError> {
-    delete(w.cluster()?, object, step.before.as_ref(), wait).await
+    delete(c, write, object, step.before.as_ref(), wait).await
 }
 
 /// Delete the step's `before` and create its `after`, unless the live
 /// object is the `after` already.
 pub async fn replace(
-    w: &World<'_>,
+    c: &Cluster,
     step: &Step,
     object: &ObjectRef,
     wait: Wait,
 ) -> Result<Outcome, StepError> {
-    let c = w.cluster()?;
     let after = after_of(step)?;
     if let Some(live) = c.get(object).await? {
         if covers(&live, after) {
             return Ok(Outcome::Created { created: false });
         }
     }
-    delete(c, object, step.before.as_ref(), Wait::Gone).await?;
-    create(c, object, after, wait).await
+    delete(c, Write::Apply, object, step.before.as_ref(), Wait::Gone).await?;
+    create(c, Write::Apply, object, after, wait).await
 }
 
 /// Merge-patch an object (a claim: and wait until it has grown).
-pub async fn patch(w: &World<'_>, object: &ObjectRef, patch: &Value) -> Result<Outcome, StepError> {
-    let c = w.cluster()?;
+pub async fn patch(
+    c: &Cluster,
+    write: Write,
+    object: &ObjectRef,
+    patch: &Value,
+) -> Result<Outcome, StepError> {
     let live = c
         .get(object)
         .await?
@@ -74,12 +83,12 @@ pub async fn patch(w: &World<'_>, object: &ObjectRef, patch: &Value) -> Result<O
     merge_patch(&mut merged, patch);
     let already = covers(&live, &merged) && covers(&merged, &live);
     if !already {
-        c.merge_patch(object, patch, Write::Apply).await?;
+        c.merge_patch(object, patch, write).await?;
     }
     // A claim has grown when its capacity says so, not when the
     // request was accepted (also when a resize asked for earlier is
     // still pending).
-    if object.kind == "PersistentVolumeClaim" {
+    if object.kind == "PersistentVolumeClaim" && write == Write::Apply {
         if let Some(size) =
             get_field(patch, "spec.resources.requests.storage").and_then(Value::as_str)
         {
@@ -91,14 +100,13 @@ pub async fn patch(w: &World<'_>, object: &ObjectRef, patch: &Value) -> Result<O
 
 /// Keep a volume's data past its claim: reclaim policy Retain.
 pub async fn protect_volume(
-    w: &World<'_>,
+    c: &Cluster,
+    write: Write,
     volume: &ObjectRef,
     from: &str,
 ) -> Result<Outcome, StepError> {
     let patch = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
-    w.cluster()?
-        .merge_patch(volume, &patch, Write::Apply)
-        .await?;
+    c.merge_patch(volume, &patch, write).await?;
     Ok(Outcome::VolumeProtected {
         from: from.to_string(),
     })
@@ -119,6 +127,7 @@ pub fn recreatable(manifest: &Value) -> Value {
 
 async fn create(
     c: &Cluster,
+    write: Write,
     object: &ObjectRef,
     manifest: &Value,
     wait: Wait,
@@ -136,14 +145,14 @@ async fn create(
                 object.display()
             )))
         }
-        None => match c.create(&desired, Write::Apply).await {
+        None => match c.create(&desired, write).await {
             Ok(_) => {}
             // Raced with ourselves on resume: it exists now.
             Err(ClusterError::Rejected { code: 409, .. }) => {}
             Err(e) => return Err(e.into()),
         },
     }
-    if wait == Wait::Ready {
+    if wait == Wait::Ready && write == Write::Apply {
         wait_ready(c, object, &desired).await?;
     }
     Ok(Outcome::Created { created: true })
@@ -151,12 +160,13 @@ async fn create(
 
 async fn delete(
     c: &Cluster,
+    write: Write,
     object: &ObjectRef,
     before: Option<&Value>,
     wait: Wait,
 ) -> Result<Outcome, StepError> {
-    let existed = c.delete(object, Write::Apply).await?;
-    if wait == Wait::Gone {
+    let existed = c.delete(object, write).await?;
+    if wait == Wait::Gone && write == Write::Apply {
         c.wait(object, READY_TIMEOUT, |o| match o {
             None => Ok(true),
             Some(_) => Err("still terminating".into()),
@@ -391,6 +401,7 @@ async fn pods_using(c: &Cluster, namespace: &str, claim: &str) -> Result<Vec<Str
 
 pub async fn scale(
     c: &Cluster,
+    write: Write,
     object: &ObjectRef,
     from: u32,
     to: u32,
@@ -416,7 +427,12 @@ pub async fn scale(
         ScalePurpose::Resume => patch["metadata"]["annotations"][QUIESCED_ANNOTATION] = Value::Null,
     }
     if current != to || purpose == ScalePurpose::Resume {
-        c.merge_patch(object, &patch, Write::Apply).await?;
+        c.merge_patch(object, &patch, write).await?;
+    }
+    if write == Write::DryRun {
+        return Ok(Outcome::Scaled {
+            replicas_before: current,
+        });
     }
     if field.is_none() {
         match purpose {
@@ -550,7 +566,7 @@ pub async fn recreate(
     } else {
         Wait::None
     };
-    create(w.cluster()?, object, &manifest, wait).await?;
+    create(w.cluster()?, Write::Apply, object, &manifest, wait).await?;
     Ok(Some(()))
 }
 
@@ -643,7 +659,7 @@ pub async fn undo_create(
         )));
     }
     let after = step.after.clone().unwrap_or(Value::Null);
-    delete(c, object, Some(&after), Wait::Gone).await?;
+    delete(c, Write::Apply, object, Some(&after), Wait::Gone).await?;
     if object.kind == "StatefulSet" {
         // Its claims were created for it by this apply.
         let replicas = after["spec"]["replicas"].as_u64().unwrap_or(1);
@@ -662,7 +678,7 @@ pub async fn undo_create(
                     &object.namespace,
                     &crate::names::claim_name(template, &object.name, ordinal),
                 );
-                delete(c, &pvc, None, Wait::Gone).await?;
+                delete(c, Write::Apply, &pvc, None, Wait::Gone).await?;
             }
         }
     }

@@ -24,6 +24,7 @@ use crate::pgtools::{self, stall::Watch};
 use crate::plan::{
     DatabaseFacts, ObjectRef, RoleChecks, RolePassword, ServerRef, Step, VerifyChecks,
 };
+use crate::spec::DumpFormat;
 
 /// The outcomes of the steps done so far (or of those a step depends on), by address.
 pub type Done = BTreeMap<String, Outcome>;
@@ -57,10 +58,16 @@ pub async fn backup(
     step: &Step,
     server: &ServerRef,
     database: &DatabaseFacts,
-    options: BackupOptions,
+    (format, jobs): (DumpFormat, u32),
     directory: &str,
     verifiers: bool,
 ) -> Result<Outcome, StepError> {
+    // The plan's format and parallelism, pgplan's defaults for the rest.
+    let options = BackupOptions {
+        format,
+        jobs,
+        ..BackupOptions::default()
+    };
     let watch = Watch::default();
     let progress = progress_to(w, &step.address, Some(database.size_bytes), &watch);
     let root = backup_root(w, directory);

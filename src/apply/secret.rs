@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::outcome::{Outcome, SecretChange, StepError, Undo};
 use super::servers;
 use super::world::World;
-use crate::cluster::Write;
+use crate::cluster::{Cluster, Write};
 use crate::observed::{secret_fingerprint, FINGERPRINT_ANNOTATION};
 use crate::plan::{ObjectRef, SecretContents, ServerRef, Step};
 
@@ -21,8 +21,41 @@ pub async fn write(
     object: &ObjectRef,
     contents: &SecretContents,
 ) -> Result<Outcome, StepError> {
-    let c = w.cluster()?;
-    let data: Vec<(String, Vec<u8>)> = match contents {
+    let data = resolve(w, contents).await?;
+    put(w.cluster()?, Write::Apply, object, &data).await
+}
+
+/// What `pgplan plan` sends the API server for a Secret step: the same
+/// object with every value empty (values are resolved at apply, and the
+/// RDS endpoint may not exist yet), as a dry run.
+pub async fn dry_run(
+    c: &Cluster,
+    object: &ObjectRef,
+    contents: &SecretContents,
+) -> Result<Outcome, StepError> {
+    let keys: Vec<String> = match contents {
+        SecretContents::Connection { .. } => CONNECTION_KEYS.map(str::to_string).to_vec(),
+        SecretContents::CaCertificate { key, .. } => vec![key.clone()],
+    };
+    let data: Vec<(String, Vec<u8>)> = keys.into_iter().map(|k| (k, Vec::new())).collect();
+    put(c, Write::DryRun, object, &data).await
+}
+
+/// The keys of a connection Secret, as consumers read them.
+const CONNECTION_KEYS: [&str; 4] = [
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+];
+
+/// The values of a Secret, resolved now: the new server's endpoint and
+/// login, or the CA bundle read from the spec's directory.
+async fn resolve(
+    w: &World<'_>,
+    contents: &SecretContents,
+) -> Result<Vec<(String, Vec<u8>)>, StepError> {
+    Ok(match contents {
         SecretContents::Connection { server } => {
             let (host, port, user, password) = match server {
                 ServerRef::Direct {
@@ -51,12 +84,17 @@ pub async fn write(
                     )))
                 }
             };
-            vec![
-                ("POSTGRES_HOST".into(), host.into_bytes()),
-                ("POSTGRES_PORT".into(), port.to_string().into_bytes()),
-                ("POSTGRES_USER".into(), user.into_bytes()),
-                ("POSTGRES_PASSWORD".into(), password.into_bytes()),
-            ]
+            let values = [
+                host.into_bytes(),
+                port.to_string().into_bytes(),
+                user.into_bytes(),
+                password.into_bytes(),
+            ];
+            CONNECTION_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .zip(values)
+                .collect()
         }
         SecretContents::CaCertificate { key, ca_file } => {
             let path: PathBuf = w.base_dir.join(ca_file);
@@ -65,7 +103,17 @@ pub async fn write(
             })?;
             vec![(key.clone(), pem)]
         }
-    };
+    })
+}
+
+/// The Secret with `data` created, or patched when its fingerprint
+/// differs (pgplan never reads Secret values, only that annotation).
+async fn put(
+    c: &Cluster,
+    write: Write,
+    object: &ObjectRef,
+    data: &[(String, Vec<u8>)],
+) -> Result<Outcome, StepError> {
     let fp = secret_fingerprint(data.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
     let encoded: serde_json::Map<String, Value> = data
         .iter()
@@ -86,7 +134,7 @@ pub async fn write(
     });
     match c.get(object).await? {
         None => {
-            c.create(&manifest, Write::Apply).await?;
+            c.create(&manifest, write).await?;
             Ok(Outcome::SecretWritten {
                 change: SecretChange::Created,
             })
@@ -97,7 +145,7 @@ pub async fn write(
             })
         }
         Some(_) => {
-            c.merge_patch(object, &json!({"metadata": manifest["metadata"].clone(), "data": manifest["data"].clone()}), Write::Apply)
+            c.merge_patch(object, &json!({"metadata": manifest["metadata"].clone(), "data": manifest["data"].clone()}), write)
                 .await?;
             Ok(Outcome::SecretWritten {
                 change: SecretChange::Updated,

@@ -224,22 +224,6 @@ async fn plan_now(
     )?)
 }
 
-/// The refusal of a plan that shows applies running or unfinished.
-pub fn unfinished_error(plan: &crate::plan::Plan) -> OpsError {
-    let mut lines = Vec::new();
-    for u in &plan.unfinished {
-        lines.push(render::unfinished_headline(u));
-        lines.extend(
-            render::unfinished_details(u)
-                .into_iter()
-                .map(|l| format!("  {l}")),
-        );
-    }
-    OpsError::Unfinished {
-        details: lines.join("\n  "),
-    }
-}
-
 /// Apply refuses a plan with warnings the spec does not acknowledge
 /// (objects a GitOps tool would put back), before asking for approval.
 fn unacknowledged(plan: &crate::plan::Plan) -> Result<(), OpsError> {
@@ -383,7 +367,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         // bookkeeping left) is for `--resume` or a person, not for a plan
         // made over it. A running one is waited for at the lock.
         if plan.unfinished.iter().any(|u| !u.is_running()) {
-            return Err(unfinished_error(&plan));
+            return Err(OpsError::unfinished(&plan));
         }
         unacknowledged(&plan)?;
         let fresh_json = render::render(&plan, Format::Json, &redactor, &RenderOptions::default())?;
@@ -447,7 +431,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
                 signal: interrupts.signal().into(),
             }),
             Some(Err(e)) => Err(e),
-            Some(Ok(p)) if p.is_blocked() => Err(unfinished_error(&p)),
+            Some(Ok(p)) if p.is_blocked() => Err(OpsError::unfinished(&p)),
             Some(Ok(p)) => {
                 let json = render::render(&p, Format::Json, &redactor, &RenderOptions::default())?;
                 let now: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();

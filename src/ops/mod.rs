@@ -47,12 +47,18 @@ pub enum OpsError {
     #[error("cannot start the async runtime: {0}")]
     #[diagnostic(code(pgplan::runtime))]
     Runtime(String),
-    #[error("the API server rejects {object} (server-side dry run): {message}")]
+    /// A step's write, sent as a server-side dry run, failed: the cause is
+    /// the API server's answer (or why it could not be asked).
+    #[error("step {address} would fail: its write failed the server-side dry run")]
     #[diagnostic(
         code(pgplan::plan::dry_run),
         help("the plan would fail at this step; the server's reason names what to change (admission policy, quota, immutable field, missing namespace …)")
     )]
-    DryRun { object: String, message: String },
+    DryRun {
+        address: String,
+        #[diagnostic_source]
+        cause: crate::apply::outcome::StepFailure,
+    },
     #[error("apply needs approval, and there is no terminal to ask on")]
     #[diagnostic(
         code(pgplan::apply::approval),
@@ -138,6 +144,24 @@ pub enum OpsError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Render(#[from] crate::render::RedactionError),
+}
+
+impl OpsError {
+    /// The refusal of a plan that shows applies running or unfinished.
+    pub fn unfinished(plan: &crate::plan::Plan) -> OpsError {
+        let mut lines = Vec::new();
+        for u in &plan.unfinished {
+            lines.push(crate::render::unfinished_headline(u));
+            lines.extend(
+                crate::render::unfinished_details(u)
+                    .into_iter()
+                    .map(|l| format!("  {l}")),
+            );
+        }
+        OpsError::Unfinished {
+            details: lines.join("\n  "),
+        }
+    }
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>, OpsError> {

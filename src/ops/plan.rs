@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cluster::{Cluster, ClusterError, Write};
+use crate::cluster::Cluster;
 use crate::diff::{self, Inputs};
 use crate::observed::Observed;
 use crate::ops::observe::{self, ClusterOptions};
@@ -73,60 +73,17 @@ pub fn compute(opts: &PlanOptions) -> Result<Planned, OpsError> {
     })
 }
 
-/// Send every manifest the plan creates or changes to the API server with
-/// `dryRun=All`: admission, validation and immutability are checked by the
-/// server itself. Replacements are not: their delete-then-create cannot be
-/// dry-run as one request.
+/// Send every write the plan's steps make to the API server with
+/// `dryRun=All`, by the same code apply runs them with (see
+/// [`crate::apply::dry_run`]): admission, validation and immutability are
+/// checked by the server itself, on the requests apply will send.
 pub async fn dry_run(cluster: &Cluster, plan: &Plan) -> Result<(), OpsError> {
     for step in &plan.steps {
-        let result = match (&step.operation, &step.after) {
-            (Operation::Create { .. }, Some(manifest)) => {
-                cluster.create(manifest, Write::DryRun).await.map(drop)
-            }
-            (Operation::Patch { object, patch }, _) => cluster
-                .merge_patch(object, patch, Write::DryRun)
-                .await
-                .map(drop),
-            (
-                Operation::Scale {
-                    object, to, field, ..
-                },
-                _,
-            ) => {
-                let path = field.clone().unwrap_or_else(|| "spec.replicas".into());
-                let patch = crate::diff::manifests::field_patch(&path, serde_json::json!(to));
-                cluster
-                    .merge_patch(object, &patch, Write::DryRun)
-                    .await
-                    .map(drop)
-            }
-            (Operation::ProtectVolume { volume, .. }, _) => {
-                let patch =
-                    serde_json::json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
-                cluster
-                    .merge_patch(volume, &patch, Write::DryRun)
-                    .await
-                    .map(drop)
-            }
-            (Operation::Secret { object, .. }, Some(shown)) if step.before.is_none() => {
-                // Values are resolved at apply; the dry run checks the object.
-                let mut m = shown.clone();
-                if let Some(data) = m.get_mut("data").and_then(serde_json::Value::as_object_mut) {
-                    for v in data.values_mut() {
-                        *v = serde_json::Value::String(String::new());
-                    }
-                }
-                let _ = object;
-                cluster.create(&m, Write::DryRun).await.map(drop)
-            }
-            _ => Ok(()),
-        };
-        match result {
-            Ok(()) => {}
-            Err(ClusterError::Rejected {
-                object, message, ..
-            }) => return Err(OpsError::DryRun { object, message }),
-            Err(e) => return Err(e.into()),
+        if let Err(e) = crate::apply::dry_run(cluster, step).await {
+            return Err(OpsError::DryRun {
+                address: step.address.clone(),
+                cause: crate::apply::outcome::StepFailure(e),
+            });
         }
     }
     Ok(())
@@ -143,7 +100,7 @@ pub fn run(opts: &PlanOptions) -> Result<(String, bool, Option<OpsError>), OpsEr
         return Ok((
             out,
             planned.plan.has_changes(),
-            Some(ops::apply::unfinished_error(&planned.plan)),
+            Some(OpsError::unfinished(&planned.plan)),
         ));
     }
     if let Some(path) = &opts.out {

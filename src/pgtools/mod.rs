@@ -23,6 +23,7 @@ pub mod contents;
 pub mod inventory;
 pub mod knex;
 pub mod manifest;
+pub mod mismatch;
 pub mod prepare;
 pub mod progress;
 pub mod restore;
@@ -36,12 +37,13 @@ pub use backup::{backup, backup_paths, verify_archive, BackupOptions, BackupPath
 pub use contents::{Method, SequenceValue, TableContents};
 pub use knex::release_knex_locks;
 pub use manifest::Manifest;
+pub use mismatch::Mismatch;
 pub use prepare::{drop_prepared, prepare_target, prepare_target_with, Passwords, Prepared};
 pub use progress::{no_progress, Phase, Progress, ProgressFn};
 pub use restore::{has_tables, reset_database, restore, RestoreOptions, Restored};
 pub use tune::{make_durable, tune_for_loading, untune, wait_accepting, LoadTuning};
 pub use verify::{
-    verify, verify_in_sessions, verify_with_roles, Mismatch, Verified, VerifyFailure, VERIFY_JOBS,
+    verify, verify_in_sessions, verify_with_roles, Verified, VerifyFailure, VERIFY_JOBS,
 };
 
 use std::path::PathBuf;

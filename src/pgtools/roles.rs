@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::contents::ident;
-use super::verify::Mismatch;
+use super::mismatch::Mismatch;
 use super::{PgError, Runner};
 use crate::observed::Role;
 

@@ -978,19 +978,48 @@ fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
     );
     assert!(json_of(&cluster, "deployments", hc::DEPLOYMENT).is_some());
 
-    // Planned again, the saved plan applies as it is.
+    // Planned again, the saved plan applies as it is; the plan's
+    // server-side dry run sent the very writes apply then makes (one code
+    // path sends both, only the write is gated).
+    let writes = |dry: bool| -> std::collections::BTreeSet<_> {
+        cluster
+            .requests()
+            .mutations()
+            .into_iter()
+            .filter(|r| r.dry_run == dry && r.resource != "pods/exec")
+            .map(|r| (r.verb, r.resource, r.namespace, r.name))
+            .collect()
+    };
+    cluster.requests().clear();
     ok(&pgplan_in(
         &cluster,
         state.path(),
         &["plan", "-f", &spec(), "--out", plan_file.to_str().unwrap()],
         &[],
     ));
+    let checked = writes(true);
+    assert!(
+        checked
+            .iter()
+            .any(|(verb, resource, _, name)| verb == "delete"
+                && resource == "deployments"
+                && name.as_deref() == Some(hc::DEPLOYMENT)),
+        "the dry run checks the source's delete too: {checked:?}"
+    );
+    assert!(writes(false).is_empty(), "a plan writes nothing for real");
+    cluster.requests().clear();
     ok(&pgplan_in(
         &cluster,
         state.path(),
         &["apply", plan_file.to_str().unwrap()],
         &[],
     ));
+    let written = writes(false);
+    let unsent: Vec<_> = checked.difference(&written).collect();
+    assert!(
+        unsent.is_empty(),
+        "the dry run checked writes apply never made: {unsent:?}\napply wrote: {written:?}"
+    );
     assert!(json_of(&cluster, "deployments", hc::DEPLOYMENT).is_none());
     let api = json_of(&cluster, "deployments", hc::API_DEPLOYMENT).unwrap();
     assert_eq!(
