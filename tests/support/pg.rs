@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -98,7 +99,7 @@ const PG_HBA: &str = "\
 # Written by the pgplan test substrate, like the official image: trust on the local socket,
 # passwords (scram-sha-256) over TCP.
 local all all trust
-host all all 127.0.0.1/32 scram-sha-256
+host all all 127.0.0.0/8 scram-sha-256
 host all all ::1/128 scram-sha-256
 ";
 
@@ -111,7 +112,7 @@ pub fn set_host_auth(data_dir: &Path, method: &str) -> io::Result<()> {
         &path,
         format!(
             "# Written by the pgplan test substrate: trust on the local socket, {method} over TCP.\n\
-             local all all trust\nhost all all 127.0.0.1/32 {method}\nhost all all ::1/128 {method}\n"
+             local all all trust\nhost all all 127.0.0.0/8 {method}\nhost all all ::1/128 {method}\n"
         ),
     )?;
     proc::give_to_unprivileged(&path)
@@ -242,6 +243,17 @@ impl PgServer {
         port: u16,
         log: &Path,
     ) -> io::Result<PgServer> {
+        PgServer::spawn_at(Ipv4Addr::LOCALHOST, data_dir, socket_dir, port, log)
+    }
+
+    /// [`PgServer::spawn`] listening on `addr` (a simulated pod's loopback address).
+    pub fn spawn_at(
+        addr: Ipv4Addr,
+        data_dir: &Path,
+        socket_dir: &Path,
+        port: u16,
+        log: &Path,
+    ) -> io::Result<PgServer> {
         scratch::make_dir_for_postgres(socket_dir, 0o755)?;
         let log_file = fs::OpenOptions::new().create(true).append(true).open(log)?;
         let mut cmd = Command::new(bin("postgres"));
@@ -251,8 +263,8 @@ impl PgServer {
             .arg(socket_dir)
             .arg("-p")
             .arg(port.to_string());
+        cmd.arg("-c").arg(format!("listen_addresses={addr}"));
         for setting in [
-            "listen_addresses=127.0.0.1",
             "fsync=off",
             "full_page_writes=off",
             "shared_buffers=16MB",

@@ -2,6 +2,7 @@
 //! client, its controllers and kubelet with real PostgreSQL, and moto — so the end-to-end tests
 //! built on it can trust it. One module per capability.
 
+mod containers;
 mod exec;
 mod gaps;
 mod hygiene;

@@ -233,7 +233,7 @@ fn healthcare_scenario_matches_seed_002() {
         std::process::Command::new(pg::bin("psql"))
             .args([
                 "-h",
-                "127.0.0.1",
+                &ep.addr.to_string(),
                 "-p",
                 &ep.port.to_string(),
                 "-U",
@@ -296,7 +296,7 @@ fn backstage_scenario_matches_seed_004() {
     let out = std::process::Command::new(pg::bin("psql"))
         .args([
             "-h",
-            "127.0.0.1",
+            &ep.addr.to_string(),
             "-p",
             &ep.port.to_string(),
             "-U",

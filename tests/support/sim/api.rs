@@ -440,7 +440,7 @@ async fn dispatch(
                 if ports.is_empty() {
                     return Err(ApiError::bad_request("at least 1 port must be specified"));
                 }
-                let targets: Vec<(u16, Result<u16, String>)> = ports
+                let targets: Vec<(u16, Result<std::net::SocketAddr, String>)> = ports
                     .iter()
                     .map(|p| (*p, ctx.st.kubelet.port_target(&pod, *p)))
                     .collect();

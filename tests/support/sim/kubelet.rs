@@ -13,6 +13,7 @@
 //! Exec and port-forward targets (working directory, environment, local port) come from here.
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,11 +23,13 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::dns::{self, AddressBlock, ExtraHosts};
 use super::error::ApiError;
 use super::faults::FaultState;
 use super::kinds;
 use super::obj;
 use super::registry;
+use super::sandbox::Sandbox;
 use super::store::Store;
 use crate::support::pg::{self, PgServer};
 use crate::support::proc;
@@ -132,6 +135,8 @@ pub struct PgEndpoint {
     /// The server's data directory on the host.
     pub data_dir: PathBuf,
     pub flavor: Flavor,
+    /// The pod's address, where the server listens on its container port.
+    pub addr: Ipv4Addr,
 }
 
 #[derive(Debug, Clone)]
@@ -148,11 +153,102 @@ struct PodRuntime {
     uid: String,
     ns: String,
     name: String,
+    /// `spec.hostname`, else the pod's name.
+    hostname: String,
+    /// The pod's own loopback address (see [`dns`]).
+    ip: Ipv4Addr,
     dir: PathBuf,
+    restart: Restart,
     stop: CancellationToken,
     containers: Mutex<HashMap<String, ContainerInfo>>,
     server: Mutex<Option<PgServer>>,
+    shown: Mutex<Shown>,
     done: tokio::sync::watch::Sender<bool>,
+}
+
+/// A pod's `restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// What a pod's status shows of its containers.
+#[derive(Debug, Clone, Default)]
+struct Shown {
+    init: Vec<CState>,
+    main: Vec<CState>,
+}
+
+impl Shown {
+    /// The pod's phase: Pending until every init container succeeded (Failed when one failed
+    /// and nothing reruns it); with restart policy Never or OnFailure, Succeeded or Failed once
+    /// every container has terminated; Running otherwise.
+    fn phase(&self, restart: Restart) -> &'static str {
+        if restart == Restart::Never
+            && self
+                .init
+                .iter()
+                .any(|s| s.exit_code().is_some_and(|c| c != 0))
+        {
+            return "Failed";
+        }
+        if !self.init.iter().all(|s| s.exit_code() == Some(0)) {
+            return "Pending";
+        }
+        if restart != Restart::Always
+            && !self.main.is_empty()
+            && self.main.iter().all(|s| s.exit_code().is_some())
+        {
+            return if self.main.iter().all(|s| s.exit_code() == Some(0)) {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
+        }
+        "Running"
+    }
+}
+
+/// How a container's process ended.
+#[derive(Debug, Clone)]
+struct Ended {
+    code: i32,
+    reason: &'static str,
+    message: Option<String>,
+}
+
+impl Ended {
+    fn terminated(&self, started: &str) -> Value {
+        let mut t = json!({"exitCode": self.code, "reason": self.reason,
+            "startedAt": started, "finishedAt": obj::now()});
+        if let Some(m) = &self.message {
+            t["message"] = json!(m);
+        }
+        json!({ "terminated": t })
+    }
+}
+
+/// The command line a container runs: `command` then `args`; `args` alone when the image's
+/// entrypoint runs its arguments (the PostgreSQL images' do; images without an entrypoint
+/// run them as the command). None when neither is set: the image's own entrypoint, which the
+/// simulated kubelet does not know.
+fn command_of(c: &Value) -> Option<Vec<String>> {
+    let words = |p: &str| -> Vec<String> {
+        obj::array_at(c, p)
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let mut argv = words("/command");
+    argv.extend(words("/args"));
+    (!argv.is_empty()).then_some(argv)
+}
+
+/// The kubelet's crash-loop back-off, shortened.
+fn backoff(restarts: i64) -> Duration {
+    Duration::from_millis((200u64 << restarts.clamp(0, 4)).min(3000))
 }
 
 impl PodRuntime {
@@ -184,6 +280,8 @@ pub struct Kubelet {
     faults: Arc<FaultState>,
     runtimes: Mutex<HashMap<String, Arc<PodRuntime>>>,
     counter: AtomicU32,
+    addresses: AddressBlock,
+    extra_hosts: ExtraHosts,
 }
 
 /// Where a PV's data lives on the host. hostPath/local volumes map to
@@ -380,6 +478,24 @@ struct CState {
 }
 
 impl CState {
+    fn running(c: &Value, ready: bool, restarts: i64, last_state: Value) -> CState {
+        CState {
+            name: obj::str_at(c, "/name").unwrap_or("").into(),
+            image: obj::str_at(c, "/image").unwrap_or("").into(),
+            ready,
+            restarts,
+            state: json!({"running": {"startedAt": obj::now()}}),
+            last_state,
+        }
+    }
+
+    /// The exit code, once terminated.
+    fn exit_code(&self) -> Option<i64> {
+        self.state
+            .pointer("/terminated/exitCode")
+            .and_then(Value::as_i64)
+    }
+
     fn waiting(c: &Value, reason: &str, message: Option<&str>) -> CState {
         let mut w = json!({"reason": reason});
         if let Some(m) = message {
@@ -414,15 +530,28 @@ impl Kubelet {
         root: PathBuf,
         nodes: Vec<String>,
         faults: Arc<FaultState>,
-    ) -> Kubelet {
-        Kubelet {
+    ) -> Result<Kubelet, String> {
+        Ok(Kubelet {
             store,
             root,
             nodes,
             faults,
             runtimes: Mutex::new(HashMap::new()),
             counter: AtomicU32::new(0),
-        }
+            addresses: AddressBlock::claim()
+                .map_err(|e| format!("claiming the cluster's pod addresses: {e}"))?,
+            extra_hosts: ExtraHosts::default(),
+        })
+    }
+
+    /// The cluster's pod addresses.
+    pub fn addresses(&self) -> &AddressBlock {
+        &self.addresses
+    }
+
+    /// Makes `name` resolve to `addr` inside every pod (what lives outside the cluster).
+    pub fn add_host(&self, name: &str, addr: Ipv4Addr) {
+        self.extra_hosts.add(name, addr);
     }
 
     pub fn nodes(&self) -> &[String] {
@@ -489,6 +618,29 @@ impl Kubelet {
         for rt in gone {
             rt.stop.cancel();
         }
+        let running: Vec<Arc<PodRuntime>> = self
+            .runtimes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let dirs: Vec<(PathBuf, String)> = running
+            .iter()
+            .map(|rt| (rt.dir.join("etc"), rt.ip.to_string()))
+            .collect();
+        let views: Vec<dns::PodNetwork<'_>> = running
+            .iter()
+            .zip(&dirs)
+            .filter(|(_, (d, _))| d.is_dir())
+            .map(|(rt, (d, ip))| dns::PodNetwork {
+                dir: d,
+                namespace: &rt.ns,
+                hostname: &rt.hostname,
+                addr: ip,
+            })
+            .collect();
+        dns::write_hosts(&self.store, &self.extra_hosts, &views);
     }
 
     fn unschedulable(&self, pod: &Value, message: &str) {
@@ -605,15 +757,28 @@ impl Kubelet {
             .root
             .join("pods")
             .join(format!("{n}-{}", obj::name(pod)));
+        let node = obj::str_at(pod, "/spec/nodeName").unwrap_or("");
+        let node_index = self.nodes.iter().position(|x| x == node).unwrap_or(0);
         let (done, _) = tokio::sync::watch::channel(false);
+        let restart = match obj::str_at(pod, "/spec/restartPolicy").unwrap_or("Always") {
+            "Never" => Restart::Never,
+            "OnFailure" => Restart::OnFailure,
+            _ => Restart::Always,
+        };
         let rt = Arc::new(PodRuntime {
             uid: obj::uid(pod).to_string(),
             ns: obj::namespace(pod).to_string(),
             name: obj::name(pod).to_string(),
+            hostname: obj::str_at(pod, "/spec/hostname")
+                .unwrap_or(obj::name(pod))
+                .to_string(),
+            ip: self.addresses.pod_address(node_index, n),
             dir,
+            restart,
             stop: CancellationToken::new(),
             containers: Mutex::new(HashMap::new()),
             server: Mutex::new(None),
+            shown: Mutex::new(Shown::default()),
             done,
         });
         self.runtimes
@@ -655,9 +820,23 @@ impl Kubelet {
         rt.done.send_replace(true);
     }
 
-    /// Writes the pod's status from its containers' states. A pod stays Pending while a
-    /// container has never started yet.
-    fn write_status(&self, rt: &PodRuntime, phase: &str, states: &[CState], ip: &str) {
+    /// Changes what a pod shows and writes its status.
+    fn show(&self, rt: &PodRuntime, change: impl FnOnce(&mut Shown)) {
+        let shown = {
+            let mut guard = rt.shown.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut guard);
+            guard.clone()
+        };
+        self.write_status(rt, &shown);
+    }
+
+    /// Writes the pod's status from its containers' states: the phase follows from them and
+    /// the restart policy (a pod stays Pending while its init containers have not all
+    /// succeeded, or while a container has never started yet).
+    fn write_status(&self, rt: &PodRuntime, shown: &Shown) {
+        let phase = shown.phase(rt.restart);
+        let states = &shown.main;
+        let initialized = shown.init.iter().all(|s| s.exit_code() == Some(0));
         let never_started = states
             .iter()
             .any(|s| s.restarts == 0 && s.state.get("waiting").is_some());
@@ -667,6 +846,7 @@ impl Kubelet {
             phase
         };
         let uid = rt.uid.clone();
+        let ip = rt.ip.to_string();
         let now = obj::now();
         let all_ready = !states.is_empty() && states.iter().all(|s| s.ready) && phase == "Running";
         registry::modify(&self.store, &kinds::POD, &rt.ns, &rt.name, |p| {
@@ -701,6 +881,19 @@ impl Kubelet {
                         names.join(" ")
                     ));
                 }
+                if !ok && t == "Initialized" {
+                    let names: Vec<&str> = shown
+                        .init
+                        .iter()
+                        .filter(|s| s.exit_code() != Some(0))
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    c["reason"] = json!("ContainersNotInitialized");
+                    c["message"] = json!(format!(
+                        "containers with incomplete status: [{}]",
+                        names.join(" ")
+                    ));
+                }
                 c
             };
             let node = obj::str_at(p, "/spec/nodeName").unwrap_or("").to_string();
@@ -712,11 +905,11 @@ impl Kubelet {
                 .pointer("/status/startTime")
                 .cloned()
                 .unwrap_or_else(|| json!(now));
-            let status = json!({
+            let mut status = json!({
                 "phase": phase,
                 "conditions": [
                     cond("PodReadyToStartContainers", true),
-                    cond("Initialized", true),
+                    cond("Initialized", initialized),
                     cond("Ready", all_ready),
                     cond("ContainersReady", all_ready),
                     cond("PodScheduled", true),
@@ -727,102 +920,116 @@ impl Kubelet {
                 "containerStatuses": states.iter().map(CState::to_json).collect::<Vec<_>>(),
                 "qosClass": "BestEffort",
             });
+            if !shown.init.is_empty() {
+                status["initContainerStatuses"] =
+                    json!(shown.init.iter().map(CState::to_json).collect::<Vec<_>>());
+            }
             obj::set(p, &["status"], status);
         });
     }
 
-    async fn run_pod(self: Arc<Self>, rt: Arc<PodRuntime>, n: u32) {
-        let Some(pod) = self.store.get(&kinds::POD, &rt.ns, &rt.name) else {
-            return;
-        };
-        let ip = format!("10.244.{}.{}", n / 250, n % 250 + 2);
-        for d in ["fs", "tmp", "logs", "volumes"] {
-            if scratch::make_dir_for_postgres(&rt.dir.join(d), 0o755).is_err() {
-                return;
-            }
+    /// Waits `d`, or returns false when the pod stops first.
+    async fn pause(rt: &PodRuntime, d: Duration) -> bool {
+        tokio::select! {
+            _ = rt.stop.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
         }
-        let containers: Vec<Value> = obj::array_at(&pod, "/spec/containers").to_vec();
-        // An image that cannot be pulled keeps the pod Pending: ErrImagePull, then back-off.
-        let mut pull_attempts = 0u32;
+    }
+
+    /// Pulls every image (an image that cannot be pulled keeps the pod Pending: ErrImagePull,
+    /// then back-off). Returns false when the pod stops first.
+    async fn pull(&self, rt: &PodRuntime, pod: &Value, init: &[Value], main: &[Value]) -> bool {
+        let mut attempts = 0u32;
         loop {
-            let unpullable: Vec<&Value> = containers
-                .iter()
-                .filter(|c| {
-                    self.faults
-                        .unpullable(obj::str_at(c, "/image").unwrap_or(""))
-                })
-                .collect();
-            if unpullable.is_empty() {
-                break;
+            let unpullable = |c: &&Value| {
+                self.faults
+                    .unpullable(obj::str_at(c, "/image").unwrap_or(""))
+            };
+            let bad: Vec<&Value> = init.iter().chain(main).filter(unpullable).collect();
+            if bad.is_empty() {
+                return true;
             }
-            let states: Vec<CState> = containers
-                .iter()
-                .map(|c| {
-                    let image = obj::str_at(c, "/image").unwrap_or("");
-                    if !self.faults.unpullable(image) {
-                        CState::waiting(c, "ContainerCreating", None)
-                    } else if pull_attempts == 0 {
-                        CState::waiting(c, "ErrImagePull", Some(&pull_error(image)))
-                    } else {
-                        CState::waiting(
-                            c,
-                            "ImagePullBackOff",
-                            Some(&format!("Back-off pulling image \"{image}\"")),
-                        )
-                    }
-                })
-                .collect();
-            self.write_status(&rt, "Pending", &states, &ip);
-            if pull_attempts == 0 {
-                for c in &unpullable {
+            let state = |c: &Value| {
+                let image = obj::str_at(c, "/image").unwrap_or("");
+                if !self.faults.unpullable(image) {
+                    CState::waiting(c, "ContainerCreating", None)
+                } else if attempts == 0 {
+                    CState::waiting(c, "ErrImagePull", Some(&pull_error(image)))
+                } else {
+                    CState::waiting(
+                        c,
+                        "ImagePullBackOff",
+                        Some(&format!("Back-off pulling image \"{image}\"")),
+                    )
+                }
+            };
+            self.show(rt, |s| {
+                s.init = init.iter().map(state).collect();
+                s.main = main.iter().map(state).collect();
+            });
+            if attempts == 0 {
+                for c in &bad {
                     let image = obj::str_at(c, "/image").unwrap_or("");
                     registry::record_event(
                         &self.store,
                         &kinds::POD,
-                        &pod,
+                        pod,
                         "Warning",
                         "Failed",
                         &format!("Failed to pull image \"{image}\": {}", pull_error(image)),
                     );
                 }
             }
-            pull_attempts += 1;
-            tokio::select! {
-                _ = rt.stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            attempts += 1;
+            if !Self::pause(rt, Duration::from_millis(300)).await {
+                return false;
             }
         }
-        // Resolve every container's environment; a missing Secret keeps the pod Pending.
-        let envs = loop {
+    }
+
+    /// Every container's environment (a missing Secret keeps the pod Pending), init
+    /// containers' first.
+    async fn environments(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        init: &[Value],
+        main: &[Value],
+    ) -> Option<Vec<Vec<(String, String)>>> {
+        loop {
             let pod = self
                 .store
                 .get(&kinds::POD, &rt.ns, &rt.name)
-                .unwrap_or_else(|| pod.clone());
-            let resolved: Result<Vec<_>, String> = containers
+                .unwrap_or_else(|| std::sync::Arc::new(pod.clone()));
+            let resolved: Result<Vec<_>, String> = init
                 .iter()
+                .chain(main)
                 .map(|c| resolve_env(&self.store, &pod, c))
                 .collect();
             match resolved {
-                Ok(envs) => break envs,
+                Ok(envs) => return Some(envs),
                 Err(msg) => {
-                    let states: Vec<CState> = containers
-                        .iter()
-                        .map(|c| CState::waiting(c, "CreateContainerConfigError", Some(&msg)))
-                        .collect();
-                    self.write_status(&rt, "Pending", &states, &ip);
-                    tokio::select! {
-                        _ = rt.stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    let state =
+                        |c: &Value| CState::waiting(c, "CreateContainerConfigError", Some(&msg));
+                    self.show(rt, |s| {
+                        s.init = init.iter().map(state).collect();
+                        s.main = main.iter().map(state).collect();
+                    });
+                    if !Self::pause(rt, Duration::from_millis(300)).await {
+                        return None;
                     }
                 }
             }
-        };
-        // Mount every container's volumes (creates the host directories behind them).
+        }
+    }
+
+    /// Mounts every container's volumes (creates the host directories behind them).
+    async fn mount_all(&self, rt: &PodRuntime, pod: &Value, all: &[Value]) -> bool {
         loop {
-            let mounted: Result<(), String> = containers.iter().try_for_each(|c| {
+            let mounted: Result<(), String> = all.iter().try_for_each(|c| {
                 obj::array_at(c, "/volumeMounts").iter().try_for_each(|m| {
                     let dir =
-                        self.host_path(&rt, &pod, c, obj::str_at(m, "/mountPath").unwrap_or("/"))?;
+                        self.host_path(rt, pod, c, obj::str_at(m, "/mountPath").unwrap_or("/"))?;
                     if dir.exists() {
                         Ok(())
                     } else {
@@ -831,22 +1038,66 @@ impl Kubelet {
                 })
             });
             match mounted {
-                Ok(()) => break,
+                Ok(()) => return true,
                 Err(msg) => {
-                    let states: Vec<CState> = containers
-                        .iter()
-                        .map(|c| CState::waiting(c, "ContainerCreating", Some(&msg)))
-                        .collect();
-                    self.write_status(&rt, "Pending", &states, &ip);
-                    tokio::select! {
-                        _ = rt.stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    let state = |c: &Value| CState::waiting(c, "ContainerCreating", Some(&msg));
+                    self.show(rt, |s| {
+                        s.main = all[s.init.len().min(all.len())..]
+                            .iter()
+                            .map(state)
+                            .collect();
+                    });
+                    if !Self::pause(rt, Duration::from_millis(300)).await {
+                        return false;
                     }
                 }
             }
         }
-        let restart_always =
-            obj::str_at(&pod, "/spec/restartPolicy").unwrap_or("Always") == "Always";
+    }
+
+    async fn run_pod(self: Arc<Self>, rt: Arc<PodRuntime>, n: u32) {
+        let Some(pod) = self.store.get(&kinds::POD, &rt.ns, &rt.name) else {
+            return;
+        };
+        for d in ["fs", "tmp", "logs", "volumes", "containers"] {
+            if scratch::make_dir_for_postgres(&rt.dir.join(d), 0o755).is_err() {
+                return;
+            }
+        }
+        if dns::init_pod_etc(&rt.dir.join("etc"), &rt.ns, &rt.hostname).is_err() {
+            return;
+        }
+        let init: Vec<Value> = obj::array_at(&pod, "/spec/initContainers").to_vec();
+        let containers: Vec<Value> = obj::array_at(&pod, "/spec/containers").to_vec();
+        let all: Vec<Value> = init.iter().chain(&containers).cloned().collect();
+        self.show(&rt, |s| {
+            s.init = init
+                .iter()
+                .map(|c| CState::waiting(c, "PodInitializing", None))
+                .collect();
+            s.main = containers
+                .iter()
+                .map(|c| {
+                    let reason = if init.is_empty() {
+                        "ContainerCreating"
+                    } else {
+                        "PodInitializing"
+                    };
+                    CState::waiting(c, reason, None)
+                })
+                .collect();
+        });
+        if !self.pull(&rt, &pod, &init, &containers).await {
+            return;
+        }
+        let Some(mut envs) = self.environments(&rt, &pod, &init, &containers).await else {
+            return;
+        };
+        let main_envs = envs.split_off(init.len());
+        if !self.mount_all(&rt, &pod, &all).await {
+            return;
+        }
+        let restart_always = rt.restart == Restart::Always;
         // Which container (if any) runs a PostgreSQL server.
         let server_idx = if restart_always {
             containers.iter().position(|c| {
@@ -858,7 +1109,7 @@ impl Kubelet {
         {
             let mut infos = rt.containers.lock().unwrap_or_else(|p| p.into_inner());
             for (i, c) in containers.iter().enumerate() {
-                let env = envs[i].clone();
+                let env = main_envs[i].clone();
                 let port = env_get(&env, "PGPORT")
                     .or_else(|| env_get(&env, "POSTGRESQL_PORT_NUMBER"))
                     .and_then(|p| p.parse().ok())
@@ -869,87 +1120,350 @@ impl Kubelet {
                         env,
                         pg: None,
                         container_port: port,
-                        started: server_idx != Some(i),
+                        started: server_idx != Some(i) && command_of(c).is_none(),
                     },
                 );
             }
         }
-        let started_at = obj::now();
-        let running = |c: &Value, ready: bool, restarts: i64, last: Value| CState {
-            name: obj::str_at(c, "/name").unwrap_or("").into(),
-            image: obj::str_at(c, "/image").unwrap_or("").into(),
-            ready,
-            restarts,
-            state: json!({"running": {"startedAt": started_at}}),
-            last_state: last,
-        };
-        let mut states: Vec<CState> = containers
-            .iter()
-            .map(|c| running(c, true, 0, json!({})))
-            .collect();
-        if !restart_always {
-            // Jobs and other run-to-completion pods: every container is a no-op that succeeds.
-            self.write_status(
-                &rt,
-                "Running",
-                &states
-                    .iter()
-                    .map(|s| CState {
-                        ready: false,
-                        ..s.clone()
-                    })
-                    .collect::<Vec<_>>(),
-                &ip,
-            );
-            tokio::select! {
-                _ = rt.stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-            let finished = obj::now();
-            for s in &mut states {
-                s.ready = false;
-                s.state = json!({"terminated": {"exitCode": 0, "reason": "Completed",
-                    "startedAt": started_at, "finishedAt": finished}});
-            }
-            self.write_status(&rt, "Succeeded", &states, &ip);
+        if !self.run_init_containers(&rt, &pod, &init, &envs).await {
             rt.stop.cancelled().await;
             return;
         }
-        let Some(si) = server_idx else {
-            self.write_status(&rt, "Running", &states, &ip);
+        // The other containers: commands run (and rerun by the restart policy); a container
+        // without one (the image's entrypoint, unknown here) idles, Ready.
+        let mut tasks = Vec::new();
+        for (i, c) in containers.iter().enumerate() {
+            if server_idx == Some(i) {
+                continue;
+            }
+            if command_of(c).is_some() {
+                let (k, rt2, pod2, c2, env) = (
+                    self.clone(),
+                    rt.clone(),
+                    pod.clone(),
+                    c.clone(),
+                    main_envs[i].clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    k.run_command_container(&rt2, &pod2, i, &c2, &env).await
+                }));
+            } else if restart_always {
+                self.show(&rt, |s| s.main[i] = CState::running(c, true, 0, json!({})));
+            } else {
+                let started = obj::now();
+                self.show(&rt, |s| {
+                    s.main[i] = CState {
+                        state: json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                            "startedAt": started, "finishedAt": obj::now()}}),
+                        ..CState::running(c, false, 0, json!({}))
+                    }
+                });
+            }
+        }
+        if let Some(si) = server_idx {
+            self.run_server(&rt, &pod, n, si, &containers[si], &main_envs[si])
+                .await;
+        } else {
             rt.stop.cancelled().await;
-            return;
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Runs the init containers in order, each to success. A failure reruns it (with back-off)
+    /// unless the pod's restart policy is Never, which fails the pod. Returns whether they all
+    /// succeeded.
+    async fn run_init_containers(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        init: &[Value],
+        envs: &[Vec<(String, String)>],
+    ) -> bool {
+        for (i, c) in init.iter().enumerate() {
+            let mut restarts = 0i64;
+            loop {
+                if command_of(c).is_none() {
+                    let now = obj::now();
+                    self.show(rt, |s| {
+                        s.init[i] = CState {
+                            state: json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                                "startedAt": now, "finishedAt": now}}),
+                            ..CState::running(c, false, 0, json!({}))
+                        }
+                    });
+                    break;
+                }
+                let started = obj::now();
+                self.show(rt, |s| {
+                    s.init[i] = CState::running(c, false, restarts, s.init[i].last_state.clone())
+                });
+                let Some(ended) = self.run_process(rt, pod, c, &envs[i]).await else {
+                    return false;
+                };
+                let terminated = ended.terminated(&started);
+                if ended.code == 0 {
+                    self.show(rt, |s| {
+                        s.init[i].state = terminated;
+                        s.init[i].ready = false;
+                    });
+                    break;
+                }
+                if rt.restart == Restart::Never {
+                    self.show(rt, |s| {
+                        s.init[i].state = terminated;
+                        s.init[i].ready = false;
+                    });
+                    return false;
+                }
+                restarts += 1;
+                let cname = obj::str_at(c, "/name").unwrap_or("").to_string();
+                self.show(rt, |s| {
+                    s.init[i] = CState {
+                        restarts,
+                        state: json!({"waiting": {"reason": "CrashLoopBackOff",
+                            "message": format!("back-off restarting failed container {cname}")}}),
+                        last_state: terminated,
+                        ..s.init[i].clone()
+                    }
+                });
+                if !Self::pause(rt, backoff(restarts)).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Runs a container's command until the pod stops, rerunning it as the restart policy says.
+    async fn run_command_container(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        i: usize,
+        c: &Value,
+        env: &[(String, String)],
+    ) {
+        let cname = obj::str_at(c, "/name").unwrap_or("").to_string();
+        let mut restarts = 0i64;
+        loop {
+            let started = obj::now();
+            self.show(rt, |s| {
+                s.main[i] = CState::running(c, true, restarts, s.main[i].last_state.clone())
+            });
+            self.set_started(rt, &cname, true);
+            let Some(ended) = self.run_process(rt, pod, c, env).await else {
+                return;
+            };
+            self.set_started(rt, &cname, false);
+            let terminated = ended.terminated(&started);
+            let again = match rt.restart {
+                Restart::Always => true,
+                Restart::OnFailure => ended.code != 0,
+                Restart::Never => false,
+            };
+            if !again {
+                self.show(rt, |s| {
+                    s.main[i].state = terminated;
+                    s.main[i].ready = false;
+                });
+                rt.stop.cancelled().await;
+                return;
+            }
+            restarts += 1;
+            self.show(rt, |s| {
+                s.main[i] = CState {
+                    ready: false,
+                    restarts,
+                    state: json!({"waiting": {"reason": "CrashLoopBackOff",
+                        "message": format!("back-off restarting failed container {cname}")}}),
+                    last_state: terminated,
+                    ..s.main[i].clone()
+                }
+            });
+            if !Self::pause(rt, backoff(restarts)).await {
+                return;
+            }
+        }
+    }
+
+    fn set_started(&self, rt: &PodRuntime, cname: &str, started: bool) {
+        if let Some(info) = rt
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(cname)
+        {
+            info.started = started;
+        }
+    }
+
+    /// Runs a container's command once in its sandbox, its output appended to the container's
+    /// log. None when the pod stopped first (the process is killed with its group).
+    async fn run_process(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        c: &Value,
+        env: &[(String, String)],
+    ) -> Option<Ended> {
+        let cname = obj::str_at(c, "/name").unwrap_or("").to_string();
+        let argv = command_of(c).unwrap_or_default();
+        let spawned = self.spawn_in_sandbox(rt, pod, c, &cname, &argv, env);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(message) => {
+                rt.append_log(&cname, &message);
+                return Some(Ended {
+                    code: 128,
+                    reason: "StartError",
+                    message: Some(message),
+                });
+            }
         };
-        // A PostgreSQL container: start (and restart) the server.
-        let c = containers[si].clone();
-        let cname = obj::str_at(&c, "/name").unwrap_or("").to_string();
-        let image = obj::str_at(&c, "/image").unwrap_or("");
+        loop {
+            if let Some(status) = child.try_wait() {
+                let code = status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
+                });
+                return Some(Ended {
+                    code,
+                    reason: if code == 0 { "Completed" } else { "Error" },
+                    message: None,
+                });
+            }
+            if !Self::pause(rt, Duration::from_millis(50)).await {
+                let _ = tokio::task::spawn_blocking(move || {
+                    child.stop(libc::SIGTERM, Duration::from_secs(2));
+                })
+                .await;
+                return None;
+            }
+        }
+    }
+
+    fn spawn_in_sandbox(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        c: &Value,
+        cname: &str,
+        argv: &[String],
+        env: &[(String, String)],
+    ) -> Result<proc::ChildGuard, String> {
+        let workdir = obj::str_at(c, "/workingDir").unwrap_or("/");
+        let mut sandbox = Sandbox::new(
+            &rt.dir
+                .join("containers")
+                .join(safe_relative(cname))
+                .join("root"),
+            &rt.dir,
+            &rt.dir.join("tmp"),
+            &rt.hostname,
+            workdir,
+        )
+        .map_err(|e| format!("failed to create containerd task: preparing the root: {e}"))?;
+        for m in obj::array_at(c, "/volumeMounts") {
+            let mount_path = obj::str_at(m, "/mountPath").unwrap_or("/");
+            let dir = self.host_path(rt, pod, c, mount_path)?;
+            let read_only = m.get("readOnly") == Some(&json!(true));
+            sandbox
+                .mount(&dir, mount_path, read_only)
+                .map_err(|e| format!("failed to create containerd task: {e}"))?;
+        }
+        let mut full: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                pg::child_path().to_string_lossy().into_owned(),
+            ),
+            ("HOSTNAME".into(), rt.hostname.clone()),
+            ("HOME".into(), "/root".into()),
+        ];
+        for (k, v) in env {
+            full.retain(|(x, _)| x != k);
+            full.push((k.clone(), v.clone()));
+        }
+        let path = env_get(&full, "PATH").unwrap_or("").to_string();
+        let program = argv.first().cloned().unwrap_or_default();
+        let resolved = sandbox.resolve(&program, &path).ok_or_else(|| {
+            format!(
+                "failed to create containerd task: failed to create shim task: OCI runtime \
+                 create failed: runc create failed: unable to start container process: exec: \
+                 \"{program}\": executable file not found in $PATH: unknown"
+            )
+        })?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(rt.log_path(cname))
+            .map_err(|e| format!("opening the container's log: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = std::process::Command::new(&resolved);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .envs(full.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        sandbox
+            .apply(&mut cmd)
+            .map_err(|e| format!("failed to create containerd task: {e}"))?;
+        proc::ChildGuard::spawn(cmd, proc::SpawnOptions::AS_IS).map_err(|e| {
+            format!(
+                "failed to create containerd task: failed to create shim task: OCI runtime \
+                 create failed: unable to start container process: {e}: unknown"
+            )
+        })
+    }
+
+    /// A PostgreSQL container: starts (and restarts) the server on the pod's address.
+    async fn run_server(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        n: u32,
+        si: usize,
+        c: &Value,
+        env: &[(String, String)],
+    ) {
+        let cname = obj::str_at(c, "/name").unwrap_or("").to_string();
+        let image = obj::str_at(c, "/image").unwrap_or("");
         let flavor = Flavor::of_image(image).unwrap_or(Flavor::Official);
-        let env = envs[si].clone();
+        let port = rt
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cname)
+            .map(|i| i.container_port)
+            .unwrap_or(5432);
         let socket_dir = self.root.join("s").join(n.to_string());
-        let mut port: Option<u16> = None;
+        let started_at = obj::now();
         let mut restarts = 0i64;
         let mut last_state = json!({});
-        states[si] = CState::waiting(&c, "ContainerCreating", None);
+        self.show(rt, |s| {
+            s.main[si] = CState::waiting(c, "ContainerCreating", None)
+        });
         loop {
-            self.write_status(&rt, "Running", &states, &ip);
-            let data_dir = match self.data_dir_for(&rt, &pod, &c, flavor, &env) {
+            let data_dir = match self.data_dir_for(rt, pod, c, flavor, env) {
                 Ok(d) => d,
                 Err(msg) => {
                     rt.append_log(&cname, &msg);
-                    states[si] = CState::waiting(&c, "CreateContainerError", Some(&msg));
-                    self.write_status(&rt, "Pending", &states, &ip);
-                    tokio::select! {
-                        _ = rt.stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    self.show(rt, |s| {
+                        s.main[si] = CState::waiting(c, "CreateContainerError", Some(&msg))
+                    });
+                    if !Self::pause(rt, Duration::from_millis(500)).await {
+                        return;
                     }
+                    continue;
                 }
             };
             let launch = Launch {
                 flavor,
-                env: env.clone(),
+                env: env.to_vec(),
                 data_dir: data_dir.clone(),
                 socket_dir: socket_dir.clone(),
+                addr: rt.ip,
                 port,
                 log: rt.log_path(&cname),
             };
@@ -960,13 +1474,13 @@ impl Kubelet {
             };
             match result {
                 Ok((server, superuser)) => {
-                    port = Some(server.port());
                     let endpoint = PgEndpoint {
                         port: server.port(),
                         socket_dir: socket_dir.clone(),
                         superuser,
                         data_dir: data_dir.clone(),
                         flavor,
+                        addr: rt.ip,
                     };
                     *rt.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
                     if let Some(info) = rt
@@ -981,89 +1495,88 @@ impl Kubelet {
                     if rt.stop.is_cancelled() {
                         return;
                     }
-                    states[si] = CState {
-                        state: json!({"running": {"startedAt": obj::now()}}),
-                        ..running(&c, true, restarts, last_state.clone())
-                    };
-                    self.write_status(&rt, "Running", &states, &ip);
-                    // Watch the server until the pod stops or the server dies; a failing
-                    // readiness probe (fault injection) makes the container not ready.
-                    let mut probe_failing = false;
-                    let exited = loop {
-                        tokio::select! {
-                            _ = rt.stop.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    self.show(rt, |s| {
+                        s.main[si] = CState {
+                            state: json!({"running": {"startedAt": obj::now()}}),
+                            ..CState::running(c, true, restarts, last_state.clone())
                         }
-                        let failure = self.faults.readiness_failure(&rt.ns, &rt.name);
-                        if failure.is_some() != probe_failing {
-                            probe_failing = failure.is_some();
-                            states[si].ready = !probe_failing;
-                            self.write_status(&rt, "Running", &states, &ip);
-                            if let (Some(output), Some(p)) =
-                                (failure, self.store.get(&kinds::POD, &rt.ns, &rt.name))
-                            {
-                                registry::record_event(
-                                    &self.store,
-                                    &kinds::POD,
-                                    &p,
-                                    "Warning",
-                                    "Unhealthy",
-                                    &format!("Readiness probe failed: {output}"),
-                                );
-                            }
-                        }
-                        let status = rt
-                            .server
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .as_mut()
-                            .and_then(|s| s.exited());
-                        if let Some(status) = status {
-                            break status;
-                        }
+                    });
+                    let Some(exited) = self.watch_server(rt, si).await else {
+                        return;
                     };
                     rt.server.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    if let Some(info) = rt
-                        .containers
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_mut(&cname)
-                    {
-                        info.started = false;
-                    }
+                    self.set_started(rt, &cname, false);
                     let code = exited.code().unwrap_or(137);
                     last_state = json!({"terminated": {"exitCode": code, "reason": "Error",
                         "startedAt": started_at, "finishedAt": obj::now()}});
                     restarts += 1;
                     // Until it runs again the container shows how it ended.
-                    states[si] = CState {
-                        ready: false,
-                        restarts,
-                        state: last_state.clone(),
-                        last_state: json!({}),
-                        ..states[si].clone()
-                    };
+                    self.show(rt, |s| {
+                        s.main[si] = CState {
+                            ready: false,
+                            restarts,
+                            state: last_state.clone(),
+                            last_state: json!({}),
+                            ..s.main[si].clone()
+                        }
+                    });
                 }
                 Err(msg) => {
                     rt.append_log(&cname, &msg);
                     restarts += 1;
                     last_state = json!({"terminated": {"exitCode": 1, "reason": "Error",
                         "message": msg, "startedAt": started_at, "finishedAt": obj::now()}});
-                    states[si] = CState {
-                        ready: false,
-                        restarts,
-                        state: json!({"waiting": {"reason": "CrashLoopBackOff",
-                            "message": format!("back-off restarting failed container {cname}")}}),
-                        last_state: last_state.clone(),
-                        ..states[si].clone()
-                    };
-                    self.write_status(&rt, "Running", &states, &ip);
-                    let backoff = Duration::from_millis((200u64 << restarts.min(4)).min(3000));
-                    tokio::select! {
-                        _ = rt.stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    self.show(rt, |s| {
+                        s.main[si] = CState {
+                            ready: false,
+                            restarts,
+                            state: json!({"waiting": {"reason": "CrashLoopBackOff",
+                                "message": format!("back-off restarting failed container {cname}")}}),
+                            last_state: last_state.clone(),
+                            ..s.main[si].clone()
+                        }
+                    });
+                    if !Self::pause(rt, backoff(restarts)).await {
+                        return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Watches a running server until the pod stops (None) or the server dies; a failing
+    /// readiness probe (fault injection) makes the container not ready.
+    async fn watch_server(&self, rt: &PodRuntime, si: usize) -> Option<std::process::ExitStatus> {
+        let mut probe_failing = false;
+        loop {
+            if !Self::pause(rt, Duration::from_millis(100)).await {
+                return None;
+            }
+            let failure = self.faults.readiness_failure(&rt.ns, &rt.name);
+            if failure.is_some() != probe_failing {
+                probe_failing = failure.is_some();
+                self.show(rt, |s| s.main[si].ready = !probe_failing);
+                if let (Some(output), Some(p)) =
+                    (failure, self.store.get(&kinds::POD, &rt.ns, &rt.name))
+                {
+                    registry::record_event(
+                        &self.store,
+                        &kinds::POD,
+                        &p,
+                        "Warning",
+                        "Unhealthy",
+                        &format!("Readiness probe failed: {output}"),
+                    );
+                }
+            }
+            let status = rt
+                .server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+                .and_then(|s| s.exited());
+            if status.is_some() {
+                return status;
             }
         }
     }
@@ -1171,6 +1684,10 @@ impl Kubelet {
             .iter()
             .filter_map(|c| obj::str_at(c, "/name"))
             .collect();
+        let init: Vec<&str> = obj::array_at(pod, "/spec/initContainers")
+            .iter()
+            .filter_map(|c| obj::str_at(c, "/name"))
+            .collect();
         let want = container
             .filter(|c| !c.is_empty())
             .map(str::to_string)
@@ -1180,7 +1697,7 @@ impl Kubelet {
                     .cloned()
             })
             .unwrap_or_else(|| names.first().map(|s| s.to_string()).unwrap_or_default());
-        if names.contains(&want.as_str()) {
+        if names.contains(&want.as_str()) || init.contains(&want.as_str()) {
             Ok(want)
         } else {
             Err(ApiError::bad_request(format!(
@@ -1248,7 +1765,7 @@ impl Kubelet {
     }
 
     /// The local port that reaches `port` of `pod` (its PostgreSQL server), or why not.
-    pub fn port_target(&self, pod: &Value, port: u16) -> Result<u16, String> {
+    pub fn port_target(&self, pod: &Value, port: u16) -> Result<SocketAddr, String> {
         let refused = format!(
             "error forwarding port {port} to pod {}, uid : failed to connect to localhost:{port} \
              inside namespace: connection refused",
@@ -1259,15 +1776,47 @@ impl Kubelet {
         infos
             .values()
             .filter(|i| i.started && i.container_port == port)
-            .find_map(|i| i.pg.as_ref().map(|pg| pg.port))
+            .find_map(|i| i.pg.as_ref().map(|pg| SocketAddr::from((pg.addr, pg.port))))
             .ok_or(refused)
     }
 
-    /// A container's log (the server's output for PostgreSQL containers).
+    /// A container's log (the server's output for PostgreSQL containers), kept after the
+    /// container ends until the pod goes, as the kubelet keeps it.
     pub fn logs(&self, pod: &Value, container: Option<&str>) -> Result<String, ApiError> {
-        let rt = self.pod_runtime(pod)?;
+        if obj::str_at(pod, "/spec/nodeName").unwrap_or("").is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                obj::name(pod)
+            )));
+        }
+        let rt = self.runtime(obj::uid(pod)).ok_or_else(|| {
+            ApiError::bad_request(format!("pod {} is not running on its node", obj::name(pod)))
+        })?;
         let cname = Self::container_name(pod, container)?;
-        Ok(std::fs::read_to_string(rt.log_path(&cname)).unwrap_or_default())
+        match std::fs::read_to_string(rt.log_path(&cname)) {
+            Ok(text) => Ok(text),
+            Err(_) => {
+                let shown = rt.shown.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let waiting = shown
+                    .init
+                    .iter()
+                    .chain(&shown.main)
+                    .find(|s| s.name == cname)
+                    .and_then(|s| {
+                        s.state
+                            .pointer("/waiting/reason")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    });
+                match waiting {
+                    Some(reason) => Err(ApiError::bad_request(format!(
+                        "container \"{cname}\" in pod \"{}\" is waiting to start: {reason}",
+                        obj::name(pod)
+                    ))),
+                    None => Ok(String::new()),
+                }
+            }
+        }
     }
 
     /// The PostgreSQL server of a pod (the first container running one).
@@ -1344,7 +1893,8 @@ struct Launch {
     env: Vec<(String, String)>,
     data_dir: PathBuf,
     socket_dir: PathBuf,
-    port: Option<u16>,
+    addr: Ipv4Addr,
+    port: u16,
     log: PathBuf,
 }
 
@@ -1354,24 +1904,17 @@ impl Launch {
     }
 
     fn start(&self) -> Result<PgServer, String> {
-        match self.port {
-            Some(port) => {
-                let mut s = PgServer::spawn(&self.data_dir, &self.socket_dir, port, &self.log)
-                    .map_err(|e| e.to_string())?;
-                match s.wait_ready(Duration::from_secs(60)) {
-                    Ok(()) => Ok(s),
-                    // Someone took the port while the container was down: take another.
-                    Err(e) if e.to_string().contains("could not bind") => {
-                        s.kill();
-                        pg::start_on_free_port(&self.data_dir, &self.socket_dir, &self.log)
-                            .map_err(|e| e.to_string())
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            None => pg::start_on_free_port(&self.data_dir, &self.socket_dir, &self.log)
-                .map_err(|e| e.to_string()),
-        }
+        let mut s = PgServer::spawn_at(
+            self.addr,
+            &self.data_dir,
+            &self.socket_dir,
+            self.port,
+            &self.log,
+        )
+        .map_err(|e| e.to_string())?;
+        s.wait_ready(Duration::from_secs(60))
+            .map_err(|e| e.to_string())?;
+        Ok(s)
     }
 
     /// Initialises the data directory if it holds no cluster yet, starts the server and applies

@@ -15,6 +15,7 @@
 pub mod admission;
 pub mod api;
 pub mod controllers;
+pub mod dns;
 pub mod error;
 pub mod faults;
 pub mod kinds;
@@ -24,6 +25,7 @@ pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod reqlog;
+pub mod sandbox;
 pub mod scenario;
 pub mod select;
 pub mod store;
@@ -162,7 +164,7 @@ impl SimCluster {
             dir.path().to_path_buf(),
             opts.nodes.clone(),
             faults.clone(),
-        ));
+        )?);
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             registry::create(
                 &store,
@@ -178,7 +180,7 @@ impl SimCluster {
             registry::create(&store, &kinds::NODE, "", json!({
                 "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node,
                     "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
-                "spec": {"podCIDR": format!("10.244.{i}.0/24")},
+                "spec": {"podCIDR": kubelet.addresses().node_cidr(i)},
                 "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                     "message": "kubelet is posting ready status"}],
                     "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": node}],

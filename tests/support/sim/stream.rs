@@ -10,7 +10,7 @@
 //!
 //! Port-forward: for the i-th requested port, channel 2i carries data and 2i+1 errors; each starts
 //! with a frame holding the port number (little-endian u16). Each websocket forwards one TCP
-//! connection per port to the pod's server.
+//! connection per port to the pod's server, at the pod's address.
 
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
@@ -339,7 +339,10 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest, v5: b
 
 /// Serves one port-forward session: `ports` are the requested ports and the local port each
 /// reaches (or why it cannot).
-pub async fn portforward(socket: WebSocket, ports: Vec<(u16, Result<u16, String>)>) {
+pub async fn portforward(
+    socket: WebSocket,
+    ports: Vec<(u16, Result<std::net::SocketAddr, String>)>,
+) {
     let (sink, mut incoming) = socket.split();
     let (tx, rx) = mpsc::channel::<Message>(8);
     let writer = tokio::spawn(write_loop(sink, rx));
@@ -350,7 +353,7 @@ pub async fn portforward(socket: WebSocket, ports: Vec<(u16, Result<u16, String>
         let _ = tx.send(frame(data_ch, &port.to_le_bytes())).await;
         let _ = tx.send(frame(data_ch + 1, &port.to_le_bytes())).await;
         let conn = match target {
-            Ok(local) => tokio::net::TcpStream::connect(("127.0.0.1", *local))
+            Ok(addr) => tokio::net::TcpStream::connect(*addr)
                 .await
                 .map_err(|e| format!("error forwarding port {port} to pod: {e}")),
             Err(e) => Err(e.clone()),
