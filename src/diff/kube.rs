@@ -849,6 +849,20 @@ fn backup_cronjob(cx: &mut Ctx<'_>, x: Shape<'_>) -> Vec<String> {
     let dbs = backup_databases(cx);
     let claim = crate::names::backup_object_name(&t.name);
     let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);
+    let pv = backup_static_volume(cx, t, class).map(|v| {
+        manifests::static_pv(
+            cx.p,
+            &manifests::StaticPvInput {
+                name: &format!("{claim}-pv"),
+                volume: &v,
+                size: &spec.backup.storage_size,
+                class: class.unwrap_or_default(),
+                access_modes: &["ReadWriteOnce".to_string()],
+                claim_namespace: ns,
+                claim_name: &claim,
+            },
+        )
+    });
     let host = format!("{}-0.{svc_name}", t.name);
     let cron = manifests::backup_cronjob(
         cx.p,
@@ -864,7 +878,14 @@ fn backup_cronjob(cx: &mut Ctx<'_>, x: Shape<'_>) -> Vec<String> {
             claim: &claim,
         },
     );
-    [
+    pv.map(|pv| {
+        (
+            pv,
+            "the class has no provisioner: the backup claim binds to this volume, beside the data's and kept when the claim goes",
+        )
+    })
+    .into_iter()
+    .chain([
         (
             pvc,
             "scheduled dumps are kept on their own volume, not the database's",
@@ -873,10 +894,32 @@ fn backup_cronjob(cx: &mut Ctx<'_>, x: Shape<'_>) -> Vec<String> {
             cron,
             "scheduled, verified dumps with retention (seed 003's backup CronJob)",
         ),
-    ]
-    .into_iter()
+    ])
     .filter_map(|(desired, reason)| converge(cx, desired, reason, ns, sts_addr))
     .collect()
+}
+
+/// Where the scheduled backups live when the claims' class has no
+/// provisioner (nothing would bind the backup claim): a static PV on the
+/// node of the first replica's volume, in the directory beside it
+/// (`{path}-backups`), kept (Retain) when the claim goes.
+fn backup_static_volume(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    class: Option<&str>,
+) -> Option<crate::spec::StaticVolume> {
+    let sc = cx.idx.get("StorageClass", "", class?)?;
+    cx.read(sc);
+    if str_at(sc, &["provisioner"]).unwrap_or(NO_PROVISIONER) != NO_PROVISIONER {
+        return None;
+    }
+    let first = t.storage.static_volumes.first()?;
+    Some(crate::spec::StaticVolume {
+        name: None,
+        node: first.node.clone(),
+        path: format!("{}-backups", first.path.trim_end_matches('/')),
+        reclaim_policy: crate::spec::ReclaimPolicy::Retain,
+    })
 }
 
 /// The dump job's image (the spec's, else the Postgres container's) and

@@ -93,7 +93,7 @@ pub async fn restore(
         let archive = archive_path.to_string_lossy();
         with_write_back(runner, pg_restore(runner, &manifest, &archive, options)).await?;
     } else {
-        let dir = pod_dir(runner, options).await?;
+        let dir = pod_dir(runner, options, &manifest.database).await?;
         let result = async {
             let copy = format!("{dir}/{}", manifest.archive);
             restored.uploaded = upload(runner, &manifest, &archive_path, &copy, progress).await?;
@@ -178,13 +178,33 @@ fn check_sums(path: &Path, manifest: &Manifest, bytes: u64, sha: &str) -> Result
     Ok(())
 }
 
-/// Makes this run's private directory in the pod and returns its path.
-async fn pod_dir(runner: &Runner<'_>, options: &RestoreOptions) -> Result<String, PgError> {
-    let run_id: String = options
-        .run_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
+/// The name of the directory in the pod that holds one database's archive
+/// copy during its restore: the run's id and the database, so restores of
+/// several databases into one pod at once (and other runs) never share one
+/// (each empties its directory first and removes it after). The database
+/// name is kept to safe characters, with a hash of the whole name so names
+/// that differ only in other characters stay apart.
+fn copy_dir_name(run_id: &str, database: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let safe = |s: &str, max: usize| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .take(max)
+            .collect()
+    };
+    let digest = Sha256::digest(database.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{hash}", safe(run_id, 64), safe(database, 40))
+}
+
+/// Makes the private directory in the pod for `database`'s archive copy
+/// in this run, and returns its path.
+async fn pod_dir(
+    runner: &Runner<'_>,
+    options: &RestoreOptions,
+    database: &str,
+) -> Result<String, PgError> {
+    let run_id = copy_dir_name(&options.run_id, database);
     let argv = vec![
         "sh".to_string(),
         "-c".into(),
@@ -431,6 +451,24 @@ pub async fn reset_database(r: &Runner<'_>, database: &str, owner: &str) -> Resu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_database_gets_its_own_copy_directory_in_a_run() {
+        let a = super::copy_dir_name("vm-1-ab", "a b;$(x)");
+        let b = super::copy_dir_name("vm-1-ab", "healthcare");
+        let c = super::copy_dir_name("vm-1-ab", "a_b;x");
+        assert_ne!(a, b);
+        assert_ne!(a, c, "names differing only in unsafe characters stay apart");
+        assert_eq!(a, super::copy_dir_name("vm-1-ab", "a b;$(x)"));
+        assert!(a.starts_with("vm-1-ab-abx-"), "{a}");
+        assert!(a
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'));
+        assert_ne!(
+            super::copy_dir_name("vm-1-ab", "db"),
+            super::copy_dir_name("vm-2-cd", "db")
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -7,6 +7,7 @@ mod support;
 mod apply;
 mod aws;
 mod backstage;
+mod backups;
 mod cli;
 mod data_faults;
 mod diff;

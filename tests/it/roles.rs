@@ -70,8 +70,19 @@ fn local(pg: &LocalPostgres) -> Runner<'static> {
 /// A login over TCP with a password, as a client would make it: `Err` with
 /// libpq's message when refused.
 pub fn tcp_login(port: u16, user: &str, password: &str, db: &str) -> Result<(), String> {
+    tcp_login_at("127.0.0.1", port, user, password, db)
+}
+
+/// [`tcp_login`] to a server at `host` (a simulated pod's address).
+pub fn tcp_login_at(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<(), String> {
     let out = Command::new(bin("psql"))
-        .args(["-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p"])
+        .args(["-X", "-A", "-t", "-w", "-h", host, "-p"])
         .arg(port.to_string())
         .args(["-U", user, "-d", db, "-c", "SELECT current_user"])
         .env_clear()
@@ -534,8 +545,22 @@ pub(crate) mod statefulset {
         q("postgres", "SELECT pg_reload_conf()");
         q("postgres", ROLES_SQL);
         q(hc::DATABASE, &billing_sql("billing_owner"));
-        tcp_login(ep.port, "legacy_app", LEGACY_PW, hc::DATABASE).unwrap();
-        tcp_login(ep.port, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
+        tcp_login_at(
+            &ep.addr.to_string(),
+            ep.port,
+            "legacy_app",
+            LEGACY_PW,
+            hc::DATABASE,
+        )
+        .unwrap();
+        tcp_login_at(
+            &ep.addr.to_string(),
+            ep.port,
+            "billing_ro",
+            BILLING_RO_PW,
+            hc::DATABASE,
+        )
+        .unwrap();
         (cluster, pod)
     }
 
@@ -611,10 +636,38 @@ pub(crate) mod statefulset {
         let target = cluster
             .pod_postgres(hc::NAMESPACE, "postgres-0")
             .expect("postgres-0 serves");
-        tcp_login(target.port, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
-        tcp_login(target.port, "legacy_app", LEGACY_PW, hc::DATABASE).unwrap();
-        tcp_login(target.port, "billing_owner", OWNER_PW, hc::DATABASE).unwrap();
-        tcp_login(target.port, hc::USER, hc::PASSWORD, hc::DATABASE).unwrap();
+        tcp_login_at(
+            &target.addr.to_string(),
+            target.port,
+            "billing_ro",
+            BILLING_RO_PW,
+            hc::DATABASE,
+        )
+        .unwrap();
+        tcp_login_at(
+            &target.addr.to_string(),
+            target.port,
+            "legacy_app",
+            LEGACY_PW,
+            hc::DATABASE,
+        )
+        .unwrap();
+        tcp_login_at(
+            &target.addr.to_string(),
+            target.port,
+            "billing_owner",
+            OWNER_PW,
+            hc::DATABASE,
+        )
+        .unwrap();
+        tcp_login_at(
+            &target.addr.to_string(),
+            target.port,
+            hc::USER,
+            hc::PASSWORD,
+            hc::DATABASE,
+        )
+        .unwrap();
         let q = |db: &str, sql: &str| cluster.psql(hc::NAMESPACE, "postgres-0", db, sql);
         assert_eq!(
             q("postgres", "SELECT string_agg(format('%s in %s admin %s', pg_get_userbyid(member), pg_get_userbyid(roleid), admin_option), ', ' ORDER BY 1) FROM pg_auth_members WHERE pg_get_userbyid(roleid) = 'reporting'"),
@@ -714,7 +767,14 @@ mod in_pod {
         let ep = cluster
             .pod_postgres(hc::NAMESPACE, &back)
             .expect("postgres runs");
-        tcp_login(ep.port, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
+        tcp_login_at(
+            &ep.addr.to_string(),
+            ep.port,
+            "billing_ro",
+            BILLING_RO_PW,
+            hc::DATABASE,
+        )
+        .unwrap();
         assert_eq!(
             q(
                 &back,

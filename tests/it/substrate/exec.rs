@@ -45,6 +45,29 @@ async fn exec_reports_output_and_exit_codes_like_the_kubelet() {
     assert_eq!(c.requests().count("create", "pods/exec"), 3);
 }
 
+/// The bytes a stream carries through the API server are counted (what
+/// `scripts/bench-journeys` reports per GB moved): an exec's output, a log.
+#[tokio::test]
+async fn stream_bytes_through_the_api_server_are_counted() {
+    let c = SimCluster::with_scenario(Scenario::Healthcare);
+    let pods: Api<Pod> = Api::namespaced(c.client().await, "default");
+    let api = c.pod_names("default", "app=healthcare-api").remove(0);
+    let before = c.requests().stream_bytes();
+    let out = exec(&pods, &api, &["head", "-c", "100000", "/dev/zero"]).await;
+    assert_eq!(out.stdout.len(), 100_000);
+    let counted = c.requests().stream_bytes() - before;
+    // The output, and the small status frame.
+    assert!((100_000..100_200).contains(&counted), "{counted}");
+    let db = c.pod_names("default", "app=postgres").remove(0);
+    let before = c.requests().stream_bytes();
+    let log = pods
+        .logs(&db, &kube::api::LogParams::default())
+        .await
+        .expect("the log");
+    assert!(!log.is_empty());
+    assert_eq!(c.requests().stream_bytes() - before, log.len() as u64);
+}
+
 /// 64 MiB through `cat` (in by stdin, out by stdout, at the same time, every byte compared) and
 /// 64 MiB into `wc -c`: the streams are copied as they come, with backpressure both ways.
 #[tokio::test]

@@ -82,7 +82,8 @@ fn main() -> ExitCode {
                 for pod in cluster.pod_names(s.namespace(), "") {
                     if let Some(ep) = cluster.pod_postgres(s.namespace(), &pod) {
                         println!(
-                            "pod {pod}: PostgreSQL on 127.0.0.1:{} (socket {})",
+                            "pod {pod}: PostgreSQL on {}:{} (socket {})",
+                            ep.addr,
                             ep.port,
                             ep.socket_dir.display()
                         );

@@ -444,7 +444,8 @@ async fn dispatch(
                     .iter()
                     .map(|p| (*p, ctx.st.kubelet.port_target(&pod, *p)))
                     .collect();
-                Ok(ws.on_upgrade(move |socket| stream::portforward(socket, targets)))
+                let log = ctx.st.log.clone();
+                Ok(ws.on_upgrade(move |socket| stream::portforward(socket, targets, log)))
             } else {
                 if s == "attach" {
                     return Err(ApiError::bad_request(
@@ -462,7 +463,8 @@ async fn dispatch(
                     stderr: ctx.params.flag("stderr"),
                     tty: ctx.params.flag("tty"),
                 };
-                Ok(ws.on_upgrade(move |socket| stream::exec(socket, target, req, v5)))
+                let log = ctx.st.log.clone();
+                Ok(ws.on_upgrade(move |socket| stream::exec(socket, target, req, v5, log)))
             }
         }
         (Method::GET, Some(name), Some("log")) if kind.kind == "Pod" => {
@@ -479,6 +481,7 @@ async fn dispatch(
                 text = lines[lines.len().saturating_sub(n)..].join("\n");
                 text.push('\n');
             }
+            ctx.st.log.add_stream_bytes(text.len());
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
         }
         (Method::GET, Some(name), sub) => {

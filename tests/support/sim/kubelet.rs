@@ -625,11 +625,16 @@ impl Kubelet {
             .values()
             .cloned()
             .collect();
-        let dirs: Vec<(PathBuf, String)> = running
+        self.write_hosts(&running);
+    }
+
+    /// Rewrites the hosts files of `pods` (those whose `etc` exists) from the store.
+    fn write_hosts(&self, pods: &[Arc<PodRuntime>]) {
+        let dirs: Vec<(PathBuf, String)> = pods
             .iter()
             .map(|rt| (rt.dir.join("etc"), rt.ip.to_string()))
             .collect();
-        let views: Vec<dns::PodNetwork<'_>> = running
+        let views: Vec<dns::PodNetwork<'_>> = pods
             .iter()
             .zip(&dirs)
             .filter(|(_, (d, _))| d.is_dir())
@@ -1067,6 +1072,9 @@ impl Kubelet {
         if dns::init_pod_etc(&rt.dir.join("etc"), &rt.ns, &rt.hostname).is_err() {
             return;
         }
+        // The names are there before the first container starts, as the kubelet writes the
+        // hosts file before it starts any.
+        self.write_hosts(std::slice::from_ref(&rt));
         let init: Vec<Value> = obj::array_at(&pod, "/spec/initContainers").to_vec();
         let containers: Vec<Value> = obj::array_at(&pod, "/spec/containers").to_vec();
         let all: Vec<Value> = init.iter().chain(&containers).cloned().collect();

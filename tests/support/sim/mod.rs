@@ -618,6 +618,20 @@ impl SimCluster {
             .collect()
     }
 
+    /// A pod's log (its first container's, as `kubectl logs` shows it), empty when it has none.
+    pub fn pod_log(&self, ns: &str, pod: &str) -> String {
+        self.store
+            .get(&kinds::POD, ns, pod)
+            .and_then(|p| self.kubelet.logs(&p, None).ok())
+            .unwrap_or_default()
+    }
+
+    /// Makes `name` resolve to `addr` inside every pod, as a name outside the cluster (an RDS
+    /// endpoint) resolves there; the machine running the tests still cannot resolve it.
+    pub fn add_pod_host(&self, name: &str, addr: std::net::Ipv4Addr) {
+        self.kubelet.add_host(name, addr);
+    }
+
     /// The PostgreSQL server of a pod: port, socket directory, superuser, data directory.
     pub fn pod_postgres(&self, ns: &str, pod: &str) -> Option<PgEndpoint> {
         self.kubelet.pg_endpoint(ns, pod)

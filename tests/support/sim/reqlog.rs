@@ -3,6 +3,7 @@
 //! helpers go straight to the store and are not logged.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// One answered request.
@@ -27,6 +28,8 @@ pub struct Request {
 #[derive(Debug, Default)]
 pub struct RequestLog {
     entries: Mutex<Vec<Request>>,
+    /// Payload bytes carried by exec, port-forward and log streams, both ways.
+    stream_bytes: AtomicU64,
 }
 
 impl RequestLog {
@@ -70,12 +73,24 @@ impl RequestLog {
             .collect()
     }
 
+    /// Counts `n` payload bytes crossing the API server in a stream (exec, port-forward, log).
+    pub(crate) fn add_stream_bytes(&self, n: usize) {
+        self.stream_bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Payload bytes that crossed the API server in exec, port-forward and log streams so far
+    /// (both directions; frame headers not counted).
+    pub fn stream_bytes(&self) -> u64 {
+        self.stream_bytes.load(Ordering::Relaxed)
+    }
+
     /// Forgets everything logged so far.
     pub fn clear(&self) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.stream_bytes.store(0, Ordering::Relaxed);
     }
 
     /// A readable summary for assertion messages.

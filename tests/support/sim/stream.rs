@@ -14,6 +14,7 @@
 
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -24,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::kubelet::ExecTarget;
+use super::reqlog::RequestLog;
 use crate::support::proc::{self, SpawnOptions};
 
 const CHUNK: usize = 64 * 1024;
@@ -49,8 +51,12 @@ fn frame(channel: u8, data: &[u8]) -> Message {
 async fn write_loop(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Message>,
+    log: Arc<RequestLog>,
 ) {
     while let Some(m) = rx.recv().await {
+        if let Message::Binary(b) = &m {
+            log.add_stream_bytes(b.len().saturating_sub(1));
+        }
         let closing = matches!(m, Message::Close(_));
         if sink.send(m).await.is_err() || closing {
             break;
@@ -143,10 +149,16 @@ async fn drain_until(
 /// is dropped (its stdout and stderr are closed: a write to them fails), the websocket is closed
 /// and no exit status is sent, while the command runs on to its end. Over v5 the command is
 /// killed.
-pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest, v5: bool) {
+pub async fn exec(
+    socket: WebSocket,
+    target: ExecTarget,
+    req: ExecRequest,
+    v5: bool,
+    log: Arc<RequestLog>,
+) {
     let (sink, mut incoming) = socket.split();
     let (tx, rx) = mpsc::channel::<Message>(4);
-    let writer = tokio::spawn(write_loop(sink, rx));
+    let writer = tokio::spawn(write_loop(sink, rx, log.clone()));
     let finish = |tx: mpsc::Sender<Message>, status: serde_json::Value| async move {
         let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
         let _ = tx.send(Message::Close(None)).await;
@@ -232,6 +244,7 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest, v5: b
                 match msg {
                     Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
                         0 => {
+                            log.add_stream_bytes(b.len() - 1);
                             if let Some(w) = stdin.as_mut() {
                                 // A background child may hold the pipe open
                                 // without reading: stop feeding at exit.
@@ -342,10 +355,11 @@ pub async fn exec(socket: WebSocket, target: ExecTarget, req: ExecRequest, v5: b
 pub async fn portforward(
     socket: WebSocket,
     ports: Vec<(u16, Result<std::net::SocketAddr, String>)>,
+    log: Arc<RequestLog>,
 ) {
     let (sink, mut incoming) = socket.split();
     let (tx, rx) = mpsc::channel::<Message>(8);
-    let writer = tokio::spawn(write_loop(sink, rx));
+    let writer = tokio::spawn(write_loop(sink, rx, log.clone()));
     let mut writers: Vec<Option<tokio::net::tcp::OwnedWriteHalf>> = Vec::new();
     let mut pumps = Vec::new();
     for (i, (port, target)) in ports.iter().enumerate() {
@@ -379,6 +393,7 @@ pub async fn portforward(
         while let Some(msg) = incoming.next().await {
             match msg {
                 Ok(Message::Binary(b)) if b.len() > 1 && b[0] % 2 == 0 => {
+                    log.add_stream_bytes(b.len() - 1);
                     let i = (b[0] / 2) as usize;
                     if let Some(Some(w)) = writers.get_mut(i) {
                         let data: Bytes = b.slice(1..);
