@@ -122,12 +122,68 @@ pub enum JournalError {
         help("run `pgplan apply` without --resume")
     )]
     NothingToResume { placements: String, dir: String },
+    #[error("the journal's copy in {secret} was changed or removed by another writer: this apply no longer holds the placement and stops")]
+    #[diagnostic(
+        code(pgplan::journal::fenced),
+        help("another pgplan took the placement over (see its Lease: `pgplan plan` names the holder); let that one finish. Nothing more is done by this one")
+    )]
+    Fenced { secret: String },
+    #[error("cannot keep the journal in {secret}")]
+    #[diagnostic(
+        code(pgplan::journal::remote),
+        help("the apply's identity needs get, create and patch on secrets in that namespace; or keep the journal on this machine with `--state local`")
+    )]
+    Remote {
+        secret: String,
+        #[diagnostic_source]
+        #[source]
+        cause: ClusterCause,
+    },
+    #[error("the journal ({bytes} bytes) no longer fits in {secret} (a Secret holds 1 MiB)")]
+    #[diagnostic(
+        code(pgplan::journal::too_large),
+        help("apply fewer placements at once, or keep the journal on this machine with `--state local`")
+    )]
+    TooLarge { secret: String, bytes: usize },
+    #[error("the journal here ({path}) and its copy in {secret} disagree: neither is the other with records added")]
+    #[diagnostic(
+        code(pgplan::journal::diverged),
+        help("two machines wrote this apply's journal. Keep the one that went further (move the other aside) and `pgplan apply --resume` again; docs/recovery.md")
+    )]
+    Diverged { path: String, secret: String },
     #[error("the journal needs the environment variable `{0}` to resume")]
     #[diagnostic(
         code(pgplan::journal::env),
         help("export it with the value it had when the apply started")
     )]
     MissingVariable(String),
+}
+
+/// A cluster error as the cause of a journal error, boxed (it is large),
+/// keeping its own code and help.
+#[derive(Debug)]
+pub struct ClusterCause(pub Box<crate::cluster::ClusterError>);
+
+impl std::fmt::Display for ClusterCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ClusterCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+impl miette::Diagnostic for ClusterCause {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.code()
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.help()
+    }
 }
 
 /// The state of an apply as recorded.
@@ -184,6 +240,8 @@ pub struct Journal {
     chain: Chain,
     /// Every record passes it on its way to the file.
     redactor: Redactor,
+    /// Records written here and not yet copied to the cluster (`seq`, line).
+    pending: Vec<(u64, String)>,
 }
 
 /// The journal file of a set of placements in a state directory.
@@ -223,6 +281,7 @@ impl Journal {
             file,
             chain: Chain::default(),
             redactor: Redactor::referencing(expansions),
+            pending: Vec::new(),
         })
     }
 
@@ -264,6 +323,7 @@ impl Journal {
                 file,
                 chain: replay.chain.clone(),
                 redactor: Redactor::referencing(expansions),
+                pending: Vec::new(),
             },
             replay,
         ))
@@ -294,7 +354,20 @@ impl Journal {
             sum,
             len: self.chain.len + line.len() as u64,
         };
+        self.pending.push((seq, line));
         Ok(())
+    }
+
+    /// The records written since the last call (`seq`, line with its
+    /// newline), for the journal's copy in the cluster.
+    pub fn take_pending(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Forgets what [`Journal::take_pending`] would return (the copy was
+    /// made whole from the file).
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
     }
 
     /// Move a finished journal out of the way, into `history/`.

@@ -19,6 +19,7 @@ pub mod outcome;
 mod pgdata;
 mod probe;
 mod rds;
+pub mod remote;
 mod secret;
 mod servers;
 pub mod world;
@@ -46,6 +47,20 @@ pub struct Options {
     /// The exact command that resumes this apply (spec, environment, state
     /// directory, cluster): told on an interrupt and written on the Lease.
     pub resume_command: String,
+    /// Where the journal lives besides this machine.
+    pub state: State,
+}
+
+/// Where an apply keeps its journal (`--state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum State {
+    /// In the state directory and, record by record, in a Secret beside
+    /// the placement's Lease, so any machine with the kubeconfig can
+    /// resume (the default).
+    #[default]
+    Cluster,
+    /// Only in the state directory (a laptop).
+    Local,
 }
 
 /// What was applied.
@@ -312,6 +327,7 @@ pub async fn execute(
     opts: &Options,
     locks: &Locks,
     interrupts: &Interrupts,
+    remote: Option<remote::Remote<'_>>,
 ) -> Result<Report, ApplyError> {
     let names: Vec<&str> = plan.placements.iter().map(|p| p.name.as_str()).collect();
     let label = names.join(", ");
@@ -332,6 +348,7 @@ pub async fn execute(
         label: &label,
         locks,
         interrupts,
+        remote: tokio::sync::Mutex::new(remote),
     };
     let result = cx.run(&mut ending).await;
     if let Some(c) = w.cluster {
@@ -359,6 +376,8 @@ struct Run<'r, 'w> {
     label: &'r str,
     locks: &'r Locks,
     interrupts: &'r Interrupts,
+    /// The journal's copy in the cluster (`--state cluster`).
+    remote: tokio::sync::Mutex<Option<remote::Remote<'w>>>,
 }
 
 /// Where a walk over the steps got to.
@@ -428,7 +447,10 @@ enum Next {
 impl<'r> Run<'r, '_> {
     async fn mark(&self, phase: Phase) {
         if let Some(c) = self.w.cluster {
-            let journal = journal_location(self.path);
+            let mut journal = journal_location(self.path);
+            if let Some(r) = self.remote.lock().await.as_ref() {
+                journal = format!("{} (and {journal})", r.describe());
+            }
             self.locks
                 .mark(c, phase, Some(&journal), Some(&self.opts.resume_command))
                 .await;
@@ -442,6 +464,7 @@ impl<'r> Run<'r, '_> {
             self.locks.confirm(c).await?;
         }
         let (mut journal, mut replay) = self.open_journal(ending)?;
+        self.adopt(&mut journal).await?;
         if replay.rollback.is_none() && self.locks.rollback_recorded() {
             // The Lease says a rollback began, the journal does not: its end
             // was lost. Never go forward from it.
@@ -469,6 +492,44 @@ impl<'r> Run<'r, '_> {
         }
         let walked = self.walk(&mut journal, replay.done.clone()).await?;
         self.conclude(journal, &replay, walked, ending).await
+    }
+
+    /// Makes the journal's copy in the cluster exactly the journal here, now
+    /// that this apply holds the lock (a new apply's first record, or a
+    /// resumed one's that got ahead of the copy).
+    async fn adopt(&self, journal: &mut Journal) -> Result<(), JournalError> {
+        let mut guard = self.remote.lock().await;
+        let Some(r) = guard.as_mut() else {
+            return Ok(());
+        };
+        let copy = r.load().await?.unwrap_or_default();
+        let here = std::fs::read_to_string(journal.path()).map_err(|e| JournalError::Read {
+            path: journal.path().display().to_string(),
+            message: e.to_string(),
+        })?;
+        if copy != here {
+            r.reset(&here).await?;
+        }
+        journal.clear_pending();
+        Ok(())
+    }
+
+    /// Copies the records written since the last time to the cluster.
+    async fn flush(&self, journal: &mut Journal) -> Result<(), JournalError> {
+        self.push(journal.take_pending()).await
+    }
+
+    async fn push(&self, pending: Vec<(u64, String)>) -> Result<(), JournalError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.remote.lock().await;
+        if let Some(r) = guard.as_mut() {
+            for (seq, line) in pending {
+                r.append(seq, &line).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The journal of this apply: created (and begun) for a new one,
@@ -543,6 +604,9 @@ impl<'r> Run<'r, '_> {
                     });
                 }
             }
+            // The starts are in the cluster's copy before any step acts
+            // (the futures run only once polled below).
+            self.flush(journal).await?;
             if futs.is_empty() {
                 break;
             }
@@ -573,6 +637,7 @@ impl<'r> Run<'r, '_> {
             };
             running.remove(&i);
             self.settle(journal, &mut st, i, result, took)?;
+            self.flush(journal).await?;
         }
         Ok(st)
     }
@@ -654,7 +719,7 @@ impl<'r> Run<'r, '_> {
 
     /// An interrupt stopped the apply part-way: journalled, the world's
     /// state said, and the error that tells how to resume.
-    fn stopped(
+    async fn stopped(
         &self,
         journal: &mut Journal,
         done: &pgdata::Done,
@@ -670,6 +735,7 @@ impl<'r> Run<'r, '_> {
             signal: signal.into(),
             running,
         })?;
+        self.flush(journal).await?;
         let state = world_state(plan, done, abandoned);
         w.events
             .interrupted(signal, &state, &opts.resume_command, journal.path());
@@ -706,12 +772,16 @@ impl<'r> Run<'r, '_> {
         let all_done = plan.steps.iter().all(|s| done.contains_key(&s.address));
         if failures.is_empty() && !all_done {
             if let Some(signal) = stopping {
-                return Err(self.stopped(&mut journal, &done, &abandoned, signal)?);
+                return Err(self
+                    .stopped(&mut journal, &done, &abandoned, signal)
+                    .await?);
             }
         }
         if failures.is_empty() {
             journal.record(&Record::Finished)?;
+            let pending = journal.take_pending();
             let archived = journal.close()?;
+            self.push(pending).await?;
             *ending = Ending::Ended;
             for m in clock.measured() {
                 w.events.downtime(&m);
@@ -752,6 +822,7 @@ impl<'r> Run<'r, '_> {
         journal.record(&Record::RollbackStarted {
             reason: error.to_string(),
         })?;
+        self.flush(&mut journal).await?;
         self.mark(Phase::RollingBack).await;
         w.events.note("Rolling back:");
         let failed: Vec<usize> = failures.iter().map(|(i, _)| *i).collect();
@@ -811,6 +882,7 @@ impl<'r> Run<'r, '_> {
         journal.record(&Record::RollbackStarted {
             reason: reason.to_string(),
         })?;
+        self.flush(&mut journal).await?;
         self.roll_back(
             journal,
             &replay.done,
@@ -848,12 +920,15 @@ impl<'r> Run<'r, '_> {
                 continue;
             }
             let Some(result) = self.undo_one(s, done, &mut seen, stop_at).await else {
-                return Err(self.stopped_rolling_back(&mut journal, s, i)?);
+                return Err(self.stopped_rolling_back(&mut journal, s, i).await?);
             };
             crash_hook("undone", i + 1);
             self.record_undo(&mut journal, s, result, &mut tally)?;
+            self.flush(&mut journal).await?;
         }
-        Err(self.rollback_ended(journal, tally, already, (address, cause))?)
+        Err(self
+            .rollback_ended(journal, tally, already, (address, cause))
+            .await?)
     }
 
     /// One compensation, run to its end unless interrupts reach `stop_at`
@@ -889,7 +964,7 @@ impl<'r> Run<'r, '_> {
 
     /// A second interrupt stopped the rollback while undoing step `i`:
     /// journalled, and the error that says `--resume` finishes it.
-    fn stopped_rolling_back(
+    async fn stopped_rolling_back(
         &self,
         journal: &mut Journal,
         s: &crate::plan::Step,
@@ -905,6 +980,7 @@ impl<'r> Run<'r, '_> {
             signal: signal.into(),
             running: vec![s.address.clone()],
         })?;
+        self.flush(journal).await?;
         self.w
             .events
             .interrupted(signal, &left, &self.opts.resume_command, journal.path());
@@ -961,7 +1037,7 @@ impl<'r> Run<'r, '_> {
     /// The rollback's end: the original topology back (the journal is
     /// archived), or what was not undone and how to finish. Either way the
     /// apply failed, at `failure` (its step and error): the error it ends with.
-    fn rollback_ended(
+    async fn rollback_ended(
         &self,
         mut journal: Journal,
         tally: Tally,
@@ -989,7 +1065,9 @@ impl<'r> Run<'r, '_> {
         }
         let (aftermath, help) = if broken.is_empty() {
             journal.record(&Record::RolledBack)?;
+            let pending = journal.take_pending();
             let archived = journal.close()?;
+            self.push(pending).await?;
             lines.push_str(&format!("\n  journal: {}", archived.display()));
             w.events
                 .finished("Apply failed and was rolled back.", false);

@@ -242,6 +242,12 @@ pub struct ApplyArgs {
     /// Where journals and backups' bookkeeping live.
     #[arg(long, value_name = "DIR", default_value = ".pgplan", value_hint = clap::ValueHint::DirPath)]
     pub state_dir: PathBuf,
+    /// Where the journal lives besides the state directory: `cluster` also
+    /// keeps it, record by record, in a Secret beside the placement's Lease,
+    /// so `--resume` works from any machine with the kubeconfig; `local`
+    /// keeps it on this machine only.
+    #[arg(long, value_name = "WHERE", default_value = "cluster", value_parser = ["cluster", "local"])]
+    pub state: String,
     /// Emit a JSON event per line instead of progress output.
     #[arg(long)]
     pub json: bool,

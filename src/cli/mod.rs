@@ -218,6 +218,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode, OpsError> {
                 parallelism: a.parallelism as usize,
                 lock_timeout,
                 state_dir: a.state_dir.clone(),
+                state: if a.state == "local" {
+                    crate::apply::State::Local
+                } else {
+                    crate::apply::State::Cluster
+                },
                 json: a.json,
                 color: colour(a.no_color),
             };

@@ -31,6 +31,8 @@ pub struct ApplyOptions {
     pub parallelism: usize,
     pub lock_timeout: Duration,
     pub state_dir: PathBuf,
+    /// Where the journal lives besides the state directory.
+    pub state: apply::State,
     pub json: bool,
     pub color: bool,
 }
@@ -182,6 +184,9 @@ fn resume_command(opts: &ApplyOptions, spec_file: &str) -> String {
         words.extend(["--env".into(), e.clone()]);
     }
     words.extend(["--state-dir".into(), abs(&opts.state_dir)]);
+    if opts.state == apply::State::Local {
+        words.extend(["--state".into(), "local".into()]);
+    }
     if let Some(k) = &opts.cluster.kubeconfig {
         words.extend(["--kubeconfig".into(), abs(k)]);
     }
@@ -296,6 +301,20 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     // mid-change and a fresh plan of it means nothing. A journal that
     // cannot be read is not taken for a finished one.
     let journal_path = journal::path_for(&opts.state_dir, &names);
+    // The journal's copy in the cluster, beside the (first) Lease: a
+    // journal here that is missing or behind it is brought up to date first,
+    // so that an apply begun on another machine is seen and resumed here.
+    let mut remote = match (opts.state, placements.first()) {
+        (apply::State::Cluster, Some((_, ns))) => {
+            Some(apply::remote::Remote::new(&cluster, ns, &names))
+        }
+        _ => None,
+    };
+    if let Some(r) = remote.as_mut() {
+        apply::remote::sync_local(r, &journal_path)
+            .await
+            .map_err(apply::ApplyError::from)?;
+    }
     if !opts.resume && journal_path.exists() {
         let r = journal::read(&journal_path).map_err(apply::ApplyError::from)?;
         if r.unfinished() {
@@ -324,6 +343,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         state_dir: opts.state_dir.clone(),
         resume: opts.resume,
         resume_command: resume_command(opts, &spec.file.name),
+        state: opts.state,
     };
 
     let (plan, events, locks, interrupts) = if opts.resume {
@@ -491,7 +511,16 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             })
             .collect(),
     };
-    apply::execute(&plan, &origin, &world, &options, &locks, &interrupts).await?;
+    apply::execute(
+        &plan,
+        &origin,
+        &world,
+        &options,
+        &locks,
+        &interrupts,
+        remote,
+    )
+    .await?;
     Ok(())
 }
 

@@ -25,6 +25,7 @@ mod run;
 mod safety;
 mod saved_plan;
 mod schema;
+mod state;
 mod substrate;
 mod tidy;
 mod yaml11;

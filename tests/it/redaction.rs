@@ -208,6 +208,25 @@ fn a_failed_apply_writes_the_canary_nowhere() {
     for (line, _) in &records {
         assert_no_canary("a journal record", line);
     }
+    // The journal's copy in the cluster holds the same redacted records.
+    let copy = cluster
+        .get_json("secrets", "default", "pgplan-journal-healthcare")
+        .expect("the journal's copy in the cluster");
+    let mut in_cluster = String::new();
+    for v in copy["data"].as_object().expect("data").values() {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or(""))
+            .expect("base64");
+        in_cluster.push_str(&String::from_utf8_lossy(&raw));
+    }
+    assert_eq!(
+        in_cluster.lines().count(),
+        records.len(),
+        "every record is in the copy"
+    );
+    assert!(in_cluster.contains("${PGPLAN_CANARY_TEAM}"));
+    assert_no_canary("the journal's copy in the cluster", &in_cluster);
     let failed = records
         .iter()
         .find(|(_, v)| v["type"] == "failed")

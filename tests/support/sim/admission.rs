@@ -345,6 +345,32 @@ pub fn validate(
                     }
                 }
             }
+            // The API server's limit on a Secret's (or ConfigMap's) data: 1 MiB decoded.
+            let total: usize = ["data", "binaryData"]
+                .iter()
+                .filter_map(|f| Some((*f, o.get(*f)?.as_object()?)))
+                .flat_map(|(f, m)| m.iter().map(move |(k, v)| (f, k, v)))
+                .map(|(f, k, v)| {
+                    let v = v.as_str().unwrap_or("");
+                    let base64 = f == "binaryData" || kind.kind == "Secret";
+                    k.len()
+                        + if base64 {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(v)
+                                .map(|b| b.len())
+                                .unwrap_or(v.len())
+                        } else {
+                            v.len()
+                        }
+                })
+                .sum();
+            if total > 1 << 20 {
+                causes.push(Cause {
+                    reason: "FieldValueTooLong",
+                    field: "data".into(),
+                    message: "Too long: must have at most 1048576 bytes".into(),
+                });
+            }
             if let Some(old) = old {
                 if old.get("immutable") == Some(&json!(true)) {
                     for field in ["data", "binaryData", "stringData", "immutable"] {

@@ -538,6 +538,25 @@ impl SimCluster {
         registry::create(&self.store, kind, &ns, o, false).map(|o| (*o).clone())
     }
 
+    /// Replaces an object directly (no request logged), as a `PUT` by another client would:
+    /// its `metadata.resourceVersion`, when set, must be the stored one.
+    pub fn replace_json(&self, o: Value) -> Result<Value, ApiError> {
+        let kind = kinds::by_kind(
+            obj::str_at(&o, "/apiVersion").unwrap_or(""),
+            obj::str_at(&o, "/kind").unwrap_or(""),
+        )
+        .filter(|k| self.serves(k))
+        .ok_or_else(|| ApiError::bad_request("unserved kind"))?;
+        let ns = if kind.namespaced {
+            obj::namespace(&o).to_string()
+        } else {
+            String::new()
+        };
+        let name = obj::name(&o).to_string();
+        registry::update(&self.store, kind, &ns, &name, o, registry::Sub::Main, false)
+            .map(|o| (*o).clone())
+    }
+
     /// Polls `ready` (every 50 ms) until it holds or `timeout` passes.
     pub fn wait_for(
         &self,
