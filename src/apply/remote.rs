@@ -222,7 +222,7 @@ impl<'c> Remote<'c> {
 }
 
 /// Brings the journal at `path` up to date from the copy in the cluster,
-/// before anything reads it: a missing local journal, or one the copy
+/// before `--resume` reads it: a missing local journal, or one the copy
 /// extends, becomes the copy's — but only when the copy is an unfinished
 /// apply's (a finished one's copy is history and stays where it is). A
 /// local journal that extends the copy is kept (the copy is made whole
@@ -244,6 +244,11 @@ pub async fn sync_local(remote: &mut Remote<'_>, path: &Path) -> Result<(), Jour
             })
         }
     };
+    if local.is_some() {
+        // A journal here is trusted whole or not at all, whatever the copy
+        // says: a damaged one is refused with its line.
+        super::journal::read(path)?;
+    }
     if local.as_deref().is_some_and(|l| l.starts_with(&copy)) {
         return Ok(());
     }

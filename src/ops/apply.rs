@@ -301,16 +301,18 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     // mid-change and a fresh plan of it means nothing. A journal that
     // cannot be read is not taken for a finished one.
     let journal_path = journal::path_for(&opts.state_dir, &names);
-    // The journal's copy in the cluster, beside the (first) Lease: a
-    // journal here that is missing or behind it is brought up to date first,
-    // so that an apply begun on another machine is seen and resumed here.
+    // The journal's copy in the cluster, beside the (first) Lease. For
+    // `--resume`, a journal here that is missing or behind it is brought up
+    // to date first, so that an apply begun on another machine is resumed
+    // here. A fresh apply leaves this directory alone: the Lease already
+    // stops it at an unfinished apply, naming where its journal is.
     let mut remote = match (opts.state, placements.first()) {
         (apply::State::Cluster, Some((_, ns))) => {
             Some(apply::remote::Remote::new(&cluster, ns, &names))
         }
         _ => None,
     };
-    if let Some(r) = remote.as_mut() {
+    if let Some(r) = remote.as_mut().filter(|_| opts.resume) {
         apply::remote::sync_local(r, &journal_path)
             .await
             .map_err(apply::ApplyError::from)?;
