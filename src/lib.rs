@@ -9,6 +9,7 @@ pub mod graph;
 pub mod names;
 pub mod observed;
 pub mod plan;
+pub mod preflight;
 pub mod quantity;
 pub mod redact;
 pub mod render;

@@ -321,6 +321,23 @@ pub struct ServerInventory {
     pub roles: Vec<Role>,
     #[serde(default)]
     pub databases: Vec<DatabaseInventory>,
+    /// Client sessions over the network (`pg_stat_activity` with a client
+    /// address), for preflight: who would still write during a move.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<Session>,
+}
+
+/// A client session on a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Session {
+    /// The client's address (`client_addr`).
+    pub address: String,
+    pub database: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub application: String,
 }
 
 /// A role of a server and what a copy must reproduce of it: its
@@ -557,6 +574,10 @@ impl<'a> Index<'a> {
         self.objects
             .get(&ObjectKey::new(kind, namespace, name))
             .copied()
+    }
+    /// Every object, in file order.
+    pub fn all(&self) -> impl Iterator<Item = &'a Value> + 'a {
+        self.observed.kubernetes.objects.iter()
     }
     /// Objects of a kind in a namespace (`""` for cluster-scoped), in file order.
     pub fn list(&self, kind: &str, namespace: &str) -> Vec<&'a Value> {

@@ -554,6 +554,53 @@ pub struct Plan {
     /// and neither `plan` nor `apply` reports "No changes" over them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unfinished: Vec<crate::observed::UnfinishedApply>,
+    /// What preflight found (see `crate::preflight`); an error not accepted
+    /// blocks apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+}
+
+/// How much a preflight finding weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Blocks apply (unless accepted).
+    Error,
+    /// Shown.
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// One preflight finding: a risk the live world shows before anything moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable, `pgplan::preflight::…`.
+    pub code: String,
+    pub severity: Severity,
+    pub placement: String,
+    /// What it is about: `Kind/name`, or an address.
+    pub object: String,
+    pub message: String,
+    /// What to do.
+    pub help: String,
+    /// The spec accepts it (`preflight.accept`): listed, not blocking.
+    #[serde(default)]
+    pub accepted: bool,
+}
+
+impl Finding {
+    /// An error the spec does not accept: apply refuses the plan.
+    pub fn blocks(&self) -> bool {
+        self.severity == Severity::Error && !self.accepted
+    }
 }
 
 impl Step {
@@ -595,6 +642,11 @@ impl Plan {
     /// unfinished: nothing may be applied over it.
     pub fn is_blocked(&self) -> bool {
         !self.unfinished.is_empty()
+    }
+
+    /// The preflight findings that block apply.
+    pub fn blocking_findings(&self) -> Vec<&Finding> {
+        self.findings.iter().filter(|f| f.blocks()).collect()
     }
 
     pub fn summary(&self) -> Summary {

@@ -973,6 +973,7 @@ mod tests {
             .into(),
             warnings: Vec::new(),
             unfinished: Vec::new(),
+            findings: Vec::new(),
         };
         let stored = store_plan(&plan, &[("TAG".into(), "s3cr3t-tag".into())]);
         assert!(!stored.to_string().contains("s3cr3t"));

@@ -458,6 +458,26 @@ impl Cluster {
         }
     }
 
+    /// The pods of a namespace that have `ip` (`fieldSelector=status.podIP=…`).
+    pub async fn pods_with_ip(
+        &self,
+        namespace: &str,
+        ip: &str,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let (api, ar) = self.api("v1", "Pod", namespace).await?;
+        let lp = ListParams::default().fields(&format!("status.podIP={ip}"));
+        match api.list(&lp).await {
+            Ok(list) => Ok(list.items.into_iter().map(|o| to_value(o, &ar)).collect()),
+            Err(e) => Err(self.classify(
+                e,
+                "list",
+                &ar.plural,
+                namespace,
+                &format!("Pod with address {ip} in {namespace}"),
+            )),
+        }
+    }
+
     /// Create an object from a manifest.
     pub async fn create(&self, manifest: &Value, write: Write) -> Result<Value, ClusterError> {
         let r = object_ref(manifest)?;

@@ -65,6 +65,7 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
     let mut warnings = Vec::new();
     let mut fingerprints = BTreeMap::new();
     let mut unfinished = Vec::new();
+    let mut findings = Vec::new();
     for p in &spec.placements {
         // An apply in progress or interrupted: the world is mid-change, and
         // a plan of it would mean nothing (or say "No changes" over it).
@@ -91,6 +92,8 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
             Target::Rds(rt) => rds::plan(&mut cx, rt),
         }
         gitops::warn(&mut cx);
+        preflight(&mut cx);
+        findings.append(&mut cx.findings);
         errors.append(&mut cx.errors);
         warnings.extend(
             cx.warnings
@@ -124,9 +127,35 @@ pub fn plan(spec: &Spec, inputs: &Inputs<'_>) -> Result<Plan, PlanError> {
         fingerprints,
         warnings,
         unfinished,
+        findings,
     };
     mark_downtime(&mut plan);
     Ok(plan)
+}
+
+/// Preflight over the placement's source server, for the databases the
+/// plan moves (nothing to say when nothing moves).
+fn preflight(cx: &mut Ctx<'_>) {
+    if cx.steps.is_empty() {
+        return;
+    }
+    let crate::spec::Source::Kubernetes(src) = &cx.p.spec().source else {
+        return;
+    };
+    let prefix = format!("k8s/{}/{}/", src.namespace, src.workload.kind.as_str());
+    let Some(server) = cx.idx.observed.servers.iter().find(|s| {
+        s.locator.starts_with(&prefix)
+            && src
+                .workload
+                .name
+                .as_ref()
+                .is_none_or(|n| s.locator[prefix.len()..] == *n)
+    }) else {
+        return;
+    };
+    let moved: Vec<String> = cx.databases.iter().map(|d| d.name.clone()).collect();
+    let found = crate::preflight::unlisted_clients(cx.p, cx.idx, server, &moved);
+    cx.findings.extend(found);
 }
 
 /// The downtime window of each placement: from the first step that stops a
@@ -196,6 +225,7 @@ pub(crate) struct Ctx<'a> {
     pub reads: BTreeMap<String, String>,
     pub journey: Journey,
     pub databases: Vec<crate::plan::DatabaseFacts>,
+    pub findings: Vec<crate::plan::Finding>,
 }
 
 impl<'a> Ctx<'a> {
@@ -216,6 +246,7 @@ impl<'a> Ctx<'a> {
             reads: BTreeMap::new(),
             journey: Journey::None,
             databases: Vec::new(),
+            findings: Vec::new(),
         }
     }
 

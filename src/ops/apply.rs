@@ -392,6 +392,9 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             return Err(OpsError::unfinished(&plan));
         }
         unacknowledged(&plan)?;
+        if let Some(e) = OpsError::preflight(&plan) {
+            return Err(e);
+        }
         let fresh_json = render::render(&plan, Format::Json, &redactor, &RenderOptions::default())?;
         let fresh: serde_json::Value = serde_json::from_str(&fresh_json).unwrap_or_default();
         let approved = match &saved {

@@ -101,6 +101,12 @@ pub enum OpsError {
         help("an apply of this placement is running or did not finish: wait for it, or resume it where its journal is (`pgplan apply --resume`, the command named above); `pgplan status` shows what it left, docs/recovery.md what to do without its journal")
     )]
     Unfinished { details: String },
+    #[error("preflight: {count} would make this apply fail or lose data; nothing was applied:\n  {findings}")]
+    #[diagnostic(
+        code(pgplan::preflight::blocked),
+        help("do what each finding's help says and plan again, or accept a finding you have weighed in the placement's `preflight.accept` (by code and object; docs/preflight.md)")
+    )]
+    Preflight { count: String, findings: String },
     #[error("interrupted ({signal}) before anything was changed")]
     #[diagnostic(
         code(pgplan::apply::interrupted),
@@ -147,6 +153,22 @@ pub enum OpsError {
 }
 
 impl OpsError {
+    /// The refusal of a plan whose preflight found errors not accepted.
+    pub fn preflight(plan: &crate::plan::Plan) -> Option<OpsError> {
+        let blocking = plan.blocking_findings();
+        if blocking.is_empty() {
+            return None;
+        }
+        Some(OpsError::Preflight {
+            count: crate::render::count(blocking.len(), "error", "errors"),
+            findings: blocking
+                .iter()
+                .map(|f| crate::render::finding_line(f))
+                .collect::<Vec<_>>()
+                .join("\n  "),
+        })
+    }
+
     /// The refusal of a plan that shows applies running or unfinished.
     pub fn unfinished(plan: &crate::plan::Plan) -> OpsError {
         let mut lines = Vec::new();

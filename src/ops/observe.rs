@@ -174,7 +174,15 @@ pub async fn observe_as(
                             container: Some(choice.name.clone()),
                         };
                         match pgtools::inventory::server(&runner, &locator, &wants(p)).await {
-                            Ok(s) => servers.push(s),
+                            Ok(s) => {
+                                let namespaces = client_namespaces(p, &key.namespace);
+                                for pod in client_pods(c, &s, &namespaces).await? {
+                                    if let Some(k) = ObjectKey::of(&pod) {
+                                        objects.entry(k).or_insert(pod);
+                                    }
+                                }
+                                servers.push(s)
+                            }
                             // On thin evidence, say which container was tried.
                             Err(e) if choice.unsure => {
                                 return Err(OpsError::InContainer {
@@ -250,6 +258,54 @@ pub async fn observe_as(
         unfinished,
     };
     Ok((observed, cluster))
+}
+
+/// Where preflight looks for the pods of a server's clients: the source's
+/// namespace and each consumer's.
+fn client_namespaces(p: &crate::spec::Placement, source_ns: &str) -> Vec<String> {
+    let mut out = vec![source_ns.to_string()];
+    for c in &p.spec().consumers {
+        if let Some(ns) = &c.namespace {
+            if !out.contains(ns) {
+                out.push(ns.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The pods behind a server's network sessions (one request per distinct
+/// address and namespace, none for a server without such sessions), so
+/// preflight can name who would still write during a move. A namespace
+/// pgplan may not list pods in is skipped: the client is then named by its
+/// address.
+async fn client_pods(
+    c: &Cluster,
+    server: &crate::observed::ServerInventory,
+    namespaces: &[String],
+) -> Result<Vec<serde_json::Value>, OpsError> {
+    let mut addresses: Vec<&str> = server
+        .sessions
+        .iter()
+        .map(|s| s.address.as_str())
+        .filter(|a| !matches!(*a, "127.0.0.1" | "::1" | ""))
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    let mut out = Vec::new();
+    for a in addresses {
+        for ns in namespaces {
+            match c.pods_with_ip(ns, a).await {
+                Ok(pods) if !pods.is_empty() => {
+                    out.extend(pods);
+                    break;
+                }
+                Ok(_) | Err(crate::cluster::ClusterError::Forbidden { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `pgplan observe`: the snapshot as YAML (secrets redacted), written to

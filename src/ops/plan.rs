@@ -103,6 +103,10 @@ pub fn run(opts: &PlanOptions) -> Result<(String, bool, Option<OpsError>), OpsEr
             Some(OpsError::unfinished(&planned.plan)),
         ));
     }
+    // A plan preflight blocks is shown, then refused (exit 1), and not saved.
+    if let Some(e) = OpsError::preflight(&planned.plan) {
+        return Ok((out, planned.plan.has_changes(), Some(e)));
+    }
     if let Some(path) = &opts.out {
         let saved = saved_plan(&planned, opts.environment.clone())?;
         ops::write(path, &saved)?;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{PgError, Runner};
 use crate::observed::{
-    DatabaseInventory, Extension, KnexLock, Role, Sequence, ServerInventory, Table,
+    DatabaseInventory, Extension, KnexLock, Role, Sequence, ServerInventory, Session, Table,
 };
 
 /// The server's inventory as one JSON document. `{password}` is the
@@ -35,7 +35,14 @@ select json_build_object(
       'name', d.datname, 'owner', pg_get_userbyid(d.datdba),
       'encoding', pg_encoding_to_char(d.encoding), 'sizeBytes', pg_database_size(d.datname))
       order by d.datname), '[]'::json)
-    from pg_database d where d.datallowconn and not d.datistemplate)
+    from pg_database d where d.datallowconn and not d.datistemplate),
+  'sessions', (select coalesce(json_agg(json_build_object(
+      'address', host(a.client_addr), 'database', a.datname, 'user', coalesce(a.usename, ''),
+      'application', coalesce(a.application_name, ''))
+      order by host(a.client_addr), a.datname, a.pid), '[]'::json)
+    from pg_stat_activity a
+    where a.backend_type = 'client backend' and a.pid <> pg_backend_pid()
+      and a.client_addr is not null and a.datname is not null)
 )"#;
 
 /// A role's password kind, from `pg_authid` (superusers only).
@@ -89,6 +96,8 @@ struct ServerRow {
     version: String,
     roles: Vec<Role>,
     databases: Vec<DbRow>,
+    #[serde(default)]
+    sessions: Vec<Session>,
 }
 
 #[derive(Deserialize)]
@@ -169,5 +178,6 @@ pub async fn server(
             .to_string(),
         roles: row.roles,
         databases,
+        sessions: row.sessions,
     })
 }

@@ -54,6 +54,7 @@ impl serde::Serialize for Streamed<'_> {
             fingerprints: self.0.fingerprints.clone(),
             warnings: self.0.warnings.clone(),
             unfinished: self.0.unfinished.clone(),
+            findings: self.0.findings.clone(),
         });
         let mut map = ser.serialize_map(None)?;
         if let Value::Object(fields) = &head {
@@ -103,6 +104,29 @@ pub(super) fn document(plan: &Plan) -> Value {
     if !plan.unfinished.is_empty() {
         if let Some(o) = doc.as_object_mut() {
             o.insert("unfinished_applies".into(), unfinished(plan));
+        }
+    }
+    if !plan.findings.is_empty() {
+        if let Some(o) = doc.as_object_mut() {
+            o.insert(
+                "findings".into(),
+                plan.findings
+                    .iter()
+                    .map(|f| {
+                        json!({
+                            "code": f.code,
+                            "severity": f.severity.as_str(),
+                            "placement": f.placement,
+                            "object": f.object,
+                            "message": f.message,
+                            "help": f.help,
+                            "accepted": f.accepted,
+                            "blocks_apply": f.blocks(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
         }
     }
     doc
@@ -214,7 +238,24 @@ pub(super) fn read(doc: &Value) -> Result<Plan, String> {
         // A plan blocked by an unfinished apply is never saved, so a saved
         // plan has none to read back.
         unfinished: Vec::new(),
+        findings: match doc.get("findings") {
+            Some(v) => v
+                .as_array()
+                .ok_or("`findings` is not a list")?
+                .iter()
+                .map(read_finding)
+                .collect::<Result<Vec<_>, String>>()?,
+            None => Vec::new(),
+        },
     })
+}
+
+fn read_finding(v: &Value) -> Result<crate::plan::Finding, String> {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("blocks_apply");
+    }
+    from_value(v, "a finding")
 }
 
 fn read_step(v: &Value) -> Result<Step, String> {

@@ -248,6 +248,31 @@ fn head(plan: &Plan) -> String {
         }
         out.push('\n');
     }
+    if !plan.findings.is_empty() {
+        let blocking = plan.blocking_findings().len();
+        if blocking > 0 {
+            out.push_str(&format!(
+                "> [!CAUTION]\n> Preflight: {} apply.\n\n",
+                count(blocking, "finding blocks", "findings block")
+            ));
+        }
+        out.push_str("| Preflight | Code | Object | Finding |\n|---|---|---|---|\n");
+        for f in &plan.findings {
+            let severity = if f.accepted {
+                format!("{} (accepted)", f.severity.as_str())
+            } else {
+                f.severity.as_str().to_string()
+            };
+            out.push_str(&format!(
+                "| {severity} | {} | {} | {} — {} |\n",
+                code_span(&f.code),
+                md_text(&f.object),
+                md_text(&f.message),
+                md_text(&f.help)
+            ));
+        }
+        out.push('\n');
+    }
     let step_warnings: Vec<(usize, &Warning)> = plan
         .steps
         .iter()

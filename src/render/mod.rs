@@ -189,6 +189,20 @@ pub fn unfinished_headline(u: &UnfinishedApply) -> String {
     }
 }
 
+/// A preflight finding's first line: `error pgplan::preflight::… Kind/name: message`,
+/// `accepted` before an accepted one.
+pub fn finding_line(f: &crate::plan::Finding) -> String {
+    format!(
+        "{}{} {} ({}) {}: {}",
+        if f.accepted { "accepted " } else { "" },
+        f.severity.as_str(),
+        f.code,
+        f.placement,
+        f.object,
+        f.message
+    )
+}
+
 /// What an unfinished apply left, one fact a line, and what to do about it.
 pub fn unfinished_details(u: &UnfinishedApply) -> Vec<String> {
     let mut out = Vec::new();
@@ -297,7 +311,7 @@ pub(crate) fn steps_range(first: usize, last: usize) -> String {
 }
 
 /// `1 database`, `6 databases`.
-pub(crate) fn count(n: usize, one: &str, many: &str) -> String {
+pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

@@ -26,6 +26,21 @@ pub(super) fn render(plan: &Plan, opts: &RenderOptions) -> String {
             placement(&mut out, &p, plan, &group, &positions, width);
         }
     }
+    if !plan.findings.is_empty() {
+        out.push_str(&p.bold("Preflight:"));
+        out.push('\n');
+        for f in &plan.findings {
+            let line = format!("  {}", super::finding_line(f));
+            out.push_str(&if f.blocks() {
+                p.red_bold(&line)
+            } else {
+                p.yellow(&line)
+            });
+            out.push('\n');
+            out.push_str(&format!("    help: {}\n", f.help));
+        }
+        out.push('\n');
+    }
     out.push_str(&p.bold(&summary_line(plan)));
     out.push('\n');
     for w in &plan.warnings {

@@ -126,6 +126,10 @@ pub struct PlacementSpec {
     /// Objects that Helm, Argo CD or Flux keep in sync with a repository.
     #[serde(default, skip_serializing_if = "GitOps::is_empty")]
     pub gitops: GitOps,
+    /// Preflight findings this placement accepts: still listed in the plan,
+    /// no longer blocking apply (docs/preflight.md).
+    #[serde(default, skip_serializing_if = "Preflight::is_empty")]
+    pub preflight: Preflight,
     /// Per-environment overrides (`--env NAME`), merged over this spec: mappings
     /// merge key by key, anything else replaces, `null` removes. Choosing a
     /// different kind of `source` or `target` replaces that section.
@@ -730,6 +734,35 @@ impl GitOps {
     pub fn acknowledges(&self, tool: GitOpsTool) -> bool {
         self.acknowledge.contains(&tool)
     }
+}
+
+/// What preflight may let through.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Preflight {
+    /// Findings accepted, each by its code and the object it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept: Vec<AcceptedFinding>,
+}
+
+impl Preflight {
+    pub fn is_empty(&self) -> bool {
+        self.accept.is_empty()
+    }
+}
+
+/// One accepted finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AcceptedFinding {
+    /// The finding's code: `unlisted-client`, or in full
+    /// (`pgplan::preflight::unlisted-client`).
+    #[schemars(length(min = 1))]
+    pub code: String,
+    /// The object the finding names, as the plan shows it: `Kind/name` (a
+    /// client pod's workload) or an address.
+    #[schemars(length(min = 1))]
+    pub object: String,
 }
 
 /// A tool that keeps Kubernetes objects in sync with a repository.

@@ -207,6 +207,7 @@ fn simulate(mut o: Observed, plan: &Plan) -> Observed {
                         version: "15".into(),
                         roles: Vec::new(),
                         databases: vec![src],
+                        sessions: Vec::new(),
                     }),
                 }
             }
@@ -677,6 +678,7 @@ fn a_non_empty_different_target_database_is_never_overwritten() {
         version: "15.4".into(),
         roles: Vec::new(),
         databases: vec![db],
+        sessions: Vec::new(),
     });
     let err = error_text(try_plan(&spec, &live).unwrap_err());
     assert!(err.contains("pgplan::plan::target-not-empty"), "{err}");

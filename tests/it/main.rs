@@ -18,6 +18,7 @@ mod logging;
 mod messages;
 mod observe;
 mod pgtools;
+mod preflight;
 mod redaction;
 mod render;
 mod roles;

@@ -878,5 +878,6 @@ fn synthetic_plan(n: usize, risky: usize) -> Plan {
         fingerprints: BTreeMap::new(),
         warnings: vec![],
         unfinished: vec![],
+        findings: vec![],
     }
 }

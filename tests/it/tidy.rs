@@ -6,8 +6,18 @@ use std::path::{Path, PathBuf};
 
 /// The pure core: these files and directories of `src/`.
 const CORE: &[&str] = &[
-    "spec", "observed", "diff", "graph", "plan", "render", "yaml", "names", "quantity", "redact",
+    "spec",
+    "observed",
+    "diff",
+    "graph",
+    "plan",
+    "render",
+    "yaml",
+    "names",
+    "quantity",
+    "redact",
     "addr",
+    "preflight",
 ];
 
 /// Crates that talk to the world (or run it).

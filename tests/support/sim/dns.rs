@@ -210,6 +210,41 @@ fn hosts_for(
     text
 }
 
+/// The source-address shim (`netshim.c`), built once per machine and source text with the
+/// machine's C compiler into the address-lock directory; `None` when there is no compiler
+/// (containers' connections then come from 127.0.0.1).
+pub fn netshim() -> Option<&'static Path> {
+    static SHIM: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        const SOURCE: &str = include_str!("netshim.c");
+        let hash = SOURCE.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        let dir = lock_dir();
+        std::fs::create_dir_all(&dir).ok()?;
+        let so = dir.join(format!("netshim-{hash:016x}.so"));
+        if so.exists() {
+            return Some(so);
+        }
+        let src = dir.join(format!("netshim-{hash:016x}-{}.c", std::process::id()));
+        let tmp = dir.join(format!("netshim-{hash:016x}-{}.so", std::process::id()));
+        std::fs::write(&src, SOURCE).ok()?;
+        let built = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .arg("-ldl")
+            .output()
+            .ok()
+            .filter(|o| o.status.success());
+        let _ = std::fs::remove_file(&src);
+        built?;
+        std::fs::rename(&tmp, &so).ok()?;
+        Some(so)
+    })
+    .as_deref()
+}
+
 /// A pod's view of the network, to write into its `etc` directory.
 pub struct PodNetwork<'a> {
     pub dir: &'a Path,
@@ -253,6 +288,9 @@ pub fn init_pod_etc(dir: &Path, namespace: &str, hostname: &str) -> io::Result<(
     )?;
     if !dir.join("hosts").exists() {
         std::fs::write(dir.join("hosts"), "127.0.0.1\tlocalhost\n")?;
+    }
+    if let Some(shim) = netshim() {
+        std::fs::copy(shim, dir.join("netshim.so"))?;
     }
     Ok(())
 }

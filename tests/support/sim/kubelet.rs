@@ -1388,6 +1388,11 @@ impl Kubelet {
             ("HOSTNAME".into(), rt.hostname.clone()),
             ("HOME".into(), "/root".into()),
         ];
+        if rt.dir.join("etc").join("netshim.so").exists() {
+            // Connections leave from the pod's own address (see netshim.c).
+            full.push(("LD_PRELOAD".into(), "/.pod/netshim.so".into()));
+            full.push(("PGPLAN_SIM_POD_IP".into(), rt.ip.to_string()));
+        }
         for (k, v) in env {
             full.retain(|(x, _)| x != k);
             full.push((k.clone(), v.clone()));

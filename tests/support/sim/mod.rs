@@ -538,6 +538,23 @@ impl SimCluster {
         registry::create(&self.store, kind, &ns, o, false).map(|o| (*o).clone())
     }
 
+    /// Deletes an object directly (no request logged), by resource (`deployments`), with the
+    /// API's default propagation. Returns whether it existed.
+    pub fn delete_json(&self, resource: &str, ns: &str, name: &str) -> bool {
+        let Some(kind) = kinds::by_resource(resource) else {
+            return false;
+        };
+        let ns = if kind.namespaced { ns } else { "" };
+        registry::delete(
+            &self.store,
+            kind,
+            ns,
+            name,
+            &registry::DeleteOptions::default(),
+        )
+        .is_ok()
+    }
+
     /// Replaces an object directly (no request logged), as a `PUT` by another client would:
     /// its `metadata.resourceVersion`, when set, must be the stored one.
     pub fn replace_json(&self, o: Value) -> Result<Value, ApiError> {

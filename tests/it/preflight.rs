@@ -1,0 +1,191 @@
+//! Preflight findings (issue 22) on the simulated cluster: a client that is
+//! not a listed consumer, connected to the healthcare source from its own
+//! pod (the pod's own address: the simulated pod network), is named in the
+//! plan with its pod and workload and blocks apply; accepting it in the spec
+//! lets the plan through (still listed); listing it as a consumer, or
+//! stopping it, makes the finding go.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::apply::{pgplan_in, spec, text};
+use crate::support::sim::scenario::healthcare as hc;
+use crate::support::{Scenario, SimCluster};
+
+const CODE: &str = "pgplan::preflight::unlisted-client";
+
+/// A Deployment `reporting` whose pod holds a session on the healthcare
+/// database over the Service, as an application would.
+fn reporting(cluster: &SimCluster) {
+    cluster
+        .create_json(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "reporting", "namespace": hc::NAMESPACE},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "reporting"}},
+                "template": {"metadata": {"labels": {"app": "reporting"}}, "spec": {
+                    "containers": [{"name": "report", "image": "postgres:15",
+                        // An idle session, as a connection pool holds one (a busy one
+                        // would outlive its client until the query ends, as on a real server).
+                        "command": ["sh", "-c",
+                            format!("sleep 600 | psql -h {} -d {}", hc::SERVICE, hc::DATABASE)],
+                        "env": [
+                            {"name": "PGUSER", "value": hc::USER},
+                            {"name": "PGAPPNAME", "value": "nightly-report"},
+                            {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {
+                                "name": hc::SECRET, "key": "POSTGRES_PASSWORD"}}}]}]}}}}))
+        .expect("the reporting Deployment");
+}
+
+fn network_sessions(cluster: &SimCluster, pod: &str) -> usize {
+    cluster
+        .psql(
+            hc::NAMESPACE,
+            pod,
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE client_addr IS NOT NULL AND datname = 'healthcare'",
+        )
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn spec_with(dir: &std::path::Path, extra: &str) -> String {
+    let text = std::fs::read_to_string(spec()).expect("the example");
+    let changed = text.replace("  verify:\n", &format!("{extra}  verify:\n"));
+    assert!(extra.is_empty() || changed != text);
+    let path = dir.join(format!("pgplan-{}.yaml", extra.len()));
+    std::fs::write(&path, changed).expect("write the spec");
+    path.display().to_string()
+}
+
+#[test]
+fn an_unlisted_client_is_named_with_its_pod_blocks_apply_and_goes_when_listed_or_stopped() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let db = crate::apply::db_pod(&cluster);
+    let state = tempfile::tempdir().expect("state");
+    let plain = spec_with(state.path(), "");
+    // Without the client: no finding.
+    let quiet = pgplan_in(&cluster, state.path(), &["plan", "-f", &plain], &[]);
+    assert_eq!(quiet.status.code(), Some(0), "{}", text(&quiet.stderr));
+    assert!(!text(&quiet.stdout).contains("Preflight"));
+
+    reporting(&cluster);
+    cluster.wait_until(Duration::from_secs(60), "the client is connected", |c| {
+        network_sessions(c, &db) == 1
+    });
+    let client = cluster.pod_names(hc::NAMESPACE, "app=reporting").remove(0);
+
+    let out = pgplan_in(&cluster, state.path(), &["plan", "-f", &plain], &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "error {CODE} (healthcare) Deployment/reporting: pod {}/{client} (Deployment reporting) is connected to `healthcare` as `{}` (nightly-report) and is not a listed consumer",
+            hc::NAMESPACE,
+            hc::USER
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("help: list its workload under `consumers`"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("pgplan::preflight::blocked"), "{stderr}");
+    assert!(stderr.contains("preflight: 1 error"), "{stderr}");
+
+    let json = pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", &plain, "--format", "json"],
+        &[],
+    );
+    let doc: Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(doc["findings"][0]["code"], CODE);
+    assert_eq!(doc["findings"][0]["severity"], "error");
+    assert_eq!(doc["findings"][0]["object"], "Deployment/reporting");
+    assert_eq!(doc["findings"][0]["blocks_apply"], true);
+    let md = pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", &plain, "--format", "markdown"],
+        &[],
+    );
+    let md = text(&md.stdout);
+    assert!(md.contains("> Preflight: 1 finding blocks apply."), "{md}");
+    assert!(
+        md.contains(&format!("| error | `{CODE}` | Deployment/reporting |")),
+        "{md}"
+    );
+
+    // Apply refuses before it changes anything.
+    let before = cluster.requests().mutations().len();
+    let refused = pgplan_in(
+        &cluster,
+        state.path(),
+        &["apply", "-f", &plain, "--auto-approve"],
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("pgplan::preflight::blocked"));
+    let real: Vec<_> = cluster.requests().mutations()[before..]
+        .iter()
+        // Reading the source's inventory execs psql (`create pods/exec`): not a change.
+        .filter(|r| !r.dry_run && r.resource != "pods/exec")
+        .cloned()
+        .collect();
+    assert!(real.is_empty(), "apply changed something: {real:?}");
+    assert!(crate::apply::json_of(&cluster, "deployments", "postgres").is_some());
+
+    // Accepted: listed, not blocking.
+    let accepted = spec_with(
+        state.path(),
+        "  preflight:\n    accept:\n      - code: unlisted-client\n        object: Deployment/reporting\n",
+    );
+    let out = pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", &accepted, "--detailed-exitcode"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!(
+            "accepted error {CODE} (healthcare) Deployment/reporting"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    // Accepting another object does not.
+    let other = spec_with(
+        state.path(),
+        "  preflight:\n    accept:\n      - code: unlisted-client\n        object: Deployment/something-else\n",
+    );
+    let out = pgplan_in(&cluster, state.path(), &["plan", "-f", &other], &[]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Listed as a consumer (pgplan stops it around the move): no finding.
+    let listed = std::fs::read_to_string(&plain).expect("spec").replace(
+        "    - kind: Deployment\n      name: healthcare-api\n",
+        "    - kind: Deployment\n      name: healthcare-api\n    - kind: Deployment\n      name: reporting\n",
+    );
+    assert!(listed.contains("name: reporting"));
+    let listed_path = state.path().join("listed.yaml");
+    std::fs::write(&listed_path, listed).expect("write");
+    let out = pgplan_in(
+        &cluster,
+        state.path(),
+        &["plan", "-f", listed_path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("Preflight"));
+
+    // Stopped: gone.
+    assert!(cluster.delete_json("deployments", hc::NAMESPACE, "reporting"));
+    cluster.wait_until(Duration::from_secs(60), "the client is gone", |c| {
+        network_sessions(c, &db) == 0
+    });
+    let out = pgplan_in(&cluster, state.path(), &["plan", "-f", &plain], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("Preflight"));
+}
