@@ -18,7 +18,7 @@ use crate::spec::{Placement, Source};
 pub const UNLISTED_CLIENT: &str = "pgplan::preflight::unlisted-client";
 
 /// Every code, for docs and the spec's `accept` list.
-pub const CODES: &[&str] = &[UNLISTED_CLIENT];
+pub const CODES: &[&str] = &[UNLISTED_CLIENT, TARGET_OLDER_MAJOR, TARGET_NEWER_MAJOR];
 
 /// The short form of a code in the spec (`unlisted-client`).
 pub fn short(code: &str) -> &str {
@@ -185,5 +185,129 @@ fn unlisted(p: &Placement, object: &str, who: &str, s: &Session) -> Finding {
             short(UNLISTED_CLIENT)
         ),
         accepted: accepted(p, UNLISTED_CLIENT, object),
+    }
+}
+
+/// The target runs an older PostgreSQL major version than the source.
+pub const TARGET_OLDER_MAJOR: &str = "pgplan::preflight::target-older-major";
+
+/// The target runs a newer PostgreSQL major version than the source.
+pub const TARGET_NEWER_MAJOR: &str = "pgplan::preflight::target-newer-major";
+
+/// The major version in a `server_version` or an RDS `engineVersion`
+/// (`15.18` → 15, `9.6.24` → 9.6 is read as 9).
+pub fn major_of_version(v: &str) -> Option<u32> {
+    v.trim().split(['.', ' ']).next()?.parse().ok()
+}
+
+/// The major version an image reference names, when it names one: the tag's
+/// leading number (`postgres:16-alpine`, `postgres:15.4`) or the repository's
+/// (`registry.redhat.io/rhel9/postgresql-15`, `bitnami/postgresql:14`).
+pub fn major_of_image(image: &str) -> Option<u32> {
+    let without_digest = image.split('@').next()?;
+    let last = without_digest.rsplit('/').next()?;
+    let (repo, tag) = match last.split_once(':') {
+        Some((r, t)) => (r, Some(t)),
+        None => (last, None),
+    };
+    let leading = |s: &str| -> Option<u32> {
+        let digits: String = s.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    };
+    tag.and_then(leading).or_else(|| {
+        repo.rsplit_once('-')
+            .and_then(|(_, n)| leading(n))
+            .filter(|_| repo.contains("postgres"))
+    })
+}
+
+/// The target's major version against the source's: older is refused
+/// (pg_restore into an older server fails on what it does not know), newer
+/// is said (an upgrade: extensions and behaviour change).
+pub fn major_versions(p: &Placement, source: &ServerInventory) -> Vec<Finding> {
+    let Some(have) = major_of_version(&source.version) else {
+        return Vec::new();
+    };
+    let (object, want, field) = match &p.spec().target {
+        crate::spec::Target::Rds(r) => (
+            format!("DBInstance/{}", r.instance_identifier),
+            major_of_version(&r.engine_version),
+            format!("engineVersion \"{}\"", r.engine_version),
+        ),
+        crate::spec::Target::Kubernetes(k) => {
+            let Some(image) = &k.stateful_set.image else {
+                return Vec::new();
+            };
+            (
+                format!("StatefulSet/{}", k.stateful_set.name),
+                major_of_image(image),
+                format!("image {image}"),
+            )
+        }
+    };
+    let Some(want) = want else {
+        return Vec::new();
+    };
+    let finding = |code: &str, severity: Severity, message: String, help: String| Finding {
+        code: code.into(),
+        severity,
+        placement: p.name().to_string(),
+        object: object.clone(),
+        message,
+        help,
+        accepted: accepted(p, code, &object),
+    };
+    if want < have {
+        vec![finding(
+            TARGET_OLDER_MAJOR,
+            Severity::Error,
+            format!(
+                "the target ({field}) is PostgreSQL {want}, older than the source's {have} ({}): a dump of a newer server does not restore reliably into an older one",
+                source.version
+            ),
+            format!("choose PostgreSQL {have} or later for the target"),
+        )]
+    } else if want > have {
+        vec![finding(
+            TARGET_NEWER_MAJOR,
+            Severity::Warning,
+            format!(
+                "the target ({field}) is PostgreSQL {want}, the source {have} ({}): the move is also a major upgrade",
+                source.version
+            ),
+            format!(
+                "read the release notes from {have} to {want} (removed features, changed defaults, extension versions the target offers) and test the application against {want}; or choose PostgreSQL {have}"
+            ),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{major_of_image, major_of_version};
+
+    #[test]
+    fn major_versions_are_read_from_versions_and_images() {
+        assert_eq!(major_of_version("15.18"), Some(15));
+        assert_eq!(major_of_version("16.4 (Debian)"), Some(16));
+        assert_eq!(major_of_version("x"), None);
+        assert_eq!(major_of_image("postgres:16-alpine"), Some(16));
+        assert_eq!(
+            major_of_image("docker.io/library/postgres:15.4@sha256:ab"),
+            Some(15)
+        );
+        assert_eq!(
+            major_of_image("registry.redhat.io/rhel9/postgresql-15"),
+            Some(15)
+        );
+        assert_eq!(
+            major_of_image("registry.redhat.io/rhel9/postgresql-15:latest"),
+            Some(15)
+        );
+        assert_eq!(major_of_image("bitnami/postgresql:14"), Some(14));
+        assert_eq!(major_of_image("postgres"), None);
+        assert_eq!(major_of_image("postgres:latest"), None);
     }
 }

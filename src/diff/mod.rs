@@ -156,6 +156,8 @@ fn preflight(cx: &mut Ctx<'_>) {
     let moved: Vec<String> = cx.databases.iter().map(|d| d.name.clone()).collect();
     let found = crate::preflight::unlisted_clients(cx.p, cx.idx, server, &moved);
     cx.findings.extend(found);
+    cx.findings
+        .extend(crate::preflight::major_versions(cx.p, server));
 }
 
 /// The downtime window of each placement: from the first step that stops a

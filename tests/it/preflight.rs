@@ -189,3 +189,108 @@ fn an_unlisted_client_is_named_with_its_pod_blocks_apply_and_goes_when_listed_or
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("Preflight"));
 }
+
+/// `plan` of an example against its live snapshot, with `from` replaced by `to` in the spec.
+fn plan_variant(example: &str, from: &str, to: &str) -> (Option<i32>, String, String) {
+    plan_variants(example, &[(from, to)])
+}
+
+fn plan_variants(example: &str, changes: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = crate::run::repo().join("examples").join(example);
+    let original = std::fs::read_to_string(root.join("pgplan.yaml")).expect("spec");
+    let mut changed = original.clone();
+    for (from, to) in changes {
+        let next = changed.replace(from, to);
+        assert!(
+            from == to || next != changed,
+            "{from} not in the {example} spec"
+        );
+        changed = next;
+    }
+    // The files the spec names (a CA bundle) are beside it.
+    for e in std::fs::read_dir(&root).expect("the example").flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy");
+        }
+    }
+    let spec = dir.path().join("pgplan.yaml");
+    std::fs::write(&spec, changed).expect("write");
+    let live = root.join("live.yaml");
+    let out = crate::run::run(
+        &[
+            "plan",
+            "-f",
+            spec.to_str().unwrap(),
+            "--live-state",
+            live.to_str().unwrap(),
+        ],
+        &[],
+    );
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn a_target_older_than_the_source_is_refused_and_a_newer_one_is_said() {
+    // RDS: the source runs 15.18.
+    let (code, stdout, stderr) = plan_variant(
+        "backstage-to-rds",
+        "engineVersion: \"15.4\"",
+        "engineVersion: \"14.10\"",
+    );
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("error pgplan::preflight::target-older-major (backstage) DBInstance/backstage-prod: the target (engineVersion \"14.10\") is PostgreSQL 14, older than the source's 15 (15.18)"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("pgplan::preflight::blocked"), "{stderr}");
+    let (code, stdout, _) = plan_variant(
+        "backstage-to-rds",
+        "engineVersion: \"15.4\"",
+        "engineVersion: \"16.4\"",
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warning pgplan::preflight::target-newer-major (backstage) DBInstance/backstage-prod: the target (engineVersion \"16.4\") is PostgreSQL 16, the source 15 (15.18): the move is also a major upgrade"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = plan_variant("backstage-to-rds", "x", "x");
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains("Preflight"), "{stdout}");
+
+    // A StatefulSet target's image.
+    let image = "        replicas: 1\n";
+    let (code, stdout, _) = plan_variant(
+        "healthcare",
+        image,
+        "        replicas: 1\n        image: postgres:14-alpine\n",
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error pgplan::preflight::target-older-major (healthcare) StatefulSet/postgres: the target (image postgres:14-alpine) is PostgreSQL 14"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = plan_variant(
+        "healthcare",
+        image,
+        "        replicas: 1\n        image: postgres:15.6\n",
+    );
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains("Preflight"), "{stdout}");
+    // Accepted by code and object: listed, not blocking.
+    let (code, stdout, _) = plan_variants(
+        "healthcare",
+        &[
+            (image, "        replicas: 1\n        image: postgres:14-alpine\n"),
+            (
+                "  verify:\n",
+                "  preflight:\n    accept:\n      - code: pgplan::preflight::target-older-major\n        object: StatefulSet/postgres\n  verify:\n",
+            ),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("accepted error pgplan::preflight::target-older-major (healthcare) StatefulSet/postgres"),
+        "{stdout}"
+    );
+}
