@@ -507,7 +507,7 @@ fn sync_dir(path: &Path) {
     }
 }
 
-fn write_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
+pub(super) fn write_err(path: &Path, e: impl std::fmt::Display) -> JournalError {
     JournalError::Write {
         path: path.display().to_string(),
         message: e.to_string(),

@@ -18,7 +18,7 @@ use std::path::Path;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::journal::JournalError;
+use super::journal::{write_err, JournalError};
 use crate::cluster::{Cluster, ClusterError, Write};
 use crate::observed::str_at;
 use crate::plan::ObjectRef;
@@ -252,10 +252,6 @@ pub async fn sync_local(remote: &mut Remote<'_>, path: &Path) -> Result<(), Jour
     if local.as_deref().is_some_and(|l| l.starts_with(&copy)) {
         return Ok(());
     }
-    let write_err = |p: &Path, e: std::io::Error| JournalError::Write {
-        path: p.display().to_string(),
-        message: e.to_string(),
-    };
     if let Some(dir) = path.parent() {
         crate::private::create_dir_all(dir).map_err(|e| write_err(path, e))?;
     }

@@ -73,7 +73,17 @@ pub fn tcp_login(port: u16, user: &str, password: &str, db: &str) -> Result<(), 
     tcp_login_at("127.0.0.1", port, user, password, db)
 }
 
-/// [`tcp_login`] to a server at `host` (a simulated pod's address).
+/// [`tcp_login`] to a simulated pod's server, at the pod's address.
+pub fn pod_login(
+    ep: &crate::support::sim::kubelet::PgEndpoint,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<(), String> {
+    tcp_login_at(&ep.addr.to_string(), ep.port, user, password, db)
+}
+
+/// [`tcp_login`] to a server at `host`.
 pub fn tcp_login_at(
     host: &str,
     port: u16,
@@ -545,22 +555,8 @@ pub(crate) mod statefulset {
         q("postgres", "SELECT pg_reload_conf()");
         q("postgres", ROLES_SQL);
         q(hc::DATABASE, &billing_sql("billing_owner"));
-        tcp_login_at(
-            &ep.addr.to_string(),
-            ep.port,
-            "legacy_app",
-            LEGACY_PW,
-            hc::DATABASE,
-        )
-        .unwrap();
-        tcp_login_at(
-            &ep.addr.to_string(),
-            ep.port,
-            "billing_ro",
-            BILLING_RO_PW,
-            hc::DATABASE,
-        )
-        .unwrap();
+        pod_login(&ep, "legacy_app", LEGACY_PW, hc::DATABASE).unwrap();
+        pod_login(&ep, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
         (cluster, pod)
     }
 
@@ -636,38 +632,10 @@ pub(crate) mod statefulset {
         let target = cluster
             .pod_postgres(hc::NAMESPACE, "postgres-0")
             .expect("postgres-0 serves");
-        tcp_login_at(
-            &target.addr.to_string(),
-            target.port,
-            "billing_ro",
-            BILLING_RO_PW,
-            hc::DATABASE,
-        )
-        .unwrap();
-        tcp_login_at(
-            &target.addr.to_string(),
-            target.port,
-            "legacy_app",
-            LEGACY_PW,
-            hc::DATABASE,
-        )
-        .unwrap();
-        tcp_login_at(
-            &target.addr.to_string(),
-            target.port,
-            "billing_owner",
-            OWNER_PW,
-            hc::DATABASE,
-        )
-        .unwrap();
-        tcp_login_at(
-            &target.addr.to_string(),
-            target.port,
-            hc::USER,
-            hc::PASSWORD,
-            hc::DATABASE,
-        )
-        .unwrap();
+        pod_login(&target, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
+        pod_login(&target, "legacy_app", LEGACY_PW, hc::DATABASE).unwrap();
+        pod_login(&target, "billing_owner", OWNER_PW, hc::DATABASE).unwrap();
+        pod_login(&target, hc::USER, hc::PASSWORD, hc::DATABASE).unwrap();
         let q = |db: &str, sql: &str| cluster.psql(hc::NAMESPACE, "postgres-0", db, sql);
         assert_eq!(
             q("postgres", "SELECT string_agg(format('%s in %s admin %s', pg_get_userbyid(member), pg_get_userbyid(roleid), admin_option), ', ' ORDER BY 1) FROM pg_auth_members WHERE pg_get_userbyid(roleid) = 'reporting'"),
@@ -767,14 +735,7 @@ mod in_pod {
         let ep = cluster
             .pod_postgres(hc::NAMESPACE, &back)
             .expect("postgres runs");
-        tcp_login_at(
-            &ep.addr.to_string(),
-            ep.port,
-            "billing_ro",
-            BILLING_RO_PW,
-            hc::DATABASE,
-        )
-        .unwrap();
+        pod_login(&ep, "billing_ro", BILLING_RO_PW, hc::DATABASE).unwrap();
         assert_eq!(
             q(
                 &back,

@@ -930,7 +930,7 @@ fn a_second_interrupt_stops_at_once_and_still_says_how_to_resume() {
 )]
 fn an_interrupt_during_the_restore_then_resume_keeps_every_roles_login() {
     use crate::roles::statefulset::legacy_cluster;
-    use crate::roles::{tcp_login_at, BILLING_RO_PW, LEGACY_PW, OWNER_PW};
+    use crate::roles::{pod_login, BILLING_RO_PW, LEGACY_PW, OWNER_PW};
     let restore = step_addresses(None)
         .iter()
         .position(|a| a.ends_with("/restore"))
@@ -988,22 +988,9 @@ fn an_interrupt_during_the_restore_then_resume_keeps_every_roles_login() {
         ("billing_owner", OWNER_PW),
         (hc::USER, hc::PASSWORD),
     ] {
-        tcp_login_at(
-            &target.addr.to_string(),
-            target.port,
-            role,
-            password,
-            hc::DATABASE,
-        )
-        .unwrap_or_else(|e| panic!("{role} cannot log in after the resume: {e}"));
+        pod_login(&target, role, password, hc::DATABASE)
+            .unwrap_or_else(|e| panic!("{role} cannot log in after the resume: {e}"));
     }
     // The check can fail: the server does ask for passwords.
-    assert!(tcp_login_at(
-        &target.addr.to_string(),
-        target.port,
-        "legacy_app",
-        "not-its-password",
-        hc::DATABASE
-    )
-    .is_err());
+    assert!(pod_login(&target, "legacy_app", "not-its-password", hc::DATABASE).is_err());
 }

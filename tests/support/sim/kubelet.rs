@@ -489,6 +489,18 @@ impl CState {
         }
     }
 
+    /// Waiting to run again after `last_state` (the kubelet's crash-loop back-off).
+    fn backing_off(&self, restarts: i64, last_state: Value) -> CState {
+        CState {
+            ready: false,
+            restarts,
+            state: json!({"waiting": {"reason": "CrashLoopBackOff",
+                "message": format!("back-off restarting failed container {}", self.name)}}),
+            last_state,
+            ..self.clone()
+        }
+    }
+
     /// The exit code, once terminated.
     fn exit_code(&self) -> Option<i64> {
         self.state
@@ -1226,15 +1238,8 @@ impl Kubelet {
                     return false;
                 }
                 restarts += 1;
-                let cname = obj::str_at(c, "/name").unwrap_or("").to_string();
                 self.show(rt, |s| {
-                    s.init[i] = CState {
-                        restarts,
-                        state: json!({"waiting": {"reason": "CrashLoopBackOff",
-                            "message": format!("back-off restarting failed container {cname}")}}),
-                        last_state: terminated,
-                        ..s.init[i].clone()
-                    }
+                    s.init[i] = s.init[i].backing_off(restarts, terminated)
                 });
                 if !Self::pause(rt, backoff(restarts)).await {
                     return false;
@@ -1281,14 +1286,7 @@ impl Kubelet {
             }
             restarts += 1;
             self.show(rt, |s| {
-                s.main[i] = CState {
-                    ready: false,
-                    restarts,
-                    state: json!({"waiting": {"reason": "CrashLoopBackOff",
-                        "message": format!("back-off restarting failed container {cname}")}}),
-                    last_state: terminated,
-                    ..s.main[i].clone()
-                }
+                s.main[i] = s.main[i].backing_off(restarts, terminated)
             });
             if !Self::pause(rt, backoff(restarts)).await {
                 return;
@@ -1540,14 +1538,7 @@ impl Kubelet {
                     last_state = json!({"terminated": {"exitCode": 1, "reason": "Error",
                         "message": msg, "startedAt": started_at, "finishedAt": obj::now()}});
                     self.show(rt, |s| {
-                        s.main[si] = CState {
-                            ready: false,
-                            restarts,
-                            state: json!({"waiting": {"reason": "CrashLoopBackOff",
-                                "message": format!("back-off restarting failed container {cname}")}}),
-                            last_state: last_state.clone(),
-                            ..s.main[si].clone()
-                        }
+                        s.main[si] = s.main[si].backing_off(restarts, last_state.clone())
                     });
                     if !Self::pause(rt, backoff(restarts)).await {
                         return;

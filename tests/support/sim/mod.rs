@@ -519,14 +519,19 @@ impl SimCluster {
             .collect()
     }
 
-    /// Creates an object directly (no request logged), with the API's defaulting and validation.
-    pub fn create_json(&self, o: Value) -> Result<Value, ApiError> {
-        let kind = kinds::by_kind(
-            obj::str_at(&o, "/apiVersion").unwrap_or(""),
-            obj::str_at(&o, "/kind").unwrap_or(""),
+    /// The served kind of a manifest (`apiVersion` and `kind`).
+    fn served_kind_of(&self, o: &Value) -> Result<&'static Kind, ApiError> {
+        kinds::by_kind(
+            obj::str_at(o, "/apiVersion").unwrap_or(""),
+            obj::str_at(o, "/kind").unwrap_or(""),
         )
         .filter(|k| self.serves(k))
-        .ok_or_else(|| ApiError::bad_request("unserved kind"))?;
+        .ok_or_else(|| ApiError::bad_request("unserved kind"))
+    }
+
+    /// Creates an object directly (no request logged), with the API's defaulting and validation.
+    pub fn create_json(&self, o: Value) -> Result<Value, ApiError> {
+        let kind = self.served_kind_of(&o)?;
         let ns = if kind.namespaced {
             match obj::namespace(&o) {
                 "" => "default".to_string(),
@@ -558,12 +563,7 @@ impl SimCluster {
     /// Replaces an object directly (no request logged), as a `PUT` by another client would:
     /// its `metadata.resourceVersion`, when set, must be the stored one.
     pub fn replace_json(&self, o: Value) -> Result<Value, ApiError> {
-        let kind = kinds::by_kind(
-            obj::str_at(&o, "/apiVersion").unwrap_or(""),
-            obj::str_at(&o, "/kind").unwrap_or(""),
-        )
-        .filter(|k| self.serves(k))
-        .ok_or_else(|| ApiError::bad_request("unserved kind"))?;
+        let kind = self.served_kind_of(&o)?;
         let ns = if kind.namespaced {
             obj::namespace(&o).to_string()
         } else {
