@@ -275,6 +275,11 @@ pub enum Operation {
         format: DumpFormat,
         jobs: u32,
         directory: String,
+        /// The backup claim the dump is made on, by a tools pod beside the
+        /// servers (`backup.dataPath: cluster`); `None`: into `directory`
+        /// on the machine running pgplan.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        claim: Option<ObjectRef>,
         /// Also read the source's role password verifiers (for prepare),
         /// kept beside the archive: on one backup of a placement.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]

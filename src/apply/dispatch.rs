@@ -48,10 +48,15 @@ pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, Ste
             format,
             jobs,
             directory,
+            claim,
             verifiers,
         } => {
             let how = (*format, *jobs);
-            pgdata::backup(w, step, server, database, how, directory, *verifiers).await
+            let to = match claim {
+                Some(c) => pgdata::BackupTo::Claim(c),
+                None => pgdata::BackupTo::Directory(directory),
+            };
+            pgdata::backup(w, step, server, database, how, to, *verifiers).await
         }
         Operation::PrepareTarget {
             server,

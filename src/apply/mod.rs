@@ -9,6 +9,7 @@
 //! plans. A saved plan is re-planned by the caller and compared before it
 //! gets here; a resumed apply takes its plan from the journal.
 
+mod datapod;
 mod dispatch;
 pub mod events;
 pub mod interrupt;

@@ -159,6 +159,11 @@ pub enum SecretChange {
 pub struct BackedUp {
     /// The placement whose source it backs up.
     pub placement: String,
+    /// The claim the backup is on (`backup.dataPath: cluster`): then
+    /// `archive`, `manifest` and the verifiers' `path` are paths in a tools
+    /// pod that mounts it. `None`: paths on the machine running pgplan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<crate::plan::ObjectRef>,
     pub archive: PathBuf,
     pub manifest: PathBuf,
     pub bytes: u64,
@@ -233,11 +238,25 @@ impl Outcome {
 }
 
 impl BackedUp {
+    /// Where the archive is, as people find it: a path on this machine, or
+    /// `claim ns/name: path` (the path under a tools pod's mount).
+    pub fn location(&self) -> String {
+        match &self.claim {
+            None => self.archive.display().to_string(),
+            Some(c) => format!(
+                "claim {}/{}: {}",
+                c.namespace,
+                c.name,
+                self.archive.display()
+            ),
+        }
+    }
+
     fn note(&self) -> String {
         let mut out = format!(
             "{} in {}, {} rows, sha256 {}…, read back with pg_restore --list",
             human_bytes(self.bytes),
-            self.archive.display(),
+            self.location(),
             self.rows,
             &self.sha256[..12.min(self.sha256.len())]
         );
@@ -274,6 +293,7 @@ mod tests {
     #[test]
     fn outcomes_are_tagged_by_kind_and_read_back_as_written() {
         let o = Outcome::BackedUp(BackedUp {
+            claim: None,
             placement: "app".into(),
             archive: "/b/run/p/app.dump".into(),
             manifest: "/b/run/p/app.manifest.json".into(),
@@ -317,6 +337,7 @@ mod tests {
     #[test]
     fn notes_say_what_was_done() {
         let b = BackedUp {
+            claim: None,
             placement: "app".into(),
             archive: "/b/app.dump".into(),
             manifest: "/b/app.manifest.json".into(),

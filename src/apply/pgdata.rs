@@ -51,15 +51,24 @@ async fn watched(
     .await
 }
 
-/// Dump one database into this run's backup directory, read it back and
-/// list it; with `verifiers`, read the source's roles and passwords too.
+/// Where a backup step dumps.
+pub enum BackupTo<'a> {
+    /// The spec's `backup.directory` on this machine.
+    Directory(&'a str),
+    /// The backup claim, by a tools pod beside the source.
+    Claim(&'a ObjectRef),
+}
+
+/// Dump one database into this run's backup directory (or onto the backup
+/// claim), read it back and list it; with `verifiers`, read the source's
+/// roles and passwords too.
 pub async fn backup(
     w: &World<'_>,
     step: &Step,
     server: &ServerRef,
     database: &DatabaseFacts,
     (format, jobs): (DumpFormat, u32),
-    directory: &str,
+    to: BackupTo<'_>,
     verifiers: bool,
 ) -> Result<Outcome, StepError> {
     // The plan's format and parallelism, pgplan's defaults for the rest.
@@ -70,59 +79,183 @@ pub async fn backup(
     };
     let watch = Watch::default();
     let progress = progress_to(w, &step.address, Some(database.size_bytes), &watch);
-    let root = backup_root(w, directory);
+    let claim = match to {
+        BackupTo::Claim(claim) => claim,
+        BackupTo::Directory(directory) => {
+            let root = backup_root(w, directory);
+            let work = async {
+                let r = servers::runner(w, server).await?;
+                let (paths, manifest) = pgtools::backup::backup(
+                    &r,
+                    &root,
+                    &step.placement,
+                    &database.name,
+                    &options,
+                    &progress,
+                )
+                .await?;
+                let kept = Kept::Local(&paths.dir);
+                backed_up(
+                    w,
+                    step,
+                    server,
+                    &r,
+                    kept,
+                    (paths.archive, paths.manifest),
+                    &manifest,
+                    verifiers,
+                )
+                .await
+            };
+            let result = watched(w, step, server, Some(&database.name), &watch, work).await;
+            if result.is_err() {
+                // A step stopped by the watch left its partial archive behind.
+                let paths = pgtools::backup_paths(&root, &step.placement, &database.name);
+                let _ = pgtools::archive::remove(&pgtools::archive::partial_of(&paths.archive));
+            }
+            return result;
+        }
+    };
+    let tools = super::datapod::start(w, step, claim, server).await?;
     let work = async {
         let r = servers::runner(w, server).await?;
-        let (paths, manifest) = pgtools::backup::backup(
+        let t = tools.runner();
+        let root = format!("{}/{}", pgtools::claim::MOUNT, w.run.file_name());
+        let (paths, manifest) = pgtools::claim::backup(
             &r,
+            &t,
             &root,
-            &step.placement,
-            &database.name,
+            (&step.placement, &database.name),
             &options,
             &progress,
         )
         .await?;
-        // `backup` has read the archive back (sha256 equal to what was
-        // written) and listed it with the server's own pg_restore before
-        // committing it: the invariant is a *verified* backup.
-        let mut done = BackedUp {
-            placement: step.placement.clone(),
-            rows: manifest.tables.iter().map(|t| t.rows).sum(),
-            archive: paths.archive,
-            manifest: paths.manifest,
-            bytes: manifest.bytes,
-            sha256: manifest.sha256,
-            verifiers: None,
+        let text = manifest.to_bytes(Path::new(&paths.manifest))?;
+        w.keep(claim, Path::new(&paths.manifest), &text);
+        let kept = Kept::Claim {
+            claim,
+            tools: &t,
+            dir: &paths.dir,
         };
-        if verifiers {
-            // Read while the source is up (it may be gone when the target
-            // is prepared); beside the archive, 0600. The journal records
-            // only the path.
-            let mut v = pgtools::roles::read_verifiers(&r).await?;
-            // The roles as they are now, too: a rollback that recreates a
-            // source whose data was in its pod recreates them from here.
-            v.roles = pgtools::inventory::server(&r, &server.locator().to_string(), &|_| false)
-                .await?
-                .roles;
-            let path = paths.dir.join(format!("{}.roles.json", database.name));
-            pgtools::roles::write_verifiers(&path, &v)?;
-            done.verifiers = Some(VerifiersRead {
-                path,
-                readable: v.readable,
-                passwords: v.len(),
-                server: r.server(),
-            });
-        }
-        Ok(Outcome::BackedUp(done))
+        let files = (
+            PathBuf::from(&paths.archive),
+            PathBuf::from(&paths.manifest),
+        );
+        backed_up(w, step, server, &r, kept, files, &manifest, verifiers).await
     };
     let result = watched(w, step, server, Some(&database.name), &watch, work).await;
-    if result.is_err() {
-        // A step stopped by the watch left its partial archive behind.
-        let paths = pgtools::backup_paths(&root, &step.placement, &database.name);
-        let _ =
-            crate::pgtools::archive::remove(&crate::pgtools::archive::partial_of(&paths.archive));
-    }
+    tools.remove().await;
     result
+}
+
+/// Where a backup's roles file is written.
+enum Kept<'k> {
+    Local(&'k Path),
+    Claim {
+        claim: &'k ObjectRef,
+        tools: &'k pgtools::Runner<'k>,
+        dir: &'k str,
+    },
+}
+
+/// The outcome of a backup written (`files`: archive and manifest); with
+/// `verifiers`, the source's roles and passwords read through `r` and kept
+/// beside the archive (0600), the journal recording only where.
+#[allow(clippy::too_many_arguments)]
+async fn backed_up(
+    w: &World<'_>,
+    step: &Step,
+    server: &ServerRef,
+    r: &pgtools::Runner<'_>,
+    kept: Kept<'_>,
+    (archive, manifest_path): (PathBuf, PathBuf),
+    manifest: &Manifest,
+    verifiers: bool,
+) -> Result<Outcome, StepError> {
+    // The archive has been read back (sha256 equal to what was written)
+    // and listed with the server's own pg_restore before it was committed:
+    // the invariant is a *verified* backup.
+    let mut done = BackedUp {
+        placement: step.placement.clone(),
+        claim: match &kept {
+            Kept::Claim { claim, .. } => Some((*claim).clone()),
+            Kept::Local(_) => None,
+        },
+        rows: manifest.tables.iter().map(|t| t.rows).sum(),
+        archive,
+        manifest: manifest_path,
+        bytes: manifest.bytes,
+        sha256: manifest.sha256.clone(),
+        verifiers: None,
+    };
+    if verifiers {
+        // Read while the source is up (it may be gone when the target is
+        // prepared).
+        let mut v = pgtools::roles::read_verifiers(r).await?;
+        // The roles as they are now, too: a rollback that recreates a
+        // source whose data was in its pod recreates them from here.
+        v.roles = pgtools::inventory::server(r, &server.locator().to_string(), &|_| false)
+            .await?
+            .roles;
+        let file = format!("{}.roles.json", manifest.database);
+        let path = match kept {
+            Kept::Local(dir) => {
+                let path = dir.join(file);
+                pgtools::roles::write_verifiers(&path, &v)?;
+                path
+            }
+            Kept::Claim { claim, tools, dir } => {
+                let path = PathBuf::from(format!("{dir}/{file}"));
+                let bytes = pgtools::roles::verifiers_bytes(&path, &v)?;
+                pgtools::claim::write_file(tools, &format!("{dir}/{file}"), &bytes).await?;
+                w.keep(claim, &path, &bytes);
+                path
+            }
+        };
+        done.verifiers = Some(VerifiersRead {
+            path,
+            readable: v.readable,
+            passwords: v.len(),
+            server: r.server(),
+        });
+    }
+    Ok(Outcome::BackedUp(done))
+}
+
+/// A small file a backup wrote (its manifest, its roles file), from its
+/// claim: kept by this process, else read by a tools pod beside `near`.
+async fn claim_file(
+    w: &World<'_>,
+    step: &Step,
+    claim: &ObjectRef,
+    path: &Path,
+    near: &ServerRef,
+) -> Result<Vec<u8>, StepError> {
+    if let Some(bytes) = w.kept(claim, path) {
+        return Ok(bytes);
+    }
+    let tools = super::datapod::start(w, step, claim, near).await?;
+    let read = pgtools::claim::read_file(&tools.runner(), &path.to_string_lossy()).await;
+    tools.remove().await;
+    let bytes = read?;
+    w.keep(claim, path, &bytes);
+    Ok(bytes)
+}
+
+/// The manifest of a backup, wherever it is.
+async fn manifest_of_backup(
+    w: &World<'_>,
+    step: &Step,
+    b: &BackedUp,
+    near: &ServerRef,
+) -> Result<Manifest, StepError> {
+    match &b.claim {
+        None => Ok(Manifest::read(&b.manifest)?),
+        Some(claim) => {
+            let bytes = claim_file(w, step, claim, &b.manifest, near).await?;
+            Ok(Manifest::parse(&bytes, &b.manifest)?)
+        }
+    }
 }
 
 /// What prepare creates on the target.
@@ -145,7 +278,7 @@ pub async fn prepare(
 ) -> Result<Outcome, StepError> {
     let watch = Watch::default();
     let work = async {
-        let verifiers = verifiers_of(deps, p.verifiers_from)?;
+        let verifiers = verifiers_of(w, step, deps, p.verifiers_from, p.server).await?;
         let given = given_passwords(w, p.passwords)?;
         let r = servers::runner(w, p.server).await?;
         let prepared = pgtools::prepare_target_with(
@@ -180,9 +313,9 @@ pub async fn restore(
     let watch = Watch::default();
     let progress = progress_to(w, &step.address, None, &watch);
     let work = async {
-        let manifest_path = manifest_of(deps, backup_step)?;
+        let backup = backup_of(deps, backup_step)?;
+        let manifest = manifest_of_backup(w, step, backup, server).await?;
         let r = servers::runner(w, server).await?;
-        let manifest = Manifest::read(manifest_path)?;
         if pgtools::has_tables(&r, &database.name).await? {
             let checks = VerifyChecks {
                 row_counts: true,
@@ -203,12 +336,33 @@ pub async fn restore(
             run_id: w.run.file_name(),
             ..RestoreOptions::default()
         };
-        let restored = pgtools::restore::restore(&r, manifest_path, &options, &progress).await?;
+        let restored = restore_backup(w, step, backup, (server, &r), &options, &progress).await?;
         Ok(Outcome::Restored {
             entries: Some(restored.entries),
         })
     };
     watched(w, step, server, Some(&database.name), &watch, work).await
+}
+
+/// Restores a backup into the server `to` (whose tools run through its
+/// runner): from this machine's disk, or from its claim by a tools pod
+/// beside the server.
+async fn restore_backup(
+    w: &World<'_>,
+    step: &Step,
+    backup: &BackedUp,
+    (to, r): (&ServerRef, &pgtools::Runner<'_>),
+    options: &RestoreOptions,
+    progress: pgtools::ProgressFn<'_>,
+) -> Result<pgtools::Restored, StepError> {
+    let Some(claim) = &backup.claim else {
+        return Ok(pgtools::restore::restore(r, &backup.manifest, options, progress).await?);
+    };
+    let tools = super::datapod::start(w, step, claim, to).await?;
+    let manifest = backup.manifest.to_string_lossy();
+    let restored = pgtools::claim::restore(&tools.runner(), r, &manifest, options, progress).await;
+    tools.remove().await;
+    Ok(restored?)
 }
 
 /// Empty every locked `%knex_migrations_lock` table of a database.
@@ -241,23 +395,32 @@ pub async fn verify(
 ) -> Result<Outcome, StepError> {
     let watch = Watch::default();
     let progress = progress_to(w, &step.address, None, &watch);
-    let work = verify_unwatched(w, target, backup_step, checks, roles, deps, &progress);
+    let work = verify_unwatched(
+        w,
+        step,
+        target,
+        backup_step,
+        (checks, roles),
+        deps,
+        &progress,
+    );
     watched(w, step, target, Some(&database.name), &watch, work).await
 }
 
 async fn verify_unwatched(
     w: &World<'_>,
+    step: &Step,
     target: &ServerRef,
     backup_step: &str,
-    checks: &VerifyChecks,
-    roles: Option<&RoleChecks>,
+    (checks, roles): (&VerifyChecks, Option<&RoleChecks>),
     deps: &Done,
     progress: pgtools::ProgressFn<'_>,
 ) -> Result<Outcome, StepError> {
-    let manifest = Manifest::read(manifest_of(deps, backup_step)?)?;
+    let backup = backup_of(deps, backup_step)?;
+    let manifest = manifest_of_backup(w, step, backup, target).await?;
     let (verifiers, given) = match roles {
         Some(rc) => (
-            verifiers_of(deps, Some(backup_step))?,
+            verifiers_of(w, step, deps, Some(backup_step), target).await?,
             given_passwords(w, &rc.passwords)?,
         ),
         None => (None, BTreeMap::new()),
@@ -457,7 +620,7 @@ pub async fn undo_prepare(
 pub fn undo_backup(outcome: Option<&Outcome>) -> Undo {
     let at = outcome
         .and_then(Outcome::backup)
-        .map(|b| b.archive.display().to_string())
+        .map(BackedUp::location)
         .unwrap_or_else(|| "the backup directory".into());
     Undo::Kept(format!("the backup stays at {at}"))
 }
@@ -488,27 +651,35 @@ fn progress_to<'a>(
     }
 }
 
-/// The source's verifiers a backup step read (`from`), if any.
-fn verifiers_of(
+/// The source's verifiers a backup step read (`from`), if any; from its
+/// claim through a tools pod beside `near` when it is there.
+async fn verifiers_of(
+    w: &World<'_>,
+    step: &Step,
     deps: &Done,
     from: Option<&str>,
+    near: &ServerRef,
 ) -> Result<Option<pgtools::roles::Verifiers>, StepError> {
     let Some(from) = from else { return Ok(None) };
-    match deps
-        .get(from)
-        .and_then(Outcome::backup)
-        .and_then(|b| b.verifiers.as_ref())
-    {
-        Some(v) => Ok(Some(pgtools::roles::read_verifiers_file(&v.path)?)),
-        None => Ok(None),
+    let Some(b) = deps.get(from).and_then(Outcome::backup) else {
+        return Ok(None);
+    };
+    let Some(v) = &b.verifiers else {
+        return Ok(None);
+    };
+    match &b.claim {
+        None => Ok(Some(pgtools::roles::read_verifiers_file(&v.path)?)),
+        Some(claim) => {
+            let bytes = claim_file(w, step, claim, &v.path, near).await?;
+            Ok(Some(pgtools::roles::parse_verifiers(&bytes, &v.path)?))
+        }
     }
 }
 
-/// The manifest a finished backup step recorded.
-fn manifest_of<'d>(deps: &'d Done, backup_step: &str) -> Result<&'d Path, StepError> {
+/// The backup a finished backup step recorded.
+fn backup_of<'d>(deps: &'d Done, backup_step: &str) -> Result<&'d BackedUp, StepError> {
     deps.get(backup_step)
         .and_then(Outcome::backup)
-        .map(|b| b.manifest.as_path())
         .ok_or_else(|| StepError::new(format!("no backup manifest recorded by {backup_step}")))
 }
 
@@ -598,10 +769,10 @@ pub async fn restore_source(w: &World<'_>, step: &Step, done: &Done) -> Result<S
             continue;
         };
         let manifest_path = &backup.manifest;
-        let manifest = Manifest::read(manifest_path)?;
         let Some(server) = source_server(step) else {
             continue;
         };
+        let manifest = manifest_of_backup(w, step, backup, &server).await?;
         let r = servers::runner(w, &server).await?;
         // Tables there already: a rollback that stopped after (or while)
         // restoring it is being resumed. Never restore over them; verify.
@@ -610,7 +781,7 @@ pub async fn restore_source(w: &World<'_>, step: &Step, done: &Done) -> Result<S
             // The pod's data went with it, roles too: they come back as the
             // backup read them (attributes, memberships, passwords), or the
             // restore's grants to them would fail.
-            let v = source_roles(done, &step.placement)?;
+            let v = source_roles(w, step, done, &server).await?;
             let roles: Vec<crate::observed::Role> = v
                 .as_ref()
                 .map(|v| {
@@ -636,13 +807,8 @@ pub async fn restore_source(w: &World<'_>, step: &Step, done: &Done) -> Result<S
                 run_id: w.run.file_name(),
                 ..RestoreOptions::default()
             };
-            pgtools::restore::restore(
-                &r,
-                manifest_path,
-                &options,
-                &crate::pgtools::progress::no_progress,
-            )
-            .await?;
+            let no_progress = &crate::pgtools::progress::no_progress;
+            restore_backup(w, step, backup, (&server, &r), &options, no_progress).await?;
         }
         let checks = VerifyChecks {
             row_counts: true,
@@ -692,18 +858,21 @@ pub async fn restore_source(w: &World<'_>, step: &Step, done: &Done) -> Result<S
 }
 
 /// The source's roles and verifiers a backup of `placement` read, if any.
-fn source_roles(
+async fn source_roles(
+    w: &World<'_>,
+    step: &Step,
     done: &Done,
-    placement: &str,
+    near: &ServerRef,
 ) -> Result<Option<pgtools::roles::Verifiers>, StepError> {
+    let placement = &step.placement;
     let from = done
         .iter()
         .find(|(_, o)| {
             o.backup()
-                .is_some_and(|b| b.placement == placement && b.verifiers.is_some())
+                .is_some_and(|b| &b.placement == placement && b.verifiers.is_some())
         })
         .map(|(a, _)| a.as_str());
-    verifiers_of(done, from)
+    verifiers_of(w, step, done, from, near).await
 }
 
 /// The source server of a deleted workload, from its manifest.

@@ -22,6 +22,10 @@ pub struct World<'a> {
     /// Per placement, how long a data step may go without progress
     /// (`backup.stallTimeout`); [`DEFAULT_STALL`] for one not listed.
     pub stall_timeouts: BTreeMap<String, Duration>,
+    /// Small files of backups on claims (manifests, roles files) this
+    /// process wrote or read, by claim and path, so later steps need no
+    /// tools pod to read them again. Never written anywhere.
+    pub kept: std::sync::Mutex<BTreeMap<(String, PathBuf), Vec<u8>>>,
 }
 
 /// The stall timeout of a placement the apply has no setting for.
@@ -31,6 +35,18 @@ pub const DEFAULT_STALL: Duration = Duration::from_secs(300);
 pub const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl<'a> World<'a> {
+    /// Keeps a file of a backup on `claim`.
+    pub fn keep(&self, claim: &crate::plan::ObjectRef, path: &std::path::Path, bytes: &[u8]) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.insert((claim.display(), path.to_path_buf()), bytes.to_vec());
+    }
+
+    /// A file of a backup on `claim` kept by this process.
+    pub fn kept(&self, claim: &crate::plan::ObjectRef, path: &std::path::Path) -> Option<Vec<u8>> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get(&(claim.display(), path.to_path_buf())).cloned()
+    }
+
     /// The cluster, for a step that needs one.
     pub fn cluster(&self) -> Result<&'a Cluster, StepError> {
         self.cluster.ok_or_else(|| {

@@ -90,6 +90,7 @@ pub(super) struct Tuning {
 pub(super) fn backups(
     cx: &mut Ctx<'_>,
     source: &ServerRef,
+    claim: Option<&ObjectRef>,
     dbs: &[&DatabaseInventory],
     deps: &[String],
 ) -> Vec<String> {
@@ -108,6 +109,7 @@ pub(super) fn backups(
                 format: spec.backup.format,
                 jobs: spec.backup.jobs,
                 directory: spec.backup.directory.clone(),
+                claim: claim.cloned(),
                 verifiers: false,
             },
             format!(
@@ -128,8 +130,16 @@ pub(super) fn backups(
             "sizeBytes": db.size_bytes,
             "tables": f.tables,
             "rows": f.rows,
-            "directory": spec.backup.directory,
         }));
+        let kept = s.after.as_mut().and_then(Value::as_object_mut);
+        if let Some(after) = kept {
+            match claim {
+                Some(c) => {
+                    after.insert("claim".into(), json!(format!("{}/{}", c.namespace, c.name)))
+                }
+                None => after.insert("directory".into(), json!(spec.backup.directory)),
+            };
+        }
         out.push(cx.push(s));
     }
     out

@@ -207,6 +207,19 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         pv_steps = static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0);
     }
 
+    // With the data path in the cluster, the claim the dumps go to.
+    if !spec.backup.data_path.is_local() && !cluster_data_path_fits(cx, ns, src, &dbs) {
+        return;
+    }
+    let claim = (!spec.backup.data_path.is_local()).then(|| {
+        let steps = backup_claim(cx, t, ns, class_name.as_deref(), None);
+        let name = crate::names::backup_object_name(&t.name);
+        (
+            ObjectRef::new("v1", "PersistentVolumeClaim", ns, &name),
+            steps,
+        )
+    });
+
     // Only now stop the consumers: everything above is safe while they run.
     let consumers = consumers::resolve(cx, &src.namespace);
     let quiesced = consumers::quiesce(cx, &consumers, &[]);
@@ -219,7 +232,10 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     let target_ref = pod_server(target_workload.clone(), src);
 
     // Backups first; everything disruptive waits for them.
-    let backups = data::backups(cx, &source_ref, &dbs, &quiesced);
+    let mut before_backups = quiesced.clone();
+    before_backups.extend(claim.iter().flat_map(|(_, steps)| steps.iter().cloned()));
+    let claim = claim.map(|(c, _)| c);
+    let backups = data::backups(cx, &source_ref, claim.as_ref(), &dbs, &before_backups);
 
     // Delete the source workload.
     let del_addr = delete_source(
@@ -276,6 +292,50 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     if spec.cleanup.old_volume {
         cleanup_old_volumes(cx, &old_volumes(src), &verifies, &resumed);
     }
+}
+
+/// Whether `backup.dataPath: cluster` can work here: the tools pods run in
+/// the target's namespace with the source's login Secret by reference, so
+/// the source must be there too; and the backup claim must hold the dumps
+/// (no larger than the databases' data, usually smaller). Errors say why not.
+fn cluster_data_path_fits(
+    cx: &mut Ctx<'_>,
+    ns: &str,
+    src: &SourceFacts<'_>,
+    dbs: &[&crate::observed::DatabaseInventory],
+) -> bool {
+    let mut fits = true;
+    if src.namespace != ns {
+        cx.error(
+            &["backup", "dataPath"],
+            "pgplan::plan::data-path",
+            format!(
+                "`backup.dataPath: cluster` runs the tools in namespace {ns} with the source's login by reference, and the source is in {}",
+                src.namespace
+            ),
+            "move within one namespace, or use `dataPath: local` for this placement",
+        );
+        fits = false;
+    }
+    let total: u64 = dbs.iter().map(|d| d.size_bytes).sum();
+    let size = &cx.p.spec().backup.storage_size;
+    let room = crate::quantity::parse_bytes(size).unwrap_or(u64::MAX);
+    if total > room {
+        cx.error(
+            &["backup", "storageSize"],
+            "pgplan::plan::backup-too-small",
+            format!(
+                "the backup claim ({size}) is smaller than the {} the databases to move hold",
+                crate::quantity::human_bytes(total)
+            ),
+            format!(
+                "raise `backup.storageSize` to at least {} (the dumps are no larger than the data, and the scheduled backups share the claim)",
+                crate::quantity::human_bytes(total)
+            ),
+        );
+        fits = false;
+    }
+    fits
 }
 
 /// The source server's database inventory, or an error saying how to
@@ -848,21 +908,11 @@ fn backup_cronjob(cx: &mut Ctx<'_>, x: Shape<'_>) -> Vec<String> {
     let (image, env) = backup_image_and_login(t, template, container_name);
     let dbs = backup_databases(cx);
     let claim = crate::names::backup_object_name(&t.name);
-    let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);
-    let pv = backup_static_volume(cx, t, class).map(|v| {
-        manifests::static_pv(
-            cx.p,
-            &manifests::StaticPvInput {
-                name: &format!("{claim}-pv"),
-                volume: &v,
-                size: &spec.backup.storage_size,
-                class: class.unwrap_or_default(),
-                access_modes: &["ReadWriteOnce".to_string()],
-                claim_namespace: ns,
-                claim_name: &claim,
-            },
-        )
-    });
+    let mut steps = Vec::new();
+    if cx.p.spec().backup.data_path.is_local() {
+        // With the data path in the cluster the claim was planned first.
+        steps = backup_claim(cx, t, ns, class, sts_addr);
+    }
     let host = format!("{}-0.{svc_name}", t.name);
     let cron = manifests::backup_cronjob(
         cx.p,
@@ -878,25 +928,59 @@ fn backup_cronjob(cx: &mut Ctx<'_>, x: Shape<'_>) -> Vec<String> {
             claim: &claim,
         },
     );
-    pv.map(|pv| {
-        (
+    steps.extend(converge(
+        cx,
+        cron,
+        "scheduled, verified dumps with retention (seed 003's backup CronJob)",
+        ns,
+        sts_addr,
+    ));
+    steps
+}
+
+/// The backup claim (and its static PV when the class has no provisioner):
+/// where the scheduled dumps go, and with `dataPath: cluster` the move's own.
+fn backup_claim(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    class: Option<&str>,
+    after: Option<&str>,
+) -> Vec<String> {
+    let spec = cx.p.spec();
+    let claim = crate::names::backup_object_name(&t.name);
+    let pvc = manifests::backup_pvc(cx.p, &claim, ns, &spec.backup.storage_size, class);
+    let pv = backup_static_volume(cx, t, class).map(|v| {
+        manifests::static_pv(
+            cx.p,
+            &manifests::StaticPvInput {
+                name: &format!("{claim}-pv"),
+                volume: &v,
+                size: &spec.backup.storage_size,
+                class: class.unwrap_or_default(),
+                access_modes: &["ReadWriteOnce".to_string()],
+                claim_namespace: ns,
+                claim_name: &claim,
+            },
+        )
+    });
+    let mut steps = Vec::new();
+    if let Some(pv) = pv {
+        steps.extend(converge(
+            cx,
             pv,
             "the class has no provisioner: the backup claim binds to this volume, beside the data's and kept when the claim goes",
-        )
-    })
-    .into_iter()
-    .chain([
-        (
-            pvc,
-            "scheduled dumps are kept on their own volume, not the database's",
-        ),
-        (
-            cron,
-            "scheduled, verified dumps with retention (seed 003's backup CronJob)",
-        ),
-    ])
-    .filter_map(|(desired, reason)| converge(cx, desired, reason, ns, sts_addr))
-    .collect()
+            ns,
+            after,
+        ));
+    }
+    let reason = if spec.backup.data_path.is_local() {
+        "scheduled dumps are kept on their own volume, not the database's"
+    } else {
+        "`backup.dataPath: cluster`: the move's dumps (and scheduled ones) are made and kept on their own volume in the cluster, not on the machine running pgplan"
+    };
+    steps.extend(converge(cx, pvc, reason, ns, after));
+    steps
 }
 
 /// Where the scheduled backups live when the claims' class has no

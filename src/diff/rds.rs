@@ -19,6 +19,15 @@ use crate::spec::{RdsTarget, Source};
 pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     let spec = cx.p.spec();
     cx.journey = Journey::ToRds;
+    if !spec.backup.data_path.is_local() {
+        cx.error(
+            &["backup", "dataPath"],
+            "pgplan::plan::data-path",
+            "`backup.dataPath: cluster` does not reach RDS targets yet: the copy into the instance runs from the machine running pgplan".into(),
+            "use `dataPath: local` (the default) for this placement, with a route to the instance (or `connect:` through a tunnel)",
+        );
+        return;
+    }
     let Some(login) = spec.credentials.target.clone() else {
         return; // validation already reported it
     };
@@ -494,7 +503,7 @@ fn copy(cx: &mut Ctx<'_>, c: &Copy<'_>, consumers: &[consumers::ConsumerFacts<'_
         (c.to_copy.is_empty(), &c.source.server_ref, c.source.server)
     {
         let quiesced = consumers::quiesce(cx, consumers, c.ready);
-        let backups = data::backups(cx, src_ref, c.to_copy, &quiesced);
+        let backups = data::backups(cx, src_ref, None, c.to_copy, &quiesced);
         verifies = data::restore_chain(
             cx,
             &Chain {

@@ -515,6 +515,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
                 (p.name().to_string(), std::time::Duration::from_secs(secs))
             })
             .collect(),
+        kept: Default::default(),
     };
     apply::execute(
         &plan,

@@ -96,12 +96,57 @@ pub fn backup_paths(directory: &Path, placement: &str, database: &str) -> Backup
 }
 
 /// What the session learns besides the contents.
-struct Source {
+pub(crate) struct Source {
     server_version: String,
     owner: String,
     encoding: String,
     contents: Contents,
     privileges: super::roles::Privileges,
+}
+
+/// Where the dump's room is checked before it starts: the filesystem of a
+/// directory on this machine, or bytes measured free where the tools run.
+pub(crate) enum Room<'a> {
+    Dir(&'a Path),
+    Free { dir: &'a str, free: u64 },
+}
+
+impl Room<'_> {
+    fn check(&self, database: &str, data_bytes: u64) -> Result<(), PgError> {
+        let (dir, free) = match self {
+            Room::Dir(dir) => (
+                dir.to_path_buf(),
+                super::free_bytes(dir).map_err(|e| PgError::io("inspect", dir, e))?,
+            ),
+            Room::Free { dir, free } => (PathBuf::from(dir), *free),
+        };
+        if free >= data_bytes {
+            return Ok(());
+        }
+        Err(PgError::NoSpace {
+            dir,
+            free,
+            message: format!(
+                "the dump of {database} needs about {} (the size of its tables' data)",
+                crate::quantity::human_bytes(data_bytes)
+            ),
+            needed: format!(" (about {})", crate::quantity::human_bytes(data_bytes)),
+        })
+    }
+}
+
+/// A database's names, checked to name files in a backup directory.
+pub(crate) fn check_names(server: &str, placement: &str, database: &str) -> Result<(), PgError> {
+    for (what, name) in [("database", database), ("placement", placement)] {
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+            return Err(PgError::Refused {
+                server: server.to_string(),
+                message: format!("the {what} name `{name}` cannot name a file in the backup directory"),
+                help: "back up databases whose names have no `/` and do not start with `.`; rename the database first".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Backs up `database` through `runner` into `directory/placement`.
@@ -116,15 +161,7 @@ pub async fn backup(
     options: &BackupOptions,
     progress: ProgressFn<'_>,
 ) -> Result<(BackupPaths, Manifest), PgError> {
-    for (what, name) in [("database", database), ("placement", placement)] {
-        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
-            return Err(PgError::Refused {
-                server: runner.server(),
-                message: format!("the {what} name `{name}` cannot name a file in the backup directory"),
-                help: "back up databases whose names have no `/` and do not start with `.`; rename the database first".into(),
-            });
-        }
-    }
+    check_names(&runner.server(), placement, database)?;
     let paths = backup_paths(directory, placement, database);
     // 0700 whatever the umask: the archive holds every row (crate::private).
     crate::private::create_dir_all(&paths.dir).map_err(|e| PgError::io("create", &paths.dir, e))?;
@@ -148,7 +185,124 @@ pub async fn backup(
         .trim()
         .to_string();
 
-    let dir = paths.dir.clone();
+    let partial_ref = &partial;
+    let dumped = in_snapshot(
+        runner,
+        database,
+        options.jobs,
+        Room::Dir(&paths.dir),
+        progress,
+        |snapshot| async move {
+            let argv = pg_dump_argv(
+                database,
+                partial_ref,
+                format,
+                compression,
+                options.jobs,
+                &snapshot,
+            );
+            dump(runner, &argv, partial_ref, format, progress).await
+        },
+    )
+    .await;
+    let (source, streamed) = match dumped {
+        Ok(done) => done,
+        Err(e) => {
+            // Said before the partial archive goes: what was free when it failed.
+            let e = out_of_space(e, &paths.dir);
+            let _ = archive::remove(&partial);
+            return Err(e);
+        }
+    };
+
+    if crate::testhooks::corrupt_backup(database) {
+        corrupt_for_test(&partial, format);
+    }
+    let checked = check_partial(runner, &partial, format, streamed, progress).await;
+    let (bytes, sha256, toc_entries) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            // Said before the partial archive goes: what was free when it failed.
+            let e = out_of_space(e, &paths.dir);
+            let _ = archive::remove(&partial);
+            return Err(e);
+        }
+    };
+    tracing::debug!(database, "archive read back and listed");
+    // pg_dump creates a directory archive's files itself, by the umask.
+    crate::private::restrict_tree(&partial).map_err(|e| PgError::io("restrict", &partial, e))?;
+    archive::commit(&partial, &paths.archive)?;
+    let manifest = source.manifest(
+        database,
+        Archived {
+            format,
+            compression,
+            bytes,
+            sha256,
+            toc_entries,
+            pg_dump_version,
+        },
+    );
+    manifest.write(&paths.manifest)?;
+    Ok((paths, manifest))
+}
+
+/// What was written: the archive's facts for its manifest.
+pub(crate) struct Archived {
+    pub format: DumpFormat,
+    pub compression: u32,
+    pub bytes: u64,
+    pub sha256: String,
+    pub toc_entries: u64,
+    pub pg_dump_version: String,
+}
+
+impl Source {
+    /// The manifest of `database`'s archive, `{database}.dump`.
+    pub(crate) fn manifest(self, database: &str, a: Archived) -> Manifest {
+        Manifest {
+            manifest_version: MANIFEST_VERSION,
+            database: database.to_string(),
+            owner: self.owner,
+            encoding: self.encoding,
+            format: a.format,
+            archive: format!("{database}.dump"),
+            bytes: a.bytes,
+            sha256: a.sha256,
+            toc_entries: a.toc_entries,
+            server_version: self.server_version,
+            pg_dump_version: a.pg_dump_version,
+            compression: a.compression,
+            created_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            tables: self.contents.tables,
+            sequences: self.contents.sequences,
+            privileges: Some(self.privileges),
+        }
+    }
+}
+
+/// Opens a repeatable-read session on `runner`'s server, exports its
+/// snapshot, checks `room` against the tables' size, and measures the
+/// snapshot (sequences, rows, checksums, privileges) while `dump` (given
+/// the snapshot's name) writes the archive. The session is held until the
+/// dump has finished. The first failure ends both: the dump is dropped
+/// (its tools stopped) if measuring fails, and the session closed if the
+/// dump fails.
+pub(crate) async fn in_snapshot<'r, T, F, Fut>(
+    runner: &'r Runner<'_>,
+    database: &'r str,
+    jobs: u32,
+    room: Room<'r>,
+    progress: ProgressFn<'r>,
+    dump: F,
+) -> Result<(Source, T), PgError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PgError>>,
+{
     let (snapshot_tx, snapshot_rx) = oneshot::channel::<String>();
     let (dumped_tx, dumped_rx) = oneshot::channel::<()>();
     let measure = with_session(runner, database, move |mut s| async move {
@@ -179,18 +333,7 @@ pub async fn backup(
             })?;
         // Room for the dump before it starts (pg_dump never starts without
         // the snapshot): the tables' data is what it writes, usually less.
-        let free = super::free_bytes(&dir).map_err(|e| PgError::io("inspect", &dir, e))?;
-        if free < data_bytes {
-            return Err(PgError::NoSpace {
-                dir: dir.clone(),
-                free,
-                message: format!(
-                    "the dump of {database} needs about {} (the size of its tables' data)",
-                    crate::quantity::human_bytes(data_bytes)
-                ),
-                needed: format!(" (about {})", crate::quantity::human_bytes(data_bytes)),
-            });
-        }
+        room.check(database, data_bytes)?;
         // Sequences before pg_dump starts: it reads them (outside any
         // snapshot) after this, so the archive holds these values or later
         // ones, and verify accepts a target at or past them.
@@ -201,7 +344,7 @@ pub async fn backup(
             database,
             &mut s,
             Some(&snapshot),
-            options.jobs,
+            jobs,
             &Measure {
                 checksums: true,
                 sequences: false,
@@ -236,25 +379,21 @@ pub async fn backup(
             privileges,
         })
     });
+    let started = std::time::Instant::now();
     let dump = async {
         let _dumped = dumped_tx;
         let Ok(snapshot) = snapshot_rx.await else {
             // The session failed before exporting; its error is the one to report.
             return Ok(None);
         };
-        let argv = pg_dump_argv(
+        let r = dump(snapshot).await.map(Some);
+        tracing::debug!(
             database,
-            &partial,
-            format,
-            compression,
-            options.jobs,
-            &snapshot,
+            ms = started.elapsed().as_millis() as u64,
+            "dump written"
         );
-        dump(runner, &argv, &partial, format, progress)
-            .await
-            .map(Some)
+        r
     };
-    let started = std::time::Instant::now();
     let measure = async {
         let r = measure.await;
         tracing::debug!(
@@ -264,84 +403,20 @@ pub async fn backup(
         );
         r
     };
-    let dump = async {
-        let r = dump.await;
-        tracing::debug!(
-            database,
-            ms = started.elapsed().as_millis() as u64,
-            "dump written"
-        );
-        r
-    };
-    // The first failure ends both: pg_dump is killed if the measuring
-    // fails, and the session closed if pg_dump fails.
-    let (source, streamed) = match futures::future::try_join(measure, dump).await {
-        Ok((source, Some(streamed))) => (source, streamed),
-        Ok((_, None)) => {
-            return Err(PgError::Output {
-                server: runner.server(),
-                command: "pg_dump".into(),
-                message: "the session did not hand over its snapshot".into(),
-            })
-        }
-        Err(e) => {
-            // Said before the partial archive goes: what was free when it failed.
-            let e = out_of_space(e, &paths.dir);
-            let _ = archive::remove(&partial);
-            return Err(e);
-        }
-    };
-
-    if crate::testhooks::corrupt_backup(database) {
-        corrupt_for_test(&partial, format);
+    match futures::future::try_join(measure, dump).await? {
+        (source, Some(dumped)) => Ok((source, dumped)),
+        (_, None) => Err(PgError::Output {
+            server: runner.server(),
+            command: "pg_dump".into(),
+            message: "the session did not hand over its snapshot".into(),
+        }),
     }
-    let checked = check_partial(runner, &partial, format, streamed, progress).await;
-    let (bytes, sha256, toc_entries) = match checked {
-        Ok(c) => c,
-        Err(e) => {
-            // Said before the partial archive goes: what was free when it failed.
-            let e = out_of_space(e, &paths.dir);
-            let _ = archive::remove(&partial);
-            return Err(e);
-        }
-    };
-    tracing::debug!(
-        database,
-        ms = started.elapsed().as_millis() as u64,
-        "archive read back and listed"
-    );
-    // pg_dump creates a directory archive's files itself, by the umask.
-    crate::private::restrict_tree(&partial).map_err(|e| PgError::io("restrict", &partial, e))?;
-    archive::commit(&partial, &paths.archive)?;
-    let manifest = Manifest {
-        manifest_version: MANIFEST_VERSION,
-        database: database.to_string(),
-        owner: source.owner,
-        encoding: source.encoding,
-        format,
-        archive: format!("{database}.dump"),
-        bytes,
-        sha256,
-        toc_entries,
-        server_version: source.server_version,
-        pg_dump_version,
-        compression,
-        created_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        tables: source.contents.tables,
-        sequences: source.contents.sequences,
-        privileges: Some(source.privileges),
-    };
-    manifest.write(&paths.manifest)?;
-    Ok((paths, manifest))
 }
 
 /// A failure to write the archive for want of space, said so: pgplan's
 /// own writes (the stream of a custom archive) and pg_dump's (a directory
 /// archive) alike.
-fn out_of_space(e: PgError, dir: &Path) -> PgError {
+pub(crate) fn out_of_space(e: PgError, dir: &Path) -> PgError {
     match e {
         PgError::Sink { program, error } if super::is_no_space(&error) => PgError::no_space(
             dir,

@@ -72,7 +72,13 @@ impl Manifest {
     pub fn read(path: &Path) -> Result<Manifest, PgError> {
         let bytes = std::fs::read(path)
             .map_err(|e| PgError::archive(path, format!("its manifest cannot be read: {e}")))?;
-        let m: Manifest = serde_json::from_slice(&bytes)
+        Manifest::parse(&bytes, path)
+    }
+
+    /// A manifest's bytes, read from `path` (for messages); a newer or
+    /// invalid one is an [`PgError::Archive`].
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Manifest, PgError> {
+        let m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| PgError::archive(path, format!("its manifest is not valid: {e}")))?;
         if m.manifest_version > MANIFEST_VERSION {
             return Err(PgError::archive(
@@ -98,12 +104,17 @@ impl Manifest {
     /// Writes the manifest durably (temporary file, fsync, rename, fsync of
     /// the directory).
     pub fn write(&self, path: &Path) -> Result<(), PgError> {
+        archive::write_durably(path, &self.to_bytes(path)?)
+    }
+
+    /// The manifest as written: pretty JSON and a newline.
+    pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>, PgError> {
         let mut text = serde_json::to_vec_pretty(self).map_err(|e| PgError::Io {
             action: "encode",
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         text.push(b'\n');
-        archive::write_durably(path, &text)
+        Ok(text)
     }
 }

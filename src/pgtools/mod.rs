@@ -19,6 +19,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod claim;
 pub mod contents;
 pub mod inventory;
 pub mod knex;

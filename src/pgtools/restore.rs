@@ -109,21 +109,32 @@ pub async fn restore(
         }
     }
     tracing::debug!(database = %manifest.database, "restored");
+    analyze(runner, &manifest.database, options).await?;
+    Ok(restored)
+}
+
+/// After a restore: `ANALYZE` when asked (`vacuumdb --analyze-only -j N`),
+/// while beside the server the kernel writes back what it loaded.
+pub(crate) async fn analyze(
+    runner: &Runner<'_>,
+    database: &str,
+    options: &RestoreOptions,
+) -> Result<(), PgError> {
     if options.analyze {
         let argv = vec![
             "vacuumdb".to_string(),
             "--analyze-only".into(),
             "--quiet".into(),
             format!("--jobs={}", options.jobs.max(1)),
-            format!("--dbname={}", manifest.database),
+            format!("--dbname={database}"),
         ];
         let (analyzed, ()) = futures::join!(runner.output(&argv), write_back_logged(runner));
         analyzed?;
-        tracing::debug!(database = %manifest.database, "analyzed");
+        tracing::debug!(database, "analyzed");
     } else {
         write_back_logged(runner).await;
     }
-    Ok(restored)
+    Ok(())
 }
 
 /// [`Runner::write_back`], a failure only logged.
@@ -143,7 +154,7 @@ const WRITE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// to reach the disk, while during the load the disk has time to spare
 /// (loading is CPU-bound). A failed `sync` is only logged: durability is
 /// checked where it is required, not here.
-async fn with_write_back<T>(
+pub(crate) async fn with_write_back<T>(
     runner: &Runner<'_>,
     load: impl std::future::Future<Output = Result<T, PgError>>,
 ) -> Result<T, PgError> {
@@ -165,7 +176,12 @@ async fn with_write_back<T>(
     }
 }
 
-fn check_sums(path: &Path, manifest: &Manifest, bytes: u64, sha: &str) -> Result<(), PgError> {
+pub(crate) fn check_sums(
+    path: &Path,
+    manifest: &Manifest,
+    bytes: u64,
+    sha: &str,
+) -> Result<(), PgError> {
     if bytes != manifest.bytes || sha != manifest.sha256 {
         return Err(PgError::archive(
             path,
@@ -304,7 +320,7 @@ async fn upload(
 
 /// Runs pg_restore on `archive` (a path where the runner runs); on failure,
 /// names the entry it stopped at.
-async fn pg_restore(
+pub(crate) async fn pg_restore(
     runner: &Runner<'_>,
     manifest: &Manifest,
     archive: &str,

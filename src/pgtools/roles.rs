@@ -127,12 +127,7 @@ pub async fn read_verifiers(runner: &Runner<'_>) -> Result<Verifiers, PgError> {
 pub fn write_verifiers(path: &Path, v: &Verifiers) -> Result<(), PgError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let file = RolesFile {
-        roles_version: ROLES_VERSION,
-        verifiers: v.clone(),
-    };
-    let bytes = serde_json::to_vec(&file)
-        .map_err(|e| PgError::io("write", path, std::io::Error::other(e)))?;
+    let bytes = verifiers_bytes(path, v)?;
     let tmp = super::archive::with_suffix(path, ".tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
@@ -152,7 +147,22 @@ pub fn write_verifiers(path: &Path, v: &Verifiers) -> Result<(), PgError> {
 /// Reads what [`write_verifiers`] wrote.
 pub fn read_verifiers_file(path: &Path) -> Result<Verifiers, PgError> {
     let bytes = std::fs::read(path).map_err(|e| PgError::io("read", path, e))?;
-    let file: RolesFile = serde_json::from_slice(&bytes).map_err(|e| {
+    parse_verifiers(&bytes, path)
+}
+
+/// The roles file's contents, as written beside an archive.
+pub fn verifiers_bytes(path: &Path, v: &Verifiers) -> Result<Vec<u8>, PgError> {
+    let file = RolesFile {
+        roles_version: ROLES_VERSION,
+        verifiers: v.clone(),
+    };
+    serde_json::to_vec(&file).map_err(|e| PgError::io("write", path, std::io::Error::other(e)))
+}
+
+/// A roles file's bytes (read from `path`, for messages); every password
+/// verifier in it becomes a secret no log line may show.
+pub fn parse_verifiers(bytes: &[u8], path: &Path) -> Result<Verifiers, PgError> {
+    let file: RolesFile = serde_json::from_slice(bytes).map_err(|e| {
         PgError::archive(
             path,
             format!("the roles file does not read (at column {})", e.column()),

@@ -619,7 +619,15 @@ pub struct HttpCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Backup {
-    /// Local directory for the move's dumps and manifests.
+    /// Where the move's dumps are made and kept. `local` (the default for
+    /// now): the tools stream the data through the machine running pgplan
+    /// into `directory`. `cluster`: a short-lived pod in the target's
+    /// namespace runs them next to the servers and keeps the archives on the
+    /// backup claim (`storageSize`); only commands and small results cross
+    /// the API server. `cluster` needs a StatefulSet target.
+    #[serde(default, skip_serializing_if = "DataPath::is_local")]
+    pub data_path: DataPath,
+    /// Local directory for the move's dumps and manifests (`dataPath: local`).
     #[serde(default = "default_backup_dir")]
     #[schemars(pattern(pat::NOT_BLANK))]
     pub directory: String,
@@ -658,9 +666,27 @@ impl Backup {
     }
 }
 
+/// Where the data of a move passes and its backups are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataPath {
+    /// Through the machine running pgplan, into `backup.directory`.
+    #[default]
+    Local,
+    /// In the cluster: tools pods beside the servers, archives on the backup claim.
+    Cluster,
+}
+
+impl DataPath {
+    pub fn is_local(&self) -> bool {
+        *self == DataPath::Local
+    }
+}
+
 impl Default for Backup {
     fn default() -> Self {
         Backup {
+            data_path: DataPath::default(),
             directory: default_backup_dir(),
             format: DumpFormat::default(),
             jobs: default_jobs(),

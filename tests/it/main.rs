@@ -10,6 +10,7 @@ mod backstage;
 mod backups;
 mod cli;
 mod data_faults;
+mod datapath;
 mod diff;
 mod effects;
 mod exec;

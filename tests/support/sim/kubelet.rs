@@ -123,6 +123,10 @@ pub struct ExecTarget {
     pub env: Vec<(String, String)>,
     /// Cancelled when the pod stops: the exec'd process is killed with its container.
     pub stop: CancellationToken,
+    /// The container's sandbox, for a container that runs its own command (the exec joins
+    /// it, as root); `None` for a PostgreSQL container, whose exec runs on the machine as the
+    /// unprivileged user, in the pod's directory.
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 /// A running container's PostgreSQL server, as seen from outside.
@@ -1349,15 +1353,15 @@ impl Kubelet {
         }
     }
 
-    fn spawn_in_sandbox(
+    /// The sandbox a container's processes run in: its root, the pod's files, its volumes at
+    /// their `mountPath`s. Its command and every exec into it share it.
+    fn container_sandbox(
         &self,
         rt: &PodRuntime,
         pod: &Value,
         c: &Value,
         cname: &str,
-        argv: &[String],
-        env: &[(String, String)],
-    ) -> Result<proc::ChildGuard, String> {
+    ) -> Result<Sandbox, String> {
         let workdir = obj::str_at(c, "/workingDir").unwrap_or("/");
         let mut sandbox = Sandbox::new(
             &rt.dir
@@ -1378,6 +1382,12 @@ impl Kubelet {
                 .mount(&dir, mount_path, read_only)
                 .map_err(|e| format!("failed to create containerd task: {e}"))?;
         }
+        Ok(sandbox)
+    }
+
+    /// The environment of a process in a container's sandbox: the image's defaults, then the
+    /// container's own `env`.
+    fn sandbox_env(rt: &PodRuntime, env: &[(String, String)]) -> Vec<(String, String)> {
         let mut full: Vec<(String, String)> = vec![
             (
                 "PATH".into(),
@@ -1395,6 +1405,20 @@ impl Kubelet {
             full.retain(|(x, _)| x != k);
             full.push((k.clone(), v.clone()));
         }
+        full
+    }
+
+    fn spawn_in_sandbox(
+        &self,
+        rt: &PodRuntime,
+        pod: &Value,
+        c: &Value,
+        cname: &str,
+        argv: &[String],
+        env: &[(String, String)],
+    ) -> Result<proc::ChildGuard, String> {
+        let sandbox = self.container_sandbox(rt, pod, c, cname)?;
+        let full = Self::sandbox_env(rt, env);
         let path = env_get(&full, "PATH").unwrap_or("").to_string();
         let program = argv.first().cloned().unwrap_or_default();
         let resolved = sandbox.resolve(&program, &path).ok_or_else(|| {
@@ -1731,6 +1755,25 @@ impl Kubelet {
                     "unable to upgrade connection: container not found (\"{cname}\")"
                 ))
             })?;
+        if info.pg.is_none() {
+            // A container that runs its own command: an exec joins its sandbox (root, volumes,
+            // hosts file), as root, as `kubectl exec` does in the image.
+            let spec = obj::array_at(pod, "/spec/containers")
+                .iter()
+                .chain(obj::array_at(pod, "/spec/initContainers").iter())
+                .find(|c| obj::str_at(c, "/name") == Some(cname.as_str()))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let sandbox = self
+                .container_sandbox(&rt, pod, &spec, &cname)
+                .map_err(ApiError::bad_request)?;
+            return Ok(ExecTarget {
+                cwd: PathBuf::from("/"),
+                env: Self::sandbox_env(&rt, &info.env),
+                stop: rt.stop.child_token(),
+                sandbox: Some(Arc::new(sandbox)),
+            });
+        }
         let fs = rt.fs_dir();
         let mut env: Vec<(String, String)> = vec![
             (
@@ -1765,6 +1808,7 @@ impl Kubelet {
             cwd: fs,
             env,
             stop: rt.stop.child_token(),
+            sandbox: None,
         })
     }
 

@@ -173,11 +173,22 @@ pub async fn exec(
         drain_until(writer, incoming).await;
         return;
     };
-    let mut cmd = Command::new(program);
+    let resolved = match &target.sandbox {
+        Some(sb) => {
+            let path = target
+                .env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            sb.resolve(program, &path)
+        }
+        None => Some(program.clone()),
+    };
+    let mut cmd = Command::new(resolved.as_deref().unwrap_or(program));
     cmd.args(&req.command[1..])
         .env_clear()
         .envs(target.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&target.cwd)
         .stdin(if req.stdin {
             Stdio::piped()
         } else {
@@ -193,7 +204,17 @@ pub async fn exec(
         } else {
             Stdio::null()
         });
-    let mut child = match proc::spawn(cmd, SpawnOptions::UNPRIVILEGED) {
+    let spawned = match &target.sandbox {
+        None => {
+            cmd.current_dir(&target.cwd);
+            proc::spawn(cmd, SpawnOptions::UNPRIVILEGED)
+        }
+        Some(_) if resolved.is_none() => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        Some(sb) => sb
+            .apply(&mut cmd)
+            .and_then(|()| proc::spawn(cmd, SpawnOptions::AS_IS)),
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             let message = if e.kind() == std::io::ErrorKind::NotFound {
