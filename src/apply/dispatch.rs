@@ -52,10 +52,7 @@ pub async fn act(w: &World<'_>, step: &Step, deps: &Done) -> Result<Outcome, Ste
             verifiers,
         } => {
             let how = (*format, *jobs);
-            let to = match claim {
-                Some(c) => pgdata::BackupTo::Claim(c),
-                None => pgdata::BackupTo::Directory(directory),
-            };
+            let to = pgdata::BackupTo::of(claim.as_ref(), directory);
             pgdata::backup(w, step, server, database, how, to, *verifiers).await
         }
         Operation::PrepareTarget {

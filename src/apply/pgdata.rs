@@ -59,6 +59,13 @@ pub enum BackupTo<'a> {
     Claim(&'a ObjectRef),
 }
 
+impl<'a> BackupTo<'a> {
+    /// The claim when the plan names one, else the directory.
+    pub fn of(claim: Option<&'a ObjectRef>, directory: &'a str) -> BackupTo<'a> {
+        claim.map_or(BackupTo::Directory(directory), BackupTo::Claim)
+    }
+}
+
 /// Dump one database into this run's backup directory (or onto the backup
 /// claim), read it back and list it; with `verifiers`, read the source's
 /// roles and passwords too.

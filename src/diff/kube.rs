@@ -183,10 +183,7 @@ fn storage_class<'v>(cx: &mut Ctx<'v>, t: &StatefulSetTarget) -> Option<&'v Valu
 fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &SourceFacts<'_>) {
     let spec = cx.p.spec();
     let t = &kt.stateful_set;
-    cx.journey = match src.kind {
-        crate::spec::WorkloadKind::Deployment => Journey::DeploymentToStatefulset,
-        crate::spec::WorkloadKind::StatefulSet => Journey::StatefulsetToStatefulset,
-    };
+    cx.journey = journey_of(src.kind);
     let svc_name = t.service_name.clone().unwrap_or_else(|| t.name.clone());
 
     let Some(server) = inventory(cx, src) else {
@@ -202,40 +199,29 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
     let protect = protect_old_volume(cx, src);
 
     // Static PVs.
-    let mut pv_steps = Vec::new();
-    if storage.needs_static {
-        pv_steps = static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0);
-    }
+    let pv_steps = match storage.needs_static {
+        true => static_volumes(cx, t, ns, class_name.as_deref().unwrap_or(""), 0),
+        false => Vec::new(),
+    };
 
     // With the data path in the cluster, the claim the dumps go to.
-    if !spec.backup.data_path.is_local() && !cluster_data_path_fits(cx, ns, src, &dbs) {
+    let Ok((claim, claim_steps)) = data_path_claim(cx, t, ns, class_name.as_deref(), (src, &dbs))
+    else {
         return;
-    }
-    let claim = (!spec.backup.data_path.is_local()).then(|| {
-        let steps = backup_claim(cx, t, ns, class_name.as_deref(), None);
-        let name = crate::names::backup_object_name(&t.name);
-        (
-            ObjectRef::new("v1", "PersistentVolumeClaim", ns, &name),
-            steps,
-        )
-    });
+    };
 
     // Only now stop the consumers: everything above is safe while they run.
     let consumers = consumers::resolve(cx, &src.namespace);
     let quiesced = consumers::quiesce(cx, &consumers, &[]);
 
-    let source_ref = pod_server(
-        ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name),
-        src,
-    );
+    let source = ObjectRef::new("apps/v1", src.kind.as_str(), &src.namespace, &src.name);
+    let source_ref = pod_server(source, src);
     let target_workload = ObjectRef::new("apps/v1", "StatefulSet", ns, &t.name);
     let target_ref = pod_server(target_workload.clone(), src);
 
     // Backups first; everything disruptive waits for them.
-    let mut before_backups = quiesced.clone();
-    before_backups.extend(claim.iter().flat_map(|(_, steps)| steps.iter().cloned()));
-    let claim = claim.map(|(c, _)| c);
-    let backups = data::backups(cx, &source_ref, claim.as_ref(), &dbs, &before_backups);
+    let after: Vec<String> = quiesced.iter().chain(&claim_steps).cloned().collect();
+    let backups = data::backups(cx, &source_ref, claim.as_ref(), &dbs, &after);
 
     // Delete the source workload.
     let del_addr = delete_source(
@@ -263,19 +249,19 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
         class: class_name.as_deref(),
         after: None,
     };
-    let mut deps = vec![del_addr.clone()];
-    deps.extend(svc_step.clone());
-    deps.extend(pv_steps.iter().cloned());
-    let sts_addr = create_statefulset(cx, &shape, src, deps);
+    let deps = [del_addr.clone()]
+        .into_iter()
+        .chain(svc_step.clone())
+        .chain(pv_steps);
+    let sts_addr = create_statefulset(cx, &shape, src, deps.collect());
 
     // Data.
     let from = (&source_ref, server);
     let verifies = restore(cx, &shape, from, &target_ref, &sts_addr, &dbs, &backups);
 
-    let after_verify = if spec.verify.self_heal {
-        self_heal(cx, ns, &target_workload, &dbs, &verifies)
-    } else {
-        verifies.clone()
+    let after_verify = match spec.verify.self_heal {
+        true => self_heal(cx, ns, &target_workload, &dbs, &verifies),
+        false => verifies.clone(),
     };
 
     backup_cronjob(
@@ -291,6 +277,37 @@ fn move_into_statefulset(cx: &mut Ctx<'_>, kt: &KubeTarget, ns: &str, src: &Sour
 
     if spec.cleanup.old_volume {
         cleanup_old_volumes(cx, &old_volumes(src), &verifies, &resumed);
+    }
+}
+
+/// With `backup.dataPath: cluster`, the backup claim and the steps that
+/// make it (`Ok(None)` with the local data path); `Err` once an error says
+/// why the cluster data path cannot work here.
+#[allow(clippy::result_unit_err)]
+fn data_path_claim(
+    cx: &mut Ctx<'_>,
+    t: &StatefulSetTarget,
+    ns: &str,
+    class: Option<&str>,
+    (src, dbs): (&SourceFacts<'_>, &[&crate::observed::DatabaseInventory]),
+) -> Result<(Option<ObjectRef>, Vec<String>), ()> {
+    if cx.p.spec().backup.data_path.is_local() {
+        return Ok((None, Vec::new()));
+    }
+    if !cluster_data_path_fits(cx, ns, src, dbs) {
+        return Err(());
+    }
+    let steps = backup_claim(cx, t, ns, class, None);
+    let name = crate::names::backup_object_name(&t.name);
+    let claim = ObjectRef::new("v1", "PersistentVolumeClaim", ns, &name);
+    Ok((Some(claim), steps))
+}
+
+/// The journey from a source workload of `kind`.
+fn journey_of(kind: crate::spec::WorkloadKind) -> Journey {
+    match kind {
+        crate::spec::WorkloadKind::Deployment => Journey::DeploymentToStatefulset,
+        crate::spec::WorkloadKind::StatefulSet => Journey::StatefulsetToStatefulset,
     }
 }
 

@@ -16,17 +16,21 @@ use crate::observed::{str_at, RdsInstance, ServerInventory};
 use crate::plan::{Action, ObjectRef, Operation, RdsSettings, Risk, ServerRef, Wait};
 use crate::spec::{RdsTarget, Source};
 
+/// `backup.dataPath: cluster` towards RDS: not built yet, said where it is set.
+fn cluster_data_path_refused(cx: &mut Ctx<'_>) {
+    cx.error(
+        &["backup", "dataPath"],
+        "pgplan::plan::data-path",
+        "`backup.dataPath: cluster` does not reach RDS targets yet: the copy into the instance runs from the machine running pgplan".into(),
+        "use `dataPath: local` (the default) for this placement, with a route to the instance (or `connect:` through a tunnel)",
+    );
+}
+
 pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     let spec = cx.p.spec();
     cx.journey = Journey::ToRds;
     if !spec.backup.data_path.is_local() {
-        cx.error(
-            &["backup", "dataPath"],
-            "pgplan::plan::data-path",
-            "`backup.dataPath: cluster` does not reach RDS targets yet: the copy into the instance runs from the machine running pgplan".into(),
-            "use `dataPath: local` (the default) for this placement, with a route to the instance (or `connect:` through a tunnel)",
-        );
-        return;
+        return cluster_data_path_refused(cx);
     }
     let Some(login) = spec.credentials.target.clone() else {
         return; // validation already reported it
