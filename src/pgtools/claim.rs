@@ -78,16 +78,23 @@ fn sh(script: &str, args: &[&str]) -> Vec<String> {
 /// Reads a small file in the tools pod (a manifest, a roles file).
 pub async fn read_file(tools: &Runner<'_>, path: &str) -> Result<Vec<u8>, PgError> {
     let argv = sh(r#"exec cat -- "$1""#, &[path]);
+    read_output(tools, &argv, path, "it cannot be read").await
+}
+
+/// The output of `argv`, which reads the archive file at `path` in the
+/// tools pod; a failure is that file's (`failed` says how).
+async fn read_output(
+    tools: &Runner<'_>,
+    argv: &[String],
+    path: &str,
+    failed: &str,
+) -> Result<Vec<u8>, PgError> {
     let mut out = Vec::new();
-    let outcome = tools.run(&argv, Stdin::none(), &mut out).await?;
+    let outcome = tools.run(argv, Stdin::none(), &mut out).await?;
     if outcome.code != 0 {
         return Err(PgError::archive(
             Path::new(path),
-            format!(
-                "it cannot be read in pod {}: {}",
-                tools.server(),
-                outcome.stderr.trim()
-            ),
+            format!("{failed} in {}: {}", tools.server(), outcome.stderr.trim()),
         ));
     }
     Ok(out)
@@ -344,18 +351,7 @@ async fn dump(
 /// `pg_restore --list` of the archive at `path` in the tools pod.
 async fn list(tools: &Runner<'_>, path: &str) -> Result<String, PgError> {
     let argv = vec!["pg_restore".to_string(), "--list".into(), path.to_string()];
-    let mut out = Vec::new();
-    let outcome = tools.run(&argv, Stdin::none(), &mut out).await?;
-    if outcome.code != 0 {
-        return Err(PgError::archive(
-            Path::new(path),
-            format!(
-                "`pg_restore --list` cannot read it in {}: {}",
-                tools.server(),
-                outcome.stderr.trim()
-            ),
-        ));
-    }
+    let out = read_output(tools, &argv, path, "`pg_restore --list` cannot read it").await?;
     String::from_utf8(out).map_err(|e| {
         PgError::archive(
             Path::new(path),
