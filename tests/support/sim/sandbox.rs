@@ -51,6 +51,15 @@ struct Prepared {
     hostname: Vec<u8>,
 }
 
+/// A symlink, made once: an exec preparing the same root at the same moment
+/// as its container may have made it already.
+fn make_link(target: impl AsRef<Path>, at: &Path) -> io::Result<()> {
+    match std::os::unix::fs::symlink(target, at) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        r => r,
+    }
+}
+
 fn cstring(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::other(e.to_string()))
 }
@@ -76,7 +85,7 @@ impl Sandbox {
             if meta.file_type().is_symlink() {
                 // Merged /usr: `/bin` → `usr/bin`, the same inside.
                 if std::fs::symlink_metadata(&inside).is_err() {
-                    std::os::unix::fs::symlink(std::fs::read_link(&host)?, &inside)?;
+                    make_link(std::fs::read_link(&host)?, &inside)?;
                 }
             } else if meta.is_dir() {
                 binds.push(Bind {
@@ -120,12 +129,12 @@ impl Sandbox {
                 Some("resolv.conf") => PathBuf::from("/.pod/resolv.conf"),
                 _ => Path::new("/.host-etc").join(&name),
             };
-            std::os::unix::fs::symlink(target, link)?;
+            make_link(target, &link)?;
         }
         for (name, target) in [("hosts", "/.pod/hosts"), ("hostname", "/.pod/hostname")] {
             let link = etc.join(name);
             if std::fs::symlink_metadata(&link).is_err() {
-                std::os::unix::fs::symlink(target, link)?;
+                make_link(target, &link)?;
             }
         }
         for d in ["var/run", "run", "var/tmp", "root", "home"] {
