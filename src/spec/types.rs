@@ -244,6 +244,9 @@ pub struct StatefulSetTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(pat::DNS_LABEL))]
     pub service_name: Option<String>,
+    /// Number of servers. Only 1 is accepted until pgplan sets up standbys:
+    /// more would be independent, writable servers behind one Service
+    /// (`pgplan::spec::replicas-without-standbys`).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1))]
     pub replicas: u32,

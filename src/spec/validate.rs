@@ -305,6 +305,23 @@ impl<'a> Validator<'a> {
                         "use at least 1 replica",
                     );
                 }
+                if sts.replicas > 1 {
+                    // Every replica would be its own writable server behind
+                    // the one Service: the restore fills ordinal 0 only, and
+                    // writes balanced onto the others are lost to the
+                    // application. Refused until standbys exist.
+                    self.err(
+                        &sp(&["replicas"]),
+                        "pgplan::spec::replicas-without-standbys",
+                        format!(
+                            "{} replicas would be {} independent, writable servers behind one Service: \
+                             the restore fills `{}-0` only, and the writes clients send to the others \
+                             are lost to the application",
+                            sts.replicas, sts.replicas, sts.name
+                        ),
+                        "use `replicas: 1`: pgplan does not set up streaming replication (standbys) yet",
+                    );
+                }
                 if let Some(img) = &sts.image {
                     if img.trim().is_empty() || img.contains(char::is_whitespace) {
                         self.err(
@@ -368,7 +385,11 @@ impl<'a> Validator<'a> {
                         "mount paths start with `/`",
                     );
                 }
-                if !st.static_volumes.is_empty() && st.static_volumes.len() != sts.replicas as usize
+                // Only against a replica count that is itself valid: a wrong
+                // count is one error, not also one per static volume.
+                if sts.replicas == 1
+                    && !st.static_volumes.is_empty()
+                    && st.static_volumes.len() != sts.replicas as usize
                 {
                     self.err(
                         &sp(&["storage", "staticVolumes"]),

@@ -49,14 +49,89 @@ pub fn files() -> BTreeMap<String, String> {
 
 pub fn try_plan(spec: &Spec, observed: &Observed) -> Result<Plan, diff::PlanError> {
     let files = files();
-    diff::plan(
+    let plan = diff::plan(
         spec,
         &Inputs {
             observed,
             env: &env,
             files: &files,
         },
+    )?;
+    assert_one_writer(&plan, observed);
+    Ok(plan)
+}
+
+/// The identity of a manifest: kind, namespace, name.
+fn identity(m: &Value) -> (String, String, String) {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (
+        s(&m["kind"]),
+        s(&m["metadata"]["namespace"]),
+        s(&m["metadata"]["name"]),
     )
+}
+
+/// No plan puts two writable PostgreSQL servers behind one Service: in the
+/// world the plan leaves (the live objects, with every manifest a step
+/// writes in place of its live one and every deleted one gone), no Service
+/// selects the pods of a server workload with more than one replica.
+/// Until standbys exist every replica is a writable server of its own.
+pub fn assert_one_writer(plan: &Plan, observed: &Observed) {
+    let mut world: BTreeMap<(String, String, String), Value> = observed
+        .kubernetes
+        .objects
+        .iter()
+        .map(|m| (identity(m), m.clone()))
+        .collect();
+    for s in &plan.steps {
+        match (&s.operation, &s.after) {
+            (Operation::Delete { .. }, _) => {
+                if let Some(b) = &s.before {
+                    world.remove(&identity(b));
+                }
+            }
+            (_, Some(after)) if after["kind"].is_string() => {
+                world.insert(identity(after), after.clone());
+            }
+            _ => {}
+        }
+    }
+    let servers = world.values().filter(|m| {
+        matches!(m["kind"].as_str(), Some("StatefulSet" | "Deployment"))
+            && m["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["image"]
+                            .as_str()
+                            .is_some_and(|i| i.contains("postgres") || i.contains("postgis"))
+                    })
+                })
+    });
+    for server in servers {
+        let replicas = server["spec"]["replicas"].as_u64().unwrap_or(1);
+        if replicas < 2 {
+            continue;
+        }
+        let labels = &server["spec"]["template"]["metadata"]["labels"];
+        for svc in world.values().filter(|m| {
+            m["kind"] == "Service" && m["metadata"]["namespace"] == server["metadata"]["namespace"]
+        }) {
+            let Some(selector) = svc["spec"]["selector"].as_object() else {
+                continue;
+            };
+            let selects = !selector.is_empty() && selector.iter().all(|(k, v)| &labels[k] == v);
+            assert!(
+                !selects,
+                "{} puts {replicas} writable servers ({:?}) behind Service {:?}",
+                plan.steps
+                    .first()
+                    .map_or("the plan", |s| s.placement.as_str()),
+                identity(server),
+                identity(svc)
+            );
+        }
+    }
 }
 
 pub fn plan_of(spec: &Spec, observed: &Observed) -> Plan {
@@ -1201,4 +1276,24 @@ fn a_database_name_postgresql_would_refuse_is_not_written_into_the_backup_cronjo
     assert!(err.contains("pgplan::plan::database-name"), "{err}");
     assert!(err.contains("must be 1 to 63 bytes long"), "{err}");
     assert!(err.contains("pgplan.yaml:"), "located: {err}");
+}
+
+/// The one-writer check that every plan here passes can fail: the healthcare
+/// plan with its StatefulSet's replicas raised behind the spec's back puts
+/// two writable servers behind the `postgres` Service.
+#[test]
+fn the_one_writer_check_catches_two_servers_behind_a_service() {
+    let (spec, live) = example("healthcare", None);
+    let mut plan = plan_of(&spec, &live);
+    let sts = plan
+        .steps
+        .iter_mut()
+        .find(|s| s.after.as_ref().is_some_and(|a| a["kind"] == "StatefulSet"))
+        .expect("the plan creates the StatefulSet");
+    sts.after.as_mut().expect("manifest")["spec"]["replicas"] = json!(2);
+    let caught = std::panic::catch_unwind(|| assert_one_writer(&plan, &live))
+        .expect_err("two writable servers behind one Service pass the check");
+    let message = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("puts 2 writable servers"), "{message}");
+    assert!(message.contains("\"Service\""), "{message}");
 }

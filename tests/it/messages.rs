@@ -220,3 +220,52 @@ fn a_field_left_out_for_its_error_is_not_compared_or_missed() {
     assert!(err.contains("1 error"), "{err}");
     assert!(!err.contains("needs `name` or `selector`"), "{err}");
 }
+
+/// Two replicas without standbys would be two writable servers behind one
+/// Service, the second one empty: refused where it is written, with what to
+/// do, by `validate` and by `plan` alike.
+#[test]
+fn replicas_without_standbys_are_refused_where_they_are_written() {
+    let two = GOOD.replace("        replicas: 1\n", "        replicas: 2\n");
+    assert_ne!(two, GOOD, "the spec took the replica count");
+    let (code, err) = validate(&two);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("1 error"), "{err}");
+    assert!(
+        err.contains("pgplan::spec::replicas-without-standbys"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pgplan.yaml:20:19: 2 replicas would be 2 independent, writable servers behind one Service"),
+        "{err}"
+    );
+    assert!(err.contains("the restore fills `postgres-0` only"), "{err}");
+    assert!(err.contains("use `replicas: 1`"), "{err}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("pgplan.yaml");
+    std::fs::write(&spec, &two).expect("write");
+    let out = pgplan(
+        &[
+            "plan",
+            "-f",
+            spec.to_str().expect("utf-8"),
+            "--live-state",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/healthcare/live.yaml"),
+        ],
+        &[],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pgplan::spec::replicas-without-standbys"),
+        "{err}"
+    );
+    assert!(
+        text(&out.stdout).is_empty(),
+        "no plan is shown: {}",
+        text(&out.stdout)
+    );
+    // One replica stays valid.
+    let (code, err) = validate(GOOD);
+    assert_eq!(code, 0, "{err}");
+}

@@ -73,6 +73,7 @@ fn plan_of(
         },
     )
     .expect("plans");
+    crate::diff::assert_one_writer(&plan, &observed);
     let redactor = Redactor::new(spec.secrets.iter().cloned());
     (plan, redactor)
 }
