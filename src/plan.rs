@@ -178,7 +178,35 @@ pub enum ServerRef {
         sslmode: SslMode,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ca_file: Option<String>,
+        /// With `backup.dataPath: cluster`: the tools run in a pod in the
+        /// cluster that reaches the server, never on the machine running
+        /// pgplan (which needs no route to it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_cluster: Option<Box<InCluster>>,
     },
+}
+
+/// How the tools reach a server outside the cluster from inside it: a
+/// client pod in `namespace` running `image`, whose libpq settings come by
+/// reference from the connection Secret pgplan writes for the consumers
+/// (`POSTGRES_HOST`, `POSTGRES_PORT`, `POSTGRES_USER`, `POSTGRES_PASSWORD`),
+/// with the CA bundle's Secret mounted as `sslrootcert`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InCluster {
+    pub namespace: String,
+    pub image: String,
+    pub login_secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
+    pub sslmode: SslMode,
+}
+
+/// A key of a Secret in the namespace at hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
 }
 
 impl ServerRef {

@@ -13,6 +13,8 @@
 //! It sleeps until pgplan deletes it when the step ends, whatever the
 //! outcome; `activeDeadlineSeconds` ends one that a lost runner left.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::outcome::StepError;
@@ -20,7 +22,11 @@ use super::world::{World, READY_TIMEOUT};
 use crate::cluster::{Cluster, Write};
 use crate::observed::str_at;
 use crate::pgtools::{claim::MOUNT, Runner};
-use crate::plan::{ObjectRef, ServerRef};
+use crate::plan::{InCluster, ObjectRef, ServerRef};
+
+/// How often a tools pod starting (or going) is looked at: it takes a
+/// moment, and each data step waits for one.
+const POD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The container in a tools pod.
 const CONTAINER: &str = "tools";
@@ -34,12 +40,7 @@ pub struct ToolsPod<'a> {
 impl<'a> ToolsPod<'a> {
     /// Where the tools run.
     pub fn runner(&self) -> Runner<'a> {
-        Runner::Pod {
-            cluster: self.cluster,
-            namespace: self.pod.namespace.clone(),
-            pod: self.pod.name.clone(),
-            container: Some(CONTAINER.into()),
-        }
+        tools_runner(self.cluster, &self.pod)
     }
 
     /// Deletes the pod (a failure is logged: the pod's deadline ends it).
@@ -50,26 +51,38 @@ impl<'a> ToolsPod<'a> {
     }
 }
 
-/// The server a tools pod works on: its pod's image, address and login.
+/// The server a tools pod works on: the image to run, and the libpq
+/// environment (address and login) and volumes that reach it.
 struct Beside {
     image: String,
-    host: String,
-    port: u16,
     env: Vec<Value>,
+    /// Secret volumes: (volume, secret name, mount path).
+    secrets: Vec<(String, String, String)>,
 }
 
-/// Reads the image, address and login of the Ready pod of `server`.
+/// Where a tools pod mounts the CA bundle of a server outside the cluster.
+const CA_MOUNT: &str = "/pgplan-ca";
+
+/// What a tools pod needs to reach `server`: a server in a pod at its
+/// Ready pod's address, a server outside the cluster through the
+/// connection Secret (`InCluster`).
 async fn beside(w: &World<'_>, server: &ServerRef) -> Result<Beside, StepError> {
-    let ServerRef::Pod {
-        workload,
-        selector,
-        container,
-    } = server
-    else {
-        return Err(StepError::new(format!(
-            "{} is not in the cluster: a tools pod works only on servers in pods (set `backup.dataPath: local`)",
-            server.locator()
-        )));
+    let (workload, selector, container) = match server {
+        ServerRef::Pod {
+            workload,
+            selector,
+            container,
+        } => (workload, selector, container),
+        ServerRef::Direct {
+            in_cluster: Some(ic),
+            ..
+        } => return Ok(outside(ic)),
+        ServerRef::Direct { .. } => {
+            return Err(StepError::new(format!(
+                "{} is reached from this machine: a tools pod works only on servers in pods or reached from the cluster (`backup.dataPath: cluster`)",
+                server.locator()
+            )))
+        }
     };
     let c = w.cluster()?;
     let name = c.ready_pod(&workload.namespace, selector).await?;
@@ -105,33 +118,122 @@ async fn beside(w: &World<'_>, server: &ServerRef) -> Result<Beside, StepError> 
         .and_then(|p| p["containerPort"].as_u64())
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(5432);
+    let mut env = vec![
+        json!({"name": "PGHOST", "value": host}),
+        json!({"name": "PGPORT", "value": port.to_string()}),
+    ];
+    let sources = env_from_keys(c, &workload.namespace, &spec).await?;
+    env.extend(login_env(&spec, &sources));
     Ok(Beside {
         image: str_at(&spec, &["image"]).unwrap_or("postgres").to_string(),
-        host,
-        port,
-        env: login_env(&spec),
+        env,
+        secrets: Vec::new(),
     })
 }
 
-/// The server container's own login, by reference, as the tools read it.
-fn login_env(container: &Value) -> Vec<Value> {
-    let mut env = Vec::new();
+/// A server outside the cluster: its address and login from the
+/// connection Secret, each by reference, and its CA bundle mounted.
+fn outside(ic: &InCluster) -> Beside {
+    let from = |var: &str, key: &str| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": ic.login_secret, "key": key}}});
+    let mut env = vec![
+        from("PGHOST", "POSTGRES_HOST"),
+        from("PGPORT", "POSTGRES_PORT"),
+        from("POSTGRES_USER", "POSTGRES_USER"),
+        from("PGPASSWORD", "POSTGRES_PASSWORD"),
+        json!({"name": "PGSSLMODE", "value": ic.sslmode.as_str()}),
+    ];
+    let mut secrets = Vec::new();
+    if let Some(ca) = &ic.ca_secret {
+        env.push(json!({"name": "PGSSLROOTCERT", "value": format!("{CA_MOUNT}/{}", ca.key)}));
+        secrets.push(("ca".to_string(), ca.name.clone(), CA_MOUNT.to_string()));
+    }
+    Beside {
+        image: ic.image.clone(),
+        env,
+        secrets,
+    }
+}
+
+/// The variables that carry a server container's login, and the name the
+/// tools read each as, in order of preference.
+const LOGIN_VARS: [(&str, &str); 5] = [
+    ("POSTGRES_USER", "POSTGRES_USER"),
+    ("POSTGRESQL_USER", "POSTGRES_USER"),
+    ("POSTGRES_PASSWORD", "PGPASSWORD"),
+    ("POSTGRESQL_PASSWORD", "PGPASSWORD"),
+    ("POSTGRESQL_ADMIN_PASSWORD", "PGPASSWORD"),
+];
+
+/// The server container's own login, by reference, as the tools read it:
+/// from its `env`, and from the Secrets and ConfigMaps of its `envFrom`
+/// (whose key names `sources` gives, by `(kind, name)`), with Kubernetes'
+/// precedence (a later `envFrom` over an earlier one, `env` over both).
+fn login_env(container: &Value, sources: &BTreeMap<(String, String), Vec<String>>) -> Vec<Value> {
+    // Each variable of the container, as the value (or reference) it takes.
+    let mut vars: BTreeMap<String, Value> = BTreeMap::new();
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        let prefix = str_at(from, &["prefix"]).unwrap_or_default();
+        for (kind, field, key_ref) in [
+            ("Secret", "secretRef", "secretKeyRef"),
+            ("ConfigMap", "configMapRef", "configMapKeyRef"),
+        ] {
+            let Some(name) = str_at(from, &[field, "name"]) else {
+                continue;
+            };
+            let keys = sources.get(&(kind.to_string(), name.to_string()));
+            for key in keys.into_iter().flatten() {
+                vars.insert(
+                    format!("{prefix}{key}"),
+                    json!({"valueFrom": {key_ref: {"name": name, "key": key}}}),
+                );
+            }
+        }
+    }
     for e in container["env"].as_array().into_iter().flatten() {
-        let name = match str_at(e, &["name"]) {
-            Some("POSTGRES_USER") | Some("POSTGRESQL_USER") => "POSTGRES_USER",
-            Some("POSTGRES_PASSWORD")
-            | Some("POSTGRESQL_PASSWORD")
-            | Some("POSTGRESQL_ADMIN_PASSWORD") => "PGPASSWORD",
-            _ => continue,
+        if let Some(name) = str_at(e, &["name"]) {
+            let mut v = e.clone();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("name");
+            }
+            vars.insert(name.to_string(), v);
+        }
+    }
+    let mut env: Vec<Value> = Vec::new();
+    for (var, tools_name) in LOGIN_VARS {
+        let Some(v) = vars.get(var) else {
+            continue;
         };
-        if env.iter().any(|v: &Value| v["name"] == name) {
+        if env.iter().any(|e| e["name"] == tools_name) {
             continue;
         }
-        let mut e = e.clone();
-        e["name"] = json!(name);
+        let mut e = v.clone();
+        e["name"] = json!(tools_name);
         env.push(e);
     }
     env
+}
+
+/// The key names of the Secrets and ConfigMaps a container's `envFrom`
+/// names (values are not read), by `(kind, name)`.
+async fn env_from_keys(
+    c: &Cluster,
+    namespace: &str,
+    container: &Value,
+) -> Result<BTreeMap<(String, String), Vec<String>>, StepError> {
+    let mut out = BTreeMap::new();
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        for (kind, field) in [("Secret", "secretRef"), ("ConfigMap", "configMapRef")] {
+            let Some(name) = str_at(from, &[field, "name"]) else {
+                continue;
+            };
+            let object = c.get(&ObjectRef::new("v1", kind, namespace, name)).await?;
+            let keys = object
+                .and_then(|o| o["data"].as_object().map(|d| d.keys().cloned().collect()))
+                .unwrap_or_default();
+            out.insert((kind.to_string(), name.to_string()), keys);
+        }
+    }
+    Ok(out)
 }
 
 /// The tools pod's name: the run and the step, hashed (stable, so a
@@ -154,27 +256,46 @@ fn label_value(s: &str) -> String {
         .to_string()
 }
 
-/// The tools pod's manifest.
-fn manifest(pod: &ObjectRef, placement: &str, run: &str, claim: &str, b: &Beside) -> Value {
-    let mut env = vec![
-        json!({"name": "PGHOST", "value": b.host}),
-        json!({"name": "PGPORT", "value": b.port.to_string()}),
+/// The tools pod's manifest; `claim` mounted at [`MOUNT`] when given.
+fn manifest(
+    pod: &ObjectRef,
+    placement: Option<&str>,
+    run: &str,
+    claim: Option<&str>,
+    b: &Beside,
+) -> Value {
+    let mut env = b.env.clone();
+    env.extend([
         json!({"name": "PGCONNECT_TIMEOUT", "value": "10"}),
         json!({"name": "PGAPPNAME", "value": "pgplan"}),
-    ];
-    env.extend(b.env.iter().cloned());
+        // The server is not this pod's own: a login check connects to PGHOST.
+        json!({"name": "PGPLAN_REMOTE", "value": "1"}),
+    ]);
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    if let Some(claim) = claim {
+        mounts.push(json!({"name": "backups", "mountPath": MOUNT}));
+        volumes.push(json!({"name": "backups", "persistentVolumeClaim": {"claimName": claim}}));
+    }
+    let mut labels = json!({
+        "app.kubernetes.io/managed-by": "pgplan",
+        "app.kubernetes.io/component": "tools",
+        "pgplan.dev/run": label_value(run),
+    });
+    if let Some(p) = placement {
+        labels["pgplan.dev/placement"] = json!(p);
+    }
+    for (volume, secret, path) in &b.secrets {
+        mounts.push(json!({"name": volume, "mountPath": path, "readOnly": true}));
+        volumes.push(json!({"name": volume, "secret": {"secretName": secret}}));
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": pod.name,
             "namespace": pod.namespace,
-            "labels": {
-                "app.kubernetes.io/managed-by": "pgplan",
-                "app.kubernetes.io/component": "tools",
-                "pgplan.dev/placement": placement,
-                "pgplan.dev/run": label_value(run),
-            },
+            "labels": labels,
         },
         "spec": {
             "restartPolicy": "Never",
@@ -186,9 +307,9 @@ fn manifest(pod: &ObjectRef, placement: &str, run: &str, claim: &str, b: &Beside
                 "image": b.image,
                 "command": ["sleep", "86400"],
                 "env": env,
-                "volumeMounts": [{"name": "backups", "mountPath": MOUNT}],
+                "volumeMounts": mounts,
             }],
-            "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": claim}}],
+            "volumes": volumes,
         },
     })
 }
@@ -201,7 +322,6 @@ pub async fn start<'a>(
     claim: &ObjectRef,
     server: &ServerRef,
 ) -> Result<ToolsPod<'a>, StepError> {
-    let c = w.cluster()?;
     let b = beside(w, server).await?;
     let run = w.run.file_name();
     let pod = ObjectRef::new(
@@ -210,19 +330,106 @@ pub async fn start<'a>(
         &claim.namespace,
         &pod_name(&run, &step.address),
     );
-    // One left by an interrupted attempt of this step goes first.
+    let desired = manifest(&pod, Some(&step.placement), &run, Some(&claim.name), &b);
+    launch(w.cluster()?, desired, &b.image).await.map_err(|e| {
+        StepError::new(format!(
+            "the tools pod on claim {} did not start: {e}; check that the claim binds (`kubectl describe pvc -n {} {}`) and the image {} can be pulled",
+            claim.display(),
+            claim.namespace,
+            claim.name,
+            b.image
+        ))
+    })
+}
+
+/// The tools of a server outside the cluster, in its client pod: started
+/// at the first use in this apply, shared by its steps and deleted when the
+/// apply ends ([`remove_clients`]).
+pub async fn client<'a>(w: &'a World<'_>, server: &ServerRef) -> Result<Runner<'a>, StepError> {
+    let ServerRef::Direct {
+        in_cluster: Some(ic),
+        locator,
+        ..
+    } = server
+    else {
+        return Err(StepError::new(format!(
+            "{} has no client pod: it is not reached from inside the cluster",
+            server.locator()
+        )));
+    };
+    let c = w.cluster()?;
+    let mut clients = w.clients.lock().await;
+    let key = locator.to_string();
+    if let Some(pod) = clients.get(&key) {
+        return Ok(tools_runner(c, pod));
+    }
+    let tools = start_client(c, ic, &w.run.file_name(), &key).await?;
+    clients.insert(key, tools.pod.clone());
+    Ok(tools.runner())
+}
+
+/// Starts a client pod for the server `key` outside the cluster, named for
+/// `run`, and waits until it runs. `observe` takes an RDS target's
+/// inventory through one of its own.
+pub async fn start_client<'a>(
+    c: &'a Cluster,
+    ic: &InCluster,
+    run: &str,
+    key: &str,
+) -> Result<ToolsPod<'a>, StepError> {
+    let b = outside(ic);
+    let pod = ObjectRef::new("v1", "Pod", &ic.namespace, &pod_name(run, key));
+    let desired = manifest(&pod, None, run, None, &b);
+    launch(c, desired, &b.image).await.map_err(|e| {
+        StepError::new(format!(
+            "the client pod for {key} did not start: {e}; check that Secret {}/{} exists (pgplan writes it before the data moves) and the image {} can be pulled",
+            ic.namespace, ic.login_secret, b.image
+        ))
+    })
+}
+
+/// Deletes the client pods this apply started.
+pub async fn remove_clients(w: &World<'_>) {
+    let Ok(c) = w.cluster() else {
+        return;
+    };
+    let pods: Vec<ObjectRef> = std::mem::take(&mut *w.clients.lock().await)
+        .into_values()
+        .collect();
+    for pod in pods {
+        ToolsPod { cluster: c, pod }.remove().await;
+    }
+}
+
+fn tools_runner<'a>(cluster: &'a Cluster, pod: &ObjectRef) -> Runner<'a> {
+    Runner::Pod {
+        cluster,
+        namespace: pod.namespace.clone(),
+        pod: pod.name.clone(),
+        container: Some(CONTAINER.into()),
+    }
+}
+
+/// Creates the pod `desired` (after one an interrupted attempt left under
+/// its name) and waits until it runs; one that does not is deleted.
+async fn launch<'a>(
+    c: &'a Cluster,
+    desired: Value,
+    image: &str,
+) -> Result<ToolsPod<'a>, StepError> {
+    let pod = ObjectRef::of(&desired)
+        .ok_or_else(|| StepError::new("a tools pod manifest without a name"))?;
     if c.delete(&pod, Write::Apply).await? {
-        c.wait(&pod, READY_TIMEOUT, |o| match o {
+        c.wait_polling(&pod, READY_TIMEOUT, POD_POLL, |o| match o {
             None => Ok(true),
             Some(_) => Err("still terminating".into()),
         })
         .await?;
     }
-    let desired = manifest(&pod, &step.placement, &run, &claim.name, &b);
     c.create(&desired, Write::Apply).await?;
     let tools = ToolsPod { cluster: c, pod };
     let running = c
-        .wait(&tools.pod, READY_TIMEOUT, |o| {
+        .wait_polling(&tools.pod, READY_TIMEOUT, POD_POLL, |o| {
             let phase = o
                 .and_then(|p| str_at(p, &["status", "phase"]))
                 .unwrap_or("Pending");
@@ -236,14 +443,9 @@ pub async fn start<'a>(
         })
         .await;
     if let Err(e) = running {
+        tracing::debug!(image, "tools pod did not start");
         tools.remove().await;
-        return Err(StepError::new(format!(
-            "the tools pod on claim {} did not start: {e}; check that the claim binds (`kubectl describe pvc -n {} {}`) and the image {} can be pulled",
-            claim.display(),
-            claim.namespace,
-            claim.name,
-            b.image
-        )));
+        return Err(StepError::new(e.to_string()));
     }
     Ok(tools)
 }
@@ -259,12 +461,43 @@ mod tests {
             {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "c", "key": "p"}}},
             {"name": "OTHER", "value": "x"},
         ]});
-        let env = login_env(&container);
+        let env = login_env(&container, &BTreeMap::new());
         assert_eq!(
             env,
             [
                 json!({"name": "POSTGRES_USER", "valueFrom": {"secretKeyRef": {"name": "c", "key": "u"}}}),
                 json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "c", "key": "p"}}}),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_login_of_env_from_is_passed_on_with_kubernetes_precedence() {
+        // The operator's image: everything from one Secret, by envFrom; a
+        // prefixed ConfigMap whose keys do not name a login; an explicit
+        // user that wins over the Secret's.
+        let container = json!({
+            "envFrom": [{"secretRef": {"name": "db"}}, {"prefix": "X_", "configMapRef": {"name": "cm"}}],
+            "env": [{"name": "POSTGRES_USER", "value": "admin"}],
+        });
+        let sources = BTreeMap::from([
+            (
+                ("Secret".to_string(), "db".to_string()),
+                vec![
+                    "POSTGRES_USER".to_string(),
+                    "POSTGRESQL_ADMIN_PASSWORD".to_string(),
+                ],
+            ),
+            (
+                ("ConfigMap".to_string(), "cm".to_string()),
+                vec!["POSTGRES_PASSWORD".to_string()],
+            ),
+        ]);
+        assert_eq!(
+            login_env(&container, &sources),
+            [
+                json!({"name": "POSTGRES_USER", "value": "admin"}),
+                json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "POSTGRESQL_ADMIN_PASSWORD"}}}),
             ]
         );
     }

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::plan::{Operation, Plan, ScalePurpose};
+pub use datapod::{remove_clients, start_client, ToolsPod};
 pub use dispatch::dry_run;
 pub use events::Measured;
 use futures::stream::{FuturesUnordered, StreamExt};

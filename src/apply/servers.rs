@@ -27,6 +27,10 @@ pub async fn runner<'a>(w: &'a World<'_>, server: &ServerRef) -> Result<Runner<'
                 container: container.clone(),
             })
         }
+        ServerRef::Direct {
+            in_cluster: Some(_),
+            ..
+        } => super::datapod::client(w, server).await,
         ServerRef::Direct { .. } => Ok(Runner::Local {
             conn: conn_info(w, server).await?,
         }),
@@ -110,10 +114,11 @@ pub async fn conn_info(w: &World<'_>, server: &ServerRef) -> Result<ConnInfo, St
         password_var,
         sslmode,
         ca_file,
+        in_cluster: None,
     } = server
     else {
         return Err(StepError::new(format!(
-            "{} is in a pod: its tools run there, not over the network",
+            "{} is reached from inside the cluster: its tools run there, not on this machine",
             server.locator()
         )));
     };

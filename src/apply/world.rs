@@ -26,6 +26,9 @@ pub struct World<'a> {
     /// process wrote or read, by claim and path, so later steps need no
     /// tools pod to read them again. Never written anywhere.
     pub kept: std::sync::Mutex<BTreeMap<(String, PathBuf), Vec<u8>>>,
+    /// The client pods of servers outside the cluster this apply started,
+    /// by server locator (see `datapod::client`); deleted when it ends.
+    pub clients: tokio::sync::Mutex<BTreeMap<String, crate::plan::ObjectRef>>,
 }
 
 /// The stall timeout of a placement the apply has no setting for.

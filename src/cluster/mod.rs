@@ -531,13 +531,30 @@ impl Cluster {
         &self,
         r: &ObjectRef,
         timeout: Duration,
+        ready: F,
+    ) -> Result<Option<Value>, ClusterError>
+    where
+        F: FnMut(Option<&Value>) -> Result<bool, String>,
+    {
+        self.wait_polling(r, timeout, Duration::from_secs(2), ready)
+            .await
+    }
+
+    /// [`Cluster::wait`], looking again at most every `cap` (from 100 ms,
+    /// doubling): a short cap for what is expected within a second, such
+    /// as a tools pod starting, so that it is seen at once.
+    pub async fn wait_polling<F>(
+        &self,
+        r: &ObjectRef,
+        timeout: Duration,
+        cap: Duration,
         mut ready: F,
     ) -> Result<Option<Value>, ClusterError>
     where
         F: FnMut(Option<&Value>) -> Result<bool, String>,
     {
         let start = Instant::now();
-        let mut delay = Duration::from_millis(100);
+        let mut delay = Duration::from_millis(100).min(cap);
         loop {
             let obj = self.get(r).await?;
             match ready(obj.as_ref()) {
@@ -560,7 +577,7 @@ impl Cluster {
                 });
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(cap);
         }
     }
 }

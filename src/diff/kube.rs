@@ -334,6 +334,14 @@ fn cluster_data_path_fits(
         );
         fits = false;
     }
+    claim_holds(cx, dbs) && fits
+}
+
+/// Whether the backup claim (`backup.storageSize`) holds the dumps of
+/// `dbs` (no larger than their data, usually smaller); an error says by how
+/// much it falls short.
+pub(super) fn claim_holds(cx: &mut Ctx<'_>, dbs: &[&crate::observed::DatabaseInventory]) -> bool {
+    let mut fits = true;
     let total: u64 = dbs.iter().map(|d| d.size_bytes).sum();
     let size = &cx.p.spec().backup.storage_size;
     let room = crate::quantity::parse_bytes(size).unwrap_or(u64::MAX);
@@ -1096,7 +1104,7 @@ fn backup_databases(cx: &mut Ctx<'_>) -> Vec<String> {
 /// One object made to match `desired`: created when absent, patched with
 /// what differs when present (a claim is only resized, elsewhere), after
 /// `wait_for`. Returns the step, if one is needed.
-fn converge(
+pub(super) fn converge(
     cx: &mut Ctx<'_>,
     desired: Value,
     reason: &str,

@@ -16,6 +16,7 @@ mod apis;
 mod consumers;
 mod data;
 pub mod gitops;
+pub mod incluster;
 mod kube;
 pub mod manifests;
 mod rds;

@@ -16,28 +16,29 @@ use crate::observed::{str_at, RdsInstance, ServerInventory};
 use crate::plan::{Action, ObjectRef, Operation, RdsSettings, Risk, ServerRef, Wait};
 use crate::spec::{RdsTarget, Source};
 
-/// `backup.dataPath: cluster` towards RDS: not built yet, said where it is set.
-fn cluster_data_path_refused(cx: &mut Ctx<'_>) {
-    cx.error(
-        &["backup", "dataPath"],
-        "pgplan::plan::data-path",
-        "`backup.dataPath: cluster` does not reach RDS targets yet: the copy into the instance runs from the machine running pgplan".into(),
-        "use `dataPath: local` (the default) for this placement, with a route to the instance (or `connect:` through a tunnel)",
-    );
-}
-
+/// A move to an RDS instance: the instance, the copy (from this machine or
+/// from inside the cluster, `backup.dataPath`), the consumers' cutover and
+/// the cleanup of the local database.
 pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     let spec = cx.p.spec();
     cx.journey = Journey::ToRds;
-    if !spec.backup.data_path.is_local() {
-        return cluster_data_path_refused(cx);
-    }
     let Some(login) = spec.credentials.target.clone() else {
         return; // validation already reported it
     };
     let password_var = crate::spec::password_var(&login.password).map(str::to_string);
     let locator = Locator::rds(&rt.region, &rt.instance_identifier);
-    let target_ref = instance_server(rt, &locator, &login.username, password_var.as_deref());
+    let Some(target_ref) =
+        instance_server(cx, rt, &locator, &login.username, password_var.as_deref())
+    else {
+        return;
+    };
+    let in_cluster = matches!(
+        target_ref,
+        ServerRef::Direct {
+            in_cluster: Some(_),
+            ..
+        }
+    );
 
     // The instance.
     let instance = cx.idx.rds_instance(&rt.region, &rt.instance_identifier);
@@ -99,6 +100,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
             to_copy: &to_copy,
             ready: &[instance_ready.clone(), secrets.clone()].concat(),
             instance_ready: &instance_ready,
+            in_cluster,
         },
         &consumers,
     );
@@ -107,18 +109,28 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
     let mut deps = verifies.clone();
     deps.extend(instance_ready.iter().cloned());
     deps.extend(secrets);
-    let reconf = consumers::reconfigure(cx, &consumers, &deps);
+    cut_over_and_clean(cx, &consumers, &deps, &verifies, &source);
+}
+
+/// The consumers' changes and their resume after `deps`, and only after
+/// every verify and the cutover the local database (`cleanup.localDatabase`).
+fn cut_over_and_clean(
+    cx: &mut Ctx<'_>,
+    consumers: &[consumers::ConsumerFacts<'_>],
+    deps: &[String],
+    verifies: &[String],
+    source: &RdsSource<'_>,
+) {
+    let reconf = consumers::reconfigure(cx, consumers, deps);
     let resume_deps = if reconf.is_empty() {
-        deps.clone()
+        deps.to_vec()
     } else {
         reconf.clone()
     };
-    let resumed = consumers::resume(cx, &consumers, &resume_deps, !verifies.is_empty());
-
-    // Only after verify and cutover: the local database.
-    if spec.cleanup.local_database {
+    let resumed = consumers::resume(cx, consumers, &resume_deps, !verifies.is_empty());
+    if cx.p.spec().cleanup.local_database {
         if let Some(local) = &source.local {
-            let mut after = verifies.clone();
+            let mut after = verifies.to_vec();
             after.extend(reconf);
             after.extend(resumed);
             cleanup_local(cx, local, &after);
@@ -127,14 +139,23 @@ pub(super) fn plan(cx: &mut Ctx<'_>, rt: &RdsTarget) {
 }
 
 /// The instance's server as pgplan logs in to it: at its endpoint (found
-/// when it is ready), as the spec's target login.
+/// when it is ready), as the spec's target login; with `dataPath: cluster`
+/// from a pod in the cluster. `None` after an error (no way in from there).
 fn instance_server(
+    cx: &mut Ctx<'_>,
     rt: &RdsTarget,
     locator: &Locator,
     user: &str,
     password_var: Option<&str>,
-) -> ServerRef {
-    ServerRef::Direct {
+) -> Option<ServerRef> {
+    let in_cluster = match super::incluster::rds_client(cx.p.spec(), rt) {
+        Ok(c) => c.map(Box::new),
+        Err(no) => {
+            cx.error(no.path, "pgplan::plan::data-path", no.message, no.help);
+            return None;
+        }
+    };
+    Some(ServerRef::Direct {
         locator: locator.clone(),
         host: None,
         port: None,
@@ -143,7 +164,8 @@ fn instance_server(
         password_var: password_var.map(str::to_string),
         sslmode: rt.tls.mode,
         ca_file: rt.tls.ca_file.clone(),
-    }
+        in_cluster,
+    })
 }
 
 /// The instance created, or the live one checked and modified where it
@@ -293,6 +315,7 @@ fn rds_source<'a>(cx: &mut Ctx<'a>) -> Option<RdsSource<'a>> {
                     .and_then(|l| crate::spec::password_var(&l.password).map(str::to_string)),
                 sslmode: e.tls.mode,
                 ca_file: e.tls.ca_file.clone(),
+                in_cluster: None,
             };
             Some(RdsSource {
                 server_ref: Some(r),
@@ -496,6 +519,9 @@ struct Copy<'c> {
     /// What the consumers' quiesce waits for: the instance and Secrets.
     ready: &'c [String],
     instance_ready: &'c [String],
+    /// With `dataPath: cluster`: the tools reach the instance through the
+    /// connection Secret, so the target's steps wait for it too.
+    in_cluster: bool,
 }
 
 /// Quiesce, back up, restore and verify what must be copied; or, when
@@ -506,8 +532,26 @@ fn copy(cx: &mut Ctx<'_>, c: &Copy<'_>, consumers: &[consumers::ConsumerFacts<'_
     if let (false, Some(src_ref), Some(src_server)) =
         (c.to_copy.is_empty(), &c.source.server_ref, c.source.server)
     {
-        let quiesced = consumers::quiesce(cx, consumers, c.ready);
-        let backups = data::backups(cx, src_ref, None, c.to_copy, &quiesced);
+        let claim = match c.in_cluster {
+            false => None,
+            true => {
+                let class = c.source.local.as_ref().and_then(|l| {
+                    let (pvc, _) = l.claims.first()?;
+                    str_at(pvc, &["spec", "storageClassName"])
+                });
+                let ns = c.source.default_ns.clone();
+                let Some(claim) = super::incluster::rds_claim(cx, &ns, class, c.to_copy) else {
+                    return verifies;
+                };
+                Some(claim)
+            }
+        };
+        let mut quiesced = consumers::quiesce(cx, consumers, c.ready);
+        if let Some((_, steps)) = &claim {
+            quiesced.extend(steps.iter().cloned());
+        }
+        let claim = claim.map(|(claim, _)| claim);
+        let backups = data::backups(cx, src_ref, claim.as_ref(), c.to_copy, &quiesced);
         verifies = data::restore_chain(
             cx,
             &Chain {
@@ -515,7 +559,11 @@ fn copy(cx: &mut Ctx<'_>, c: &Copy<'_>, consumers: &[consumers::ConsumerFacts<'_
                 source_server: src_server,
                 target: c.target,
                 target_server: c.target_server,
-                target_ready: c.instance_ready,
+                target_ready: if c.in_cluster {
+                    c.ready
+                } else {
+                    c.instance_ready
+                },
                 strip_superuser: true,
                 tuning: None,
             },

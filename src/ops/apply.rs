@@ -516,8 +516,9 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
             })
             .collect(),
         kept: Default::default(),
+        clients: Default::default(),
     };
-    apply::execute(
+    let applied = apply::execute(
         &plan,
         &origin,
         &world,
@@ -526,7 +527,9 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         &interrupts,
         remote,
     )
-    .await?;
+    .await;
+    crate::apply::remove_clients(&world).await;
+    applied?;
     Ok(())
 }
 

@@ -141,6 +141,16 @@ pub enum OpsError {
         #[source]
         source: Box<crate::pgtools::PgError>,
     },
+    #[error("cannot take the inventory of {server} from inside the cluster: {message}")]
+    #[diagnostic(
+        code("pgplan::observe::client-pod"),
+        help("with `backup.dataPath: cluster` pgplan reaches the instance from a short-lived pod in namespace {namespace}; it needs to create and exec into pods there, and the connection Secret to exist (or plan from a snapshot: `--live-state`)")
+    )]
+    ClientPod {
+        server: String,
+        namespace: String,
+        message: String,
+    },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Spec(Box<SpecErrors>),

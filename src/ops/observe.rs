@@ -42,6 +42,41 @@ impl ClusterOptions {
 }
 
 /// A Tokio runtime for the operations that talk to the world.
+/// The inventory of a server outside the cluster, taken from a client pod
+/// of its own (deleted afterwards); `None` while the connection Secret the
+/// pod reads does not exist.
+async fn through_client(
+    c: &Cluster,
+    ic: &crate::plan::InCluster,
+    locator: &str,
+    wants: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Option<crate::observed::ServerInventory>, OpsError> {
+    let secret = crate::plan::ObjectRef::new("v1", "Secret", &ic.namespace, &ic.login_secret);
+    if c.get(&secret).await?.is_none() {
+        return Ok(None);
+    }
+    let fail = |message: String| OpsError::ClientPod {
+        server: locator.to_string(),
+        namespace: ic.namespace.clone(),
+        message,
+    };
+    // Its own name: plans from other machines run clients of their own.
+    let seed = format!(
+        "observe-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let pod = crate::apply::start_client(c, ic, &seed, locator)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let inventory = pgtools::inventory::server(&pod.runner(), locator, wants).await;
+    pod.remove().await;
+    Ok(Some(inventory?))
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime, OpsError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -220,6 +255,21 @@ pub async fn observe_as(
             let password = login
                 .and_then(|l| crate::spec::password_var(&l.password))
                 .and_then(|v| std::env::var(v).ok());
+            let locator = crate::addr::Locator::rds(&r.region, &r.instance_identifier).to_string();
+            let in_cluster = crate::diff::incluster::rds_client(p.spec(), r)
+                .ok()
+                .flatten()
+                .filter(|_| r.connect.is_none());
+            if let (Some(i), Some(ic), Some(c)) = (&instance, &in_cluster, &cluster) {
+                // No route from here: through a client pod, once the
+                // connection Secret it reads exists.
+                if i.status == "available" {
+                    if let Some(s) = through_client(c, ic, &locator, &wants(p)).await? {
+                        servers.push(s);
+                    }
+                }
+                continue;
+            }
             if let (Some(i), Some(login), Some(_)) = (instance, login, password) {
                 if i.status == "available" {
                     let address = i.endpoint.as_ref().map(|e| (e.address.as_str(), e.port));
@@ -229,8 +279,6 @@ pub async fn observe_as(
                     let runner = Runner::Local {
                         conn: conn_info(&endpoint, Some(login), &login.username),
                     };
-                    let locator =
-                        crate::addr::Locator::rds(&r.region, &r.instance_identifier).to_string();
                     servers.push(pgtools::inventory::server(&runner, &locator, &wants(p)).await?);
                 }
             }

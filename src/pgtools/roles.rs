@@ -595,12 +595,13 @@ async fn try_login(
 ) -> Result<Result<(), String>, PgError> {
     let outcome = match runner {
         Runner::Pod { .. } => {
-            // Over the pod's loopback, the password on stdin (never in the
+            // Over the pod's loopback (a tools pod's server is elsewhere:
+            // PGPLAN_REMOTE, PGHOST), the password on stdin (never in the
             // command line, which the API server may log).
             let argv: Vec<String> = [
                 "sh",
                 "-c",
-                "PGPASSWORD=$(cat); export PGPASSWORD; exec psql -X -q -A -t -w -h 127.0.0.1 -U \"$1\" -d \"$2\" -c 'SELECT 1'",
+                "PGPASSWORD=$(cat); export PGPASSWORD; h=127.0.0.1; [ -n \"$PGPLAN_REMOTE\" ] && h=$PGHOST; exec psql -X -q -A -t -w -h \"$h\" -U \"$1\" -d \"$2\" -c 'SELECT 1'",
                 "pgplan",
                 role,
                 database,

@@ -627,7 +627,8 @@ pub struct Backup {
     /// into `directory`. `cluster`: a short-lived pod in the target's
     /// namespace runs them next to the servers and keeps the archives on the
     /// backup claim (`storageSize`); only commands and small results cross
-    /// the API server. `cluster` needs a StatefulSet target.
+    /// the API server. Towards RDS the tools reach the instance from a pod,
+    /// with the consumers' connection Secret by reference.
     #[serde(default, skip_serializing_if = "DataPath::is_local")]
     pub data_path: DataPath,
     /// Local directory for the move's dumps and manifests (`dataPath: local`).

@@ -18,6 +18,9 @@ use crate::support::{LocalPostgres, Moto, MotoAccount, PgOptions, Scenario, SimC
 
 pub const MASTER_PASSWORD: &str = "rds-master-canary-5d2e81";
 
+/// The endpoint moto gives the example's instance.
+const ENDPOINT: &str = "backstage-prod.aaaaaaaaaa.us-east-1.rds.amazonaws.com";
+
 /// The world of one test: the cluster, an AWS account, the server behind RDS.
 pub struct World {
     pub cluster: SimCluster,
@@ -36,13 +39,30 @@ impl World {
         World::with_cluster(SimCluster::with_scenario_v4(Scenario::Backstage))
     }
 
+    /// A world whose server behind RDS stands at the instance's endpoint as
+    /// pods see it: moto's endpoint name resolves inside pods only, to an
+    /// address outside every pod network where the server listens on 5432.
+    /// This machine resolves nothing of it, so pgplan reaches the instance
+    /// from a pod or not at all.
+    pub fn endpoint_in_pods_only() -> World {
+        let cluster = SimCluster::with_scenario(Scenario::Backstage);
+        let addr = cluster.outside_address();
+        cluster.add_pod_host(ENDPOINT, addr);
+        World::serving(cluster, Some((addr, 5432)))
+    }
+
     fn with_cluster(cluster: SimCluster) -> World {
+        World::serving(cluster, None)
+    }
+
+    fn serving(cluster: SimCluster, listen: Option<(std::net::Ipv4Addr, u16)>) -> World {
         let rds_pg = LocalPostgres::start_with(PgOptions {
             superuser: "postgres".into(),
             password: MASTER_PASSWORD.into(),
             databases: Vec::new(),
             // RDS's pg_hba.conf: md5, which takes SCRAM and MD5 verifiers.
             host_auth: "md5".into(),
+            listen,
         })
         .expect("the server standing behind RDS");
         World {
@@ -299,6 +319,106 @@ fn move_to_rds(w: World) {
         text(&again.stdout)
     );
     assert!(!text(&again.stdout).contains(MASTER_PASSWORD));
+}
+
+/// `backup.dataPath: cluster` towards RDS: the instance is reachable only
+/// from pods (its endpoint resolves nowhere else, and the spec has no
+/// `connect:`), so every dump, restore, verify and the next plan's inventory
+/// of the instance run in pods; the data arrives whole and nothing of it is
+/// on the runner.
+#[test]
+fn the_plugin_databases_move_to_rds_from_inside_the_cluster() {
+    let w = World::endpoint_in_pods_only();
+    use std::net::ToSocketAddrs;
+    assert!(
+        (ENDPOINT, 5432).to_socket_addrs().is_err(),
+        "the endpoint resolves outside the pods"
+    );
+    let example = std::fs::read_to_string(repo().join("examples/backstage-to-rds/pgplan.yaml"))
+        .expect("the example");
+    // The server behind the fake endpoint has no TLS: prefer, the CA still
+    // handed to the tools.
+    let spec_text = example.replace("        mode: verify-full\n", "        mode: prefer\n")
+        + "  backup:\n    dataPath: cluster\n";
+    assert!(!spec_text.contains("connect:") && spec_text.contains("mode: prefer"));
+    let spec = w.dir.path().join("pgplan.yaml");
+    std::fs::write(&spec, spec_text).expect("write the spec");
+    std::fs::copy(
+        repo().join("examples/backstage-to-rds/rds-ca.pem"),
+        w.dir.path().join("rds-ca.pem"),
+    )
+    .expect("the CA bundle");
+    let before = fingerprint(|db, sql| w.source(db, sql));
+
+    w.cluster.requests().clear();
+    let out = w.apply(&spec, &[]);
+    let stdout = ok(&out);
+    let streamed = w.cluster.requests().stream_bytes();
+    let endpoint = w
+        .instance()
+        .and_then(|i| i.endpoint().and_then(|e| e.address()).map(str::to_string));
+    assert_eq!(endpoint.as_deref(), Some(ENDPOINT), "moto's endpoint name");
+
+    assert_eq!(fingerprint(|db, sql| w.target(db, sql)), before);
+    assert_eq!(before.len(), 14, "{before:?}");
+    assert_eq!(
+        locked(|db, sql| w.target(db, sql)),
+        ("0".into(), "0".into())
+    );
+    assert!(
+        stdout.contains("claim backstage/backstage-backup:"),
+        "the backups are on the claim: {stdout}"
+    );
+    let on_runner: Vec<PathBuf> = walk(w.dir.path())
+        .into_iter()
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            s.contains(".dump") || s.contains(".manifest.json") || s.contains(".roles.json")
+        })
+        .collect();
+    assert!(
+        on_runner.is_empty(),
+        "nothing of the data on the runner: {on_runner:?}"
+    );
+    eprintln!("api bytes: {streamed}");
+    assert!(
+        streamed < 1_000_000,
+        "{streamed} bytes crossed the API server"
+    );
+    let tools = |w: &World| {
+        w.cluster
+            .pod_names(bs::NAMESPACE, "app.kubernetes.io/component=tools")
+    };
+    assert!(
+        tools(&w).is_empty(),
+        "tools and client pods are gone: {:?}",
+        tools(&w)
+    );
+    assert!(!stdout.contains(MASTER_PASSWORD) && !text(&out.stderr).contains(MASTER_PASSWORD));
+
+    // The next plan takes the instance's inventory from a pod, and finds
+    // nothing to do.
+    let again = w.run(
+        &["plan", "-f", spec.to_str().unwrap(), "--detailed-exitcode"],
+        &[],
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}{}",
+        text(&again.stdout),
+        text(&again.stderr)
+    );
+    assert!(
+        text(&again.stdout).contains("No changes"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert!(
+        tools(&w).is_empty(),
+        "the plan's client pod is gone: {:?}",
+        tools(&w)
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -247,7 +247,7 @@ fn a_lost_runner_is_replaced_and_the_backup_on_the_claim_restores_a_deleted_sour
 }
 
 #[test]
-fn the_cluster_data_path_is_refused_where_it_cannot_work() {
+fn the_cluster_data_path_is_refused_where_it_cannot_work_and_planned_where_it_can() {
     let dir = tempfile::tempdir().expect("dir");
     let spec = cluster_spec_in(dir.path());
     let example = std::fs::read_to_string(&spec).expect("spec");
@@ -288,28 +288,70 @@ fn the_cluster_data_path_is_refused_where_it_cannot_work() {
         !text_of.contains("  backup:\n"),
         "the RDS example has no backup section"
     );
-    let to_rds = dir.path().join("rds.yaml");
-    std::fs::write(&to_rds, text_of + "  backup:\n    dataPath: cluster\n").expect("write");
     let live = format!(
         "{}/examples/backstage-to-rds/live.yaml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = crate::run::pgplan_command()
-        .current_dir(format!(
-            "{}/examples/backstage-to-rds",
+    std::fs::copy(
+        format!(
+            "{}/examples/backstage-to-rds/rds-ca.pem",
             env!("CARGO_MANIFEST_DIR")
-        ))
-        .args([
-            "plan",
-            "-f",
-            &to_rds.display().to_string(),
-            "--live-state",
-            &live,
-        ])
-        .output()
-        .expect("run pgplan");
+        ),
+        dir.path().join("rds-ca.pem"),
+    )
+    .expect("the CA bundle beside the spec");
+    let plan_rds = |text: String| {
+        let to_rds = dir.path().join("rds.yaml");
+        std::fs::write(&to_rds, text).expect("write");
+        crate::run::pgplan_command()
+            .current_dir(format!(
+                "{}/examples/backstage-to-rds",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .env("RDS_MASTER_PASSWORD", "canary-not-shown")
+            .args([
+                "plan",
+                "-f",
+                &to_rds.display().to_string(),
+                "--live-state",
+                &live,
+            ])
+            .output()
+            .expect("run pgplan")
+    };
+    let in_cluster = text_of.clone() + "  backup:\n    dataPath: cluster\n";
+    // The tools reach the instance through the connection Secret the
+    // consumers get: without one, there is no way in.
+    let out =
+        plan_rds(in_cluster.replace("        connectionSecret: backstage-rds-credentials\n", ""));
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("pgplan::plan::data-path"), "{err}");
-    assert!(err.contains("dataPath: local"), "{err}");
+    assert!(
+        err.contains("no consumer in namespace backstage names one"),
+        "{err}"
+    );
+    // verify-full needs the CA bundle in the cluster too.
+    let out = plan_rds(in_cluster.replace(
+        "        caSecret:\n          name: backstage-rds-ca\n          key: postgres-crt.pem\n",
+        "",
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`tls.mode: verify-full` needs the CA bundle inside the cluster"),
+        "{err}"
+    );
+    // With both, the move plans its backup claim in the source's namespace.
+    let out = plan_rds(in_cluster);
+    let (stdout, err) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        stdout.contains("create PersistentVolumeClaim backstage/backstage-backup"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("claim: backstage/backstage-backup"),
+        "{stdout}"
+    );
 }

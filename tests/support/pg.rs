@@ -501,6 +501,9 @@ pub struct PgOptions {
     /// The pg_hba.conf method for TCP connections (`scram-sha-256` by default; `md5`, as RDS
     /// has it, also accepts MD5 verifiers).
     pub host_auth: String,
+    /// Listen on this address and port instead of a free port on 127.0.0.1 (a server outside
+    /// a simulated cluster at its fake endpoint, e.g. `127.B.255.254:5432`).
+    pub listen: Option<(Ipv4Addr, u16)>,
 }
 
 impl Default for PgOptions {
@@ -510,6 +513,7 @@ impl Default for PgOptions {
             password: random_password(),
             databases: Vec::new(),
             host_auth: "scram-sha-256".into(),
+            listen: None,
         }
     }
 }
@@ -535,6 +539,7 @@ pub fn random_password() -> String {
 pub struct LocalPostgres {
     // Field order matters: the server stops before its directory is removed.
     server: PgServer,
+    addr: Ipv4Addr,
     superuser: String,
     password: String,
     dir: Scratch,
@@ -554,9 +559,18 @@ impl LocalPostgres {
         if opts.host_auth != "scram-sha-256" {
             set_host_auth(&data, &opts.host_auth)?;
         }
-        let server = start_on_free_port(&data, &dir.path().join("s"), &dir.path().join("log"))?;
+        let (socket, log) = (dir.path().join("s"), dir.path().join("log"));
+        let server = match opts.listen {
+            None => start_on_free_port(&data, &socket, &log)?,
+            Some((addr, port)) => {
+                let mut server = PgServer::spawn_at(addr, &data, &socket, port, &log)?;
+                server.wait_ready(Duration::from_secs(30))?;
+                server
+            }
+        };
         let pg = LocalPostgres {
             server,
+            addr: opts.listen.map_or(Ipv4Addr::LOCALHOST, |(a, _)| a),
             superuser: opts.superuser,
             password: opts.password,
             dir,
@@ -573,8 +587,8 @@ impl LocalPostgres {
         Ok(pg)
     }
 
-    pub fn host(&self) -> &'static str {
-        "127.0.0.1"
+    pub fn host(&self) -> String {
+        self.addr.to_string()
     }
 
     /// Fast shutdown, then the server again on the same directory and port (settings made
@@ -587,7 +601,8 @@ impl LocalPostgres {
             self.server.port(),
         );
         let log = self.dir.path().join("log");
-        let mut server = PgServer::spawn(&data, &socket, port, &log).expect("restart postgres");
+        let mut server =
+            PgServer::spawn_at(self.addr, &data, &socket, port, &log).expect("restart postgres");
         server
             .wait_ready(Duration::from_secs(60))
             .expect("postgres back after a restart");
@@ -618,12 +633,13 @@ impl LocalPostgres {
         &self.password
     }
 
-    /// `postgres://user:password@127.0.0.1:port/db`.
+    /// `postgres://user:password@host:port/db`.
     pub fn url(&self, db: &str) -> String {
         format!(
-            "postgres://{}:{}@127.0.0.1:{}/{db}",
+            "postgres://{}:{}@{}:{}/{db}",
             self.superuser,
             self.password,
+            self.addr,
             self.port()
         )
     }
@@ -631,7 +647,7 @@ impl LocalPostgres {
     /// libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`) for a TCP connection.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("PGHOST".into(), "127.0.0.1".into()),
+            ("PGHOST".into(), self.addr.to_string()),
             ("PGPORT".into(), self.port().to_string()),
             ("PGUSER".into(), self.superuser.clone()),
             ("PGPASSWORD".into(), self.password.clone()),

@@ -113,7 +113,7 @@ fn a_local_postgres_stands_behind_the_instance() {
     let out = std::process::Command::new(crate::support::pg::bin("psql"))
         .args([
             "-h",
-            pg.host(),
+            &pg.host(),
             "-p",
             &pg.port().to_string(),
             "-U",

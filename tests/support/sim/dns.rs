@@ -70,6 +70,12 @@ impl AddressBlock {
         Ipv4Addr::new(127, self.second, third as u8, (n % 250 + 2) as u8)
     }
 
+    /// An address of this block that no pod gets, for a server "outside the cluster" (a fake
+    /// RDS endpoint) that pods reach by a name only they resolve.
+    pub fn outside_address(&self) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.second, 255, 254)
+    }
+
     /// Node `i`'s pod CIDR.
     pub fn node_cidr(&self, node: usize) -> String {
         format!("127.{}.{}.0/18", self.second, (node % 4) * 64)

@@ -570,6 +570,10 @@ impl Kubelet {
         self.extra_hosts.add(name, addr);
     }
 
+    pub fn outside_address(&self) -> Ipv4Addr {
+        self.addresses.outside_address()
+    }
+
     pub fn nodes(&self) -> &[String] {
         &self.nodes
     }
@@ -1656,6 +1660,12 @@ impl Kubelet {
                 .join("nodes")
                 .join(node.unwrap_or("node1"))
                 .join(safe_relative(p))
+        } else if let Some(secret) = obj::str_at(vol, "/secret/secretName") {
+            // A Secret volume: one file per key (or per listed item), as the
+            // kubelet projects it; a missing Secret fails the mount.
+            let dir = rt.dir.join("volumes").join(vname);
+            self.project_secret(obj::namespace(pod), secret, vol, &dir)?;
+            dir
         } else {
             rt.dir.join("volumes").join(vname)
         };
@@ -1669,6 +1679,40 @@ impl Kubelet {
             }
         }
         Ok(out)
+    }
+
+    /// Writes Secret `name`'s keys into `dir` (the volume's `items` when listed).
+    fn project_secret(&self, ns: &str, name: &str, vol: &Value, dir: &Path) -> Result<(), String> {
+        let secret = self.store.get(&kinds::SECRET, ns, name).ok_or_else(|| {
+            format!("MountVolume.SetUp failed for volume: secret \"{name}\" not found")
+        })?;
+        scratch::make_dir_for_postgres(dir, 0o755).map_err(|e| e.to_string())?;
+        let data = secret["data"].as_object().cloned().unwrap_or_default();
+        let items = obj::array_at(vol, "/secret/items");
+        let files: Vec<(String, String)> = if items.is_empty() {
+            data.keys().map(|k| (k.clone(), k.clone())).collect()
+        } else {
+            items
+                .iter()
+                .filter_map(|i| {
+                    Some((
+                        obj::str_at(i, "/key")?.to_string(),
+                        obj::str_at(i, "/path")?.to_string(),
+                    ))
+                })
+                .collect()
+        };
+        for (key, path) in files {
+            let value = data
+                .get(&key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("secret \"{name}\" has no key {key}"))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .map_err(|e| format!("secret \"{name}\" key {key}: {e}"))?;
+            std::fs::write(dir.join(safe_relative(&path)), bytes).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     fn data_dir_for(

@@ -668,6 +668,12 @@ impl SimCluster {
         self.kubelet.add_host(name, addr);
     }
 
+    /// An address of this cluster's block outside every pod network: where a test puts a
+    /// server only pods reach (see [`SimCluster::add_pod_host`]).
+    pub fn outside_address(&self) -> std::net::Ipv4Addr {
+        self.kubelet.outside_address()
+    }
+
     /// The PostgreSQL server of a pod: port, socket directory, superuser, data directory.
     pub fn pod_postgres(&self, ns: &str, pod: &str) -> Option<PgEndpoint> {
         self.kubelet.pg_endpoint(ns, pod)
