@@ -370,6 +370,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         let plan = journal::load_plan(&stored, &vars, &ops::env_lookup)
             .map_err(apply::ApplyError::from)?;
         let events = events::Events::new(mode, redactor.clone(), plan.steps.len());
+        events.note(&state_note(remote.as_ref(), &journal_path));
         let interrupts = Interrupts::install();
         let locks = take_locks(
             &cluster,
@@ -426,6 +427,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
                 &redactor,
                 &RenderOptions { color: opts.color },
             )?;
+            let text = format!("{text}\n{}\n", state_note(remote.as_ref(), &journal_path));
             if !approve(&text)? {
                 println!("Apply cancelled.");
                 return Ok(());
@@ -433,6 +435,7 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
         }
         apply::hold_before_lock().await;
         let events = events::Events::new(mode, redactor.clone(), plan.steps.len());
+        events.note(&state_note(remote.as_ref(), &journal_path));
         let interrupts = Interrupts::install();
         let locks = take_locks(
             &cluster,
@@ -531,6 +534,21 @@ async fn run_async(opts: &ApplyOptions) -> Result<(), OpsError> {
     crate::apply::remove_clients(&world).await;
     applied?;
     Ok(())
+}
+
+/// Where this apply keeps its journal, as it says before it starts.
+fn state_note(remote: Option<&apply::remote::Remote<'_>>, journal: &std::path::Path) -> String {
+    match remote {
+        Some(r) => format!(
+            "State: the journal is kept in the cluster ({}) and in {}: `--resume` and rollback work from any machine with this kubeconfig.",
+            r.describe(),
+            journal.display()
+        ),
+        None => format!(
+            "State: the journal is kept in {} only (--state local): resume this apply from this machine.",
+            journal.display()
+        ),
+    }
 }
 
 /// Take every placement's lock, saying when another apply holds one and

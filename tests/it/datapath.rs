@@ -110,6 +110,12 @@ fn a_move_through_the_cluster_sends_no_data_through_the_runner() {
         stdout.contains("claim default/postgres-backup:"),
         "the backup step says where the archive is: {stdout}"
     );
+    assert!(
+        stdout.contains(
+            "State: the journal is kept in the cluster (Secret default/pgplan-journal-healthcare)"
+        ),
+        "the apply says where its state is: {stdout}"
+    );
 
     // The archive and its manifest are on the claim, none on the runner.
     let manifests = manifests_on_claim(&cluster);

@@ -207,12 +207,18 @@ fn with_state_local_the_journal_stays_on_the_runner() {
     let cluster = SimCluster::with_scenario(Scenario::Healthcare);
     let runner = tempfile::tempdir().expect("runner");
     let spec = spec_in(runner.path());
-    ok(&pgplan_in(
+    let said = ok(&pgplan_in(
         &cluster,
         runner.path(),
         &["apply", "-f", &spec, "--auto-approve", "--state", "local"],
         &[],
     ));
+    assert!(
+        said.contains(
+            "journal/healthcare.jsonl only (--state local): resume this apply from this machine"
+        ),
+        "the apply says where its state is: {said}"
+    );
     assert_moved(&cluster);
     assert!(cluster.get_json("secrets", hc::NAMESPACE, SECRET).is_none());
     assert!(cluster
