@@ -18,7 +18,25 @@ use crate::spec::{Placement, Source};
 pub const UNLISTED_CLIENT: &str = "pgplan::preflight::unlisted-client";
 
 /// Every code, for docs and the spec's `accept` list.
-pub const CODES: &[&str] = &[UNLISTED_CLIENT, TARGET_OLDER_MAJOR, TARGET_NEWER_MAJOR];
+pub const CODES: &[&str] = &[
+    UNLISTED_CLIENT,
+    TARGET_OLDER_MAJOR,
+    TARGET_NEWER_MAJOR,
+    TARGET_CAPACITY,
+    ROLE_ATTRIBUTES_DROPPED,
+];
+
+/// The target's storage against the data it must take (with room for the
+/// WAL and index builds of the restore).
+pub const TARGET_CAPACITY: &str = "pgplan::preflight::target-capacity";
+
+/// A role the move copies has attributes only a superuser grants, and the
+/// target has none to grant them (RDS).
+pub const ROLE_ATTRIBUTES_DROPPED: &str = "pgplan::preflight::role-attributes-dropped";
+
+/// What a restore writes besides the data: WAL up to `max_wal_size` (1 GiB
+/// by default) before a checkpoint recycles it.
+const WAL_ROOM: u64 = 1 << 30;
 
 /// The short form of a code in the spec (`unlisted-client`).
 pub fn short(code: &str) -> &str {
@@ -282,6 +300,136 @@ pub fn major_versions(p: &Placement, source: &ServerInventory) -> Vec<Finding> {
     } else {
         Vec::new()
     }
+}
+
+/// The room a restore of `data` bytes needs on the target: the data, a
+/// fifth more (indexes are rebuilt, tables not yet vacuumed) and the WAL.
+pub fn room_needed(data: u64) -> u64 {
+    data.saturating_add(data / 5).saturating_add(WAL_ROOM)
+}
+
+/// The target's storage against the databases the plan copies: an error
+/// when an RDS instance's `allocatedStorage` is smaller than the data (a
+/// StatefulSet volume that small is refused by the planner already), a
+/// warning when either leaves less than [`room_needed`].
+pub fn capacity(p: &Placement, sizes: &[(String, u64)]) -> Vec<Finding> {
+    let data: u64 = sizes.iter().map(|(_, b)| *b).sum();
+    if data == 0 {
+        return Vec::new();
+    }
+    let (object, field, have) = match &p.spec().target {
+        crate::spec::Target::Rds(r) => (
+            format!("DBInstance/{}", r.instance_identifier),
+            format!("allocatedStorage {} GiB", r.allocated_storage),
+            u64::from(r.allocated_storage) << 30,
+        ),
+        crate::spec::Target::Kubernetes(k) => {
+            let Some(have) = p.model().target_storage_bytes else {
+                return Vec::new();
+            };
+            (
+                format!("StatefulSet/{}", k.stateful_set.name),
+                format!("storage.size {}", k.stateful_set.storage.size),
+                have,
+            )
+        }
+    };
+    let need = room_needed(data);
+    let human = crate::quantity::human_bytes;
+    let (severity, message) = if have < data {
+        if matches!(p.spec().target, crate::spec::Target::Kubernetes(_)) {
+            return Vec::new(); // pgplan::plan::too-small says so, located
+        }
+        (
+            Severity::Error,
+            format!(
+                "the target ({field}) is smaller than the {} of data it must take",
+                human(data)
+            ),
+        )
+    } else if have < need {
+        (
+            Severity::Warning,
+            format!(
+                "the target ({field}) leaves {} beside the {} of data: the restore also writes WAL (up to max_wal_size, 1 GiB by default) and rebuilds every index, and may fill it",
+                human(have - data),
+                human(data)
+            ),
+        )
+    } else {
+        return Vec::new();
+    };
+    vec![Finding {
+        code: TARGET_CAPACITY.into(),
+        severity,
+        placement: p.name().to_string(),
+        accepted: accepted(p, TARGET_CAPACITY, &object),
+        object,
+        message,
+        help: format!(
+            "give the target at least {} (the data, a fifth more and 1 GiB of WAL), or accept the finding",
+            human(need)
+        ),
+    }]
+}
+
+/// Roles the move copies to an RDS instance that are SUPERUSER,
+/// REPLICATION or BYPASSRLS on the source: RDS lets no one grant these, so
+/// pgplan creates them without (the master user `login` is the instance's
+/// own; roles the target has already are left alone). One warning per role.
+pub fn role_attributes_dropped(
+    p: &Placement,
+    source: &ServerInventory,
+    target: Option<&ServerInventory>,
+) -> Vec<Finding> {
+    let crate::spec::Target::Rds(_) = &p.spec().target else {
+        return Vec::new();
+    };
+    let login = p
+        .spec()
+        .credentials
+        .target
+        .as_ref()
+        .map(|l| l.username.as_str());
+    let on_target = |name: &str| target.is_some_and(|t| t.roles.iter().any(|r| r.name == name));
+    source
+        .roles
+        .iter()
+        .filter(|r| !r.name.starts_with("pg_") && Some(r.name.as_str()) != login)
+        .filter(|r| !on_target(&r.name))
+        .filter_map(|r| {
+            let only: Vec<&str> = [
+                (r.superuser, "SUPERUSER"),
+                (r.replication, "REPLICATION"),
+                (r.bypass_rls, "BYPASSRLS"),
+            ]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| n)
+            .collect();
+            if only.is_empty() {
+                return None;
+            }
+            let object = format!("Role/{}", r.name);
+            Some(Finding {
+                code: ROLE_ATTRIBUTES_DROPPED.into(),
+                severity: Severity::Warning,
+                placement: p.name().to_string(),
+                accepted: accepted(p, ROLE_ATTRIBUTES_DROPPED, &object),
+                message: format!(
+                    "role {} is {} on the source; RDS lets no one grant that, so it is created on the instance without it, and what it does that needs it (reading every table, creating any extension, replication, bypassing row security) will fail there",
+                    r.name,
+                    only.join(", ")
+                ),
+                help: format!(
+                    "after the move grant it what RDS offers instead (`GRANT rds_superuser TO {}`, `rds_replication`), or give its tasks to the master user; or accept the finding: `preflight: {{accept: [{{code: {}, object: {object}}}]}}`",
+                    r.name,
+                    short(ROLE_ATTRIBUTES_DROPPED)
+                ),
+                object,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

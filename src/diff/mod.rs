@@ -140,6 +140,18 @@ fn preflight(cx: &mut Ctx<'_>) {
     if cx.steps.is_empty() {
         return;
     }
+    let copied: Vec<(String, u64)> = cx
+        .steps
+        .iter()
+        .filter_map(|s| match &s.operation {
+            crate::plan::Operation::Backup { database, .. } => {
+                Some((database.name.clone(), database.size_bytes))
+            }
+            _ => None,
+        })
+        .collect();
+    cx.findings
+        .extend(crate::preflight::capacity(cx.p, &copied));
     let crate::spec::Source::Kubernetes(src) = &cx.p.spec().source else {
         return;
     };
@@ -159,6 +171,18 @@ fn preflight(cx: &mut Ctx<'_>) {
     cx.findings.extend(found);
     cx.findings
         .extend(crate::preflight::major_versions(cx.p, server));
+    if !copied.is_empty() {
+        let target = match &cx.p.spec().target {
+            crate::spec::Target::Rds(r) => cx
+                .idx
+                .server(&crate::addr::Locator::rds(&r.region, &r.instance_identifier).to_string()),
+            crate::spec::Target::Kubernetes(_) => None,
+        };
+        cx.findings
+            .extend(crate::preflight::role_attributes_dropped(
+                cx.p, server, target,
+            ));
+    }
 }
 
 /// The downtime window of each placement: from the first step that stops a

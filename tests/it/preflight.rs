@@ -196,6 +196,16 @@ fn plan_variant(example: &str, from: &str, to: &str) -> (Option<i32>, String, St
 }
 
 fn plan_variants(example: &str, changes: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    plan_edited(example, changes, &[])
+}
+
+/// The example planned with `changes` to its spec and `live_changes` to its
+/// snapshot.
+fn plan_edited(
+    example: &str,
+    changes: &[(&str, &str)],
+    live_changes: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().expect("dir");
     let root = crate::run::repo().join("examples").join(example);
     let original = std::fs::read_to_string(root.join("pgplan.yaml")).expect("spec");
@@ -216,7 +226,14 @@ fn plan_variants(example: &str, changes: &[(&str, &str)]) -> (Option<i32>, Strin
     }
     let spec = dir.path().join("pgplan.yaml");
     std::fs::write(&spec, changed).expect("write");
-    let live = root.join("live.yaml");
+    let mut live_text = std::fs::read_to_string(root.join("live.yaml")).expect("snapshot");
+    for (from, to) in live_changes {
+        let next = live_text.replace(from, to);
+        assert!(next != live_text, "{from} not in the {example} snapshot");
+        live_text = next;
+    }
+    let live = dir.path().join("live.yaml");
+    std::fs::write(&live, live_text).expect("write");
     let out = crate::run::run(
         &[
             "plan",
@@ -291,6 +308,102 @@ fn a_target_older_than_the_source_is_refused_and_a_newer_one_is_said() {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.contains("accepted error pgplan::preflight::target-older-major (healthcare) StatefulSet/postgres"),
+        "{stdout}"
+    );
+}
+
+/// The target's storage against the data: an RDS instance smaller than the
+/// data is refused, one without room for the restore's WAL and indexes is
+/// said, one with room says nothing; a StatefulSet volume the same.
+#[test]
+fn a_target_without_room_for_the_data_is_refused_or_said() {
+    let code = "pgplan::preflight::target-capacity";
+    // Backstage: six databases, one made 30 GiB, onto 20 GiB.
+    let sized = |bytes: u64| {
+        (
+            "  - name: backstage_plugin_app\n    owner: postgres\n    encoding: UTF8\n    sizeBytes: 7789927\n",
+            format!("  - name: backstage_plugin_app\n    owner: postgres\n    encoding: UTF8\n    sizeBytes: {bytes}\n"),
+        )
+    };
+    let (from, to) = sized(30 << 30);
+    let big = (from, to.as_str());
+    let small = ("allocatedStorage: 100", "allocatedStorage: 20");
+    let (status, stdout, stderr) = plan_edited("backstage-to-rds", &[small], &[big]);
+    assert_eq!(status, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("error {code} (backstage) DBInstance/backstage-prod: the target (allocatedStorage 20 GiB) is smaller than the 30 GiB of data it must take")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("give the target at least 37 GiB"),
+        "{stdout}"
+    );
+    // 20 GiB holds 17 GiB, but not its WAL and index builds too.
+    let (from, to) = sized(17 << 30);
+    let (status, stdout, _) = plan_edited("backstage-to-rds", &[small], &[(from, to.as_str())]);
+    assert_eq!(status, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("warning {code} (backstage) DBInstance/backstage-prod: the target (allocatedStorage 20 GiB) leaves")),
+        "{stdout}"
+    );
+    // 100 GiB: nothing to say.
+    let (status, stdout, _) = plan_edited("backstage-to-rds", &[], &[big]);
+    assert_eq!(status, Some(0), "{stdout}");
+    assert!(!stdout.contains(code), "{stdout}");
+    // Healthcare: 4.5 GiB onto the 5Gi volume is tight; 1 GiB is not.
+    let (status, stdout, _) = plan_edited(
+        "healthcare",
+        &[],
+        &[("sizeBytes: 7724391", "sizeBytes: 4831838208")],
+    );
+    assert_eq!(status, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("warning {code} (healthcare) StatefulSet/postgres: the target (storage.size 5Gi) leaves 512 MiB beside the 4.5 GiB of data")),
+        "{stdout}"
+    );
+    let (_, stdout, _) = plan_edited(
+        "healthcare",
+        &[],
+        &[("sizeBytes: 7724391", "sizeBytes: 1073741824")],
+    );
+    assert!(!stdout.contains(code), "{stdout}");
+}
+
+/// A role RDS cannot give SUPERUSER (or REPLICATION, BYPASSRLS) is said,
+/// by role; the master user, which is the instance's own, is not.
+#[test]
+fn roles_rds_cannot_take_as_they_are_are_said() {
+    let code = "pgplan::preflight::role-attributes-dropped";
+    let ops = (
+        "  roles:\n  - name: postgres\n",
+        "  roles:\n  - name: ops\n    superuser: true\n    login: true\n    replication: true\n    password: scram-sha-256\n  - name: postgres\n",
+    );
+    let (status, stdout, _) = plan_edited("backstage-to-rds", &[], &[ops]);
+    assert_eq!(status, Some(0), "a warning: {stdout}");
+    assert!(
+        stdout.contains(&format!("warning {code} (backstage) Role/ops: role ops is SUPERUSER, REPLICATION on the source; RDS lets no one grant that")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("GRANT rds_superuser TO ops"), "{stdout}");
+    assert_eq!(
+        stdout.matches(code).count(),
+        1,
+        "postgres, the master user, is not said: {stdout}"
+    );
+    // Without such a role: nothing.
+    let (_, stdout, _) = plan_edited("backstage-to-rds", &[], &[]);
+    assert!(!stdout.contains(code), "{stdout}");
+    // Accepted: still listed.
+    let (_, stdout, _) = plan_edited(
+        "backstage-to-rds",
+        &[(
+            "  cleanup:\n",
+            "  preflight:\n    accept:\n      - code: role-attributes-dropped\n        object: Role/ops\n  cleanup:\n",
+        )],
+        &[ops],
+    );
+    assert!(
+        stdout.contains(&format!("accepted warning {code} (backstage) Role/ops")),
         "{stdout}"
     );
 }
