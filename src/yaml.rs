@@ -847,10 +847,11 @@ struct Events<'de> {
 
 impl<'de> Events<'de> {
     fn peek(&mut self) -> Result<&Ev<'de>, YamlError> {
-        if self.peeked.is_none() {
-            self.peeked = Some(self.produce()?);
-        }
-        Ok(&self.peeked.as_ref().expect("just filled").0)
+        let next = match self.peeked.take() {
+            Some(p) => p,
+            None => self.produce()?,
+        };
+        Ok(&self.peeked.insert(next).0)
     }
     fn peek_span(&mut self) -> Result<Span, YamlError> {
         self.peek()?;
@@ -929,7 +930,9 @@ impl<'de> Events<'de> {
             .last()
             .is_some_and(|r| r.depth == self.depth)
         {
-            let r = self.recordings.pop().expect("checked");
+            let Some(r) = self.recordings.pop() else {
+                break;
+            };
             let weight = Weight {
                 nodes: r
                     .events

@@ -132,7 +132,9 @@ fn a_move_through_the_cluster_sends_no_data_through_the_runner() {
         .sum();
     assert_eq!(rows, 70_003, "the patients and the bulk rows");
     let archive_bytes = manifest["bytes"].as_u64().expect("bytes");
-    assert!(archive_bytes > 15_000_000, "{archive_bytes}");
+    // gzip level 1 on the claim: the repeated payload shrinks, but is there.
+    assert_eq!(manifest["compression"], 1, "{manifest}");
+    assert!(archive_bytes > 1_000_000, "{archive_bytes}");
     let archive = manifests[0].with_file_name("healthcare.dump");
     let listed = std::process::Command::new(pg::bin("pg_restore"))
         .arg("--list")
