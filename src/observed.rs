@@ -325,6 +325,34 @@ pub struct ServerInventory {
     /// address), for preflight: who would still write during a move.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<Session>,
+    /// Transactions open for a while (from [`TRANSACTIONS_FROM`] seconds,
+    /// any client) and prepared ones, for preflight: what holds locks the
+    /// dump waits for, or writes that come after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transactions: Vec<OpenTransaction>,
+}
+
+/// The age from which observe reads an open transaction.
+pub const TRANSACTIONS_FROM: u64 = 1;
+
+/// A transaction open on a server: in a session (`pg_stat_activity`'s
+/// `xact_start`) or prepared (`pg_prepared_xacts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpenTransaction {
+    pub database: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub application: String,
+    /// The client's address; empty over the local socket and when prepared.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    /// Seconds since it began (or was prepared), when observed.
+    pub age_seconds: u64,
+    /// A prepared transaction (`PREPARE TRANSACTION`), by its `gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared: Option<String>,
 }
 
 /// A client session on a server.

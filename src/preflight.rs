@@ -24,7 +24,19 @@ pub const CODES: &[&str] = &[
     TARGET_NEWER_MAJOR,
     TARGET_CAPACITY,
     ROLE_ATTRIBUTES_DROPPED,
+    LONG_TRANSACTION,
+    PREPARED_TRANSACTION,
 ];
+
+/// A transaction open on a moved database for longer than
+/// [`LONG_TRANSACTION_SECONDS`].
+pub const LONG_TRANSACTION: &str = "pgplan::preflight::long-transaction";
+
+/// A prepared transaction on a moved database.
+pub const PREPARED_TRANSACTION: &str = "pgplan::preflight::prepared-transaction";
+
+/// How old an open transaction must be to be said.
+pub const LONG_TRANSACTION_SECONDS: u64 = 60;
 
 /// The target's storage against the data it must take (with room for the
 /// WAL and index builds of the restore).
@@ -430,6 +442,76 @@ pub fn role_attributes_dropped(
             })
         })
         .collect()
+}
+
+/// Transactions on the databases the plan moves: a prepared one blocks
+/// (it holds its locks until someone commits or rolls it back, pg_dump waits
+/// for them, and the dump does not carry it); one open for a minute or more
+/// is said, once per database with the oldest (it holds locks the dump may
+/// wait for, and what it writes after the backup is lost).
+pub fn transactions(p: &Placement, source: &ServerInventory, moved: &[String]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let minutes = |s: u64| {
+        if s < 120 {
+            format!("{s} s")
+        } else {
+            format!("{} min", s / 60)
+        }
+    };
+    for db in moved {
+        let here: Vec<&crate::observed::OpenTransaction> = source
+            .transactions
+            .iter()
+            .filter(|t| &t.database == db)
+            .collect();
+        for t in here.iter().filter(|t| t.prepared.is_some()) {
+            let gid = t.prepared.as_deref().unwrap_or_default();
+            let object = format!("PreparedTransaction/{gid}");
+            out.push(Finding {
+                code: PREPARED_TRANSACTION.into(),
+                severity: Severity::Error,
+                placement: p.name().to_string(),
+                accepted: accepted(p, PREPARED_TRANSACTION, &object),
+                message: format!(
+                    "prepared transaction `{gid}` on `{db}` (owner {}) has waited {} for its COMMIT PREPARED: it holds its locks until then, pg_dump waits for them, and the move does not carry it",
+                    t.user,
+                    minutes(t.age_seconds)
+                ),
+                help: format!(
+                    "finish it first: `COMMIT PREPARED '{gid}'` or `ROLLBACK PREPARED '{gid}'` (the transaction manager that prepared it knows which), or accept the finding"
+                ),
+                object,
+            });
+        }
+        let oldest = here
+            .iter()
+            .filter(|t| t.prepared.is_none() && t.age_seconds >= LONG_TRANSACTION_SECONDS)
+            .max_by_key(|t| t.age_seconds);
+        if let Some(t) = oldest {
+            let object = format!("Database/{db}");
+            let who = match (t.application.as_str(), t.address.as_str()) {
+                ("", "") => t.user.clone(),
+                (app, "") => format!("{} ({app})", t.user),
+                ("", addr) => format!("{} from {addr}", t.user),
+                (app, addr) => format!("{} ({app}) from {addr}", t.user),
+            };
+            out.push(Finding {
+                code: LONG_TRANSACTION.into(),
+                severity: Severity::Warning,
+                placement: p.name().to_string(),
+                accepted: accepted(p, LONG_TRANSACTION, &object),
+                message: format!(
+                    "a transaction of {who} on `{db}` has been open for {}: it may hold locks the dump waits for, and what it writes after the backup is lost",
+                    minutes(t.age_seconds)
+                ),
+                help: format!(
+                    "let it finish, or find it (`SELECT pid, usename, application_name, xact_start FROM pg_stat_activity WHERE datname = '{db}' ORDER BY xact_start`) and end it (`SELECT pg_terminate_backend(pid)`); or accept the finding"
+                ),
+                object,
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

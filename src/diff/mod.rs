@@ -170,6 +170,8 @@ fn preflight(cx: &mut Ctx<'_>) {
     let found = crate::preflight::unlisted_clients(cx.p, cx.idx, server, &moved);
     cx.findings.extend(found);
     cx.findings
+        .extend(crate::preflight::transactions(cx.p, server, &moved));
+    cx.findings
         .extend(crate::preflight::major_versions(cx.p, server));
     if !copied.is_empty() {
         let target = match &cx.p.spec().target {

@@ -42,7 +42,20 @@ select json_build_object(
       order by host(a.client_addr), a.datname, a.pid), '[]'::json)
     from pg_stat_activity a
     where a.backend_type = 'client backend' and a.pid <> pg_backend_pid()
-      and a.client_addr is not null and a.datname is not null)
+      and a.client_addr is not null and a.datname is not null),
+  'transactions', (select coalesce(json_agg(x.t order by x.age desc), '[]'::json) from (
+      select json_build_object('database', a.datname, 'user', coalesce(a.usename, ''),
+          'application', coalesce(a.application_name, ''), 'address', coalesce(host(a.client_addr), ''),
+          'ageSeconds', floor(extract(epoch from now() - a.xact_start))::bigint) as t,
+        now() - a.xact_start as age
+      from pg_stat_activity a
+      where a.backend_type = 'client backend' and a.pid <> pg_backend_pid()
+        and a.datname is not null and a.xact_start < now() - interval '{transactions_from} seconds'
+      union all
+      select json_build_object('database', p.database, 'user', p.owner,
+          'ageSeconds', floor(extract(epoch from now() - p.prepared))::bigint, 'prepared', p.gid),
+        now() - p.prepared
+      from pg_prepared_xacts p) x)
 )"#;
 
 /// A role's password kind, from `pg_authid` (superusers only).
@@ -60,10 +73,12 @@ fn server_script() -> String {
         SERVER_SQL
             .replace("{password}", PASSWORD_KIND)
             .replace("{valid_until}", super::roles::VALID_UNTIL_SQL)
+            .replace("{transactions_from}", &crate::observed::TRANSACTIONS_FROM.to_string())
             .trim(),
         SERVER_SQL
             .replace("{password}", "'unknown'")
             .replace("{valid_until}", super::roles::VALID_UNTIL_SQL)
+            .replace("{transactions_from}", &crate::observed::TRANSACTIONS_FROM.to_string())
             .trim()
     )
 }
@@ -98,6 +113,8 @@ struct ServerRow {
     databases: Vec<DbRow>,
     #[serde(default)]
     sessions: Vec<Session>,
+    #[serde(default)]
+    transactions: Vec<crate::observed::OpenTransaction>,
 }
 
 #[derive(Deserialize)]
@@ -179,5 +196,6 @@ pub async fn server(
         roles: row.roles,
         databases,
         sessions: row.sessions,
+        transactions: row.transactions,
     })
 }

@@ -283,6 +283,7 @@ fn simulate(mut o: Observed, plan: &Plan) -> Observed {
                         roles: Vec::new(),
                         databases: vec![src],
                         sessions: Vec::new(),
+                        transactions: Vec::new(),
                     }),
                 }
             }
@@ -754,6 +755,7 @@ fn a_non_empty_different_target_database_is_never_overwritten() {
         roles: Vec::new(),
         databases: vec![db],
         sessions: Vec::new(),
+        transactions: Vec::new(),
     });
     let err = error_text(try_plan(&spec, &live).unwrap_err());
     assert!(err.contains("pgplan::plan::target-not-empty"), "{err}");

@@ -407,3 +407,99 @@ fn roles_rds_cannot_take_as_they_are_are_said() {
         "{stdout}"
     );
 }
+
+/// Transactions on the source: a prepared one blocks, one open for half an
+/// hour is said with who holds it, a young one is not; read from a
+/// snapshot the inventory wrote.
+#[test]
+fn prepared_and_long_transactions_on_the_source_are_found() {
+    let at = "  version: '15.18'\n";
+    let with = |transactions: &str| format!("  version: '15.18'\n  transactions:\n{transactions}");
+    let long = "  - database: healthcare\n    user: healthcare_user\n    application: nightly-report\n    address: 127.2.0.9\n    ageSeconds: 1800\n";
+    let young = "  - database: healthcare\n    user: healthcare_user\n    ageSeconds: 5\n";
+    let prepared = "  - database: healthcare\n    user: healthcare_user\n    ageSeconds: 7200\n    prepared: tx-42\n";
+    let all = with(&format!("{long}{young}{prepared}"));
+    let (status, stdout, _) = plan_edited("healthcare", &[], &[(at, &all)]);
+    assert_eq!(status, Some(1), "the prepared transaction blocks: {stdout}");
+    assert!(
+        stdout.contains("error pgplan::preflight::prepared-transaction (healthcare) PreparedTransaction/tx-42: prepared transaction `tx-42` on `healthcare` (owner healthcare_user) has waited 120 min for its COMMIT PREPARED"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ROLLBACK PREPARED 'tx-42'"), "{stdout}");
+    assert!(
+        stdout.contains("warning pgplan::preflight::long-transaction (healthcare) Database/healthcare: a transaction of healthcare_user (nightly-report) from 127.2.0.9 on `healthcare` has been open for 30 min"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("long-transaction").count(),
+        1,
+        "once per database: {stdout}"
+    );
+    // A young transaction alone is nothing to say.
+    let (status, stdout, _) = plan_edited("healthcare", &[], &[(at, &with(young))]);
+    assert_eq!(status, Some(0), "{stdout}");
+    assert!(!stdout.contains("transaction"), "{stdout}");
+}
+
+/// The inventory reads an open transaction with its age and who holds it
+/// (what the findings above are made from), on the simulated cluster.
+#[test]
+fn observe_reads_a_transaction_held_open_on_the_source() {
+    let cluster = SimCluster::with_scenario(Scenario::Healthcare);
+    let pod = crate::apply::db_pod(&cluster);
+    // A session that opens a transaction and keeps it, from the pod itself.
+    let ep = cluster
+        .pod_postgres(hc::NAMESPACE, &pod)
+        .expect("the server");
+    let mut holder = std::process::Command::new(crate::support::pg::bin("psql"))
+        .args(["-X", "-q", "-h"])
+        .arg(&ep.socket_dir)
+        .args([
+            "-p",
+            &ep.port.to_string(),
+            "-U",
+            &ep.superuser,
+            "-d",
+            hc::DATABASE,
+        ])
+        .env("PGAPPNAME", "holder")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    use std::io::Write;
+    holder
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"BEGIN; SELECT count(*) FROM patients;\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_secs(3));
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("live.yaml");
+    let observed = pgplan_in(
+        &cluster,
+        dir.path(),
+        &[
+            "observe",
+            "-f",
+            &spec(),
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let _ = holder.kill();
+    assert!(observed.status.success(), "{}", text(&observed.stderr));
+    let live: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&out).expect("the snapshot"))
+            .expect("yaml");
+    let open = &live["servers"][0]["transactions"];
+    let held = open
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["application"] == "holder"))
+        .unwrap_or_else(|| panic!("the held transaction in {open}"));
+    assert_eq!(held["database"], hc::DATABASE);
+    assert!(held["ageSeconds"].as_u64().unwrap_or(0) >= 2, "{held}");
+    assert!(held.get("prepared").is_none(), "{held}");
+}
