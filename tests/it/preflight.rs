@@ -490,6 +490,7 @@ fn observe_reads_a_transaction_held_open_on_the_source() {
         &[],
     );
     let _ = holder.kill();
+    let _ = holder.wait();
     assert!(observed.status.success(), "{}", text(&observed.stderr));
     let live: Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&out).expect("the snapshot"))
