@@ -401,6 +401,49 @@ pub async fn remove_clients(w: &World<'_>) {
     }
 }
 
+/// Whether a pod runs with its container ready.
+fn pod_running(pod: &Value) -> bool {
+    str_at(pod, &["status", "phase"]) == Some("Running")
+        && pod["status"]["containerStatuses"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|s| s["ready"] == true))
+}
+
+/// A pod that does not run yet, as `kubectl describe` would say why: its
+/// phase, and each container's waiting or terminated reason and message
+/// (`ContainerCreating: MountVolume.SetUp failed …`, `ImagePullBackOff`).
+fn pod_state(pod: &Value) -> String {
+    let phase = str_at(pod, &["status", "phase"]).unwrap_or("Pending");
+    let mut why: Vec<String> = Vec::new();
+    for s in pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for state in ["waiting", "terminated"] {
+            let st = &s["state"][state];
+            if let Some(reason) = str_at(st, &["reason"]) {
+                why.push(match str_at(st, &["message"]).filter(|m| !m.is_empty()) {
+                    Some(m) => format!("{reason}: {m}"),
+                    None => reason.to_string(),
+                });
+            }
+        }
+    }
+    for c in pod["status"]["conditions"].as_array().into_iter().flatten() {
+        if c["type"] == "PodScheduled" && c["status"] == "False" {
+            if let Some(m) = str_at(c, &["message"]) {
+                why.push(format!("not scheduled: {m}"));
+            }
+        }
+    }
+    if why.is_empty() {
+        format!("phase {phase}")
+    } else {
+        format!("phase {phase} ({})", why.join("; "))
+    }
+}
+
 fn tools_runner<'a>(cluster: &'a Cluster, pod: &ObjectRef) -> Runner<'a> {
     Runner::Pod {
         cluster,
@@ -429,17 +472,10 @@ async fn launch<'a>(
     c.create(&desired, Write::Apply).await?;
     let tools = ToolsPod { cluster: c, pod };
     let running = c
-        .wait_polling(&tools.pod, READY_TIMEOUT, POD_POLL, |o| {
-            let phase = o
-                .and_then(|p| str_at(p, &["status", "phase"]))
-                .unwrap_or("Pending");
-            let ready = o
-                .and_then(|p| p["status"]["containerStatuses"].as_array())
-                .is_some_and(|cs| cs.iter().any(|s| s["ready"] == true));
-            match (phase, ready) {
-                ("Running", true) => Ok(true),
-                (phase, _) => Err(format!("phase {phase}")),
-            }
+        .wait_polling(&tools.pod, READY_TIMEOUT, POD_POLL, |o| match o {
+            Some(p) if pod_running(p) => Ok(true),
+            Some(p) => Err(pod_state(p)),
+            None => Err("deleted".into()),
         })
         .await;
     if let Err(e) = running {
@@ -500,6 +536,27 @@ mod tests {
                 json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "POSTGRESQL_ADMIN_PASSWORD"}}}),
             ]
         );
+    }
+
+    #[test]
+    fn a_pod_that_does_not_start_says_why() {
+        let waiting = json!({"status": {"phase": "Pending", "containerStatuses": [{"ready": false,
+            "state": {"waiting": {"reason": "ContainerCreating",
+                "message": "MountVolume.SetUp failed for volume: secret \"db-login\" not found"}}}]}});
+        assert!(!pod_running(&waiting));
+        assert_eq!(
+            pod_state(&waiting),
+            "phase Pending (ContainerCreating: MountVolume.SetUp failed for volume: secret \"db-login\" not found)"
+        );
+        let unscheduled = json!({"status": {"phase": "Pending", "conditions": [{"type": "PodScheduled",
+            "status": "False", "message": "0/3 nodes are available: 3 Insufficient cpu."}]}});
+        assert_eq!(
+            pod_state(&unscheduled),
+            "phase Pending (not scheduled: 0/3 nodes are available: 3 Insufficient cpu.)"
+        );
+        let running = json!({"status": {"phase": "Running", "containerStatuses": [{"ready": true, "state": {"running": {}}}]}});
+        assert!(pod_running(&running));
+        assert_eq!(pod_state(&json!({})), "phase Pending");
     }
 
     #[test]
