@@ -92,16 +92,7 @@ pub(super) fn plan(cx: &mut Ctx<'_>, kt: &KubeTarget) {
                 )
             }
         },
-        Err(SourceProblem::Ambiguous(names)) => cx.error(
-            &["source", "kubernetes", "workload", "selector"],
-            "pgplan::plan::source-ambiguous",
-            format!(
-                "the selector matches several workloads: {}",
-                names.join(", ")
-            ),
-            "add labels to the selector, or name the workload",
-        ),
-        Err(p @ SourceProblem::NoContainer { .. }) => {
+        Err(p @ (SourceProblem::Ambiguous(_) | SourceProblem::NoContainer { .. })) => {
             if let Some(d) = p.container_diagnosis() {
                 cx.error(d.path, d.code, d.message, d.help);
             }

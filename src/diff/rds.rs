@@ -363,19 +363,7 @@ fn kube_source<'a>(cx: &mut Ctx<'a>, src: &crate::spec::KubeSource) -> Option<Rd
                 local: None,
             })
         }
-        Err(SourceProblem::Ambiguous(names)) => {
-            cx.error(
-                &["source", "kubernetes", "workload", "selector"],
-                "pgplan::plan::source-ambiguous",
-                format!(
-                    "the selector matches several workloads: {}",
-                    names.join(", ")
-                ),
-                "add labels to the selector, or name the workload",
-            );
-            None
-        }
-        Err(p @ SourceProblem::NoContainer { .. }) => {
+        Err(p @ (SourceProblem::Ambiguous(_) | SourceProblem::NoContainer { .. })) => {
             if let Some(d) = p.container_diagnosis() {
                 cx.error(d.path, d.code, d.message, d.help);
             }

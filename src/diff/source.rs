@@ -88,11 +88,24 @@ pub struct Diagnosis {
 }
 
 impl SourceProblem {
-    /// The diagnostic of a container problem (`None` for the others, which
-    /// each journey words itself).
+    /// The diagnostic of a container problem or of a selector matching
+    /// several workloads (`None` for a missing source, which each journey
+    /// words itself).
     pub fn container_diagnosis(&self) -> Option<Diagnosis> {
-        let SourceProblem::NoContainer { workload, problem } = self else {
-            return None;
+        let (workload, problem) = match self {
+            SourceProblem::NoContainer { workload, problem } => (workload, problem),
+            SourceProblem::Ambiguous(names) => {
+                return Some(Diagnosis {
+                    path: &["source", "kubernetes", "workload", "selector"],
+                    code: "pgplan::plan::source-ambiguous",
+                    message: format!(
+                        "the selector matches several workloads: {}",
+                        names.join(", ")
+                    ),
+                    help: "add labels to the selector, or name the workload".into(),
+                })
+            }
+            SourceProblem::NotFound => return None,
         };
         Some(match problem {
             ContainerProblem::Missing { wanted, have } => Diagnosis {

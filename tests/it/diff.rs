@@ -1299,3 +1299,59 @@ fn the_one_writer_check_catches_two_servers_behind_a_service() {
     assert!(message.contains("puts 2 writable servers"), "{message}");
     assert!(message.contains("\"Service\""), "{message}");
 }
+
+/// A selector that matches two workloads is refused where it is written,
+/// for a move to a StatefulSet and to RDS alike, with both names.
+#[test]
+fn a_selector_matching_several_workloads_is_a_located_error() {
+    for example in ["healthcare", "backstage-to-rds"] {
+        let (text, live) = example_files(example);
+        let (workload, labelled): (&str, Vec<&str>) = match example {
+            "healthcare" => (
+                "        kind: Deployment\n        name: postgres\n",
+                vec!["healthcare-api", "postgres"],
+            ),
+            _ => (
+                "        kind: StatefulSet\n        name: backstage-psql-developer-hub\n",
+                vec!["backstage-psql-developer-hub"],
+            ),
+        };
+        let kind_line = workload.lines().next().unwrap_or_default();
+        let changed = text.replace(
+            workload,
+            &format!("{kind_line}\n        selector:\n          tier: shared\n"),
+        );
+        assert_ne!(changed, text, "{example}: the spec took the selector");
+        // Both named workloads (and, for Backstage, a copy of its database's
+        // StatefulSet) carry the label.
+        let mut o = observed::load_snapshot("live.yaml", live.as_bytes()).unwrap();
+        let mut copies = Vec::new();
+        for m in o.kubernetes.objects.iter_mut() {
+            let name = m["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let workload = matches!(m["kind"].as_str(), Some("Deployment" | "StatefulSet"));
+            if workload && labelled.contains(&name.as_str()) {
+                m["metadata"]["labels"]["tier"] = json!("shared");
+                if labelled.len() == 1 {
+                    let mut twin = m.clone();
+                    twin["metadata"]["name"] = json!(format!("{name}-twin"));
+                    copies.push(twin);
+                }
+            }
+        }
+        o.kubernetes.objects.extend(copies);
+        let spec = load_spec(&changed, None);
+        let err = error_text(try_plan(&spec, &o).expect_err("refused"));
+        assert!(
+            err.contains("pgplan::plan::source-ambiguous"),
+            "{example}: {err}"
+        );
+        assert!(
+            err.contains("the selector matches several workloads"),
+            "{err}"
+        );
+        assert!(err.contains("pgplan.yaml:"), "located: {err}");
+    }
+}
